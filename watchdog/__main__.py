@@ -1,0 +1,5 @@
+"""`python -m watchdog` runs the rmq-watchdog command line."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,236 @@
+"""The watchdog's TOML configuration: schema, validation, and one clear error for a bad file."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .durations import parse_duration
+
+__all__ = [
+    "ConfigError",
+    "WatchdogConfig",
+    "BrokerConfig",
+    "LocalHost",
+    "SshHost",
+    "HostConfig",
+    "ProbeSettings",
+    "DetectSettings",
+    "MetricsSettings",
+    "SecondaryCheck",
+    "load_config",
+    "parse_config",
+]
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names the file and the field."""
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("a duration is a string with its unit, e.g. '3s'")
+    raise ValueError(f"a duration needs its unit: write '{value}s' or '{value}ms', not {value}")
+
+
+Seconds = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
+
+
+def _check_addr(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port")
+    return value
+
+
+Addr = Annotated[str, BeforeValidator(lambda v: _check_addr(v) if isinstance(v, str) else v)]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo such as `down_afer` must not silently keep a default.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class LocalHost(_Strict):
+    kind: Literal["local"] = "local"
+
+
+class SshHost(_Strict):
+    kind: Literal["ssh"]
+    address: str
+    port: int = Field(22, gt=0, lt=65536)
+    user: str
+    known_hosts: str | None = Field(
+        None, description="known_hosts file; host keys are always checked"
+    )
+    client_keys: tuple[str, ...] = ()
+    connect_timeout_seconds: Seconds = Field(5.0, alias="connect_timeout")
+
+
+HostConfig = Annotated[LocalHost | SshHost, Field(discriminator="kind")]
+
+
+class BrokerConfig(_Strict):
+    broker_name: str = Field(min_length=1)
+    broker_id: int = Field(ge=0, description="the id this broker had when it was configured")
+    addr: Addr
+    properties: str = Field(min_length=1, description="path of its properties file on its host")
+    host: str = "local"
+    start: tuple[str, ...] = Field(min_length=1)
+    stop: tuple[str, ...] = Field(min_length=1)
+    priority: int = 0
+    no_promote: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.broker_name}:{self.broker_id}"
+
+
+class ProbeSettings(_Strict):
+    interval_seconds: Seconds = Field(1.0, alias="interval")
+    timeout_seconds: Seconds = Field(0.8, alias="timeout")
+    connect_timeout_seconds: Seconds = Field(0.5, alias="connect_timeout")
+
+    @model_validator(mode="after")
+    def _timeout_fits_interval(self) -> ProbeSettings:
+        if self.interval_seconds <= 0:
+            raise ValueError("interval must be greater than 0")
+        if self.timeout_seconds > self.interval_seconds:
+            raise ValueError("timeout must not exceed interval, or probes would overlap cycles")
+        return self
+
+
+class DetectSettings(_Strict):
+    down_after_seconds: Seconds = Field(3.0, alias="down_after")
+    quorum: int = Field(
+        1, ge=1, description="vantage points that must see the master down for ODOWN"
+    )
+    tilt_late_seconds: Seconds = Field(2.0, alias="tilt_late")
+    tilt_cycles: int = Field(3, ge=0)
+
+
+class MetricsSettings(_Strict):
+    listen: Addr = "127.0.0.1:9108"
+    enabled: bool = True
+
+
+class SecondaryCheck(_Strict):
+    """A probe of the master run from another host, as MHA's secondary_check_script."""
+
+    name: str
+    host: str
+    command: tuple[str, ...] = Field(
+        ("rmq-watchdog", "ping", "{addr}"),
+        min_length=1,
+        description="argv; {addr} is replaced by the master address from this config",
+    )
+    timeout_seconds: Seconds = Field(2.0, alias="timeout")
+
+
+class WatchdogConfig(_Strict):
+    cluster_name: str = Field(min_length=1)
+    nameservers: tuple[Addr, ...] = Field(min_length=1)
+    state_dir: str = "/var/lib/rmq-watchdog"
+    hosts: dict[str, HostConfig] = Field(default_factory=lambda: {"local": LocalHost()})
+    brokers: tuple[BrokerConfig, ...] = Field(min_length=1)
+    probe: ProbeSettings = ProbeSettings()
+    detect: DetectSettings = DetectSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    secondary_checks: tuple[SecondaryCheck, ...] = ()
+
+    @field_validator("nameservers")
+    @classmethod
+    def _unique_nameservers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("a nameserver is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WatchdogConfig:
+        seen_keys: set[tuple[str, int]] = set()
+        seen_addrs: set[str] = set()
+        for broker in self.brokers:
+            if (broker.broker_name, broker.broker_id) in seen_keys:
+                raise ValueError(f"broker {broker.key} is listed twice")
+            if broker.addr in seen_addrs:
+                raise ValueError(f"broker address {broker.addr} is listed twice")
+            if broker.host not in self.hosts:
+                raise ValueError(f"broker {broker.key} names unknown host {broker.host!r}")
+            seen_keys.add((broker.broker_name, broker.broker_id))
+            seen_addrs.add(broker.addr)
+        for check in self.secondary_checks:
+            if check.host not in self.hosts:
+                raise ValueError(f"secondary check {check.name!r} names unknown host {check.host!r}")
+        return self
+
+    def group_names(self) -> tuple[str, ...]:
+        """Broker group names in the order they first appear."""
+        return tuple(dict.fromkeys(b.broker_name for b in self.brokers))
+
+    def group(self, broker_name: str) -> tuple[BrokerConfig, ...]:
+        return tuple(b for b in self.brokers if b.broker_name == broker_name)
+
+    def broker(self, broker_name: str, broker_id: int) -> BrokerConfig | None:
+        for b in self.brokers:
+            if b.broker_name == broker_name and b.broker_id == broker_id:
+                return b
+        return None
+
+
+def _field_path(loc: tuple[int | str, ...], data: Any) -> str:
+    """Render a pydantic location as the TOML reader sees it: brokers[1].addr."""
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in ("LocalHost", "SshHost", "local", "ssh"):
+            continue  # the discriminated-union branch name means nothing to the reader
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def _errors(exc: ValidationError, data: Any) -> Iterator[str]:
+    for err in exc.errors():
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        yield f"{_field_path(tuple(err['loc']), data)}: {msg}"
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> WatchdogConfig:
+    try:
+        return WatchdogConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = list(_errors(exc, data))
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def load_config(path: str | Path) -> WatchdogConfig:
+    """Read and validate a config file; raise ConfigError naming the file and the field."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return parse_config(data, str(p))

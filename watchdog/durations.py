@@ -1,0 +1,32 @@
+"""Parsing and printing durations written with their unit ("800ms", "3s", "1h")."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["parse_duration", "format_seconds"]
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """Return seconds for a duration such as "800ms", "3s", "1.5m" or "1h".
+
+    A bare number is refused on purpose: a duration must say its unit.
+    """
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(
+            f"invalid duration {text!r}: write a number with a unit, e.g. '800ms', '3s', '5m', '1h'"
+        )
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def format_seconds(seconds: float) -> str:
+    """Render seconds the way reasons are written: "850 ms", "3.2 s", "4.0 min"."""
+    if seconds < 1.0:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120.0:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"

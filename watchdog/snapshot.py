@@ -1,0 +1,102 @@
+"""One probe cycle's immutable view of the cluster; an unreachable node is a value, not an exception."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Registration",
+    "NamesrvObservation",
+    "BrokerObservation",
+    "SecondaryObservation",
+    "ClusterSnapshot",
+]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One `brokerName -> {brokerId: addr}` entry as a nameserver lists it."""
+
+    broker_name: str
+    broker_id: int
+    addr: str
+
+
+@dataclass(frozen=True)
+class NamesrvObservation:
+    addr: str
+    is_up: bool
+    latency_seconds: float | None = None
+    error: str | None = None
+    registrations: tuple[Registration, ...] = ()
+
+    def ids_of(self, addr: str) -> tuple[int, ...]:
+        """Broker ids under which this nameserver lists `addr` (normally zero or one)."""
+        return tuple(r.broker_id for r in self.registrations if r.addr == addr)
+
+    def master_addr(self, broker_name: str) -> str | None:
+        for r in self.registrations:
+            if r.broker_name == broker_name and r.broker_id == 0:
+                return r.addr
+        return None
+
+
+@dataclass(frozen=True)
+class BrokerObservation:
+    """What one broker answered this cycle; `is_up` means it answered runtime info, not just TCP."""
+
+    broker_name: str
+    broker_id: int  # the configured id (identity), not necessarily its current role
+    addr: str
+    is_up: bool
+    latency_seconds: float | None = None
+    error: str | None = None
+    role: str | None = None  # brokerRole from GET_BROKER_CONFIG: ASYNC_MASTER, SYNC_MASTER, SLAVE
+    reported_broker_id: int | None = None  # brokerId from GET_BROKER_CONFIG
+    commitlog_max_offset: int | None = None
+    version: str | None = None
+    runtime: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.broker_name}:{self.broker_id}"
+
+    @property
+    def is_master_role(self) -> bool:
+        return self.role in ("ASYNC_MASTER", "SYNC_MASTER")
+
+
+@dataclass(frozen=True)
+class SecondaryObservation:
+    """A check of a broker made from another host: True alive, False down, None unknown."""
+
+    name: str
+    target_addr: str
+    is_alive: bool | None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    cluster_name: str
+    taken_at: float  # monotonic seconds when the cycle started
+    wall_time: float  # time.time() at the same moment, for humans and metrics
+    nameservers: tuple[NamesrvObservation, ...]
+    brokers: tuple[BrokerObservation, ...]
+    secondary: tuple[SecondaryObservation, ...] = ()
+    duration_seconds: float = 0.0
+
+    def group_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(b.broker_name for b in self.brokers))
+
+    def group(self, broker_name: str) -> tuple[BrokerObservation, ...]:
+        return tuple(b for b in self.brokers if b.broker_name == broker_name)
+
+    def broker_at(self, addr: str) -> BrokerObservation | None:
+        for b in self.brokers:
+            if b.addr == addr:
+                return b
+        return None
+
+    def nameservers_up(self) -> tuple[NamesrvObservation, ...]:
+        return tuple(n for n in self.nameservers if n.is_up)
