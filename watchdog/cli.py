@@ -2,15 +2,145 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import click
 
 from . import __version__
+from .config import ConfigError, WatchdogConfig, load_config
+
+T = TypeVar("T")
+
+
+class BadInput(click.ClickException):
+    """Bad config or arguments: one clear message, exit code 2, nothing started."""
+
+    exit_code = 2
+
+
+def load_or_exit(path: str) -> WatchdogConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def run_async(factory: Callable[[], Awaitable[T]]) -> T:
+    async def runner() -> T:
+        return await factory()
+
+    return asyncio.run(runner())
+
+
+config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    metavar="FILE",
+    help="The watchdog's TOML config file.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rmq-watchdog")
 def cli() -> None:
     """Automatic, explained master failover for Apache RocketMQ 4.x master/slave clusters."""
+
+
+@cli.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(config_path: str, as_json: bool) -> None:
+    """Probe every nameserver and broker once and print what they report.
+
+    Shows each nameserver (up, latency) and each broker (up, role, the ids it is
+    registered under on each nameserver, commitLogMaxOffset, replication lag in bytes
+    = master - slave max offset, version, probe latency).
+    """
+    from .probe import Prober
+    from .remoting import ClientPool
+    from .status import render_status, status_report
+
+    config = load_or_exit(config_path)
+
+    async def probe_once() -> dict[str, object]:
+        pool = ClientPool(connect_timeout_seconds=config.probe.connect_timeout_seconds)
+        try:
+            snapshot = await Prober(config, pool).snapshot()
+        finally:
+            await pool.close_all()
+        return status_report(snapshot)
+
+    report = run_async(probe_once)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=False))
+    else:
+        click.echo(render_status(report))
+
+
+@cli.command()
+@config_option
+def check(config_path: str) -> None:
+    """Check that a failover could run: cluster vs config, control paths, a promotable slave.
+
+    Prints each finding. Exits 1 when a failover could not run, 0 otherwise.
+    """
+    from .check import can_fail_over, run_checks
+    from .hosts import make_host
+    from .probe import Prober
+    from .remoting import ClientPool
+
+    config = load_or_exit(config_path)
+
+    async def check_once() -> bool:
+        pool = ClientPool(connect_timeout_seconds=config.probe.connect_timeout_seconds)
+        hosts = {name: make_host(name, host) for name, host in config.hosts.items()}
+        try:
+            snapshot = await Prober(config, pool).snapshot()
+            findings = await run_checks(config, snapshot, hosts)
+        finally:
+            await pool.close_all()
+            for host in hosts.values():
+                await host.close()
+        for finding in findings:
+            click.echo(finding.render())
+        return can_fail_over(findings)
+
+    if run_async(check_once):
+        click.echo("a failover could run")
+    else:
+        click.echo("a failover could NOT run (see FAIL lines)")
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("addr")
+@click.option("--timeout", "timeout", default="2s", show_default=True, help="Answer within this.")
+def ping(addr: str, timeout: str) -> None:
+    """Ask the broker at ADDR (host:port) for its runtime info.
+
+    Exit 0 when it answered, 1 when it did not. A TCP connect alone does not count:
+    used as a secondary check run from another host.
+    """
+    from .durations import parse_duration
+    from .probe import probe_broker_alive
+
+    try:
+        timeout_seconds = parse_duration(timeout)
+    except ValueError as exc:
+        raise BadInput(f"--timeout: {exc}") from None
+    alive, detail = run_async(
+        lambda: probe_broker_alive(
+            addr, timeout_seconds=timeout_seconds, connect_timeout_seconds=timeout_seconds
+        )
+    )
+    click.echo(f"{addr} {'alive' if alive else 'down'}: {detail}")
+    sys.exit(0 if alive else 1)
 
 
 def main() -> None:

@@ -1,0 +1,181 @@
+"""`check`: compare the config with what the cluster reports and with what a failover would need."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from .config import BrokerConfig, WatchdogConfig
+from .hosts import Host, HostError
+from .properties import PropertiesFile
+from .snapshot import BrokerObservation, ClusterSnapshot
+from .status import group_master
+
+__all__ = ["Finding", "run_checks", "can_fail_over"]
+
+Severity = Literal["ok", "warn", "error"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    subject: str
+    message: str
+    blocks_failover: bool = False
+
+    def render(self) -> str:
+        mark = {"ok": "ok  ", "warn": "WARN", "error": "FAIL"}[self.severity]
+        return f"[{mark}] {self.subject}: {self.message}"
+
+
+def can_fail_over(findings: list[Finding]) -> bool:
+    return not any(f.blocks_failover for f in findings)
+
+
+@dataclass(frozen=True)
+class _ControlPath:
+    is_ok: bool
+    findings: tuple[Finding, ...]
+
+
+async def _check_control_path(broker: BrokerConfig, host: Host) -> _ControlPath:
+    findings: list[Finding] = []
+    ok = True
+    try:
+        text = (await host.read_file(broker.properties)).decode("latin-1")
+    except HostError as exc:
+        findings.append(Finding("error", broker.key, f"properties file unreadable: {exc}", True))
+        ok = False
+    else:
+        props = PropertiesFile.parse(text)
+        name = props.get("brokerName")
+        if name != broker.broker_name:
+            findings.append(
+                Finding(
+                    "error",
+                    broker.key,
+                    f"{broker.properties} says brokerName={name!r}, config says "
+                    f"{broker.broker_name!r}",
+                    True,
+                )
+            )
+            ok = False
+        else:
+            findings.append(
+                Finding(
+                    "ok",
+                    broker.key,
+                    f"properties {broker.properties} readable on {host.name} "
+                    f"(brokerId={props.get('brokerId')}, brokerRole={props.get('brokerRole')})",
+                )
+            )
+    for what, argv in (("start", broker.start), ("stop", broker.stop)):
+        try:
+            present = await host.has_command(argv[0])
+        except HostError as exc:
+            findings.append(Finding("error", broker.key, f"host {host.name}: {exc}", True))
+            return _ControlPath(False, tuple(findings))
+        if not present:
+            findings.append(
+                Finding("error", broker.key, f"{what} command {argv[0]!r} not found on {host.name}", True)
+            )
+            ok = False
+    if ok:
+        findings.append(Finding("ok", broker.key, f"start/stop commands present on {host.name}"))
+    return _ControlPath(ok, tuple(findings))
+
+
+def _broker_findings(snapshot: ClusterSnapshot, b: BrokerObservation, configured_id: int) -> list[Finding]:
+    key = f"{b.broker_name}:{configured_id}"
+    if not b.is_up:
+        return [Finding("warn", key, f"{b.addr} does not answer: {b.error}")]
+    found = [
+        Finding(
+            "ok",
+            key,
+            f"{b.addr} answers as {b.role} brokerId={b.reported_broker_id} "
+            f"offset={b.commitlog_max_offset} ({b.version})",
+        )
+    ]
+    if b.reported_broker_id is not None and b.reported_broker_id != configured_id:
+        found.append(
+            Finding(
+                "warn",
+                key,
+                f"runs with brokerId={b.reported_broker_id}, configured as {configured_id} "
+                "(expected after a failover)",
+            )
+        )
+    for ns in snapshot.nameservers_up():
+        ids = ns.ids_of(b.addr)
+        if not ids:
+            found.append(Finding("warn", key, f"not registered on nameserver {ns.addr}"))
+        elif b.reported_broker_id is not None and b.reported_broker_id not in ids:
+            found.append(
+                Finding("warn", key, f"nameserver {ns.addr} lists it as id {ids}, it reports "
+                        f"{b.reported_broker_id}")
+            )
+    return found
+
+
+async def run_checks(
+    config: WatchdogConfig, snapshot: ClusterSnapshot, hosts: Mapping[str, Host]
+) -> list[Finding]:
+    findings: list[Finding] = []
+    up = snapshot.nameservers_up()
+    for ns in snapshot.nameservers:
+        if ns.is_up:
+            findings.append(Finding("ok", f"nameserver {ns.addr}", "answers cluster info"))
+        else:
+            findings.append(Finding("warn", f"nameserver {ns.addr}", f"down: {ns.error}"))
+    if len(up) * 2 <= len(snapshot.nameservers):
+        findings.append(
+            Finding(
+                "error",
+                "nameservers",
+                f"only {len(up)}/{len(snapshot.nameservers)} answer: a promotion could not be "
+                "verified on a majority",
+                True,
+            )
+        )
+
+    control = await asyncio.gather(
+        *(_check_control_path(b, hosts[b.host]) for b in config.brokers)
+    )
+    control_ok = {b.key: c.is_ok for b, c in zip(config.brokers, control, strict=True)}
+    for b, c in zip(config.brokers, control, strict=True):
+        obs = next(o for o in snapshot.brokers if o.addr == b.addr)
+        findings.extend(_broker_findings(snapshot, obs, b.broker_id))
+        findings.extend(c.findings)
+
+    for name in config.group_names():
+        subject = f"group {name}"
+        master = group_master(snapshot, name)
+        if master is None:
+            findings.append(Finding("warn", subject, "no master answers or is registered"))
+        else:
+            findings.append(Finding("ok", subject, f"master is {master.addr}"))
+        candidates = [
+            b
+            for b in config.group(name)
+            if not b.no_promote
+            and control_ok[b.key]
+            and (master is None or b.addr != master.addr)
+            and any(o.addr == b.addr and o.is_up and o.role == "SLAVE" for o in snapshot.brokers)
+        ]
+        if candidates:
+            names = ", ".join(f"{b.key}@{b.addr}" for b in candidates)
+            findings.append(Finding("ok", subject, f"promotable slave(s): {names}"))
+        else:
+            findings.append(
+                Finding(
+                    "error",
+                    subject,
+                    "no promotable slave: none is up as SLAVE with a working control path and "
+                    "without no_promote",
+                    True,
+                )
+            )
+    return findings

@@ -1,0 +1,147 @@
+"""Turn a snapshot into the `status` report: a JSON-ready dict and a human table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .snapshot import BrokerObservation, ClusterSnapshot
+
+__all__ = ["group_master", "lag_bytes", "status_report", "render_status"]
+
+_MASTER_ROLES = ("ASYNC_MASTER", "SYNC_MASTER")
+
+
+def group_master(snapshot: ClusterSnapshot, broker_name: str) -> BrokerObservation | None:
+    """The broker acting as master of a group: by its answered role, else by id-0 registration."""
+    group = snapshot.group(broker_name)
+    for broker in group:
+        if broker.is_up and broker.role in _MASTER_ROLES:
+            return broker
+    for ns in snapshot.nameservers_up():
+        addr = ns.master_addr(broker_name)
+        if addr is not None:
+            for broker in group:
+                if broker.addr == addr:
+                    return broker
+    return None
+
+
+def lag_bytes(snapshot: ClusterSnapshot, broker: BrokerObservation) -> int | None:
+    """Replication lag of a slave: master commitLogMaxOffset - slave commitLogMaxOffset."""
+    master = group_master(snapshot, broker.broker_name)
+    if master is None or master.addr == broker.addr:
+        return None
+    if master.commitlog_max_offset is None or broker.commitlog_max_offset is None:
+        return None
+    if not master.is_up or not broker.is_up:
+        return None
+    return master.commitlog_max_offset - broker.commitlog_max_offset
+
+
+def status_report(snapshot: ClusterSnapshot) -> dict[str, Any]:
+    nameservers = [
+        {
+            "addr": ns.addr,
+            "up": ns.is_up,
+            "latency_ms": _ms(ns.latency_seconds),
+            "error": ns.error,
+        }
+        for ns in snapshot.nameservers
+    ]
+    brokers = []
+    for b in snapshot.brokers:
+        master = group_master(snapshot, b.broker_name)
+        brokers.append(
+            {
+                "broker_name": b.broker_name,
+                "broker_id": b.broker_id,
+                "addr": b.addr,
+                "up": b.is_up,
+                "role": b.role,
+                "is_master": master is not None and master.addr == b.addr,
+                "reported_broker_id": b.reported_broker_id,
+                "registered_ids": {
+                    ns.addr: list(ns.ids_of(b.addr)) for ns in snapshot.nameservers if ns.is_up
+                },
+                "commitlog_max_offset": b.commitlog_max_offset,
+                "lag_bytes": lag_bytes(snapshot, b),
+                "version": b.version,
+                "latency_ms": _ms(b.latency_seconds),
+                "error": b.error,
+            }
+        )
+    return {
+        "cluster_name": snapshot.cluster_name,
+        "probe_duration_ms": _ms(snapshot.duration_seconds),
+        "nameservers": nameservers,
+        "brokers": brokers,
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "up" if value else "DOWN"
+    return str(value)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def render_status(report: dict[str, Any]) -> str:
+    ns_rows = [
+        [n["addr"], _cell(n["up"]), _cell(n["latency_ms"]), n["error"] or ""]
+        for n in report["nameservers"]
+    ]
+    broker_rows = []
+    for b in report["brokers"]:
+        registered = ",".join(
+            f"{'/'.join(str(i) for i in ids) or 'absent'}" for ids in b["registered_ids"].values()
+        )
+        broker_rows.append(
+            [
+                f"{b['broker_name']}:{b['broker_id']}",
+                b["addr"],
+                _cell(b["up"]),
+                _cell(b["role"]),
+                registered or "-",
+                _cell(b["commitlog_max_offset"]),
+                _cell(b["lag_bytes"]),
+                _cell(b["version"]),
+                _cell(b["latency_ms"]),
+                b["error"] or "",
+            ]
+        )
+    return "\n".join(
+        [
+            f"cluster {report['cluster_name']}  (probe took {report['probe_duration_ms']} ms)",
+            "",
+            _table(["NAMESERVER", "STATE", "LATENCY_MS", "ERROR"], ns_rows),
+            "",
+            _table(
+                [
+                    "BROKER",
+                    "ADDR",
+                    "STATE",
+                    "ROLE",
+                    "IDS_ON_NS",
+                    "COMMITLOG_MAX",
+                    "LAG_BYTES",
+                    "VERSION",
+                    "LATENCY_MS",
+                    "ERROR",
+                ],
+                broker_rows,
+            ),
+        ]
+    )
