@@ -62,11 +62,11 @@ def status(config_path: str, as_json: bool) -> None:
     registered under on each nameserver, commitLogMaxOffset, replication lag in bytes
     = master - slave max offset, version, probe latency).
     """
+    config = load_or_exit(config_path)
+
     from .probe import Prober
     from .remoting import ClientPool
     from .status import render_status, status_report
-
-    config = load_or_exit(config_path)
 
     async def probe_once() -> dict[str, object]:
         pool = ClientPool(connect_timeout_seconds=config.probe.connect_timeout_seconds)
@@ -90,12 +90,12 @@ def check(config_path: str) -> None:
 
     Prints each finding. Exits 1 when a failover could not run, 0 otherwise.
     """
+    config = load_or_exit(config_path)
+
     from .check import can_fail_over, run_checks
     from .hosts import make_host
     from .probe import Prober
     from .remoting import ClientPool
-
-    config = load_or_exit(config_path)
 
     async def check_once() -> bool:
         pool = ClientPool(connect_timeout_seconds=config.probe.connect_timeout_seconds)

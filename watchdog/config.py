@@ -205,7 +205,14 @@ def _field_path(loc: tuple[int | str, ...], data: Any) -> str:
 
 
 def _errors(exc: ValidationError, data: Any) -> Iterator[str]:
-    for err in exc.errors():
+    errors = exc.errors()
+    deeper = {tuple(e["loc"][:-1]) for e in errors if len(e["loc"]) > 1}
+    for err in errors:
+        # pydantic also calls a list "too short" when its only item failed; say the real problem once.
+        if err["type"] == "too_short" and any(
+            loc[: len(err["loc"])] == tuple(err["loc"]) for loc in deeper
+        ):
+            continue
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

@@ -1,0 +1,72 @@
+# rmq-watchdog: everything a fresh machine needs, from one Makefile.
+#   make demo   venv + RocketMQ + sandbox cluster + the watchdog in the foreground
+#   make test   lint, types, unit and real-cluster integration tests
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ROCKETMQ_VERSION ?= 4.9.7
+DEMO_DIR ?= sandbox-run/demo
+PYTEST_ARGS ?=
+
+.PHONY: all venv system-deps rocketmq test unit integration lint typecheck demo demo-down bench clean
+
+all: test
+
+$(BIN)/rmq-watchdog: pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed"'
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/rmq-watchdog
+
+# Java, Maven, sshd, Prometheus/promtool and systemd-analyze come from Debian packages.
+system-deps:
+	@missing=""; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+rocketmq: venv system-deps
+	$(BIN)/rmq-watchdog sandbox fetch --version $(ROCKETMQ_VERSION)
+
+lint: venv
+	$(BIN)/ruff check watchdog tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: rocketmq
+	$(BIN)/pytest tests -m integration $(PYTEST_ARGS)
+
+test: venv system-deps rocketmq lint typecheck
+	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+demo: rocketmq
+	$(BIN)/rmq-watchdog sandbox up --dir $(DEMO_DIR)
+	@echo "sandbox up in $(DEMO_DIR); stop it with: make demo-down"
+	$(BIN)/rmq-watchdog status -c $(DEMO_DIR)/watchdog.toml
+	$(BIN)/rmq-watchdog run -c $(DEMO_DIR)/watchdog.toml
+
+demo-down: venv
+	$(BIN)/rmq-watchdog sandbox down --dir $(DEMO_DIR)
+
+bench: rocketmq
+	$(BIN)/python bench/probe_cost.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache sandbox-run
