@@ -1,0 +1,280 @@
+"""Asyncio RocketMQ remoting client: lazy connect, many requests in flight, per-request timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Mapping
+from dataclasses import replace
+
+from ._codec import FLAG_RESPONSE, FrameDecoder, RemotingCommand, encode_frame
+from ._errors import (
+    ProtocolError,
+    RemotingClosed,
+    RemotingConnectError,
+    RemotingError,
+    RemotingTimeout,
+)
+
+__all__ = ["RemotingClient", "ClientPool", "parse_addr"]
+
+_REQUEST_CODE_NOT_SUPPORTED = 3
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """Split ``"host:port"`` (``"[::1]:9876"`` for IPv6); ValueError names what is wrong."""
+    host, sep, port_text = addr.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"address {addr!r} is not host:port")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"address {addr!r} has port {port} outside 1-65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection; owns the futures of the requests sent on it."""
+
+    def __init__(self, addr: str) -> None:
+        self.addr = addr
+        self.transport: asyncio.Transport | None = None
+        self.pending: dict[int, asyncio.Future[RemotingCommand]] = {}
+        self.decoder = FrameDecoder()
+        self.is_lost = False
+        self.ignored_requests = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            commands = self.decoder.feed(data)
+        except ProtocolError as exc:
+            # Framing is lost for good: nothing after this point can be trusted.
+            self._fail_all(ProtocolError(f"{self.addr}: {exc}"))
+            self.abort()
+            return
+        for cmd in commands:
+            if cmd.is_response:
+                future = self.pending.pop(cmd.opaque, None)
+                # No future means the request already timed out: the late reply is dropped.
+                if future is not None and not future.done():
+                    future.set_result(cmd)
+            else:
+                self._answer_server_request(cmd)
+
+    def _answer_server_request(self, cmd: RemotingCommand) -> None:
+        # A broker only pushes requests (consumer-ids changed, transaction checks, ...) to
+        # clients that sent HEART_BEAT; an admin client never does, so it declines politely.
+        self.ignored_requests += 1
+        if cmd.is_oneway or self.transport is None or self.transport.is_closing():
+            return
+        reply = RemotingCommand(
+            code=_REQUEST_CODE_NOT_SUPPORTED,
+            opaque=cmd.opaque,
+            flag=FLAG_RESPONSE,
+            remark=f" request type {cmd.code} not supported",
+            serialize_type=cmd.serialize_type,
+        )
+        self.transport.write(encode_frame(reply))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.is_lost = True
+        reason = f": {exc}" if exc else ""
+        self._fail_all(RemotingClosed(f"{self.addr}: connection lost{reason}"))
+
+    def _fail_all(self, exc: RemotingError) -> None:
+        self.is_lost = True
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(exc)
+
+    def abort(self) -> None:
+        self.is_lost = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    @property
+    def is_usable(self) -> bool:
+        return not self.is_lost and self.transport is not None and not self.transport.is_closing()
+
+
+class RemotingClient:
+    """Requests to one RocketMQ server over one lazily opened connection.
+
+    - The connection opens on the first request and again on the next request after a loss.
+    - Requests are matched to replies by opaque, so any number can be in flight at once.
+    - Each request has its own timeout; a reply arriving after it is dropped.
+    - Server-initiated requests are answered with code 3 (oneway ones are ignored).
+    - Garbage on the wire fails every pending request with ProtocolError and drops the connection.
+
+    Usage::
+
+        client = RemotingClient("127.0.0.1:9876", connect_timeout_seconds=0.5)
+        reply = await client.request(106, timeout_seconds=1.0)
+        await client.close()
+
+    The reply is returned whatever its code; the typed calls in ``_admin`` turn non-zero codes
+    into RemoteError.
+    """
+
+    def __init__(self, addr: str, *, connect_timeout_seconds: float = 1.0) -> None:
+        self.host, self.port = parse_addr(addr)
+        self.addr = addr
+        if connect_timeout_seconds <= 0:
+            raise ValueError(f"connect_timeout_seconds must be > 0, got {connect_timeout_seconds}")
+        self.connect_timeout_seconds = connect_timeout_seconds
+        self._conn: _Connection | None = None
+        self._connecting: asyncio.Task[_Connection] | None = None
+        # Opaques only need to be unique among in-flight requests; stay inside int32.
+        self._opaques = itertools.cycle(range(1, 2**31))
+        self.connects = 0  # how many connections were opened (tests check reuse)
+
+    @property
+    def is_connected(self) -> bool:
+        return self._conn is not None and self._conn.is_usable
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._conn.pending) if self._conn is not None else 0
+
+    async def request(
+        self,
+        code: int,
+        ext_fields: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        *,
+        timeout_seconds: float,
+    ) -> RemotingCommand:
+        """Send one request and wait for its reply.
+
+        Raises RemotingConnectError (no connection within the connect timeout or the request
+        timeout, whichever is shorter), RemotingTimeout, RemotingClosed or ProtocolError.
+        """
+        return await self.send(
+            RemotingCommand(code=code, ext_fields=dict(ext_fields or {}), body=body),
+            timeout_seconds=timeout_seconds,
+        )
+
+    async def send(self, cmd: RemotingCommand, *, timeout_seconds: float) -> RemotingCommand:
+        """Like request(), for a prepared command (its opaque is replaced; version/type kept)."""
+        if timeout_seconds <= 0:
+            raise ValueError(f"timeout_seconds must be > 0, got {timeout_seconds}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_seconds
+        conn = await self._connection(deadline)
+        opaque = next(self._opaques)
+        frame = encode_frame(replace(cmd, opaque=opaque, flag=cmd.flag & ~FLAG_RESPONSE))
+        future: asyncio.Future[RemotingCommand] = loop.create_future()
+        conn.pending[opaque] = future
+        try:
+            assert conn.transport is not None
+            conn.transport.write(frame)
+            remaining = deadline - loop.time()
+            async with asyncio.timeout(max(remaining, 0.0)):
+                return await future
+        except TimeoutError:
+            raise RemotingTimeout(
+                f"{self.addr}: no reply to request code {cmd.code} within {timeout_seconds:g}s"
+            ) from None
+        finally:
+            if conn.pending.get(opaque) is future:
+                del conn.pending[opaque]
+
+    async def _connection(self, deadline: float) -> _Connection:
+        if self._conn is not None and self._conn.is_usable:
+            return self._conn
+        if self._conn is not None:
+            self._conn.abort()
+            self._conn = None
+        # Concurrent requests share one connect attempt instead of each opening a socket.
+        if self._connecting is None:
+            self._connecting = asyncio.get_running_loop().create_task(self._connect())
+            self._connecting.add_done_callback(self._connect_done)
+        task = self._connecting
+        remaining = deadline - asyncio.get_running_loop().time()
+        # asyncio.wait neither cancels the shared attempt on our timeout nor turns its
+        # cancellation (by close()) into a CancelledError of this request.
+        await asyncio.wait({task}, timeout=max(remaining, 0.0))
+        if not task.done():
+            raise RemotingConnectError(f"{self.addr}: not connected within the request timeout")
+        if task.cancelled():
+            raise RemotingClosed(f"{self.addr}: client closed while connecting")
+        exc = task.exception()
+        if exc is not None:
+            # A fresh exception per waiter: many requests may share this one failed attempt.
+            raise RemotingConnectError(str(exc)) from None
+        conn = task.result()
+        if not conn.is_usable:
+            raise RemotingClosed(f"{self.addr}: connection lost right after connecting")
+        return conn
+
+    def _connect_done(self, task: asyncio.Task[_Connection]) -> None:
+        superseded = self._connecting is not task
+        if not superseded:
+            self._connecting = None
+        if task.cancelled() or task.exception() is not None:  # exception() marks it retrieved
+            return
+        if superseded:
+            task.result().abort()  # close() ran while this attempt was finishing
+        else:
+            self._conn = task.result()
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout_seconds):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self.addr), self.host, self.port
+                )
+        except TimeoutError:
+            raise RemotingConnectError(
+                f"{self.addr}: connect timed out after {self.connect_timeout_seconds:g}s"
+            ) from None
+        except OSError as exc:
+            raise RemotingConnectError(f"{self.addr}: connect failed: {exc}") from None
+        self.connects += 1
+        return conn
+
+    async def close(self) -> None:
+        """Drop the connection; pending requests fail with RemotingClosed.
+
+        The client stays usable: a later request connects again.
+        """
+        task, self._connecting = self._connecting, None
+        if task is not None:
+            task.cancel()  # its done-callback aborts a connection that won the race
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn._fail_all(RemotingClosed(f"{self.addr}: client closed"))
+            if conn.transport is not None:
+                conn.transport.close()
+
+
+class ClientPool:
+    """One RemotingClient per address, kept across probe cycles so connections are reused."""
+
+    def __init__(self, *, connect_timeout_seconds: float = 1.0) -> None:
+        self.connect_timeout_seconds = connect_timeout_seconds
+        self._clients: dict[str, RemotingClient] = {}
+
+    def get(self, addr: str) -> RemotingClient:
+        client = self._clients.get(addr)
+        if client is None:
+            client = RemotingClient(addr, connect_timeout_seconds=self.connect_timeout_seconds)
+            self._clients[addr] = client
+        return client
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def __contains__(self, addr: object) -> bool:
+        return addr in self._clients
+
+    async def close_all(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        await asyncio.gather(*(c.close() for c in clients))
