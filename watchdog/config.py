@@ -30,6 +30,8 @@ __all__ = [
     "DetectSettings",
     "MetricsSettings",
     "SecondaryCheck",
+    "FailoverSettings",
+    "GroupPolicy",
     "load_config",
     "parse_config",
 ]
@@ -141,16 +143,47 @@ class SecondaryCheck(_Strict):
     timeout_seconds: Seconds = Field(2.0, alias="timeout")
 
 
+class GroupPolicy(_Strict):
+    """Per broker group overrides of [failover]."""
+
+    max_lag_bytes: int | None = Field(None, ge=0)
+    auto_failover: bool | None = None
+
+
+class FailoverSettings(_Strict):
+    auto_failover: bool = True
+    max_lag_bytes: int = Field(
+        1024 * 1024,
+        ge=0,
+        description="refuse a promotion that would lose more than this (master - slave offset)",
+    )
+    promote_timeout_seconds: Seconds = Field(60.0, alias="promote_timeout")
+    step_timeout_seconds: Seconds = Field(90.0, alias="step_timeout")
+    recovery_block_seconds: Seconds = Field(3600.0, alias="recovery_block")
+    old_master_policy: Literal["demote", "quarantine"] = "demote"
+    canary: bool = True
+    canary_timeout_seconds: Seconds = Field(60.0, alias="canary_timeout")
+    canary_topic_prefix: str = Field("RMQ_WATCHDOG_CANARY", min_length=1)
+    epoch_kv_namespace: str = Field("rmq-watchdog", min_length=1)
+
+
+def _default_hosts() -> dict[str, HostConfig]:
+    return {"local": LocalHost()}
+
+
 class WatchdogConfig(_Strict):
     cluster_name: str = Field(min_length=1)
+    dry_run: bool = Field(False, description="decide and log, never act")
     nameservers: tuple[Addr, ...] = Field(min_length=1)
     state_dir: str = "/var/lib/rmq-watchdog"
-    hosts: dict[str, HostConfig] = Field(default_factory=lambda: {"local": LocalHost()})
+    hosts: dict[str, HostConfig] = Field(default_factory=lambda: _default_hosts())
     brokers: tuple[BrokerConfig, ...] = Field(min_length=1)
-    probe: ProbeSettings = ProbeSettings()
-    detect: DetectSettings = DetectSettings()
-    metrics: MetricsSettings = MetricsSettings()
+    probe: ProbeSettings = Field(default_factory=ProbeSettings)
+    detect: DetectSettings = Field(default_factory=DetectSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     secondary_checks: tuple[SecondaryCheck, ...] = ()
+    failover: FailoverSettings = Field(default_factory=FailoverSettings)
+    groups: dict[str, GroupPolicy] = Field(default_factory=dict)
 
     @field_validator("nameservers")
     @classmethod
@@ -172,6 +205,9 @@ class WatchdogConfig(_Strict):
                 raise ValueError(f"broker {broker.key} names unknown host {broker.host!r}")
             seen_keys.add((broker.broker_name, broker.broker_id))
             seen_addrs.add(broker.addr)
+        for name in self.groups:
+            if name not in {b.broker_name for b in self.brokers}:
+                raise ValueError(f"[groups.{name}] names no configured broker group")
         for check in self.secondary_checks:
             if check.host not in self.hosts:
                 raise ValueError(f"secondary check {check.name!r} names unknown host {check.host!r}")
@@ -183,6 +219,24 @@ class WatchdogConfig(_Strict):
 
     def group(self, broker_name: str) -> tuple[BrokerConfig, ...]:
         return tuple(b for b in self.brokers if b.broker_name == broker_name)
+
+    def max_lag_bytes(self, broker_name: str) -> int:
+        override = self.groups.get(broker_name)
+        if override is not None and override.max_lag_bytes is not None:
+            return override.max_lag_bytes
+        return self.failover.max_lag_bytes
+
+    def is_auto_failover(self, broker_name: str) -> bool:
+        override = self.groups.get(broker_name)
+        if override is not None and override.auto_failover is not None:
+            return override.auto_failover
+        return self.failover.auto_failover
+
+    def broker_by_key(self, key: str) -> BrokerConfig | None:
+        for b in self.brokers:
+            if b.key == key:
+                return b
+        return None
 
     def broker(self, broker_name: str, broker_id: int) -> BrokerConfig | None:
         for b in self.brokers:
