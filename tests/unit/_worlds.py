@@ -1,0 +1,179 @@
+"""Hand-built clusters for detect/decide tests: one broker group failing as a function of time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from watchdog.config import BrokerConfig, DetectSettings, ProbeSettings
+from watchdog.detect import ClusterVerdict, DetectorState, detect
+from watchdog.snapshot import (
+    BrokerObservation,
+    ClusterSnapshot,
+    NamesrvObservation,
+    Registration,
+    SecondaryObservation,
+)
+
+NS1 = "127.0.0.1:9876"
+NS2 = "127.0.0.1:9877"
+A0 = "127.0.0.1:10911"
+A1 = "127.0.0.1:10921"
+A2 = "127.0.0.1:10931"
+TIMEOUT = "TimeoutError: no reply in 800 ms"
+GARBAGE = "ProtocolError: frame length 1195725856 exceeds 16 MiB"
+
+PROBE = ProbeSettings.model_validate({"interval": "1s", "timeout": "800ms"})
+
+
+def settings(**kw: object) -> DetectSettings:
+    values: dict[str, object] = {"down_after": "3s", "quorum": 1, "tilt_late": "2s"}
+    values.update(kw)
+    return DetectSettings.model_validate(values)
+
+
+def broker_config(broker_id: int, addr: str, **kw: object) -> BrokerConfig:
+    values: dict[str, object] = {
+        "broker_name": "broker-a",
+        "broker_id": broker_id,
+        "addr": addr,
+        "properties": f"/etc/rocketmq/broker-a-{broker_id}.properties",
+        "start": ("start",),
+        "stop": ("stop",),
+    }
+    values.update(kw)
+    return BrokerConfig.model_validate(values)
+
+
+BROKERS = (broker_config(0, A0), broker_config(1, A1))
+
+
+def _between(t: float, window: tuple[float, float] | None) -> bool:
+    return window is not None and window[0] <= t < window[1]
+
+
+FOREVER = 1e9
+
+
+@dataclass(frozen=True)
+class World:
+    """broker-a: master A0 (id 0), slave A1 (id 1); two nameservers; what fails when.
+
+    The master's commitlog grows 100 bytes a second while it runs; the slave follows it
+    `slave_lag_bytes` behind (or keeps growing on its own if `is_slave_advancing`).
+    """
+
+    master_down: tuple[float, float] | None = None  # [from, until) the master does not answer
+    master_error: str = TIMEOUT
+    deregistered_by: tuple[str, ...] = ()  # nameservers that drop the master while it is down
+    secondary: bool | None | str = "none"  # verdict of check "dc2" while down; "none": no check
+    is_slave_advancing: bool = False
+    slave_lag_bytes: int = 0
+    slave_down: tuple[float, float] | None = None
+    ns_down: tuple[str, ...] = ()
+    cut_off: tuple[float, float] | None = None  # watchdog reaches nothing at all
+    master_role: str = "ASYNC_MASTER"
+    extra_slaves: tuple[tuple[int, str, int], ...] = ()  # (id, addr, lag bytes)
+    slave_role: str = "SLAVE"
+    slave_is_master_from: float | None = None  # A1 answers as master from this time
+
+    def master_offset(self, t: float) -> int:
+        stop = self.master_down[0] if self.master_down is not None else FOREVER
+        return 1000 + int(100 * min(t, stop))
+
+    def snapshot(self, t: float) -> ClusterSnapshot:
+        cut = _between(t, self.cut_off)
+        master_up = not cut and not _between(t, self.master_down)
+        slave_up = not cut and not _between(t, self.slave_down)
+        offset = self.master_offset(t)
+        slave_offset = 1000 + int(100 * t) if self.is_slave_advancing else offset
+        slave_offset -= self.slave_lag_bytes
+        slave_role = self.slave_role
+        if self.slave_is_master_from is not None and t >= self.slave_is_master_from:
+            slave_role = "ASYNC_MASTER"
+        brokers = [
+            _obs(0, A0, master_up, self.master_role, offset, self.master_error),
+            _obs(1, A1, slave_up, slave_role, slave_offset, TIMEOUT),
+        ]
+        for broker_id, addr, lag in self.extra_slaves:
+            brokers.append(_obs(broker_id, addr, not cut, "SLAVE", offset - lag, TIMEOUT))
+        registered = {0: A0, 1: A1}
+        if slave_role != "SLAVE":
+            registered = {0: A1}
+            if master_up:
+                registered[1] = A0  # a stand-in: A0 also answers, so the route flips
+        nameservers = []
+        for ns in (NS1, NS2):
+            regs = dict(registered)
+            if _between(t, self.master_down) and ns in self.deregistered_by:
+                regs = {i: a for i, a in regs.items() if a != A0}
+            if not slave_up and self.slave_down is not None:
+                regs = {i: a for i, a in regs.items() if a != A1}
+            nameservers.append(_ns(ns, not cut and ns not in self.ns_down, regs))
+        secondary: tuple[SecondaryObservation, ...] = ()
+        if self.secondary != "none":
+            alive = True if master_up else self.secondary
+            assert alive is None or isinstance(alive, bool)
+            secondary = (SecondaryObservation("dc2", A0, alive),)
+        return ClusterSnapshot(
+            cluster_name="XdclassCluster",
+            taken_at=t,
+            wall_time=1_700_000_000.0 + t,
+            nameservers=tuple(nameservers),
+            brokers=tuple(brokers),
+            secondary=secondary,
+        )
+
+
+def _obs(
+    broker_id: int, addr: str, is_up: bool, role: str, offset: int, error: str
+) -> BrokerObservation:
+    if not is_up:
+        return BrokerObservation("broker-a", broker_id, addr, is_up=False, error=error)
+    return BrokerObservation(
+        "broker-a",
+        broker_id,
+        addr,
+        is_up=True,
+        latency_seconds=0.002,
+        role=role,
+        reported_broker_id=0 if role != "SLAVE" else broker_id,
+        commitlog_max_offset=offset,
+    )
+
+
+def _ns(addr: str, is_up: bool, regs: dict[int, str]) -> NamesrvObservation:
+    if not is_up:
+        return NamesrvObservation(addr, is_up=False, error=TIMEOUT)
+    registrations = tuple(Registration("broker-a", i, a) for i, a in sorted(regs.items()))
+    return NamesrvObservation(addr, is_up=True, latency_seconds=0.001, registrations=registrations)
+
+
+@dataclass
+class Replay:
+    """Feeds snapshots through detect with a fake clock and keeps every verdict."""
+
+    settings: DetectSettings = field(default_factory=settings)
+    probe: ProbeSettings = PROBE
+    state: DetectorState = field(default_factory=DetectorState.initial)
+    verdicts: list[ClusterVerdict] = field(default_factory=list)
+    snapshots: list[ClusterSnapshot] = field(default_factory=list)
+
+    def feed(self, snapshot: ClusterSnapshot) -> ClusterVerdict:
+        self.state, verdict = detect(self.state, snapshot, self.settings, self.probe)
+        self.verdicts.append(verdict)
+        self.snapshots.append(snapshot)
+        return verdict
+
+    def run(self, world: World, times: Iterable[float]) -> ClusterVerdict:
+        verdict: ClusterVerdict | None = None
+        for t in times:
+            verdict = self.feed(world.snapshot(t))
+        assert verdict is not None
+        return verdict
+
+
+def seconds(start: float, stop: float, step: float = 1.0) -> list[float]:
+    """Cycle start times from start to stop inclusive."""
+    n = round((stop - start) / step)
+    return [start + i * step for i in range(n + 1)]

@@ -1,0 +1,551 @@
+"""Failure detection: value tables over hand-built clusters, the traps, and properties."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from watchdog.detect import DetectorState, detect
+from watchdog.snapshot import (
+    BrokerObservation,
+    ClusterSnapshot,
+    NamesrvObservation,
+    Registration,
+    SecondaryObservation,
+)
+from watchdog.states import GroupState
+
+from ._worlds import (
+    A0,
+    A1,
+    GARBAGE,
+    NS1,
+    NS2,
+    PROBE,
+    Replay,
+    World,
+    seconds,
+    settings,
+)
+
+KILL = (10.5, 1e9)  # the master stops answering between the cycles at t=10 and t=11
+BOTH = (NS1, NS2)
+
+# (id, world, detect settings, last cycle time, state, reason, down votes, vantage points)
+TABLE = [
+    (
+        "healthy",
+        World(),
+        {},
+        14.0,
+        GroupState.HEALTHY,
+        "master broker-a@127.0.0.1:10911 healthy",
+        0,
+        3,
+    ),
+    (
+        "slave down -> degraded",
+        World(slave_down=(10.5, 1e9)),
+        {},
+        14.0,
+        GroupState.DEGRADED,
+        "master broker-a@127.0.0.1:10911 healthy, "
+        "slave broker-a:1@127.0.0.1:10921 (no reply for 4.0 s) down",
+        0,
+        3,
+    ),
+    (
+        "slave silent less than down_after is not down",
+        World(slave_down=(10.5, 1e9)),
+        {},
+        12.0,
+        GroupState.HEALTHY,
+        "master broker-a@127.0.0.1:10911 healthy",
+        0,
+        3,
+    ),
+    (
+        "master silent 2 s of down_after 3 s",
+        World(master_down=KILL, deregistered_by=BOTH),
+        {},
+        12.0,
+        GroupState.HEALTHY,
+        "master broker-a@127.0.0.1:10911 not answering for 2.0 s (down after 3.0 s)",
+        2,
+        3,
+    ),
+    (
+        "kill -9: no reply and gone from every nameserver",
+        World(master_down=KILL, deregistered_by=BOTH),
+        {},
+        13.0,
+        GroupState.MASTER_ODOWN,
+        "master broker-a@127.0.0.1:10911 objectively down: "
+        "no reply for 3.0 s, gone from 2/2 nameservers",
+        3,
+        3,
+    ),
+    (
+        "kill -9 with quorum 3",
+        World(master_down=KILL, deregistered_by=BOTH),
+        {"quorum": 3},
+        13.0,
+        GroupState.MASTER_ODOWN,
+        "master broker-a@127.0.0.1:10911 objectively down: "
+        "no reply for 3.0 s, gone from 2/2 nameservers",
+        3,
+        3,
+    ),
+    (
+        "one nameserver stale: still lists the dead master",
+        World(master_down=KILL, deregistered_by=(NS1,)),
+        {"quorum": 2},
+        13.0,
+        GroupState.MASTER_ODOWN,
+        "master broker-a@127.0.0.1:10911 objectively down: "
+        "no reply for 3.0 s, gone from 1/2 nameservers",
+        2,
+        3,
+    ),
+    (
+        "one nameserver unreachable",
+        World(master_down=KILL, deregistered_by=BOTH, ns_down=(NS2,)),
+        {"quorum": 2},
+        13.0,
+        GroupState.MASTER_ODOWN,
+        "master broker-a@127.0.0.1:10911 objectively down: "
+        "no reply for 3.0 s, gone from 1/1 nameservers (1 unreachable)",
+        2,
+        2,
+    ),
+    (
+        "SIGSTOP: still registered, secondary check cannot reach it",
+        World(master_down=KILL, secondary=False),
+        {"quorum": 2},
+        13.0,
+        GroupState.MASTER_ODOWN,
+        "master broker-a@127.0.0.1:10911 objectively down: no reply for 3.0 s, "
+        "still listed by 2/2 nameservers, secondary check dc2 cannot reach it",
+        2,
+        4,
+    ),
+    (
+        "SIGSTOP without a secondary check: short of quorum 2",
+        World(master_down=KILL),
+        {"quorum": 2},
+        13.0,
+        GroupState.MASTER_SDOWN,
+        "master broker-a@127.0.0.1:10911 subjectively down: no reply for 3.0 s, "
+        "but only 1 of 3 vantage points see it down (quorum 2): still listed by 2/2 nameservers",
+        1,
+        3,
+    ),
+    (
+        "cut off from the master only: secondary check still reaches it",
+        World(master_down=KILL, secondary=True),
+        {"quorum": 1},
+        13.0,
+        GroupState.MASTER_SDOWN,
+        "master broker-a@127.0.0.1:10911 subjectively down: no reply for 3.0 s, "
+        "but secondary check dc2 reaches it",
+        1,
+        4,
+    ),
+    (
+        "secondary check unknown gives no vote",
+        World(master_down=KILL, secondary=None),
+        {"quorum": 2},
+        13.0,
+        GroupState.MASTER_SDOWN,
+        "master broker-a@127.0.0.1:10911 subjectively down: no reply for 3.0 s, "
+        "but only 1 of 3 vantage points see it down (quorum 2): still listed by 2/2 nameservers",
+        1,
+        3,
+    ),
+    (
+        "slave offset still advancing: master alive",
+        World(master_down=KILL, deregistered_by=BOTH, is_slave_advancing=True),
+        {},
+        13.0,
+        GroupState.MASTER_SDOWN,
+        "master broker-a@127.0.0.1:10911 subjectively down: no reply for 3.0 s, "
+        "but slave broker-a:1 offset grew by 200 bytes in 2.0 s",
+        3,
+        3,
+    ),
+    (
+        "garbage from the master counts as no answer",
+        World(master_down=KILL, master_error=GARBAGE),
+        {},
+        13.0,
+        GroupState.MASTER_ODOWN,
+        "master broker-a@127.0.0.1:10911 objectively down: "
+        "no reply for 3.0 s, still listed by 2/2 nameservers",
+        1,
+        3,
+    ),
+    (
+        "watchdog cut off from everything",
+        World(cut_off=(10.5, 1e9)),
+        {},
+        14.0,
+        GroupState.ISOLATED,
+        "watchdog isolated: reaches 0/2 nameservers and no slave",
+        1,
+        1,
+    ),
+    (
+        "nameservers gone but the slave answers: not isolated",
+        World(master_down=KILL, ns_down=BOTH),
+        {},
+        13.0,
+        GroupState.MASTER_ODOWN,
+        "master broker-a@127.0.0.1:10911 objectively down: "
+        "no reply for 3.0 s, no nameserver reachable (0/2)",
+        1,
+        1,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("world", "overrides", "last", "state", "reason", "down_votes", "vantage_points"),
+    [pytest.param(*row[1:], id=row[0]) for row in TABLE],
+)
+def test_group_verdict_table(
+    world: World,
+    overrides: dict[str, object],
+    last: float,
+    state: GroupState,
+    reason: str,
+    down_votes: int,
+    vantage_points: int,
+) -> None:
+    replay = Replay(settings=settings(**overrides))
+    verdict = replay.run(world, seconds(0, last))
+    (group,) = verdict.groups
+    assert (group.state, group.reason) == (state, reason)
+    assert (group.down_votes, group.vantage_points) == (down_votes, vantage_points)
+    assert group.is_odown == (state is GroupState.MASTER_ODOWN)
+    assert group.is_sdown == (state in (GroupState.MASTER_SDOWN, GroupState.MASTER_ODOWN)) or (
+        state is GroupState.ISOLATED
+    )
+    assert group.master_addr == A0
+    assert group.master_key == "broker-a:0"
+
+
+def test_evidence_lists_name_each_vantage_point() -> None:
+    replay = Replay(settings=settings(quorum=2))
+    verdict = replay.run(
+        World(master_down=KILL, deregistered_by=(NS1,), secondary=False), seconds(0, 13)
+    )
+    (group,) = verdict.groups
+    assert group.down_evidence == (
+        "no reply for 3.0 s",
+        "gone from nameserver 127.0.0.1:9876",
+        "secondary check dc2 cannot reach it",
+    )
+    assert group.alive_evidence == ()
+    assert group.down_for_seconds == pytest.approx(3.0)
+
+
+def test_master_pause_shorter_than_down_after_never_goes_down() -> None:
+    # SIGSTOP for 2.8 s: probes at t=11 and t=12 fail, t=13 answers again.
+    replay = Replay()
+    replay.run(World(master_down=(10.1, 12.9), deregistered_by=()), seconds(0, 20))
+    states = [v.groups[0].state for v in replay.verdicts]
+    assert states == [GroupState.HEALTHY] * len(states)
+    assert not any(v.groups[0].is_sdown for v in replay.verdicts)
+    assert replay.verdicts[12].groups[0].reason == (
+        "master broker-a@127.0.0.1:10911 not answering for 2.0 s (down after 3.0 s)"
+    )
+    assert replay.verdicts[13].groups[0].reason == "master broker-a@127.0.0.1:10911 healthy"
+
+
+def test_master_returning_clears_down() -> None:
+    replay = Replay()
+    world = World(master_down=(10.5, 15.5), deregistered_by=BOTH)
+    replay.run(world, seconds(0, 15))
+    assert replay.verdicts[-1].groups[0].is_odown
+    verdict = replay.run(world, [16.0])
+    assert verdict.groups[0].state is GroupState.HEALTHY
+    assert verdict.groups[0].down_for_seconds == 0.0
+
+
+def test_master_never_seen_counts_from_first_failure() -> None:
+    replay = Replay()
+    world = World(master_down=(0.0, 1e9), deregistered_by=BOTH)
+    replay.run(world, seconds(0, 2))
+    assert replay.verdicts[-1].groups[0].state is GroupState.HEALTHY
+    verdict = replay.run(world, [3.0])
+    assert verdict.groups[0].is_odown
+    assert verdict.groups[0].master_offset is None
+
+
+def test_cut_off_from_everything_is_isolated_and_never_down() -> None:
+    replay = Replay()
+    replay.run(World(cut_off=(10.5, 1e9)), seconds(0, 30))
+    for v in replay.verdicts[11:]:
+        assert v.is_isolated
+        assert v.reason == "watchdog isolated: reaches 0/2 nameservers and no slave"
+        assert not v.groups[0].is_odown
+        assert v.groups[0].state is GroupState.ISOLATED
+    assert not replay.verdicts[10].is_isolated
+
+
+# --- TILT ------------------------------------------------------------------------------
+
+
+def test_late_cycle_enters_tilt_and_forgives_stale_silence() -> None:
+    world = World(master_down=KILL, deregistered_by=BOTH)
+    replay = Replay(settings=settings(tilt_cycles=3))
+    replay.run(world, seconds(0, 10))
+    # The watchdog was paused from t=10 to t=16: without TILT the master would look 5.5 s dead.
+    tilted = [replay.run(world, [t]) for t in (16.0, 17.0, 18.0)]
+    assert [v.is_tilted for v in tilted] == [True, True, True]
+    assert tilted[0].reason == (
+        "TILT: cycle started 5.0 s late (watchdog paused?); "
+        "not trusting a down verdict for this and 2 more cycles"
+    )
+    assert tilted[2].reason.endswith("for this and 0 more cycles")
+    for v in tilted:
+        assert not v.groups[0].is_sdown
+        assert not v.groups[0].is_odown
+        assert v.groups[0].reason.startswith("TILT: cycle started 5.0 s late")
+    # After TILT the silence counts from the last tilted cycle: down needs 3 fresh seconds.
+    after = [replay.run(world, [t]) for t in (19.0, 20.0, 21.0)]
+    assert [v.is_tilted for v in after] == [False, False, False]
+    assert [v.groups[0].state for v in after] == [
+        GroupState.HEALTHY,
+        GroupState.HEALTHY,
+        GroupState.MASTER_ODOWN,
+    ]
+    assert after[2].groups[0].reason == (
+        "master broker-a@127.0.0.1:10911 objectively down: "
+        "no reply for 3.0 s, gone from 2/2 nameservers"
+    )
+
+
+def test_cycle_late_within_tolerance_is_not_tilt() -> None:
+    replay = Replay()
+    replay.run(World(), seconds(0, 5))
+    verdict = replay.run(World(), [8.0])  # 2.0 s late: tilt_late is 2 s, so not yet TILT
+    assert not verdict.is_tilted
+    verdict = replay.run(World(), [11.1])  # 2.1 s late
+    assert verdict.is_tilted
+
+
+def test_clock_going_back_is_tilt() -> None:
+    replay = Replay()
+    replay.run(World(), seconds(0, 5))
+    verdict = replay.run(World(), [4.0])
+    assert verdict.is_tilted
+    assert verdict.reason.startswith("TILT: clock went back 1.0 s;")
+
+
+def test_tilt_cycles_zero_still_forgives_the_gap() -> None:
+    world = World(master_down=KILL, deregistered_by=BOTH)
+    replay = Replay(settings=settings(tilt_cycles=0))
+    replay.run(world, seconds(0, 10))
+    verdict = replay.run(world, [16.0])
+    assert not verdict.is_tilted
+    assert not verdict.groups[0].is_sdown
+    assert replay.run(world, [19.0]).groups[0].is_odown
+
+
+def test_late_cycle_with_healthy_cluster_returns_to_healthy() -> None:
+    replay = Replay(settings=settings(tilt_cycles=2))
+    replay.run(World(), seconds(0, 5))
+    states = [replay.run(World(), [t]) for t in (20.0, 21.0, 22.0)]
+    assert [v.is_tilted for v in states] == [True, True, False]
+    assert states[2].groups[0].reason == "master broker-a@127.0.0.1:10911 healthy"
+
+
+# --- which broker is the master --------------------------------------------------------
+
+
+def test_two_masters_is_split_brain_keeping_the_followed_one() -> None:
+    # A0 killed; A1 promoted at t=14; A0 comes back at t=20 still configured as master.
+    world = World(master_down=(10.5, 19.5), deregistered_by=BOTH, slave_is_master_from=14.0)
+    replay = Replay()
+    replay.run(world, seconds(0, 19))
+    assert replay.verdicts[-1].groups[0].master_addr == A1
+    assert replay.verdicts[-1].groups[0].reason == (
+        "master broker-a@127.0.0.1:10921 healthy, "
+        "slave broker-a:0@127.0.0.1:10911 (no reply for 9.0 s) down"
+    )
+    verdict = replay.run(world, [20.0])
+    (group,) = verdict.groups
+    assert group.is_split_brain
+    assert group.master_addr == A1
+    assert group.other_masters == (("broker-a:0", A0),)
+    assert group.state is GroupState.DEGRADED
+    assert group.reason == (
+        "split brain in broker-a: broker-a:1@127.0.0.1:10921 and "
+        "broker-a:0@127.0.0.1:10911 all answer as master"
+    )
+
+
+def test_master_role_is_remembered_for_the_replacement() -> None:
+    replay = Replay()
+    verdict = replay.run(
+        World(master_down=KILL, deregistered_by=BOTH, master_role="SYNC_MASTER"), seconds(0, 13)
+    )
+    assert verdict.groups[0].master_role == "SYNC_MASTER"
+    assert verdict.groups[0].master_offset == 2000  # 1000 + 100 bytes/s until t=10
+
+
+def test_master_by_nameserver_id0_when_nobody_answers_as_master() -> None:
+    # Nothing in state; A0 does not answer; the nameservers list A1 as id 0.
+    snap = ClusterSnapshot(
+        cluster_name="c",
+        taken_at=0.0,
+        wall_time=0.0,
+        nameservers=(
+            NamesrvObservation(NS1, True, registrations=(Registration("broker-a", 0, A1),)),
+        ),
+        brokers=(
+            BrokerObservation("broker-a", 0, A0, is_up=False, error="x"),
+            BrokerObservation("broker-a", 1, A1, is_up=False, error="x"),
+        ),
+    )
+    _, verdict = detect(DetectorState.initial(), snap, settings(), PROBE)
+    assert verdict.groups[0].master_addr == A1
+
+
+def test_broker_answering_as_slave_is_never_taken_for_master() -> None:
+    snap = ClusterSnapshot(
+        cluster_name="c",
+        taken_at=0.0,
+        wall_time=0.0,
+        nameservers=(NamesrvObservation(NS1, True),),
+        brokers=(
+            BrokerObservation("broker-a", 0, A0, is_up=True, role="SLAVE", commitlog_max_offset=5),
+        ),
+    )
+    _, verdict = detect(DetectorState.initial(), snap, settings(), PROBE)
+    (group,) = verdict.groups
+    assert group.master_addr is None
+    assert group.state is GroupState.DEGRADED
+    assert group.reason.startswith("no master known for broker-a")
+
+
+def test_nameserver_knowing_nothing_of_the_group_abstains() -> None:
+    # A freshly restarted nameserver lists nothing: that is no evidence the master died.
+    base = World(master_down=KILL, deregistered_by=(NS1,))
+    replay = Replay(settings=settings(quorum=2))
+    replay.run(base, seconds(0, 10))
+    for t in (11.0, 12.0, 13.0):
+        snap = base.snapshot(t)
+        empty = NamesrvObservation(NS2, True)
+        snap = ClusterSnapshot(
+            snap.cluster_name, t, snap.wall_time, (snap.nameservers[0], empty), snap.brokers
+        )
+        verdict = replay.feed(snap)
+    (group,) = verdict.groups
+    assert (group.down_votes, group.vantage_points) == (2, 3)
+    assert group.is_odown
+
+
+# --- the loop: kill at t, cycles every interval -----------------------------------------
+
+
+@pytest.mark.parametrize("kill_at", [10.0, 10.01, 10.5, 10.99])
+@pytest.mark.parametrize("interval", [1.0, 0.5])
+def test_first_odown_within_down_after_plus_one_interval(kill_at: float, interval: float) -> None:
+    probe = PROBE.model_copy(update={"interval_seconds": interval, "timeout_seconds": interval})
+    replay = Replay(probe=probe)
+    world = World(master_down=(kill_at, 1e9), deregistered_by=BOTH)
+    first_odown = None
+    for t in seconds(0, 30, interval):
+        verdict = replay.run(world, [t])
+        assert not verdict.is_tilted
+        if verdict.groups[0].is_odown and first_odown is None:
+            first_odown = t
+    assert first_odown is not None
+    down_after = replay.settings.down_after_seconds
+    assert first_odown - kill_at <= down_after + interval
+    assert first_odown - kill_at >= down_after - interval
+
+
+# --- properties -------------------------------------------------------------------------
+
+_ADDRS = [A0, A1, "127.0.0.1:10951", "127.0.0.1:10961"]
+_NAMES = ["broker-a", "broker-b"]
+_ROLES = st.sampled_from(["ASYNC_MASTER", "SYNC_MASTER", "SLAVE", "BANANA", "", None])
+
+_brokers = st.builds(
+    BrokerObservation,
+    broker_name=st.sampled_from(_NAMES),
+    broker_id=st.integers(-1, 3),
+    addr=st.sampled_from(_ADDRS),
+    is_up=st.booleans(),
+    error=st.one_of(st.none(), st.just(GARBAGE)),
+    role=_ROLES,
+    commitlog_max_offset=st.one_of(st.none(), st.integers(-(2**63), 2**63)),
+)
+_registrations = st.builds(
+    Registration,
+    broker_name=st.sampled_from(_NAMES),
+    broker_id=st.integers(-1, 3),
+    addr=st.sampled_from(_ADDRS),
+)
+_nameservers = st.builds(
+    NamesrvObservation,
+    addr=st.sampled_from([NS1, NS2, "127.0.0.1:9878"]),
+    is_up=st.booleans(),
+    registrations=st.lists(_registrations, max_size=5).map(tuple),
+)
+_secondary = st.builds(
+    SecondaryObservation,
+    name=st.sampled_from(["dc2", "dc3"]),
+    target_addr=st.sampled_from(_ADDRS),
+    is_alive=st.one_of(st.none(), st.booleans()),
+)
+
+
+@st.composite
+def _snapshot_runs(draw: st.DrawFn) -> list[ClusterSnapshot]:
+    t = draw(st.floats(0, 1e6, allow_nan=False))
+    snaps = []
+    for _ in range(draw(st.integers(1, 8))):
+        t += draw(st.sampled_from([1.0, 1.0, 1.0, 0.0, 0.3, 5.0, -2.0]))
+        snaps.append(
+            ClusterSnapshot(
+                cluster_name="c",
+                taken_at=t,
+                wall_time=t,
+                nameservers=tuple(draw(st.lists(_nameservers, max_size=3))),
+                brokers=tuple(draw(st.lists(_brokers, max_size=5))),
+                secondary=tuple(draw(st.lists(_secondary, max_size=2))),
+            )
+        )
+    return snaps
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(_snapshot_runs(), st.integers(1, 4), st.integers(0, 3))
+def test_detect_never_raises_and_keeps_its_promises(
+    snaps: list[ClusterSnapshot], quorum: int, tilt_cycles: int
+) -> None:
+    replay = Replay(settings=settings(quorum=quorum, tilt_cycles=tilt_cycles))
+    for snap in snaps:
+        verdict = replay.feed(snap)
+        assert tuple(g.broker_name for g in verdict.groups) == snap.group_names()
+        answered = {b.addr for b in snap.brokers if b.is_up}
+        for g in verdict.groups:
+            assert g.reason
+            if g.master_addr in answered:
+                assert not g.is_sdown and not g.is_odown
+            if g.is_odown:
+                assert g.is_sdown and not g.alive_evidence and g.down_votes >= quorum
+                assert not verdict.is_isolated and not verdict.is_tilted
+                assert g.state is GroupState.MASTER_ODOWN
+            if verdict.is_tilted:
+                assert not g.is_sdown
+            if verdict.is_isolated:
+                assert g.state is GroupState.ISOLATED
+            assert g.down_for_seconds >= 0.0
+            assert g.vantage_points >= g.down_votes
