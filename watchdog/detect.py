@@ -467,17 +467,20 @@ def _judge_group(
         return verdict(_quiet_state(slaves_down), f"{cluster_reason} ({who})", votes)
     if others:
         names = " and ".join(f"{b.key}@{b.addr}" for b in (master, *others))
+        quantifier = "both" if len(others) == 1 else "all"
         return verdict(
             GroupState.DEGRADED,
-            f"split brain in {name}: {names} all answer as master",
+            f"split brain in {name}: {names} {quantifier} answer as master",
             votes,
         )
 
     if ns_up:
         if gone:
             ns_text = f"gone from {gone}/{len(ns_up)} nameservers"
-        else:
+        elif listed:
             ns_text = f"still listed by {listed}/{len(ns_up)} nameservers"
+        else:
+            ns_text = f"{name} unknown to {len(ns_up)}/{len(ns_up)} nameservers"
         if ns_down:
             ns_text += f" ({ns_down} unreachable)"
     else:

@@ -76,17 +76,18 @@ class World:
     extra_slaves: tuple[tuple[int, str, int], ...] = ()  # (id, addr, lag bytes)
     slave_role: str = "SLAVE"
     slave_is_master_from: float | None = None  # A1 answers as master from this time
+    base_offset: int = 1000
 
     def master_offset(self, t: float) -> int:
         stop = self.master_down[0] if self.master_down is not None else FOREVER
-        return 1000 + int(100 * min(t, stop))
+        return self.base_offset + int(100 * min(t, stop))
 
     def snapshot(self, t: float) -> ClusterSnapshot:
         cut = _between(t, self.cut_off)
         master_up = not cut and not _between(t, self.master_down)
         slave_up = not cut and not _between(t, self.slave_down)
         offset = self.master_offset(t)
-        slave_offset = 1000 + int(100 * t) if self.is_slave_advancing else offset
+        slave_offset = self.base_offset + int(100 * t) if self.is_slave_advancing else offset
         slave_offset -= self.slave_lag_bytes
         slave_role = self.slave_role
         if self.slave_is_master_from is not None and t >= self.slave_is_master_from:
@@ -98,7 +99,7 @@ class World:
         for broker_id, addr, lag in self.extra_slaves:
             brokers.append(_obs(broker_id, addr, not cut, "SLAVE", offset - lag, TIMEOUT))
         registered = {0: A0, 1: A1}
-        if slave_role != "SLAVE":
+        if slave_role in ("ASYNC_MASTER", "SYNC_MASTER"):
             registered = {0: A1}
             if master_up:
                 registered[1] = A0  # a stand-in: A0 also answers, so the route flips

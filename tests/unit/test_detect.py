@@ -384,7 +384,7 @@ def test_two_masters_is_split_brain_keeping_the_followed_one() -> None:
     assert group.state is GroupState.DEGRADED
     assert group.reason == (
         "split brain in broker-a: broker-a:1@127.0.0.1:10921 and "
-        "broker-a:0@127.0.0.1:10911 all answer as master"
+        "broker-a:0@127.0.0.1:10911 both answer as master"
     )
 
 

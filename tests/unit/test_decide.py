@@ -1,0 +1,524 @@
+"""Decisions: value tables from detected verdicts to NoAction / Promote / Fence, and properties."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from watchdog.config import BrokerConfig, parse_config
+from watchdog.decide import (
+    Decision,
+    Fence,
+    GroupFailoverPolicy,
+    NoAction,
+    Policy,
+    Promote,
+    decide,
+    log_fields,
+)
+from watchdog.detect import ClusterVerdict
+from watchdog.snapshot import ClusterSnapshot
+from watchdog.states import GroupState
+
+from ._worlds import A0, A1, A2, BROKERS, NS1, NS2, Replay, World, broker_config, seconds, settings
+from .test_detect import _snapshot_runs
+
+MIB = 1_048_576
+KILL = (10.5, 1e9)
+BOTH = (NS1, NS2)
+DEAD = World(master_down=KILL, deregistered_by=BOTH, base_offset=MIB)
+ODOWN_REASON = (
+    "master broker-a@127.0.0.1:10911 objectively down: "
+    "no reply for 3.0 s, gone from 2/2 nameservers"
+)
+THREE = (*BROKERS, broker_config(2, A2))
+
+
+def run(
+    world: World, last: float = 13.0, **detect_kw: object
+) -> tuple[ClusterSnapshot, ClusterVerdict]:
+    replay = Replay(settings=settings(**detect_kw))
+    verdict = replay.run(world, seconds(0, last))
+    return replay.snapshots[-1], verdict
+
+
+def one(
+    world: World,
+    *,
+    brokers: tuple[BrokerConfig, ...] = BROKERS,
+    policy: Policy | None = None,
+    last: float = 13.0,
+    **detect_kw: object,
+) -> Decision:
+    snap, verdict = run(world, last, **detect_kw)
+    (decision,) = decide(snap, verdict, brokers, policy or Policy(), now=last)
+    return decision
+
+
+def gp(**kw: Any) -> Policy:
+    return Policy(default=GroupFailoverPolicy(**kw))
+
+
+def promote(
+    offset: int, loss: int | None, *, key: str = "broker-a:1", addr: str = A1, role: str = ""
+) -> Promote:
+    candidate_id = key.rsplit(":", 1)[1]
+    behind = "loss unknown, master offset never seen" if loss is None else f"{loss} bytes behind"
+    return Promote(
+        broker_name="broker-a",
+        old_master_key="broker-a:0",
+        old_master_addr=A0,
+        candidate_key=key,
+        candidate_addr=addr,
+        candidate_offset=offset,
+        expected_loss_bytes=loss,
+        new_role=role or "ASYNC_MASTER",
+        reason=f"promoting broker-a id={candidate_id} (offset {offset}, {behind}) because master "
+        "unreachable for 3.0 s from 3 of 3 vantage points",
+    )
+
+
+def blocked(detail: str) -> NoAction:
+    return NoAction(
+        "broker-a",
+        f"no action: {ODOWN_REASON}; no slave can be promoted: {detail}",
+        GroupState.FAILOVER_BLOCKED,
+    )
+
+
+# The master's last answer (t=10) reported MIB + 1000; the slave at t=13 holds MIB + 1050 - lag.
+TABLE: list[tuple[str, World, dict[str, Any], Decision]] = [
+    (
+        "healthy",
+        World(),
+        {},
+        NoAction("broker-a", "no action: master broker-a@127.0.0.1:10911 healthy"),
+    ),
+    (
+        "slave down: degraded, nothing to do",
+        World(slave_down=(10.5, 1e9)),
+        {},
+        NoAction(
+            "broker-a",
+            "no action: master broker-a@127.0.0.1:10911 healthy, "
+            "slave broker-a:1@127.0.0.1:10921 (no reply for 3.0 s) down",
+            GroupState.DEGRADED,
+        ),
+    ),
+    (
+        "master silent less than down_after",
+        DEAD,
+        {"last": 12.0},
+        NoAction(
+            "broker-a",
+            "no action: master broker-a@127.0.0.1:10911 not answering for 2.0 s (down after 3.0 s)",
+        ),
+    ),
+    ("kill -9: promote the slave", DEAD, {}, promote(MIB + 1050, 0)),
+    (
+        "the new master keeps the old master's role",
+        World(master_down=KILL, deregistered_by=BOTH, base_offset=MIB, master_role="SYNC_MASTER"),
+        {},
+        promote(MIB + 1050, 0, role="SYNC_MASTER"),
+    ),
+    (
+        "lag within max_lag_bytes",
+        World(master_down=KILL, deregistered_by=BOTH, base_offset=MIB, slave_lag_bytes=1000),
+        {"policy": gp(max_lag_bytes=1024)},
+        promote(MIB + 50, 950),
+    ),
+    (
+        "lag too large",
+        World(master_down=KILL, deregistered_by=BOTH, base_offset=MIB, slave_lag_bytes=5000),
+        {"policy": gp(max_lag_bytes=1024)},
+        blocked("broker-a:1 is 4950 bytes behind, more than 1024"),
+    ),
+    (
+        "no candidate: the slave is down too",
+        World(master_down=KILL, deregistered_by=BOTH, base_offset=MIB, slave_down=(11.5, 1e9)),
+        {},
+        NoAction(
+            "broker-a",
+            "no action: master broker-a@127.0.0.1:10911 objectively down: no reply for 3.0 s, "
+            "broker-a unknown to 2/2 nameservers; no slave can be promoted: "
+            "broker-a:1 not answering",
+            GroupState.FAILOVER_BLOCKED,
+        ),
+    ),
+    (
+        "no candidate: the slave is no_promote",
+        DEAD,
+        {"brokers": (BROKERS[0], broker_config(1, A1, no_promote=True))},
+        blocked("broker-a:1 is marked no_promote"),
+    ),
+    (
+        "no candidate: the slave is not in the configuration",
+        DEAD,
+        {"brokers": BROKERS[:1]},
+        blocked("broker-a:1 is not in the configuration"),
+    ),
+    (
+        "no candidate: the slave answers with an unknown role",
+        World(master_down=KILL, deregistered_by=BOTH, base_offset=MIB, slave_role="BANANA"),
+        {},
+        blocked("broker-a:1 answers as BANANA, not SLAVE"),
+    ),
+    (
+        "automatic failover off: say what would happen",
+        DEAD,
+        {"policy": gp(is_auto_failover=False)},
+        NoAction(
+            "broker-a",
+            "no action: automatic failover off for broker-a, would be promoting broker-a id=1 "
+            f"(offset {MIB + 1050}, 0 bytes behind) because master unreachable for 3.0 s "
+            "from 3 of 3 vantage points",
+            GroupState.FAILOVER_BLOCKED,
+        ),
+    ),
+    (
+        "anti-flap block",
+        DEAD,
+        {"policy": gp(blocked_until=43.0, blocked_reason="failed over 5.0 min ago")},
+        NoAction(
+            "broker-a",
+            f"no action: {ODOWN_REASON}; failover blocked for 30.0 s more "
+            "(failed over 5.0 min ago)",
+            GroupState.FAILOVER_BLOCKED,
+        ),
+    ),
+    ("anti-flap block expired", DEAD, {"policy": gp(blocked_until=13.0)}, promote(MIB + 1050, 0)),
+    (
+        "failover already running",
+        DEAD,
+        {"policy": gp(is_failover_running=True)},
+        NoAction(
+            "broker-a",
+            f"no action: failover of broker-a still running; {ODOWN_REASON}",
+            GroupState.FAILOVER_RUNNING,
+        ),
+    ),
+    (
+        "subjectively down only: a secondary check reaches the master",
+        World(master_down=KILL, base_offset=MIB, secondary=True),
+        {},
+        NoAction(
+            "broker-a",
+            "no action: master broker-a@127.0.0.1:10911 subjectively down: no reply for 3.0 s, "
+            "but secondary check dc2 reaches it",
+            GroupState.MASTER_SDOWN,
+        ),
+    ),
+    (
+        "watchdog cut off from everything",
+        World(cut_off=(10.5, 1e9), base_offset=MIB),
+        {"last": 20.0},
+        NoAction(
+            "broker-a",
+            "no action: watchdog isolated: reaches 0/2 nameservers and no slave",
+            GroupState.ISOLATED,
+        ),
+    ),
+    (
+        "garbage from the master, still registered: quorum 1 fails over",
+        World(master_down=KILL, base_offset=MIB, master_error="ProtocolError: bad frame"),
+        {},
+        Promote(
+            **{
+                **promote(MIB + 1050, 0).__dict__,
+                "reason": f"promoting broker-a id=1 (offset {MIB + 1050}, 0 bytes behind) "
+                "because master unreachable for 3.0 s from 1 of 3 vantage points",
+            }
+        ),
+    ),
+    (
+        "garbage from the master, still registered: quorum 2 waits",
+        World(master_down=KILL, base_offset=MIB, master_error="ProtocolError: bad frame"),
+        {"quorum": 2},
+        NoAction(
+            "broker-a",
+            "no action: master broker-a@127.0.0.1:10911 subjectively down: no reply for 3.0 s, "
+            "but only 1 of 3 vantage points see it down (quorum 2): "
+            "still listed by 2/2 nameservers",
+            GroupState.MASTER_SDOWN,
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("world", "kw", "expected"), [pytest.param(*r[1:], id=r[0]) for r in TABLE]
+)
+def test_decision_table(world: World, kw: dict[str, Any], expected: Decision) -> None:
+    assert one(world, **kw) == expected
+
+
+# --- candidate order ----------------------------------------------------------------------
+
+
+def _two_slaves(a2_lag: int) -> World:
+    return World(
+        master_down=KILL,
+        deregistered_by=BOTH,
+        base_offset=MIB,
+        extra_slaves=((2, A2, a2_lag),),
+    )
+
+
+@pytest.mark.parametrize(
+    ("a2_lag", "a1_kw", "a2_kw", "max_lag", "expected_key"),
+    [
+        pytest.param(500, {}, {}, None, "broker-a:1", id="same priority: more data wins"),
+        pytest.param(0, {}, {}, None, "broker-a:1", id="same priority and offset: lower id"),
+        pytest.param(
+            500, {}, {"priority": 10}, 1024, "broker-a:2", id="higher priority wins within lag"
+        ),
+        pytest.param(500, {"priority": -1}, {}, None, "broker-a:2", id="negative priority loses"),
+        pytest.param(
+            5000, {}, {"priority": 10}, 1024, "broker-a:1", id="priority never buys loss over max"
+        ),
+        pytest.param(500, {"no_promote": True}, {}, None, "broker-a:2", id="no_promote skipped"),
+    ],
+)
+def test_candidate_order(
+    a2_lag: int,
+    a1_kw: dict[str, Any],
+    a2_kw: dict[str, Any],
+    max_lag: int | None,
+    expected_key: str,
+) -> None:
+    brokers = (BROKERS[0], broker_config(1, A1, **a1_kw), broker_config(2, A2, **a2_kw))
+    decision = one(_two_slaves(a2_lag), brokers=brokers, policy=gp(max_lag_bytes=max_lag))
+    assert isinstance(decision, Promote)
+    assert decision.candidate_key == expected_key
+    slave_offset = {"broker-a:1": MIB + 1050, "broker-a:2": MIB + 1050 - a2_lag}[expected_key]
+    assert decision.candidate_offset == slave_offset
+    assert decision.expected_loss_bytes == max(MIB + 1000 - slave_offset, 0)
+
+
+def test_every_refused_slave_is_named() -> None:
+    brokers = (BROKERS[0], broker_config(1, A1, no_promote=True), broker_config(2, A2))
+    decision = one(_two_slaves(5000), brokers=brokers, policy=gp(max_lag_bytes=1024))
+    assert decision == blocked(
+        "broker-a:1 is marked no_promote; broker-a:2 is 4950 bytes behind, more than 1024"
+    )
+
+
+def test_master_offset_never_seen() -> None:
+    world = World(master_down=(0.0, 1e9), deregistered_by=BOTH, base_offset=MIB)
+    with_limit = one(world, last=3.0, policy=gp(max_lag_bytes=1024))
+    assert with_limit == NoAction(
+        "broker-a",
+        "no action: master broker-a@127.0.0.1:10911 objectively down: no reply for 3.0 s, "
+        "gone from 2/2 nameservers; no slave can be promoted: broker-a:1 data loss unknown "
+        "(master offset never seen), max_lag_bytes is 1024",
+        GroupState.FAILOVER_BLOCKED,
+    )
+    without_limit = one(world, last=3.0)
+    assert without_limit == promote(MIB, None)
+
+
+# --- split brain ----------------------------------------------------------------------------
+
+RETURNING = World(
+    master_down=(10.5, 19.5), deregistered_by=BOTH, base_offset=MIB, slave_is_master_from=14.0
+)
+FENCE_WHY = (
+    "split brain in broker-a: broker-a:1@127.0.0.1:10921 and broker-a:0@127.0.0.1:10911 "
+    "both answer as master; keeping broker-a:1@127.0.0.1:10921"
+)
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        pytest.param(
+            gp(),
+            Fence(
+                "broker-a",
+                "broker-a:0",
+                A0,
+                "broker-a:1",
+                f"fencing broker-a:0@127.0.0.1:10911: {FENCE_WHY}",
+                GroupState.DEGRADED,
+            ),
+            id="fence the returning old master",
+        ),
+        pytest.param(
+            gp(blocked_until=1e9),
+            Fence(
+                "broker-a",
+                "broker-a:0",
+                A0,
+                "broker-a:1",
+                f"fencing broker-a:0@127.0.0.1:10911: {FENCE_WHY}",
+                GroupState.DEGRADED,
+            ),
+            id="anti-flap does not stop fencing",
+        ),
+        pytest.param(
+            gp(is_auto_failover=False),
+            NoAction(
+                "broker-a",
+                "no action: automatic failover off for broker-a, would fence "
+                f"broker-a:0@127.0.0.1:10911: {FENCE_WHY}",
+                GroupState.DEGRADED,
+            ),
+            id="auto failover off",
+        ),
+        pytest.param(
+            gp(is_failover_running=True),
+            NoAction(
+                "broker-a",
+                "no action: failover of broker-a still running; split brain in broker-a: "
+                "broker-a:1@127.0.0.1:10921 and broker-a:0@127.0.0.1:10911 both answer as master",
+                GroupState.FAILOVER_RUNNING,
+            ),
+            id="actor busy",
+        ),
+    ],
+)
+def test_two_masters(policy: Policy, expected: Decision) -> None:
+    assert one(RETURNING, last=20.0, policy=policy) == expected
+
+
+# --- TILT and the loop -----------------------------------------------------------------------
+
+
+def test_tilt_decides_nothing() -> None:
+    replay = Replay()
+    replay.run(DEAD, seconds(0, 10))
+    verdict = replay.run(DEAD, [16.0])
+    (decision,) = decide(replay.snapshots[-1], verdict, BROKERS, Policy(), now=16.0)
+    assert decision == NoAction(
+        "broker-a",
+        "no action: TILT: cycle started 5.0 s late (watchdog paused?); not trusting a down "
+        "verdict for this and 2 more cycles (broker-a@127.0.0.1:10911)",
+    )
+
+
+@pytest.mark.parametrize("kill_at", [10.0, 10.4, 10.99])
+def test_loop_promotes_once_within_down_after_plus_one_interval(kill_at: float) -> None:
+    world = World(master_down=(kill_at, 1e9), deregistered_by=BOTH, base_offset=MIB)
+    replay = Replay()
+    decisions: list[tuple[float, Decision]] = []
+    for t in seconds(0, 20):
+        verdict = replay.run(world, [t])
+        (d,) = decide(replay.snapshots[-1], verdict, BROKERS, Policy(), now=t)
+        decisions.append((t, d))
+    promotions = [t for t, d in decisions if isinstance(d, Promote)]
+    assert promotions, "never promoted"
+    first = promotions[0]
+    assert first - kill_at <= 3.0 + 1.0
+    assert all(isinstance(d, NoAction) for t, d in decisions if t < first)
+    assert all(isinstance(d, NoAction) and d.state is GroupState.HEALTHY for t, d in decisions[:10])
+
+
+# --- plumbing ----------------------------------------------------------------------------------
+
+
+def test_log_fields_is_the_canonical_line() -> None:
+    fields = log_fields(one(DEAD))
+    assert fields == {
+        "event": f"promoting broker-a id=1 (offset {MIB + 1050}, 0 bytes behind) because "
+        "master unreachable for 3.0 s from 3 of 3 vantage points",
+        "broker_name": "broker-a",
+        "decision": "promote",
+        "state": "MASTER_ODOWN",
+        "old_master": "broker-a:0",
+        "candidate": "broker-a:1",
+        "candidate_offset": MIB + 1050,
+        "expected_loss_bytes": 0,
+        "new_role": "ASYNC_MASTER",
+    }
+    assert log_fields(one(World()))["decision"] == "no_action"
+
+
+def test_policy_from_config() -> None:
+    config = parse_config(
+        {
+            "cluster_name": "c",
+            "nameservers": [NS1],
+            "brokers": [
+                {
+                    "broker_name": name,
+                    "broker_id": 0,
+                    "addr": addr,
+                    "properties": "/p",
+                    "start": ["a"],
+                    "stop": ["b"],
+                }
+                for name, addr in (("broker-a", A0), ("broker-b", A1))
+            ],
+            "failover": {"max_lag_bytes": 2048},
+            "groups": {"broker-b": {"auto_failover": False, "max_lag_bytes": 0}},
+        }
+    )
+    policy = Policy.from_config(
+        config, blocked_until={"broker-a": 99.0}, blocked_reason={"broker-a": "flap"}
+    )
+    assert policy.for_group("broker-a") == GroupFailoverPolicy(
+        max_lag_bytes=2048, blocked_until=99.0, blocked_reason="flap"
+    )
+    assert policy.for_group("broker-b") == GroupFailoverPolicy(
+        max_lag_bytes=0, is_auto_failover=False
+    )
+
+
+# --- properties --------------------------------------------------------------------------------
+
+_configs = st.lists(
+    st.builds(
+        lambda name, i, addr, prio, nop: broker_config(
+            i, addr, broker_name=name, priority=prio, no_promote=nop
+        ),
+        st.sampled_from(["broker-a", "broker-b"]),
+        st.integers(0, 3),
+        st.sampled_from([A0, A1, "127.0.0.1:10951", "127.0.0.1:10961"]),
+        st.integers(-2, 2),
+        st.booleans(),
+    ),
+    max_size=6,
+).map(tuple)
+_policies = st.builds(
+    GroupFailoverPolicy,
+    max_lag_bytes=st.one_of(st.none(), st.integers(0, 2**40)),
+    is_auto_failover=st.booleans(),
+    blocked_until=st.one_of(st.none(), st.floats(0, 2e6, allow_nan=False)),
+    is_failover_running=st.booleans(),
+).map(lambda p: Policy(default=p))
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(_snapshot_runs(), _configs, _policies, st.integers(1, 3))
+def test_decide_never_raises_and_never_promotes_unsafely(
+    snaps: list[ClusterSnapshot], brokers: tuple[BrokerConfig, ...], policy: Policy, quorum: int
+) -> None:
+    replay = Replay(settings=settings(quorum=quorum))
+    for snap in snaps:
+        verdict = replay.feed(snap)
+        decisions = decide(snap, verdict, brokers, policy, now=snap.taken_at)
+        assert tuple(d.broker_name for d in decisions) == snap.group_names()
+        gpol = policy.default
+        for d, g in zip(decisions, verdict.groups, strict=True):
+            assert d.reason
+            if isinstance(d, NoAction):
+                continue
+            assert not verdict.is_isolated and not verdict.is_tilted
+            assert gpol.is_auto_failover and not gpol.is_failover_running
+            if isinstance(d, Fence):
+                assert g.is_split_brain and d.keep_key == g.master_key
+                continue
+            assert g.is_odown and not g.alive_evidence
+            cand = snap.broker_at(d.candidate_addr)
+            assert cand is not None and cand.is_up and cand.role == "SLAVE"
+            config = next(b for b in brokers if b.key == d.candidate_key)
+            assert not config.no_promote and config.addr == d.candidate_addr
+            assert d.candidate_addr != g.master_addr
+            if gpol.max_lag_bytes is not None:
+                assert d.expected_loss_bytes is not None
+                assert d.expected_loss_bytes <= gpol.max_lag_bytes
+            assert gpol.blocked_until is None or snap.taken_at >= gpol.blocked_until

@@ -1,0 +1,285 @@
+"""Decisions: turn a cycle's verdict and the failover policy into one explained action per group."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from .config import BrokerConfig, WatchdogConfig
+from .detect import ClusterVerdict, GroupVerdict
+from .durations import format_seconds
+from .snapshot import BrokerObservation, ClusterSnapshot
+from .states import GroupState
+
+__all__ = [
+    "NoAction",
+    "Promote",
+    "Fence",
+    "Decision",
+    "GroupFailoverPolicy",
+    "Policy",
+    "decide",
+    "log_fields",
+]
+
+
+@dataclass(frozen=True)
+class NoAction:
+    broker_name: str
+    reason: str
+    state: GroupState = GroupState.HEALTHY
+
+    kind: ClassVar[str] = "no_action"
+
+
+@dataclass(frozen=True)
+class Promote:
+    """Make `candidate` the group's master; the old master must be stopped first (act's job)."""
+
+    broker_name: str
+    old_master_key: str | None
+    old_master_addr: str | None
+    candidate_key: str
+    candidate_addr: str
+    candidate_offset: int
+    expected_loss_bytes: int | None  # None: the master's offset was never seen
+    new_role: str  # ASYNC_MASTER or SYNC_MASTER, as the old master was
+    reason: str
+    state: GroupState = GroupState.MASTER_ODOWN
+
+    kind: ClassVar[str] = "promote"
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Stop `target`, a second broker answering as master; `keep` stays master."""
+
+    broker_name: str
+    target_key: str
+    target_addr: str
+    keep_key: str
+    reason: str
+    state: GroupState = GroupState.DEGRADED
+
+    kind: ClassVar[str] = "fence"
+
+
+Decision = NoAction | Promote | Fence
+
+
+@dataclass(frozen=True)
+class GroupFailoverPolicy:
+    """What a failover of one group may do right now."""
+
+    max_lag_bytes: int | None = None  # refuse a candidate further behind; None = no limit
+    is_auto_failover: bool = True  # False: report what would be done, do nothing
+    blocked_until: float | None = None  # monotonic seconds; anti-flap after a failover
+    blocked_reason: str = ""
+    is_failover_running: bool = False
+
+
+@dataclass(frozen=True)
+class Policy:
+    default: GroupFailoverPolicy = GroupFailoverPolicy()
+    groups: Mapping[str, GroupFailoverPolicy] = field(default_factory=dict)
+
+    def for_group(self, broker_name: str) -> GroupFailoverPolicy:
+        return self.groups.get(broker_name, self.default)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: WatchdogConfig,
+        *,
+        blocked_until: Mapping[str, float] | None = None,
+        blocked_reason: Mapping[str, str] | None = None,
+        running: Collection[str] = (),
+    ) -> Policy:
+        """Per-group policy from [failover]/[groups.*] plus the anti-flap and actor state."""
+        blocked_until = blocked_until or {}
+        blocked_reason = blocked_reason or {}
+        return cls(
+            groups={
+                name: GroupFailoverPolicy(
+                    max_lag_bytes=config.max_lag_bytes(name),
+                    is_auto_failover=config.is_auto_failover(name),
+                    blocked_until=blocked_until.get(name),
+                    blocked_reason=blocked_reason.get(name, ""),
+                    is_failover_running=name in running,
+                )
+                for name in config.group_names()
+            }
+        )
+
+
+def decide(
+    snapshot: ClusterSnapshot,
+    verdict: ClusterVerdict,
+    brokers: tuple[BrokerConfig, ...],
+    policy: Policy,
+    now: float,
+) -> tuple[Decision, ...]:
+    """One decision per group in the verdict, each with the sentence that explains it."""
+    return tuple(
+        _decide_group(snapshot, verdict, g, brokers, policy.for_group(g.broker_name), now)
+        for g in verdict.groups
+    )
+
+
+def _decide_group(
+    snapshot: ClusterSnapshot,
+    verdict: ClusterVerdict,
+    g: GroupVerdict,
+    brokers: tuple[BrokerConfig, ...],
+    gp: GroupFailoverPolicy,
+    now: float,
+) -> Decision:
+    name = g.broker_name
+    if verdict.is_isolated:
+        return NoAction(name, f"no action: {g.reason}", GroupState.ISOLATED)
+    if verdict.is_tilted:
+        return NoAction(name, f"no action: {g.reason}", g.state)
+    if gp.is_failover_running:
+        return NoAction(
+            name,
+            f"no action: failover of {name} still running; {g.reason}",
+            GroupState.FAILOVER_RUNNING,
+        )
+
+    if g.is_split_brain and g.master_key is not None:
+        target_key, target_addr = g.other_masters[0]
+        why = f"{g.reason}; keeping {g.master_key}@{g.master_addr}"
+        if not gp.is_auto_failover:
+            return NoAction(
+                name,
+                f"no action: automatic failover off for {name}, would fence "
+                f"{target_key}@{target_addr}: {why}",
+                g.state,
+            )
+        # Anti-flap does not block fencing: a returning old master right after a failover is
+        # exactly the split brain it must end.
+        return Fence(
+            name,
+            target_key,
+            target_addr,
+            g.master_key,
+            f"fencing {target_key}@{target_addr}: {why}",
+            g.state,
+        )
+
+    if not g.is_odown:
+        return NoAction(name, f"no action: {g.reason}", g.state)
+
+    if gp.blocked_until is not None and now < gp.blocked_until:
+        left = format_seconds(gp.blocked_until - now)
+        because = f" ({gp.blocked_reason})" if gp.blocked_reason else ""
+        return NoAction(
+            name,
+            f"no action: {g.reason}; failover blocked for {left} more{because}",
+            GroupState.FAILOVER_BLOCKED,
+        )
+
+    chosen, rejected = _candidate(snapshot, g, brokers, gp)
+    if chosen is None:
+        detail = "; ".join(rejected) if rejected else "the group has no slave"
+        return NoAction(
+            name,
+            f"no action: {g.reason}; no slave can be promoted: {detail}",
+            GroupState.FAILOVER_BLOCKED,
+        )
+    obs, offset, loss = chosen
+    behind = "loss unknown, master offset never seen" if loss is None else f"{loss} bytes behind"
+    reason = (
+        f"promoting {name} id={obs.broker_id} (offset {offset}, {behind}) because master "
+        f"unreachable for {format_seconds(g.down_for_seconds)} from {g.down_votes} of "
+        f"{g.vantage_points} vantage points"
+    )
+    if not gp.is_auto_failover:
+        return NoAction(
+            name,
+            f"no action: automatic failover off for {name}, would be {reason}",
+            GroupState.FAILOVER_BLOCKED,
+        )
+    return Promote(
+        broker_name=name,
+        old_master_key=g.master_key,
+        old_master_addr=g.master_addr,
+        candidate_key=obs.key,
+        candidate_addr=obs.addr,
+        candidate_offset=offset,
+        expected_loss_bytes=loss,
+        new_role=g.master_role,
+        reason=reason,
+    )
+
+
+def _candidate(
+    snapshot: ClusterSnapshot,
+    g: GroupVerdict,
+    brokers: tuple[BrokerConfig, ...],
+    gp: GroupFailoverPolicy,
+) -> tuple[tuple[BrokerObservation, int, int | None] | None, list[str]]:
+    """The slave to promote (observation, offset, expected loss) and why others were refused.
+
+    Order: higher `priority` first, then the higher commitLogMaxOffset, then the lower id.
+    A slave beyond `max_lag_bytes` is refused before ordering, so priority never buys data loss
+    above the limit.
+    """
+    configs = {(b.broker_name, b.broker_id): b for b in brokers}
+    rejected: list[str] = []
+    fit: list[tuple[int, int, int, BrokerObservation, int | None]] = []
+    seen: set[str] = set()
+    for obs in snapshot.group(g.broker_name):
+        if obs.addr == g.master_addr or obs.addr in seen:
+            continue
+        seen.add(obs.addr)
+        who = obs.key
+        config = configs.get((obs.broker_name, obs.broker_id))
+        offset = obs.commitlog_max_offset
+        if config is None or config.addr != obs.addr:
+            rejected.append(f"{who} is not in the configuration")
+        elif not obs.is_up:
+            rejected.append(f"{who} not answering")
+        elif config.no_promote:
+            rejected.append(f"{who} is marked no_promote")
+        elif obs.role != "SLAVE":
+            rejected.append(f"{who} answers as {obs.role or 'unknown role'}, not SLAVE")
+        elif isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            rejected.append(f"{who} reports no usable commitlog offset")
+        else:
+            loss = None if g.master_offset is None else max(g.master_offset - offset, 0)
+            if gp.max_lag_bytes is not None and loss is None:
+                rejected.append(
+                    f"{who} data loss unknown (master offset never seen), "
+                    f"max_lag_bytes is {gp.max_lag_bytes}"
+                )
+            elif gp.max_lag_bytes is not None and loss is not None and loss > gp.max_lag_bytes:
+                rejected.append(f"{who} is {loss} bytes behind, more than {gp.max_lag_bytes}")
+            else:
+                fit.append((config.priority, offset, -obs.broker_id, obs, loss))
+    if not fit:
+        return None, rejected
+    best = max(fit, key=lambda f: (f[0], f[1], f[2]))
+    return (best[3], best[1], best[4]), rejected
+
+
+def log_fields(decision: Decision) -> dict[str, object]:
+    """The canonical log line of one group's cycle: `logger.info(**log_fields(d))`."""
+    fields: dict[str, object] = {
+        "event": decision.reason,
+        "broker_name": decision.broker_name,
+        "decision": decision.kind,
+        "state": str(decision.state),
+    }
+    if isinstance(decision, Promote):
+        fields.update(
+            old_master=decision.old_master_key,
+            candidate=decision.candidate_key,
+            candidate_offset=decision.candidate_offset,
+            expected_loss_bytes=decision.expected_loss_bytes,
+            new_role=decision.new_role,
+        )
+    elif isinstance(decision, Fence):
+        fields.update(target=decision.target_key, keep=decision.keep_key)
+    return fields
