@@ -20,6 +20,7 @@ __all__ = [
     "GroupFailoverPolicy",
     "Policy",
     "decide",
+    "choose_candidate",
     "log_fields",
 ]
 
@@ -180,7 +181,7 @@ def _decide_group(
             GroupState.FAILOVER_BLOCKED,
         )
 
-    chosen, rejected = _candidate(snapshot, g, brokers, gp)
+    chosen, rejected = choose_candidate(snapshot, g, brokers, gp)
     if chosen is None:
         detail = "; ".join(rejected) if rejected else "the group has no slave"
         return NoAction(
@@ -214,17 +215,20 @@ def _decide_group(
     )
 
 
-def _candidate(
+def choose_candidate(
     snapshot: ClusterSnapshot,
     g: GroupVerdict,
     brokers: tuple[BrokerConfig, ...],
     gp: GroupFailoverPolicy,
+    *,
+    only_key: str | None = None,
 ) -> tuple[tuple[BrokerObservation, int, int | None] | None, list[str]]:
     """The slave to promote (observation, offset, expected loss) and why others were refused.
 
     Order: higher `priority` first, then the higher commitLogMaxOffset, then the lower id.
     A slave beyond `max_lag_bytes` is refused before ordering, so priority never buys data loss
-    above the limit.
+    above the limit. The expected loss is a lower bound: the master may have written more after
+    its last answer. `only_key` restricts the choice to one broker (an operator's pick).
     """
     configs = {(b.broker_name, b.broker_id): b for b in brokers}
     rejected: list[str] = []
@@ -234,6 +238,8 @@ def _candidate(
         if obs.addr == g.master_addr or obs.addr in seen:
             continue
         seen.add(obs.addr)
+        if only_key is not None and obs.key != only_key:
+            continue
         who = obs.key
         config = configs.get((obs.broker_name, obs.broker_id))
         offset = obs.commitlog_max_offset
@@ -258,10 +264,16 @@ def _candidate(
                 rejected.append(f"{who} is {loss} bytes behind, more than {gp.max_lag_bytes}")
             else:
                 fit.append((config.priority, offset, -obs.broker_id, obs, loss))
+    if only_key is not None and not _is_slave_key(snapshot, g, only_key):
+        rejected.append(f"{only_key} is not a slave of {g.broker_name}")
     if not fit:
         return None, rejected
     best = max(fit, key=lambda f: (f[0], f[1], f[2]))
     return (best[3], best[1], best[4]), rejected
+
+
+def _is_slave_key(snapshot: ClusterSnapshot, g: GroupVerdict, key: str) -> bool:
+    return any(o.key == key and o.addr != g.master_addr for o in snapshot.group(g.broker_name))
 
 
 def log_fields(decision: Decision) -> dict[str, object]:

@@ -17,6 +17,7 @@ from watchdog.decide import (
     NoAction,
     Policy,
     Promote,
+    choose_candidate,
     decide,
     log_fields,
 )
@@ -305,6 +306,26 @@ def test_every_refused_slave_is_named() -> None:
     assert decision == blocked(
         "broker-a:1 is marked no_promote; broker-a:2 is 4950 bytes behind, more than 1024"
     )
+
+
+@pytest.mark.parametrize(
+    ("only_key", "chosen_key", "rejected"),
+    [
+        pytest.param("broker-a:2", "broker-a:2", [], id="operator picks the less advanced slave"),
+        pytest.param(
+            "broker-a:0", None, ["broker-a:0 is not a slave of broker-a"], id="the master itself"
+        ),
+        pytest.param("broker-b:1", None, ["broker-b:1 is not a slave of broker-a"], id="unknown"),
+    ],
+)
+def test_choose_candidate_only_key(
+    only_key: str, chosen_key: str | None, rejected: list[str]
+) -> None:
+    snap, verdict = run(_two_slaves(500))
+    (group,) = verdict.groups
+    chosen, why = choose_candidate(snap, group, THREE, GroupFailoverPolicy(), only_key=only_key)
+    assert (None if chosen is None else chosen[0].key) == chosen_key
+    assert why == rejected
 
 
 def test_master_offset_never_seen() -> None:
