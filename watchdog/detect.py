@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .config import DetectSettings, ProbeSettings
 from .durations import format_seconds
@@ -46,6 +46,16 @@ class DetectorState:
     @classmethod
     def initial(cls) -> DetectorState:
         return cls()
+
+    def with_master(self, broker_name: str, addr: str, role: str | None = None) -> DetectorState:
+        """Follow a master the watchdog just promoted, so a returning old master that also
+        answers as master is the one fenced, even if both show up in the same cycle."""
+        roles = dict(self.master_role)
+        if role is not None:
+            roles[broker_name] = role
+        return replace(
+            self, known_master={**self.known_master, broker_name: addr}, master_role=roles
+        )
 
 
 @dataclass(frozen=True)

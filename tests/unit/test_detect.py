@@ -388,6 +388,18 @@ def test_two_masters_is_split_brain_keeping_the_followed_one() -> None:
     )
 
 
+def test_promoted_master_is_kept_when_both_appear_in_the_same_cycle() -> None:
+    # A1 is first seen as master in the very cycle A0 returns: without being told of the
+    # promotion the detector would keep A0, the master it followed.
+    world = World(master_down=(10.5, 14.5), deregistered_by=BOTH, slave_is_master_from=14.5)
+    replay = Replay()
+    replay.run(world, seconds(0, 14))
+    told = Replay(state=replay.state.with_master("broker-a", A1, "ASYNC_MASTER"))
+    assert replay.run(world, [15.0]).groups[0].master_addr == A0
+    group = told.run(world, [15.0]).groups[0]
+    assert (group.master_addr, group.other_masters) == (A1, (("broker-a:0", A0),))
+
+
 def test_master_role_is_remembered_for_the_replacement() -> None:
     replay = Replay()
     verdict = replay.run(
