@@ -79,7 +79,12 @@ async def _check_control_path(broker: BrokerConfig, host: Host) -> _ControlPath:
             return _ControlPath(False, tuple(findings))
         if not present:
             findings.append(
-                Finding("error", broker.key, f"{what} command {argv[0]!r} not found on {host.name}", True)
+                Finding(
+                    "error",
+                    broker.key,
+                    f"{what} command {argv[0]!r} not found on {host.name}",
+                    True,
+                )
             )
             ok = False
     if ok:
@@ -87,7 +92,9 @@ async def _check_control_path(broker: BrokerConfig, host: Host) -> _ControlPath:
     return _ControlPath(ok, tuple(findings))
 
 
-def _broker_findings(snapshot: ClusterSnapshot, b: BrokerObservation, configured_id: int) -> list[Finding]:
+def _broker_findings(
+    snapshot: ClusterSnapshot, b: BrokerObservation, configured_id: int
+) -> list[Finding]:
     key = f"{b.broker_name}:{configured_id}"
     if not b.is_up:
         return [Finding("warn", key, f"{b.addr} does not answer: {b.error}")]
@@ -114,8 +121,11 @@ def _broker_findings(snapshot: ClusterSnapshot, b: BrokerObservation, configured
             found.append(Finding("warn", key, f"not registered on nameserver {ns.addr}"))
         elif b.reported_broker_id is not None and b.reported_broker_id not in ids:
             found.append(
-                Finding("warn", key, f"nameserver {ns.addr} lists it as id {ids}, it reports "
-                        f"{b.reported_broker_id}")
+                Finding(
+                    "warn",
+                    key,
+                    f"nameserver {ns.addr} lists it as id {ids}, it reports {b.reported_broker_id}",
+                )
             )
     return found
 
@@ -141,9 +151,7 @@ async def run_checks(
             )
         )
 
-    control = await asyncio.gather(
-        *(_check_control_path(b, hosts[b.host]) for b in config.brokers)
-    )
+    control = await asyncio.gather(*(_check_control_path(b, hosts[b.host]) for b in config.brokers))
     control_ok = {b.key: c.is_ok for b, c in zip(config.brokers, control, strict=True)}
     for b, c in zip(config.brokers, control, strict=True):
         obs = next(o for o in snapshot.brokers if o.addr == b.addr)

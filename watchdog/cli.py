@@ -12,6 +12,7 @@ import click
 
 from . import __version__
 from .config import ConfigError, WatchdogConfig, load_config
+from .sandbox import sandbox
 
 T = TypeVar("T")
 
@@ -141,6 +142,118 @@ def ping(addr: str, timeout: str) -> None:
     )
     click.echo(f"{addr} {'alive' if alive else 'down'}: {detail}")
     sys.exit(0 if alive else 1)
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default="auto",
+    show_default=True,
+    help="auto: JSON unless stdout is a terminal.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def run(config_path: str, log_format: str, log_level: str) -> None:
+    """Run the watchdog daemon in the foreground.
+
+    Every probe.interval it takes one snapshot of the cluster, judges each broker group,
+    logs one line per group with the decision and its reason, and acts on Promote/Fence
+    decisions (unless dry_run = true). SIGHUP reloads the config (a bad one is refused and
+    the running one kept); SIGTERM stops cleanly. With NOTIFY_SOCKET set it speaks the
+    systemd notify protocol (READY=1, STATUS=, WATCHDOG=1).
+    """
+    import os
+
+    from .daemon import Daemon, LockHeld
+    from .observe import configure_logging
+
+    config = load_or_exit(config_path)
+    configure_logging(log_format, log_level)  # type: ignore[arg-type]
+    crash_after = os.environ.get("RMQ_WATCHDOG_CRASH_AFTER_STEP")
+
+    async def main_loop() -> int:
+        daemon = Daemon(
+            config_path, config, crash_after_step=int(crash_after) if crash_after else None
+        )
+        return await daemon.run()
+
+    try:
+        sys.exit(run_async(main_loop))
+    except LockHeld as exc:
+        raise click.ClickException(f"{exc}: is another daemon running?") from None
+
+
+@cli.command()
+@config_option
+@click.option("--broker-name", required=True, help="The broker group (brokerName) to fail over.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and diffs; change nothing.")
+@click.option(
+    "--to", "to_id", type=int, default=None, help="Promote this broker id (as configured)."
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Fail over a live master; ignore max_lag_bytes and the anti-flap block.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def failover(
+    config_path: str, broker_name: str, dry_run: bool, to_id: int | None, force: bool, as_json: bool
+) -> None:
+    """Fail over a broker group now, or show exactly how it would be done (--dry-run).
+
+    The dry run runs the same probe -> decide -> plan code as the daemon and prints the
+    reasons, the candidate, the expected loss, every command with its host and the unified
+    diff of every properties file. It also works on a healthy cluster ("what would happen if
+    the master died now"). A real run asks a running daemon to act (one actor); without a
+    daemon it takes the state-dir lock and acts itself.
+    """
+    from .manual import run_failover
+
+    config = load_or_exit(config_path)
+    if broker_name not in config.group_names():
+        raise BadInput(
+            f"--broker-name: unknown broker group {broker_name!r}; configured: "
+            + ", ".join(config.group_names())
+        )
+    to_key = None
+    if to_id is not None:
+        if config.broker(broker_name, to_id) is None:
+            raise BadInput(f"--to: {broker_name} has no broker with id {to_id} in {config_path}")
+        to_key = f"{broker_name}:{to_id}"
+    code = run_async(
+        lambda: run_failover(
+            config,
+            broker_name,
+            dry_run=dry_run,
+            to_key=to_key,
+            force=force,
+            as_json=as_json,
+            echo=click.echo,
+        )
+    )
+    sys.exit(code)
+
+
+@cli.command()
+@config_option
+@click.option("--broker-name", required=True, help="The broker group whose block to lift.")
+def ack(config_path: str, broker_name: str) -> None:
+    """Acknowledge a failover: lift the anti-flap block on automatic failovers of a group."""
+    from .manual import run_ack
+
+    config = load_or_exit(config_path)
+    if broker_name not in config.group_names():
+        raise BadInput(f"--broker-name: unknown broker group {broker_name!r}")
+    sys.exit(run_async(lambda: run_ack(config, broker_name, echo=click.echo)))
+
+
+cli.add_command(sandbox)
 
 
 def main() -> None:

@@ -119,7 +119,7 @@ class ProbeSettings(_Strict):
 class DetectSettings(_Strict):
     down_after_seconds: Seconds = Field(3.0, alias="down_after")
     quorum: int = Field(
-        1, ge=1, description="vantage points that must see the master down for ODOWN"
+        2, ge=1, description="vantage points that must see the master down for ODOWN"
     )
     tilt_late_seconds: Seconds = Field(2.0, alias="tilt_late")
     tilt_cycles: int = Field(3, ge=0)
@@ -210,7 +210,9 @@ class WatchdogConfig(_Strict):
                 raise ValueError(f"[groups.{name}] names no configured broker group")
         for check in self.secondary_checks:
             if check.host not in self.hosts:
-                raise ValueError(f"secondary check {check.name!r} names unknown host {check.host!r}")
+                raise ValueError(
+                    f"secondary check {check.name!r} names unknown host {check.host!r}"
+                )
         return self
 
     def group_names(self) -> tuple[str, ...]:
@@ -262,7 +264,7 @@ def _errors(exc: ValidationError, data: Any) -> Iterator[str]:
     errors = exc.errors()
     deeper = {tuple(e["loc"][:-1]) for e in errors if len(e["loc"]) > 1}
     for err in errors:
-        # pydantic also calls a list "too short" when its only item failed; say the real problem once.
+        # pydantic also calls a list "too short" when its only item failed; say it once.
         if err["type"] == "too_short" and any(
             loc[: len(err["loc"])] == tuple(err["loc"]) for loc in deeper
         ):

@@ -1,13 +1,14 @@
-"""Probe every nameserver, broker and secondary check once, concurrently, into one ClusterSnapshot."""
+"""Probe every nameserver, broker and secondary check concurrently into one ClusterSnapshot."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .config import BrokerConfig, WatchdogConfig
+from .hosts import Host
 from .remoting import (
     ClientPool,
     RemotingError,
@@ -23,7 +24,13 @@ from .snapshot import (
     SecondaryObservation,
 )
 
-__all__ = ["Prober", "SecondaryRunner", "describe_error", "probe_broker_alive"]
+__all__ = [
+    "BackgroundSecondaryChecks",
+    "Prober",
+    "SecondaryRunner",
+    "describe_error",
+    "probe_broker_alive",
+]
 
 # A secondary check: (check name, master addr) -> observation. Runs on another host.
 SecondaryRunner = Callable[[str, str], Awaitable[SecondaryObservation]]
@@ -57,7 +64,9 @@ class Prober:
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
 
-    async def snapshot(self) -> ClusterSnapshot:
+    async def snapshot(self, known_masters: Mapping[str, str] | None = None) -> ClusterSnapshot:
+        """Probe everything once; `known_masters` (group -> addr, from detection) aims the
+        secondary checks at the broker detection follows, also while it does not answer."""
         taken_at = self.clock()
         wall = self.wall_clock()
         timeout = self.config.probe.timeout_seconds
@@ -66,7 +75,7 @@ class Prober:
         namesrvs, brokers = await asyncio.gather(
             asyncio.gather(*ns_tasks), asyncio.gather(*broker_tasks)
         )
-        secondary = await self._secondary(brokers)
+        secondary = await self._secondary(brokers, known_masters or {})
         return ClusterSnapshot(
             cluster_name=self.config.cluster_name,
             taken_at=taken_at,
@@ -139,22 +148,31 @@ class Prober:
         )
 
     async def _secondary(
-        self, brokers: Sequence[BrokerObservation]
+        self, brokers: Sequence[BrokerObservation], known_masters: Mapping[str, str]
     ) -> tuple[SecondaryObservation, ...]:
         if self.secondary_runner is None or not self.config.secondary_checks:
             return ()
-        targets = _master_addrs(self.config, brokers)
+        targets = _master_addrs(self.config, brokers, known_masters)
         runner = self.secondary_runner
-        jobs = [runner(check.name, addr) for check in self.config.secondary_checks for addr in targets]
+        jobs = [
+            runner(check.name, addr) for check in self.config.secondary_checks for addr in targets
+        ]
         return tuple(await asyncio.gather(*jobs))
 
 
-def _master_addrs(config: WatchdogConfig, brokers: Sequence[BrokerObservation]) -> list[str]:
-    """Addresses a secondary check should look at: each group's master, by role or by config."""
+def _master_addrs(
+    config: WatchdogConfig, brokers: Sequence[BrokerObservation], known: Mapping[str, str]
+) -> list[str]:
+    """Addresses a secondary check should look at: each group's master as detection knows it,
+    else the one answering with a master role, else the configured id 0."""
     targets: list[str] = []
     for name in config.group_names():
         group = [b for b in brokers if b.broker_name == name]
         by_role = [b.addr for b in group if b.role in _MASTER_ROLES]
+        if name in known:
+            targets.append(known[name])
+            targets.extend(a for a in by_role if a != known[name])
+            continue
         if by_role:
             targets.extend(by_role)
             continue
@@ -167,7 +185,7 @@ def _master_addrs(config: WatchdogConfig, brokers: Sequence[BrokerObservation]) 
 async def probe_broker_alive(
     addr: str, *, timeout_seconds: float, connect_timeout_seconds: float
 ) -> tuple[bool, str]:
-    """Ask one broker for its runtime info: (answered, detail). The `ping` command and checks use it."""
+    """Ask one broker for its runtime info: (answered, detail); `ping` and checks use it."""
     pool = ClientPool(connect_timeout_seconds=connect_timeout_seconds)
     try:
         info = await get_broker_runtime_info(pool.get(addr), timeout_seconds=timeout_seconds)
@@ -176,3 +194,62 @@ async def probe_broker_alive(
     finally:
         await pool.close_all()
     return True, f"commitLogMaxOffset={info.get('commitLogMaxOffset', '?')}"
+
+
+class BackgroundSecondaryChecks:
+    """Secondary checks run from other hosts in the background; a cycle reads the latest result.
+
+    A check over SSH can take longer than a probe interval; running it inline would stall the
+    loop. Each (check, target) pair has at most one run in flight; a result older than
+    `max_age_seconds` counts as unknown, so a stale "alive" cannot veto a down verdict for long.
+    """
+
+    def __init__(
+        self,
+        config: WatchdogConfig,
+        hosts: Mapping[str, Host],
+        *,
+        max_age_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.checks = {c.name: c for c in config.secondary_checks}
+        self.hosts = hosts
+        self.max_age_seconds = max_age_seconds
+        self.clock = clock
+        self._latest: dict[tuple[str, str], tuple[float, SecondaryObservation]] = {}
+        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    async def __call__(self, name: str, addr: str) -> SecondaryObservation:
+        key = (name, addr)
+        task = self._running.get(key)
+        if task is None or task.done():
+            self._running[key] = asyncio.create_task(self._run(name, addr))
+        latest = self._latest.get(key)
+        if latest is None or self.clock() - latest[0] > self.max_age_seconds:
+            return SecondaryObservation(name, addr, None, "no recent result")
+        return latest[1]
+
+    async def _run(self, name: str, addr: str) -> None:
+        started = self.clock()
+        check = self.checks[name]
+        argv = [part.replace("{addr}", addr) for part in check.command]
+        host = self.hosts[check.host]
+        try:
+            result = await host.run(argv, timeout_seconds=check.timeout_seconds)
+        except Exception as exc:  # a check must never take the loop down with it
+            observation = SecondaryObservation(name, addr, None, describe_error(exc))
+        else:
+            if result.exit_code == 0:
+                observation = SecondaryObservation(name, addr, True, "answered")
+            elif result.exit_code == 1:
+                observation = SecondaryObservation(name, addr, False, result.stdout.strip()[:200])
+            else:
+                observation = SecondaryObservation(name, addr, None, result.summary())
+        # Stamp with the start: the answer describes the master as it was when the check began.
+        self._latest[(name, addr)] = (started, observation)
+
+    async def close(self) -> None:
+        for task in self._running.values():
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        self._running.clear()

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 __all__ = ["PropertiesFile", "unified_diff"]
 
 # key, then optional blanks, one of '=' ':' or blanks, then the value (java.util.Properties rules).
-_LOGICAL = re.compile(r"^(?P<lead>[ \t\f]*)(?P<key>(?:\\.|[^=:\s\\])+)(?P<sep>[ \t\f]*[=:]?[ \t\f]*)")
+_LOGICAL = re.compile(
+    r"^(?P<lead>[ \t\f]*)(?P<key>(?:\\.|[^=:\s\\])+)(?P<sep>[ \t\f]*[=:]?[ \t\f]*)"
+)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""One probe cycle's immutable view of the cluster; an unreachable node is a value, not an exception."""
+"""One probe cycle's immutable view of the cluster; an unreachable node is a value, not an error."""
 
 from __future__ import annotations
 

@@ -1,0 +1,536 @@
+"""Run a failover plan: idempotent steps, journaled, retried, rolled back on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from ..config import BrokerConfig, WatchdogConfig
+from ..hosts import Host, HostError
+from ..plan import Plan, Step, StepKind
+from ..properties import PropertiesFile
+from ..remoting import (
+    ClientPool,
+    RemotingError,
+    get_broker_runtime_info,
+    get_cluster_info,
+    put_kv_config,
+)
+from ._journal import Journal, JournalProgress
+from ._state import StateStore
+
+__all__ = ["Executor", "FailoverResult", "StepFailed", "CanaryRunner", "epoch_file_text"]
+
+
+class StepFailed(Exception):
+    """A step did not reach its goal; the message says why in one phrase."""
+
+
+class CanaryOutcome(Protocol):
+    @property
+    def is_ok(self) -> bool: ...
+
+    @property
+    def detail(self) -> str: ...
+
+
+# (namesrv addrs, broker addr, broker name, topic, timeout seconds) -> outcome
+CanaryRunner = Callable[[Sequence[str], str, str, str, float], Awaitable[CanaryOutcome]]
+Emit = Callable[[str, Mapping[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    index: int
+    phase: str  # "main" or "rollback"
+    kind: str
+    broker_key: str
+    status: str  # done, skipped, failed
+    detail: str
+    duration_seconds: float
+
+
+@dataclass(frozen=True)
+class FailoverResult:
+    failover_id: str
+    broker_name: str
+    kind: str
+    outcome: str  # succeeded, failed, rolled_back
+    detail: str
+    duration_seconds: float
+    steps: tuple[StepRecord, ...]
+
+    @property
+    def is_success(self) -> bool:
+        return self.outcome == "succeeded"
+
+
+def epoch_file_text(
+    *, epoch: int, broker_name: str, master_addr: str, this_addr: str, recorded_at: float
+) -> str:
+    """The `<properties>.epoch` record the broker-host gate (deploy/broker-gate) reads."""
+    may_be_master = "true" if this_addr == master_addr else "false"
+    return (
+        "# written by rmq-watchdog: which broker of this group may run as master\n"
+        f"epoch={epoch}\n"
+        f"broker_name={broker_name}\n"
+        f"master_addr={master_addr}\n"
+        f"this_addr={this_addr}\n"
+        f"may_be_master={may_be_master}\n"
+        f"recorded_at={int(recorded_at)}\n"
+    )
+
+
+class Executor:
+    """The only code that changes a cluster. One instance per process; plans run one at a time
+    per group (the caller guarantees it through the state's `running` map and the lock)."""
+
+    def __init__(
+        self,
+        config: WatchdogConfig,
+        hosts: Mapping[str, Host],
+        pool: ClientPool,
+        store: StateStore,
+        journal: Journal,
+        *,
+        canary: CanaryRunner | None = None,
+        emit: Emit | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        crash_after_step: int | None = None,
+    ) -> None:
+        self.config = config
+        self.hosts = hosts
+        self.pool = pool
+        self.store = store
+        self.journal = journal
+        self.canary = canary
+        self.emit = emit or (lambda event, fields: None)
+        self.clock = clock
+        self.wall_clock = wall_clock
+        # Test hook for crash-safety tests: exit hard right after this step is journaled.
+        self.crash_after_step = crash_after_step
+
+    # -- running a plan ---------------------------------------------------------------------
+
+    async def run(
+        self, plan: Plan, failover_id: str, *, resume: JournalProgress | None = None
+    ) -> FailoverResult:
+        started = self.clock()
+        name = plan.broker_name
+        records: list[StepRecord] = []
+        done = set(resume.done_steps) if resume else set()
+        backups = dict(resume.backups) if resume else {}
+        if resume is None:
+            self.journal.append(failover_id, "planned", plan=plan.to_json())
+            self.store.save(self.store.load().with_running(name, failover_id))
+            self.emit("failover_started", {"failover_id": failover_id, "plan": plan})
+        else:
+            self.journal.append(failover_id, "resumed", done_steps=sorted(done))
+            self.emit("failover_resumed", {"failover_id": failover_id, "done_steps": sorted(done)})
+            if resume.is_rolling_back:
+                return await self._roll_back(
+                    plan, failover_id, records, backups, started, "resumed an interrupted rollback"
+                )
+
+        candidate_touched = any(
+            plan.steps[i].kind is StepKind.STOP and plan.steps[i].broker_key == plan.new_master_key
+            for i in done
+        )
+        for index, step in enumerate(plan.steps):
+            if index in done:
+                continue
+            record = await self._run_logged(step, index, "main", plan, failover_id, backups)
+            records.append(record)
+            if record.status == "failed":
+                if (
+                    plan.kind == "promote"
+                    and candidate_touched
+                    and step.kind is not StepKind.CANARY
+                ):
+                    return await self._roll_back(
+                        plan,
+                        failover_id,
+                        records,
+                        backups,
+                        started,
+                        f"step {index + 1} ({step.kind}) failed: {record.detail}",
+                    )
+                return self._finish(
+                    plan,
+                    failover_id,
+                    records,
+                    started,
+                    "failed",
+                    f"step {index + 1} ({step.kind}) failed: {record.detail}",
+                )
+            if step.kind is StepKind.STOP and step.broker_key == plan.new_master_key:
+                candidate_touched = True
+            if self.crash_after_step is not None and index + 1 == self.crash_after_step:
+                os._exit(70)
+        return self._finish(plan, failover_id, records, started, "succeeded", plan.reason)
+
+    async def _roll_back(
+        self,
+        plan: Plan,
+        failover_id: str,
+        records: list[StepRecord],
+        backups: dict[str, str],
+        started: float,
+        why: str,
+    ) -> FailoverResult:
+        self.journal.append(failover_id, "rollback_started", reason=why)
+        self.emit("rollback_started", {"failover_id": failover_id, "reason": why})
+        rollback_ok = True
+        for index, step in enumerate(plan.rollback):
+            restore = step.kind is StepKind.REWRITE and step.broker_key in backups
+            record = await self._run_logged(
+                step, index, "rollback", plan, failover_id, backups, restore_backup=restore
+            )
+            records.append(record)
+            rollback_ok = rollback_ok and record.status != "failed"
+        detail = f"{why}; rolled back" + ("" if rollback_ok else " (rollback incomplete)")
+        return self._finish(
+            plan, failover_id, records, started, "rolled_back" if rollback_ok else "failed", detail
+        )
+
+    def _finish(
+        self,
+        plan: Plan,
+        failover_id: str,
+        records: list[StepRecord],
+        started: float,
+        outcome: str,
+        detail: str,
+    ) -> FailoverResult:
+        duration = self.clock() - started
+        now = self.wall_clock()
+        state = self.store.load()
+        record = state.group(plan.broker_name)
+        if plan.kind == "promote":
+            record = replace(
+                record,
+                blocked_until=now + self.config.failover.recovery_block_seconds,
+                block_reason=(
+                    f"failover {failover_id} {outcome}; `rmq-watchdog ack` lifts the block"
+                ),
+                last_failover_id=failover_id,
+                last_outcome=outcome,
+                last_failover_at=now,
+            )
+        self.store.save(
+            state.with_group(plan.broker_name, record).with_running(plan.broker_name, None)
+        )
+        self.journal.append(
+            failover_id, "finished", outcome=outcome, detail=detail, duration_seconds=duration
+        )
+        result = FailoverResult(
+            failover_id, plan.broker_name, plan.kind, outcome, detail, duration, tuple(records)
+        )
+        self.emit("failover_finished", {"failover_id": failover_id, "result": result})
+        return result
+
+    async def _run_logged(
+        self,
+        step: Step,
+        index: int,
+        phase: str,
+        plan: Plan,
+        failover_id: str,
+        backups: dict[str, str],
+        *,
+        restore_backup: bool = False,
+    ) -> StepRecord:
+        self.journal.append(
+            failover_id,
+            "step_started",
+            index=index,
+            phase=phase,
+            kind=str(step.kind),
+            broker_key=step.broker_key,
+        )
+        self.emit(
+            "step_started",
+            {"failover_id": failover_id, "index": index, "phase": phase, "step": step},
+        )
+        began = self.clock()
+        status = "done"
+        try:
+            detail = await self._with_retries(
+                step, lambda: self._do(step, plan, failover_id, backups, restore_backup)
+            )
+        except (StepFailed, HostError, RemotingError) as exc:
+            detail = str(exc)
+            status = "skipped" if step.is_best_effort else "failed"
+        duration = self.clock() - began
+        event = {"done": "step_done", "skipped": "step_skipped", "failed": "step_failed"}[status]
+        self.journal.append(
+            failover_id,
+            event,
+            index=index,
+            phase=phase,
+            kind=str(step.kind),
+            broker_key=step.broker_key,
+            detail=detail,
+            duration_seconds=duration,
+        )
+        record = StepRecord(index, phase, str(step.kind), step.broker_key, status, detail, duration)
+        self.emit(event, {"failover_id": failover_id, "record": record, "step": step})
+        return record
+
+    async def _with_retries(self, step: Step, attempt: Callable[[], Awaitable[str]]) -> str:
+        if step.kind in (StepKind.WAIT_MASTER, StepKind.CANARY):
+            return await attempt()  # these wait within their own deadline
+        budget = self.config.failover.step_timeout_seconds
+        if step.is_best_effort:
+            budget = min(budget, 15.0)  # a dead host must not hold the promotion for long
+        result = ""
+        async for attempt_ctx in AsyncRetrying(
+            stop=stop_after_delay(budget),
+            wait=wait_exponential(multiplier=0.5, max=5),
+            retry=retry_if_exception_type((StepFailed, HostError, RemotingError)),
+            reraise=True,
+        ):
+            with attempt_ctx:
+                result = await attempt()
+        return result
+
+    # -- the steps --------------------------------------------------------------------------
+
+    def _broker(self, key: str) -> BrokerConfig:
+        broker = self.config.broker_by_key(key)
+        if broker is None:
+            raise StepFailed(f"{key} is not in the configuration")
+        return broker
+
+    async def _do(
+        self,
+        step: Step,
+        plan: Plan,
+        failover_id: str,
+        backups: dict[str, str],
+        restore_backup: bool,
+    ) -> str:
+        host = self.hosts[step.host]
+        if step.kind is StepKind.STOP:
+            return await self._stop(step, host)
+        if step.kind is StepKind.START:
+            return await self._start(step, host)
+        if step.kind is StepKind.REWRITE:
+            return await self._rewrite(step, host, failover_id, backups, restore_backup)
+        if step.kind is StepKind.MOVE_STORE_ASIDE:
+            return await self._move_store_aside(step, host, failover_id)
+        if step.kind is StepKind.WAIT_MASTER:
+            return await self._wait_master(plan, self._broker(step.broker_key))
+        if step.kind is StepKind.CANARY:
+            return await self._canary(plan, self._broker(step.broker_key), step.path)
+        if step.kind is StepKind.RECORD_EPOCH:
+            return await self._record_epoch(plan, failover_id)
+        raise StepFailed(f"unknown step kind {step.kind}")
+
+    async def _answers(self, addr: str, attempts: int = 1) -> bool:
+        timeout = self.config.probe.timeout_seconds
+        for i in range(attempts):
+            try:
+                await get_broker_runtime_info(self.pool.get(addr), timeout_seconds=timeout)
+                return True
+            except RemotingError:
+                if i + 1 < attempts:
+                    await asyncio.sleep(0.5)
+        return False
+
+    async def _stop(self, step: Step, host: Host) -> str:
+        broker = self._broker(step.broker_key)
+        result = await host.run(
+            step.argv, timeout_seconds=self.config.failover.step_timeout_seconds
+        )
+        if result.exit_code == 255 and not result.stdout and "connect" in result.stderr:
+            raise StepFailed(f"host {host.name} unreachable: {result.stderr.strip()}")
+        if await self._answers(broker.addr):
+            raise StepFailed(f"{broker.addr} still answers after stop ({result.summary()})")
+        if not result.is_ok:
+            return f"stop command {result.summary()}, but {broker.addr} no longer answers"
+        return f"stopped; {broker.addr} no longer answers"
+
+    async def _start(self, step: Step, host: Host) -> str:
+        broker = self._broker(step.broker_key)
+        if await self._answers(broker.addr):
+            return f"{broker.addr} already answers"
+        result = await host.run(
+            step.argv, timeout_seconds=self.config.failover.step_timeout_seconds
+        )
+        if not result.is_ok:
+            raise StepFailed(f"start command {result.summary()}")
+        deadline = self.clock() + self.config.failover.step_timeout_seconds
+        while self.clock() < deadline:
+            if await self._answers(broker.addr):
+                return f"started; {broker.addr} answers"
+            await asyncio.sleep(0.5)
+        raise StepFailed(f"{broker.addr} does not answer after start")
+
+    async def _rewrite(
+        self,
+        step: Step,
+        host: Host,
+        failover_id: str,
+        backups: dict[str, str],
+        restore_backup: bool,
+    ) -> str:
+        text = (await host.read_file(step.path)).decode("latin-1")
+        if restore_backup:
+            backup = backups[step.broker_key]
+            original = (await host.read_file(backup)).decode("latin-1")
+            if original == text:
+                return f"{step.path} already restored"
+            await host.write_file(step.path, original.encode("latin-1"))
+            return f"restored {step.path} from {backup}"
+        new = PropertiesFile.parse(text).with_values(dict(step.edits)).render()
+        if new == text:
+            return f"{step.path} already has " + ", ".join(f"{k}={v}" for k, v in step.edits)
+        if step.broker_key not in backups:
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.wall_clock()))
+            backup = f"{step.path}.rmq-watchdog-{stamp}-{failover_id}.bak"
+            await host.write_file(backup, text.encode("latin-1"))
+            backups[step.broker_key] = backup
+            self.journal.append(
+                failover_id, "backup_written", broker_key=step.broker_key, backup=backup
+            )
+        await host.write_file(step.path, new.encode("latin-1"))
+        return f"rewrote {step.path}: " + ", ".join(f"{k}={v}" for k, v in step.edits)
+
+    async def _move_store_aside(self, step: Step, host: Host, failover_id: str) -> str:
+        props = PropertiesFile.parse((await host.read_file(step.path)).decode("latin-1"))
+        root = props.get("storePathRootDir")
+        if not root:
+            raise StepFailed(f"{step.path} sets no storePathRootDir; cannot find the store")
+        aside = f"{root.rstrip('/')}.rmq-watchdog-aside-{failover_id}"
+        check = await host.run(["test", "-e", aside], timeout_seconds=30)
+        if check.is_ok:
+            return f"store already moved to {aside}"
+        moved = await host.run(["mv", root, aside], timeout_seconds=120)
+        if not moved.is_ok:
+            raise StepFailed(f"mv {root} {aside}: {moved.summary()}")
+        commitlog = props.get("storePathCommitLog")
+        if commitlog and not commitlog.startswith(root.rstrip("/") + "/"):
+            moved_log = await host.run(
+                ["mv", commitlog, f"{commitlog.rstrip('/')}.aside-{failover_id}"],
+                timeout_seconds=120,
+            )
+            if not moved_log.is_ok:
+                raise StepFailed(f"mv {commitlog}: {moved_log.summary()}")
+        return f"moved {root} to {aside}"
+
+    async def _wait_master(self, plan: Plan, broker: BrokerConfig) -> str:
+        deadline = self.clock() + self.config.failover.promote_timeout_seconds
+        timeout = self.config.probe.timeout_seconds
+        missing: list[str] = []
+        while True:
+            missing = []
+            answered = 0
+            for addr in self.config.nameservers:
+                try:
+                    info = await get_cluster_info(self.pool.get(addr), timeout_seconds=timeout)
+                except RemotingError as exc:
+                    missing.append(f"{addr} unreachable ({type(exc).__name__})")
+                    continue
+                answered += 1
+                listed = info.broker_addrs.get(plan.broker_name, {}).get(0)
+                if listed != broker.addr:
+                    missing.append(f"{addr} lists id 0 as {listed}")
+            majority = answered * 2 > len(self.config.nameservers)
+            if majority and all("unreachable" in m for m in missing):
+                return (
+                    f"{answered}/{len(self.config.nameservers)} nameservers list "
+                    f"{broker.addr} as {plan.broker_name} id 0"
+                )
+            if self.clock() >= deadline:
+                raise StepFailed(
+                    f"not registered as master within "
+                    f"{self.config.failover.promote_timeout_seconds:g} s: " + "; ".join(missing)
+                )
+            await asyncio.sleep(0.5)
+
+    async def _canary(self, plan: Plan, broker: BrokerConfig, topic: str) -> str:
+        if self.canary is None:
+            raise StepFailed("no canary runner configured")
+        outcome = await self.canary(
+            self.config.nameservers,
+            broker.addr,
+            plan.broker_name,
+            topic,
+            self.config.failover.canary_timeout_seconds,
+        )
+        if not outcome.is_ok:
+            raise StepFailed(f"canary failed: {outcome.detail}")
+        return outcome.detail
+
+    async def _record_epoch(self, plan: Plan, failover_id: str) -> str:
+        master = self._broker(plan.new_master_key or "")
+        now = self.wall_clock()
+        promotion_offset = plan.candidate_offset
+        if plan.kind == "promote":
+            try:
+                info = await get_broker_runtime_info(
+                    self.pool.get(master.addr), timeout_seconds=self.config.probe.timeout_seconds
+                )
+                promotion_offset = int(info.get("commitLogMaxOffset", promotion_offset or 0))
+            except (RemotingError, ValueError):
+                pass
+        state = self.store.load()
+        record = state.group(plan.broker_name)
+        if plan.kind == "promote":
+            record = replace(
+                record,
+                epoch=plan.epoch,
+                master_key=master.key,
+                master_addr=master.addr,
+                promotion_offset=promotion_offset,
+            )
+        else:
+            record = replace(
+                record,
+                epoch=max(record.epoch, plan.epoch),
+                master_key=master.key,
+                master_addr=master.addr,
+            )
+        self.store.save(state.with_group(plan.broker_name, record))
+        problems: list[str] = []
+        for b in self.config.group(plan.broker_name):
+            text = epoch_file_text(
+                epoch=record.epoch,
+                broker_name=plan.broker_name,
+                master_addr=master.addr,
+                this_addr=b.addr,
+                recorded_at=now,
+            )
+            try:
+                await self.hosts[b.host].write_file(b.properties + ".epoch", text.encode())
+            except HostError as exc:
+                problems.append(str(exc))
+        value = (
+            f'{{"epoch":{record.epoch},"master_addr":"{master.addr}",'
+            f'"master_key":"{master.key}","failover_id":"{failover_id}"}}'
+        )
+        for addr in self.config.nameservers:
+            try:
+                await put_kv_config(
+                    self.pool.get(addr),
+                    self.config.failover.epoch_kv_namespace,
+                    plan.broker_name,
+                    value,
+                    timeout_seconds=self.config.probe.timeout_seconds,
+                )
+            except RemotingError as exc:
+                problems.append(f"nameserver {addr}: {exc}")
+        detail = f"epoch {record.epoch}: {plan.broker_name} master {master.key}@{master.addr}"
+        if promotion_offset is not None and plan.kind == "promote":
+            detail += f", promoted at offset {promotion_offset}"
+        if problems:
+            detail += " (not recorded everywhere: " + "; ".join(problems) + ")"
+        return detail

@@ -1,0 +1,81 @@
+"""Failover journals: one JSON-lines file per failover, appended and fsynced step by step."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..plan import Plan
+
+__all__ = ["Journal", "JournalProgress"]
+
+
+@dataclass(frozen=True)
+class JournalProgress:
+    plan: Plan
+    done_steps: frozenset[int]  # indexes of steps done or skipped
+    is_finished: bool
+    is_rolling_back: bool
+    outcome: str | None
+    backups: dict[str, str]  # broker key -> backup path of its first rewrite
+
+
+class Journal:
+    def __init__(self, state_dir: str | Path, clock: Callable[[], float] = time.time) -> None:
+        self.dir = Path(state_dir) / "failovers"
+        self.clock = clock
+
+    def path(self, failover_id: str) -> Path:
+        return self.dir / f"{failover_id}.jsonl"
+
+    def append(self, failover_id: str, event: str, **fields: Any) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(
+            {"at": self.clock(), "failover_id": failover_id, "event": event, **fields},
+            sort_keys=True,
+        )
+        with open(self.path(failover_id), "a") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read(self, failover_id: str) -> list[dict[str, Any]]:
+        entries = []
+        with open(self.path(failover_id)) as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    entries.append(json.loads(line))
+                except ValueError:
+                    break  # a torn last line from a crash mid-write: everything before is good
+        return entries
+
+    def progress(self, failover_id: str) -> JournalProgress:
+        entries = self.read(failover_id)
+        if not entries or entries[0].get("event") != "planned":
+            raise ValueError(f"journal {self.path(failover_id)} does not start with its plan")
+        plan = Plan.from_json(entries[0]["plan"])
+        done: set[int] = set()
+        finished = False
+        rolling_back = False
+        outcome = None
+        backups: dict[str, str] = {}
+        for entry in entries[1:]:
+            event = entry.get("event")
+            if event in ("step_done", "step_skipped") and entry.get("phase", "main") == "main":
+                done.add(int(entry["index"]))
+            if event == "backup_written":
+                backups.setdefault(str(entry["broker_key"]), str(entry["backup"]))
+            if event == "rollback_started":
+                rolling_back = True
+            if event == "finished":
+                finished = True
+                outcome = str(entry.get("outcome"))
+        return JournalProgress(plan, frozenset(done), finished, rolling_back, outcome, backups)

@@ -1,0 +1,98 @@
+"""The watchdog's durable state: epochs, anti-flap blocks, the running failover; atomic JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["GroupRecord", "WatchdogState", "StateStore", "StateError"]
+
+
+class StateError(Exception):
+    """The state file exists but cannot be read or written."""
+
+
+@dataclass(frozen=True)
+class GroupRecord:
+    epoch: int = 0
+    master_key: str | None = None
+    master_addr: str | None = None
+    promotion_offset: int | None = None  # new master's commitLogMaxOffset when promoted
+    blocked_until: float | None = None  # Unix time; automatic failovers blocked until then
+    block_reason: str = ""
+    last_failover_id: str | None = None
+    last_outcome: str | None = None
+    last_failover_at: float | None = None
+
+    def is_blocked(self, now_wall: float) -> bool:
+        return self.blocked_until is not None and now_wall < self.blocked_until
+
+
+@dataclass(frozen=True)
+class WatchdogState:
+    groups: Mapping[str, GroupRecord] = field(default_factory=dict)
+    running: Mapping[str, str] = field(default_factory=dict)  # broker_name -> failover id
+
+    def group(self, name: str) -> GroupRecord:
+        return self.groups.get(name, GroupRecord())
+
+    def with_group(self, name: str, record: GroupRecord) -> WatchdogState:
+        return replace(self, groups={**self.groups, name: record})
+
+    def with_running(self, name: str, failover_id: str | None) -> WatchdogState:
+        running = dict(self.running)
+        if failover_id is None:
+            running.pop(name, None)
+        else:
+            running[name] = failover_id
+        return replace(self, running=running)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "groups": {name: asdict(rec) for name, rec in sorted(self.groups.items())},
+            "running": dict(sorted(self.running.items())),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WatchdogState:
+        groups = {str(k): GroupRecord(**v) for k, v in dict(data.get("groups", {})).items()}
+        running = {str(k): str(v) for k, v in dict(data.get("running", {})).items()}
+        return cls(groups=groups, running=running)
+
+
+class StateStore:
+    """`state.json` in the state dir, replaced atomically on every change."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.dir = Path(state_dir)
+        self.path = self.dir / "state.json"
+
+    def load(self) -> WatchdogState:
+        try:
+            raw = self.path.read_text()
+        except FileNotFoundError:
+            return WatchdogState()
+        except OSError as exc:
+            raise StateError(f"{self.path}: cannot read: {exc.strerror}") from None
+        try:
+            return WatchdogState.from_json(json.loads(raw))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise StateError(f"{self.path}: not a valid state file: {exc}") from None
+
+    def save(self, state: WatchdogState) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state.", suffix=".tmp")
+            with os.fdopen(fd, "w") as fh:
+                json.dump(state.to_json(), fh, indent=2, sort_keys=True)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise StateError(f"{self.path}: cannot write: {exc.strerror}") from None

@@ -1,0 +1,323 @@
+"""Operator-driven failover and ack: dry runs, asking a running daemon, or acting under the lock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from .act import (
+    Executor,
+    FailoverResult,
+    Journal,
+    StateStore,
+    manual_promote,
+    new_failover_id,
+    prepare_plan,
+)
+from .config import WatchdogConfig
+from .daemon import DaemonLock, LockHeld, control_socket_path
+from .detect import ClusterVerdict, DetectorState, GroupVerdict, detect
+from .hosts import Host, make_host
+from .plan import Plan, Refusal, properties_diffs
+from .probe import Prober
+from .remoting import ClientPool
+from .snapshot import ClusterSnapshot
+
+__all__ = ["run_failover", "run_ack", "render_plan"]
+
+Echo = Callable[[str], None]
+
+
+async def _observe(
+    config: WatchdogConfig, pool: ClientPool, *, cycles: int
+) -> tuple[ClusterSnapshot, ClusterVerdict]:
+    """Probe `cycles` times at the configured interval and judge, as the daemon would."""
+    prober = Prober(config, pool)
+    state = DetectorState.initial()
+    snapshot: ClusterSnapshot | None = None
+    verdict: ClusterVerdict | None = None
+    for i in range(cycles):
+        if i:
+            await asyncio.sleep(config.probe.interval_seconds)
+        snapshot = await prober.snapshot()
+        state, verdict = detect(state, snapshot, config.detect, config.probe)
+    assert snapshot is not None and verdict is not None
+    return snapshot, verdict
+
+
+def render_plan(
+    plan: Plan,
+    group: GroupVerdict,
+    files: Mapping[str, str | None],
+    config: WatchdogConfig,
+) -> str:
+    lines = [
+        f"group {plan.broker_name}: {group.state} — {group.reason}",
+        f"decision: {plan.reason}",
+        f"candidate: {plan.new_master_key}@{plan.new_master_addr} at offset "
+        f"{plan.candidate_offset}, new role {plan.new_role}",
+        "expected loss: "
+        + (
+            "unknown (master offset never seen)"
+            if plan.expected_loss_bytes is None
+            else f"{plan.expected_loss_bytes} bytes"
+        ),
+        f"old master: {plan.old_master_key}@{plan.old_master_addr}",
+        f"epoch after: {plan.epoch}",
+        "",
+        "steps:",
+    ]
+    for i, step in enumerate(plan.steps, 1):
+        lines.append(f"  {i}. [{step.kind}] {step.purpose}")
+        if step.argv:
+            lines.append(f"       on host {step.host}: {json.dumps(list(step.argv))}")
+        elif step.path and step.kind == "rewrite":
+            edits = ", ".join(f"{k}={v}" for k, v in step.edits)
+            lines.append(f"       on host {step.host}: edit {step.path}: {edits}")
+        if step.is_best_effort:
+            lines.append("       (best effort: skipped if the host cannot be reached)")
+    if plan.rollback:
+        lines.append(
+            "if the candidate does not register as master within "
+            f"{config.failover.promote_timeout_seconds:g} s, roll back:"
+        )
+        for step in plan.rollback:
+            lines.append(f"  - [{step.kind}] {step.purpose}")
+    diffs = properties_diffs(plan, files, config)
+    if diffs:
+        lines.append("")
+        lines.append("properties changes:")
+        lines.extend(d.rstrip("\n") for d in diffs)
+    return "\n".join(lines)
+
+
+async def run_failover(
+    config: WatchdogConfig,
+    broker_name: str,
+    *,
+    dry_run: bool,
+    to_key: str | None,
+    force: bool,
+    as_json: bool,
+    echo: Echo,
+) -> int:
+    if not dry_run:
+        lock = DaemonLock(config.state_dir)
+        try:
+            lock.acquire()
+        except LockHeld:
+            return await _ask_daemon(config, broker_name, to_key, force, as_json, echo)
+        try:
+            return await _plan_and_maybe_run(
+                config, broker_name, dry_run, to_key, force, as_json, echo
+            )
+        finally:
+            lock.release()
+    return await _plan_and_maybe_run(config, broker_name, dry_run, to_key, force, as_json, echo)
+
+
+async def _plan_and_maybe_run(
+    config: WatchdogConfig,
+    broker_name: str,
+    dry_run: bool,
+    to_key: str | None,
+    force: bool,
+    as_json: bool,
+    echo: Echo,
+) -> int:
+    pool = ClientPool(connect_timeout_seconds=config.probe.connect_timeout_seconds)
+    hosts: dict[str, Host] = {n: make_host(n, h) for n, h in config.hosts.items()}
+    try:
+        # A real run judges over down_after like the daemon; a dry run needs one look.
+        cycles = (
+            1
+            if (dry_run or force)
+            else int(config.detect.down_after_seconds / config.probe.interval_seconds) + 2
+        )
+        snapshot, verdict = await _observe(config, pool, cycles=cycles)
+        group = next((g for g in verdict.groups if g.broker_name == broker_name), None)
+        if group is None:
+            echo(f"error: {broker_name} not seen in the cluster")
+            return 2
+        store = StateStore(config.state_dir)
+        state = store.load()
+        if not dry_run:
+            if not group.is_odown and not force:
+                echo(
+                    f"refused: master of {broker_name} is not objectively down ({group.state}: "
+                    f"{group.reason}); use --force to fail over a live master"
+                )
+                return 1
+            record = state.group(broker_name)
+            if record.is_blocked(time.time()) and not force:
+                echo(
+                    f"refused: automatic and manual failovers of {broker_name} are blocked "
+                    f"({record.block_reason}); `rmq-watchdog ack` or --force"
+                )
+                return 1
+        decision = manual_promote(snapshot, group, config, to_key=to_key, force=force)
+        if isinstance(decision, Refusal):
+            return _refused(decision.reason, as_json, echo)
+        plan, files = await prepare_plan(decision, config, snapshot, hosts, state)
+        if isinstance(plan, Refusal):
+            return _refused(plan.reason, as_json, echo)
+        if dry_run:
+            if as_json:
+                echo(
+                    json.dumps(
+                        {
+                            "dry_run": True,
+                            "group_state": str(group.state),
+                            "group_reason": group.reason,
+                            "plan": plan.to_json(),
+                            "diffs": properties_diffs(plan, files, config),
+                        },
+                        indent=2,
+                    )
+                )
+            else:
+                echo("DRY RUN — nothing will be changed")
+                echo(render_plan(plan, group, files, config))
+            return 0
+        return await _execute_locally(config, plan, hosts, pool, store, as_json, echo)
+    finally:
+        await pool.close_all()
+        for host in hosts.values():
+            await host.close()
+
+
+def _refused(reason: str, as_json: bool, echo: Echo) -> int:
+    if as_json:
+        echo(json.dumps({"refused": reason}))
+    else:
+        echo(f"refused: {reason}")
+    return 1
+
+
+async def _execute_locally(
+    config: WatchdogConfig,
+    plan: Plan,
+    hosts: Mapping[str, Host],
+    pool: ClientPool,
+    store: StateStore,
+    as_json: bool,
+    echo: Echo,
+) -> int:
+    from .daemon import _canary_runner
+
+    def emit(event: str, fields: Mapping[str, Any]) -> None:
+        if as_json:
+            echo(
+                json.dumps(
+                    {"event": event, **{k: _plain(v) for k, v in fields.items()}}, default=str
+                )
+            )
+            return
+        if event in ("step_done", "step_skipped", "step_failed"):
+            rec = fields["record"]
+            echo(
+                f"  step {rec.index + 1} {rec.status} ({rec.duration_seconds:.1f} s): "
+                f"{fields['step'].purpose} — {rec.detail}"
+            )
+        elif event == "failover_started":
+            echo(f"failover {fields['failover_id']}: {plan.reason}")
+        elif event == "rollback_started":
+            echo(f"rolling back: {fields['reason']}")
+
+    failover_id = new_failover_id(plan.broker_name)
+    executor = Executor(
+        config,
+        hosts,
+        pool,
+        store,
+        Journal(config.state_dir),
+        canary=_canary_runner(pool),
+        emit=emit,
+    )
+    result: FailoverResult = await executor.run(plan, failover_id)
+    if not as_json:
+        echo(f"failover {result.outcome} in {result.duration_seconds:.1f} s: {result.detail}")
+    return 0 if result.is_success else 1
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    if hasattr(value, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(value)
+    return value
+
+
+async def _ask_daemon(
+    config: WatchdogConfig,
+    broker_name: str,
+    to_key: str | None,
+    force: bool,
+    as_json: bool,
+    echo: Echo,
+) -> int:
+    path = control_socket_path(config)
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+    except OSError as exc:
+        echo(f"error: a daemon holds the lock but its control socket {path} does not answer: {exc}")
+        return 2
+    request = {"op": "failover", "broker_name": broker_name, "to_key": to_key, "force": force}
+    writer.write((json.dumps(request) + "\n").encode())
+    await writer.drain()
+    code = 1
+    if not as_json:
+        echo("a running daemon holds the lock; asking it to fail over")
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        message = json.loads(line)
+        if as_json:
+            echo(json.dumps(message))
+        elif "error" in message:
+            echo(f"refused by the daemon: {message['error']}")
+        elif message.get("event") == "accepted":
+            echo(f"failover {message['failover_id']} accepted: {message['plan']['reason']}")
+        elif message.get("event") in ("step_done", "step_skipped", "step_failed"):
+            rec = message["record"]
+            echo(
+                f"  step {rec['index'] + 1} {rec['status']}: {message['step']['purpose']} — "
+                f"{rec['detail']}"
+            )
+        elif message.get("event") == "result":
+            echo(f"failover {message['outcome']}: {message['detail']}")
+            code = 0 if message["outcome"] == "succeeded" else 1
+    writer.close()
+    return code
+
+
+async def run_ack(config: WatchdogConfig, broker_name: str, *, echo: Echo) -> int:
+    lock = DaemonLock(config.state_dir)
+    try:
+        lock.acquire()
+    except LockHeld:
+        reader, writer = await asyncio.open_unix_connection(str(control_socket_path(config)))
+        writer.write((json.dumps({"op": "ack", "broker_name": broker_name}) + "\n").encode())
+        await writer.drain()
+        answer = json.loads(await reader.readline() or b"{}")
+        writer.close()
+        echo(answer.get("message") or answer.get("error") or str(answer))
+        return 0 if answer.get("ok") else 1
+    try:
+        store = StateStore(config.state_dir)
+        state = store.load()
+        record = state.group(broker_name)
+        store.save(
+            state.with_group(broker_name, replace(record, blocked_until=None, block_reason=""))
+        )
+        echo(f"automatic failover of {broker_name} re-enabled")
+        return 0
+    finally:
+        lock.release()

@@ -1,0 +1,412 @@
+"""Pure failover planning: a Promote or Fence decision plus config and files -> the exact steps."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import BrokerConfig, WatchdogConfig
+from .decide import Fence, Promote
+from .properties import PropertiesFile, unified_diff
+
+__all__ = [
+    "StepKind",
+    "Step",
+    "Plan",
+    "Refusal",
+    "plan_promotion",
+    "plan_fence",
+    "canary_topic",
+    "properties_diffs",
+]
+
+_MASTER_ROLES = ("ASYNC_MASTER", "SYNC_MASTER")
+
+
+class StepKind(enum.StrEnum):
+    STOP = "stop"  # run the broker's stop command; done when it no longer answers
+    REWRITE = "rewrite"  # edit keys of its properties file (backup first, atomic write)
+    MOVE_STORE_ASIDE = "move_store_aside"  # rename its store dir: a longer log cannot rejoin
+    START = "start"  # run its start command; done when it answers
+    WAIT_MASTER = "wait_master"  # every nameserver lists it as id 0
+    CANARY = "canary"  # a real client writes and reads through the group
+    RECORD_EPOCH = "record_epoch"  # new epoch in state, .epoch files, nameserver KV
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: StepKind
+    broker_key: str
+    host: str
+    purpose: str  # one sentence, shown in dry runs and logged with the step
+    argv: tuple[str, ...] = ()
+    path: str = ""
+    edits: tuple[tuple[str, str], ...] = ()
+    # Fencing a dead master's host may be impossible (host down): then the step is skipped and
+    # the failover goes on; the returning broker is fenced when it shows up.
+    is_best_effort: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": str(self.kind),
+            "broker_key": self.broker_key,
+            "host": self.host,
+            "purpose": self.purpose,
+            "argv": list(self.argv),
+            "path": self.path,
+            "edits": [list(e) for e in self.edits],
+            "is_best_effort": self.is_best_effort,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Step:
+        return cls(
+            kind=StepKind(data["kind"]),
+            broker_key=str(data["broker_key"]),
+            host=str(data["host"]),
+            purpose=str(data["purpose"]),
+            argv=tuple(str(a) for a in data.get("argv", ())),
+            path=str(data.get("path", "")),
+            edits=tuple((str(k), str(v)) for k, v in data.get("edits", ())),
+            is_best_effort=bool(data.get("is_best_effort", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: str  # "promote" or "fence"
+    broker_name: str
+    reason: str
+    epoch: int  # the group's epoch once this plan has run
+    steps: tuple[Step, ...]
+    # Undo of the promotion when the candidate never registers as master.
+    rollback: tuple[Step, ...] = ()
+    old_master_key: str | None = None
+    old_master_addr: str | None = None
+    new_master_key: str | None = None
+    new_master_addr: str | None = None
+    candidate_offset: int | None = None
+    expected_loss_bytes: int | None = None
+    new_role: str | None = None
+    details: tuple[tuple[str, str], ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "broker_name": self.broker_name,
+            "reason": self.reason,
+            "epoch": self.epoch,
+            "old_master_key": self.old_master_key,
+            "old_master_addr": self.old_master_addr,
+            "new_master_key": self.new_master_key,
+            "new_master_addr": self.new_master_addr,
+            "candidate_offset": self.candidate_offset,
+            "expected_loss_bytes": self.expected_loss_bytes,
+            "new_role": self.new_role,
+            "details": [list(d) for d in self.details],
+            "steps": [s.to_json() for s in self.steps],
+            "rollback": [s.to_json() for s in self.rollback],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        def opt_int(v: Any) -> int | None:
+            return None if v is None else int(v)
+
+        def opt_str(v: Any) -> str | None:
+            return None if v is None else str(v)
+
+        return cls(
+            kind=str(data["kind"]),
+            broker_name=str(data["broker_name"]),
+            reason=str(data["reason"]),
+            epoch=int(data["epoch"]),
+            steps=tuple(Step.from_json(s) for s in data["steps"]),
+            rollback=tuple(Step.from_json(s) for s in data.get("rollback", ())),
+            old_master_key=opt_str(data.get("old_master_key")),
+            old_master_addr=opt_str(data.get("old_master_addr")),
+            new_master_key=opt_str(data.get("new_master_key")),
+            new_master_addr=opt_str(data.get("new_master_addr")),
+            candidate_offset=opt_int(data.get("candidate_offset")),
+            expected_loss_bytes=opt_int(data.get("expected_loss_bytes")),
+            new_role=opt_str(data.get("new_role")),
+            details=tuple((str(k), str(v)) for k, v in data.get("details", ())),
+        )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    broker_name: str
+    reason: str
+
+
+def canary_topic(prefix: str, broker_name: str) -> str:
+    """A topic name RocketMQ accepts ([A-Za-z0-9_-%|]), one per broker group."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", f"{prefix}_{broker_name}")[:127]
+
+
+def _ha_addr(addr: str) -> str:
+    host, _, port = addr.rpartition(":")
+    return f"{host}:{int(port) + 1}"  # 4.x always serves HA on listenPort + 1
+
+
+def _stop(b: BrokerConfig, purpose: str, *, best_effort: bool = False) -> Step:
+    return Step(StepKind.STOP, b.key, b.host, purpose, argv=b.stop, is_best_effort=best_effort)
+
+
+def _start(b: BrokerConfig, purpose: str) -> Step:
+    return Step(StepKind.START, b.key, b.host, purpose, argv=b.start)
+
+
+def _rewrite(
+    b: BrokerConfig, edits: dict[str, str], purpose: str, *, best_effort: bool = False
+) -> Step:
+    return Step(
+        StepKind.REWRITE,
+        b.key,
+        b.host,
+        purpose,
+        path=b.properties,
+        edits=tuple(edits.items()),
+        is_best_effort=best_effort,
+    )
+
+
+def _current_id(b: BrokerConfig, files: Mapping[str, str | None]) -> int:
+    text = files.get(b.key)
+    if text is not None:
+        value = PropertiesFile.parse(text).get("brokerId")
+        if value is not None and value.strip().lstrip("-").isdigit():
+            return int(value.strip())
+    return b.broker_id
+
+
+def plan_promotion(
+    decision: Promote,
+    config: WatchdogConfig,
+    files: Mapping[str, str | None],
+    current_epoch: int,
+    *,
+    namesrv_addrs: tuple[str, ...] | None = None,
+) -> Plan | Refusal:
+    """The steps that make `decision.candidate_key` the master of its group.
+
+    `files` maps broker keys to the current text of their properties files (None: unreadable);
+    it is read by the caller, so this function stays pure and a dry run shows the same diffs.
+    """
+    name = decision.broker_name
+    candidate = config.broker_by_key(decision.candidate_key)
+    if candidate is None or candidate.addr != decision.candidate_addr:
+        return Refusal(name, f"candidate {decision.candidate_key} is not in the configuration")
+    if files.get(candidate.key) is None:
+        return Refusal(
+            name,
+            f"cannot read {candidate.key}'s properties {candidate.properties} on {candidate.host}",
+        )
+    if decision.new_role not in _MASTER_ROLES:
+        return Refusal(name, f"new role {decision.new_role!r} is not a master role")
+    old = config.broker_by_key(decision.old_master_key) if decision.old_master_key else None
+    candidate_old_id = _current_id(candidate, files)
+    steps: list[Step] = []
+    if old is not None and old.key != candidate.key:
+        steps.append(
+            _stop(old, f"fence the old master {old.key}@{old.addr}: stop it", best_effort=True)
+        )
+        steps.append(
+            _rewrite(
+                old,
+                {"brokerId": str(candidate_old_id), "brokerRole": "SLAVE"},
+                f"fence {old.key}: make it a slave with the freed id {candidate_old_id}, so a "
+                "reboot cannot bring it back as master",
+                best_effort=True,
+            )
+        )
+    steps.append(_stop(candidate, f"stop the candidate {candidate.key}@{candidate.addr}"))
+    steps.append(
+        _rewrite(
+            candidate,
+            {"brokerId": "0", "brokerRole": decision.new_role},
+            f"make {candidate.key} the master: brokerId=0, brokerRole={decision.new_role}",
+        )
+    )
+    steps.append(_start(candidate, f"start {candidate.key} as {decision.new_role}"))
+    steps.append(
+        Step(
+            StepKind.WAIT_MASTER,
+            candidate.key,
+            candidate.host,
+            f"wait until every nameserver lists {candidate.addr} as {name} id 0",
+        )
+    )
+    if config.failover.canary:
+        topic = canary_topic(config.failover.canary_topic_prefix, name)
+        steps.append(
+            Step(
+                StepKind.CANARY,
+                candidate.key,
+                candidate.host,
+                f"a real client sends and receives a message through {name} (topic {topic})",
+                path=topic,
+            )
+        )
+    for other in config.group(name):
+        if other.key in (candidate.key, old.key if old else ""):
+            continue
+        text = files.get(other.key)
+        pinned = PropertiesFile.parse(text).get("haMasterAddress") if text else None
+        if pinned:
+            new_ha = _ha_addr(candidate.addr)
+            steps.append(_stop(other, f"re-point slave {other.key}: stop it"))
+            steps.append(
+                _rewrite(
+                    other,
+                    {"haMasterAddress": new_ha},
+                    f"re-point slave {other.key}: haMasterAddress {pinned} -> {new_ha}",
+                )
+            )
+            steps.append(_start(other, f"re-point slave {other.key}: start it"))
+    steps.append(
+        Step(
+            StepKind.RECORD_EPOCH,
+            candidate.key,
+            candidate.host,
+            f"record epoch {current_epoch + 1}: {name} master is {candidate.key}@{candidate.addr}",
+        )
+    )
+    original = PropertiesFile.parse(files[candidate.key] or "")
+    rollback = (
+        _stop(candidate, f"roll back: stop {candidate.key}"),
+        _rewrite(
+            candidate,
+            {
+                "brokerId": original.get("brokerId") or str(candidate.broker_id),
+                "brokerRole": original.get("brokerRole") or "SLAVE",
+            },
+            f"roll back: restore {candidate.key}'s properties",
+        ),
+        _start(candidate, f"roll back: start {candidate.key} as slave again"),
+    )
+    return Plan(
+        kind="promote",
+        broker_name=name,
+        reason=decision.reason,
+        epoch=current_epoch + 1,
+        steps=tuple(steps),
+        rollback=rollback,
+        old_master_key=old.key if old else decision.old_master_key,
+        old_master_addr=decision.old_master_addr,
+        new_master_key=candidate.key,
+        new_master_addr=candidate.addr,
+        candidate_offset=decision.candidate_offset,
+        expected_loss_bytes=decision.expected_loss_bytes,
+        new_role=decision.new_role,
+        details=(("namesrv", ";".join(namesrv_addrs or config.nameservers)),),
+    )
+
+
+def plan_fence(
+    decision: Fence,
+    config: WatchdogConfig,
+    files: Mapping[str, str | None],
+    current_epoch: int,
+    *,
+    target_offset: int | None,
+    promotion_offset: int | None,
+    used_ids: frozenset[int],
+) -> Plan | Refusal:
+    """Stop a second master; with policy `demote` bring it back as a slave on a clean log.
+
+    `used_ids` are broker ids other members of the group hold now; the target gets the
+    smallest free id >= 1. Its store is moved aside when its log reaches past the point where
+    the current master was promoted (4.x replication cannot truncate a longer slave log).
+    """
+    name = decision.broker_name
+    target = config.broker_by_key(decision.target_key)
+    if target is None or target.addr != decision.target_addr:
+        return Refusal(name, f"fence target {decision.target_key} is not in the configuration")
+    free_id = next(i for i in range(1, len(used_ids) + 2) if i not in used_ids)
+    steps = [
+        _stop(target, f"fence {target.key}@{target.addr}: stop the second master"),
+        _rewrite(
+            target,
+            {"brokerId": str(free_id), "brokerRole": "SLAVE"},
+            f"fence {target.key}: make it a slave with free id {free_id}",
+        ),
+    ]
+    is_ahead = target_offset is None or promotion_offset is None or target_offset > promotion_offset
+    policy = config.failover.old_master_policy
+    if policy == "demote":
+        if is_ahead:
+            why = (
+                f"its log ({target_offset}) reaches past the promotion point ({promotion_offset})"
+                if target_offset is not None and promotion_offset is not None
+                else "its log length relative to the promotion point is unknown"
+            )
+            steps.append(
+                Step(
+                    StepKind.MOVE_STORE_ASIDE,
+                    target.key,
+                    target.host,
+                    f"move {target.key}'s store aside: {why}",
+                    path=target.properties,
+                )
+            )
+        steps.append(_start(target, f"start {target.key} as a slave of {decision.keep_key}"))
+    steps.append(
+        Step(
+            StepKind.RECORD_EPOCH,
+            decision.keep_key,
+            target.host,
+            f"record epoch {current_epoch}: {name} master stays {decision.keep_key}",
+        )
+    )
+    keep = config.broker_by_key(decision.keep_key)
+    return Plan(
+        kind="fence",
+        broker_name=name,
+        reason=decision.reason
+        + (" (policy quarantine: it stays stopped)" if policy == "quarantine" else ""),
+        epoch=current_epoch,
+        steps=tuple(steps),
+        old_master_key=target.key,
+        old_master_addr=target.addr,
+        new_master_key=decision.keep_key,
+        new_master_addr=keep.addr if keep else None,
+        details=(
+            ("policy", policy),
+            ("target_offset", str(target_offset)),
+            ("promotion_offset", str(promotion_offset)),
+        ),
+    )
+
+
+def properties_diffs(
+    plan: Plan, files: Mapping[str, str | None], config: WatchdogConfig
+) -> list[str]:
+    """The unified diff of every properties file the plan rewrites, edits applied in order."""
+    texts: dict[str, str] = {}
+    order: list[str] = []
+    for step in plan.steps:
+        if step.kind is not StepKind.REWRITE:
+            continue
+        if step.broker_key not in texts:
+            original = files.get(step.broker_key)
+            if original is None:
+                continue
+            texts[step.broker_key] = original
+            order.append(step.broker_key)
+        texts[step.broker_key] = (
+            PropertiesFile.parse(texts[step.broker_key]).with_values(dict(step.edits)).render()
+        )
+    diffs = []
+    for key in order:
+        broker = config.broker_by_key(key)
+        path = broker.properties if broker else key
+        host = broker.host if broker else "?"
+        diff = unified_diff(files[key] or "", texts[key], f"{host}:{path}")
+        if diff:
+            diffs.append(diff)
+    return diffs
