@@ -45,6 +45,7 @@ from ._errors import (
     RemotingError,
     RemotingTimeout,
 )
+from ._topics import DEFAULT_TOPIC, TOPIC_MAX_LENGTH, check_topic_name, create_topic
 
 __all__ = [
     # errors
@@ -92,4 +93,9 @@ __all__ = [
     "wipe_write_perm_of_broker",
     "add_write_perm_of_broker",
     "get_max_offset",
+    # topics
+    "DEFAULT_TOPIC",
+    "TOPIC_MAX_LENGTH",
+    "check_topic_name",
+    "create_topic",
 ]
