@@ -10,7 +10,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,6 +23,7 @@ from .act import (
     Journal,
     JournalProgress,
     StateStore,
+    WatchdogState,
     manual_promote,
     new_failover_id,
     prepare_plan,
@@ -264,7 +265,13 @@ class Daemon:
             },
             blocked_reason={n: r.block_reason for n, r in state.groups.items()},
             running=running,
+            rejoin_checks={
+                n: (r.rejoin_check_key, r.promotion_offset)
+                for n, r in state.groups.items()
+                if r.rejoin_check_key is not None and r.promotion_offset is not None
+            },
         )
+        self._clear_clean_rejoins(snapshot, state)
         decisions = decide(snapshot, verdict, self.config.brokers, policy, now_wall)
         group_states: dict[str, GroupState] = {}
         for decision in decisions:
@@ -287,6 +294,28 @@ class Daemon:
             self.notifier.status(f"cycle {number}: {summary}")
         self.notifier.watchdog()
         return self.cycle
+
+    def _clear_clean_rejoins(self, snapshot: ClusterSnapshot, state: WatchdogState) -> None:
+        """A deposed master seen back as a slave within the promotion point is a clean prefix
+        of the new master's log: nothing more to check."""
+        for name, record in state.groups.items():
+            key, point = record.rejoin_check_key, record.promotion_offset
+            if key is None or point is None or name in state.running:
+                continue
+            for obs in snapshot.group(name):
+                offset = obs.commitlog_max_offset
+                is_clean = obs.key == key and obs.is_up and obs.role == "SLAVE"
+                if is_clean and offset is not None and offset <= point:
+                    log.info(
+                        "deposed master rejoined within the promotion point",
+                        broker_name=name,
+                        broker=key,
+                        offset=offset,
+                        promotion_offset=point,
+                    )
+                    self.store.save(
+                        self.store.load().with_group(name, replace(record, rejoin_check_key=None))
+                    )
 
     # -- acting -----------------------------------------------------------------------------
 

@@ -78,6 +78,9 @@ class GroupFailoverPolicy:
     blocked_until: float | None = None  # monotonic seconds; anti-flap after a failover
     blocked_reason: str = ""
     is_failover_running: bool = False
+    # The deposed master still to be checked when it shows up again: (broker key, the offset
+    # at which the current master was promoted). 4.x cannot truncate a longer slave log.
+    rejoin_check: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class Policy:
         blocked_until: Mapping[str, float] | None = None,
         blocked_reason: Mapping[str, str] | None = None,
         running: Collection[str] = (),
+        rejoin_checks: Mapping[str, tuple[str, int]] | None = None,
     ) -> Policy:
         """Per-group policy from [failover]/[groups.*] plus the anti-flap and actor state."""
         blocked_until = blocked_until or {}
@@ -108,6 +112,7 @@ class Policy:
                     blocked_until=blocked_until.get(name),
                     blocked_reason=blocked_reason.get(name, ""),
                     is_failover_running=name in running,
+                    rejoin_check=(rejoin_checks or {}).get(name),
                 )
                 for name in config.group_names()
             }
@@ -169,6 +174,10 @@ def _decide_group(
             g.state,
         )
 
+    rejoined = _rejoined_ahead(snapshot, g, gp)
+    if rejoined is not None:
+        return rejoined
+
     if not g.is_odown:
         return NoAction(name, f"no action: {g.reason}", g.state)
 
@@ -213,6 +222,32 @@ def _decide_group(
         new_role=g.master_role,
         reason=reason,
     )
+
+
+def _rejoined_ahead(
+    snapshot: ClusterSnapshot, g: GroupVerdict, gp: GroupFailoverPolicy
+) -> Fence | None:
+    """A deposed master that answers again with a log past the promotion point must not stay:
+    its extra bytes would misalign replication from the new master (silent corruption)."""
+    if gp.rejoin_check is None or g.master_key is None or g.master_addr is None:
+        return None
+    key, promotion_offset = gp.rejoin_check
+    for obs in snapshot.group(g.broker_name):
+        if obs.key != key or not obs.is_up or obs.addr == g.master_addr:
+            continue
+        offset = obs.commitlog_max_offset
+        if offset is not None and offset > promotion_offset:
+            return Fence(
+                g.broker_name,
+                obs.key,
+                obs.addr,
+                g.master_key,
+                f"fencing {obs.key}@{obs.addr}: the deposed master rejoined with its log at "
+                f"{offset}, past the promotion point {promotion_offset}; keeping "
+                f"{g.master_key}@{g.master_addr}",
+                g.state,
+            )
+    return None
 
 
 def choose_candidate(

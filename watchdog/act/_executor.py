@@ -116,6 +116,7 @@ class Executor:
         self.wall_clock = wall_clock
         # Test hook for crash-safety tests: exit hard right after this step is journaled.
         self.crash_after_step = crash_after_step
+        self._promotion_offsets: dict[str, int | None] = {}
 
     # -- running a plan ---------------------------------------------------------------------
 
@@ -127,6 +128,7 @@ class Executor:
         records: list[StepRecord] = []
         done = set(resume.done_steps) if resume else set()
         backups = dict(resume.backups) if resume else {}
+        self._promotion_offsets[failover_id] = resume.promotion_offset if resume else None
         if resume is None:
             self.journal.append(failover_id, "planned", plan=plan.to_json())
             self.store.save(self.store.load().with_running(name, failover_id))
@@ -319,6 +321,8 @@ class Executor:
     ) -> str:
         host = self.hosts[step.host]
         if step.kind is StepKind.STOP:
+            if plan.kind == "promote" and step.broker_key == plan.new_master_key:
+                await self._note_promotion_offset(step, failover_id)
             return await self._stop(step, host)
         if step.kind is StepKind.START:
             return await self._start(step, host)
@@ -344,6 +348,22 @@ class Executor:
                 if i + 1 < attempts:
                     await asyncio.sleep(0.5)
         return False
+
+    async def _note_promotion_offset(self, step: Step, failover_id: str) -> None:
+        """The candidate's log end just before it stops being a slave is the promotion point:
+        a deposed master whose log reaches past it cannot rejoin on that log."""
+        if self._promotion_offsets.get(failover_id) is not None:
+            return
+        broker = self._broker(step.broker_key)
+        try:
+            info = await get_broker_runtime_info(
+                self.pool.get(broker.addr), timeout_seconds=self.config.probe.timeout_seconds
+            )
+            offset = int(info["commitLogMaxOffset"])
+        except (RemotingError, KeyError, ValueError):
+            return  # already stopped (a resumed run): record_epoch falls back to the plan's
+        self._promotion_offsets[failover_id] = offset
+        self.journal.append(failover_id, "promotion_offset", offset=offset)
 
     async def _stop(self, step: Step, host: Host) -> str:
         broker = self._broker(step.broker_key)
@@ -394,8 +414,7 @@ class Executor:
         if new == text:
             return f"{step.path} already has " + ", ".join(f"{k}={v}" for k, v in step.edits)
         if step.broker_key not in backups:
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.wall_clock()))
-            backup = f"{step.path}.rmq-watchdog-{stamp}-{failover_id}.bak"
+            backup = f"{step.path}.rmq-watchdog-{failover_id}.bak"
             await host.write_file(backup, text.encode("latin-1"))
             backups[step.broker_key] = backup
             self.journal.append(
@@ -473,15 +492,8 @@ class Executor:
     async def _record_epoch(self, plan: Plan, failover_id: str) -> str:
         master = self._broker(plan.new_master_key or "")
         now = self.wall_clock()
-        promotion_offset = plan.candidate_offset
-        if plan.kind == "promote":
-            try:
-                info = await get_broker_runtime_info(
-                    self.pool.get(master.addr), timeout_seconds=self.config.probe.timeout_seconds
-                )
-                promotion_offset = int(info.get("commitLogMaxOffset", promotion_offset or 0))
-            except (RemotingError, ValueError):
-                pass
+        noted = self._promotion_offsets.get(failover_id)
+        promotion_offset = noted if noted is not None else plan.candidate_offset
         state = self.store.load()
         record = state.group(plan.broker_name)
         if plan.kind == "promote":
@@ -491,13 +503,18 @@ class Executor:
                 master_key=master.key,
                 master_addr=master.addr,
                 promotion_offset=promotion_offset,
+                rejoin_check_key=plan.old_master_key,
             )
         else:
+            restarted = any(s.kind is StepKind.START for s in plan.steps)
             record = replace(
                 record,
                 epoch=max(record.epoch, plan.epoch),
                 master_key=master.key,
                 master_addr=master.addr,
+                # Demoted (store moved aside when it was ahead): nothing left to check. A
+                # quarantined broker stays stopped and is checked again if it comes back.
+                rejoin_check_key=None if restarted else record.rejoin_check_key,
             )
         self.store.save(state.with_group(plan.broker_name, record))
         problems: list[str] = []

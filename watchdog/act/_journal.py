@@ -23,6 +23,7 @@ class JournalProgress:
     is_rolling_back: bool
     outcome: str | None
     backups: dict[str, str]  # broker key -> backup path of its first rewrite
+    promotion_offset: int | None  # the candidate's log end when it stopped being a slave
 
 
 class Journal:
@@ -67,7 +68,10 @@ class Journal:
         rolling_back = False
         outcome = None
         backups: dict[str, str] = {}
+        promotion_offset: int | None = None
         for entry in entries[1:]:
+            if event_is(entry, "promotion_offset"):
+                promotion_offset = int(entry["offset"])
             event = entry.get("event")
             if event in ("step_done", "step_skipped") and entry.get("phase", "main") == "main":
                 done.add(int(entry["index"]))
@@ -78,4 +82,10 @@ class Journal:
             if event == "finished":
                 finished = True
                 outcome = str(entry.get("outcome"))
-        return JournalProgress(plan, frozenset(done), finished, rolling_back, outcome, backups)
+        return JournalProgress(
+            plan, frozenset(done), finished, rolling_back, outcome, backups, promotion_offset
+        )
+
+
+def event_is(entry: dict[str, Any], name: str) -> bool:
+    return bool(entry.get("event") == name)

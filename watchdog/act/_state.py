@@ -28,6 +28,8 @@ class GroupRecord:
     last_failover_id: str | None = None
     last_outcome: str | None = None
     last_failover_at: float | None = None
+    # The deposed master, checked when it answers again: a log past promotion_offset is fenced.
+    rejoin_check_key: str | None = None
 
     def is_blocked(self, now_wall: float) -> bool:
         return self.blocked_until is not None and now_wall < self.blocked_until
