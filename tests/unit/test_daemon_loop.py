@@ -1,0 +1,190 @@
+"""The daemon's cycle with a fake clock and scripted snapshots: verdicts, logs, notify, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
+
+from watchdog.config import WatchdogConfig, parse_config
+from watchdog.daemon import Daemon, DaemonLock, LockHeld
+from watchdog.snapshot import ClusterSnapshot
+
+from ._worlds import A0, A1, NS1, NS2, World
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return 1_700_000_000.0 + self.t
+
+
+class ScriptedProber:
+    def __init__(self, world: World, clock: FakeClock) -> None:
+        self.world = world
+        self.clock = clock
+
+    async def snapshot(self, known_masters: Any = None) -> ClusterSnapshot:
+        return self.world.snapshot(self.clock.t)
+
+
+class RecordingNotifier:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def ready(self, status: str | None = None) -> bool:
+        self.sent.append(f"READY=1 {status}")
+        return True
+
+    def status(self, text: str) -> bool:
+        self.sent.append(f"STATUS={text}")
+        return True
+
+    def watchdog(self) -> bool:
+        self.sent.append("WATCHDOG=1")
+        return True
+
+    def stopping(self, status: str | None = None) -> bool:
+        self.sent.append("STOPPING=1")
+        return True
+
+    def reloading(self, status: str | None = None) -> bool:
+        self.sent.append("RELOADING=1")
+        return True
+
+
+def make_config(tmp_path: Path, **extra: Any) -> WatchdogConfig:
+    data: dict[str, Any] = {
+        "cluster_name": "XdclassCluster",
+        "nameservers": [NS1, NS2],
+        "state_dir": str(tmp_path / "state"),
+        "dry_run": True,
+        "detect": {"down_after": "3s", "quorum": 2},
+        "metrics": {"enabled": False},
+        "brokers": [
+            {
+                "broker_name": "broker-a",
+                "broker_id": i,
+                "addr": a,
+                "properties": f"/p{i}",
+                "start": ["true"],
+                "stop": ["true"],
+            }
+            for i, a in ((0, A0), (1, A1))
+        ],
+    }
+    data.update(extra)
+    return parse_config(data)
+
+
+def make_daemon(tmp_path: Path, world: World, **extra: Any) -> tuple[Daemon, FakeClock, Any]:
+    clock = FakeClock()
+    notifier = RecordingNotifier()
+    d = Daemon(
+        "watchdog.toml",
+        make_config(tmp_path, **extra),
+        notifier=notifier,  # type: ignore[arg-type]
+        registry=CollectorRegistry(),
+        clock=clock.now,
+        wall_clock=clock.wall,
+    )
+    d.prober = ScriptedProber(world, clock)  # type: ignore[assignment]
+    return d, clock, notifier
+
+
+def run_cycles(d: Daemon, clock: FakeClock, until: float) -> list[dict[str, Any]]:
+    async def go() -> list[dict[str, Any]]:
+        lines: list[dict[str, Any]] = []
+        while clock.t <= until:
+            with capture_logs() as logs:
+                await d.run_cycle()
+            lines.extend(e for e in logs if "decision" in e)
+            clock.t += 1.0
+        return lines
+
+    return asyncio.run(go())
+
+
+def test_one_canonical_line_per_group_per_cycle_and_kill_detected_in_time(tmp_path: Path) -> None:
+    world = World(master_down=(10.0, 1e9), deregistered_by=(NS1, NS2))
+    d, clock, notifier = make_daemon(tmp_path, world)
+    lines = run_cycles(d, clock, until=20.0)
+    assert len(lines) == 21  # one group, one line per cycle
+    assert [line["cycle"] for line in lines] == list(range(1, 22))
+    assert lines[0]["event"] == f"no action: master broker-a@{A0} healthy"
+    first_down = next(i for i, line in enumerate(lines) if line["state"] == "MASTER_ODOWN")
+    # it last answered at t=9 and stops at t=10: down 3 s after its last answer at the
+    # earliest, and never later than down_after + one cycle after the kill
+    assert 9 + 3 <= first_down <= 10 + 3 + 1
+    assert lines[first_down]["decision"] == "promote"
+    assert lines[first_down]["event"].startswith("dry run, would act: promoting broker-a id=1")
+    assert all(line["decision"] == "no_action" for line in lines[:first_down])
+
+
+def test_a_pause_shorter_than_down_after_gives_no_down_verdict(tmp_path: Path) -> None:
+    world = World(master_down=(10.0, 12.0))
+    d, clock, _ = make_daemon(tmp_path, world)
+    lines = run_cycles(d, clock, until=20.0)
+    assert {line["state"] for line in lines} == {"HEALTHY"}
+    assert {line["decision"] for line in lines} == {"no_action"}
+
+
+def test_isolated_watchdog_decides_nothing(tmp_path: Path) -> None:
+    world = World(cut_off=(5.0, 1e9))
+    d, clock, _ = make_daemon(tmp_path, world)
+    lines = run_cycles(d, clock, until=15.0)
+    assert {line["state"] for line in lines[6:]} == {"ISOLATED"}
+    assert {line["decision"] for line in lines} == {"no_action"}
+    assert d.metrics.registry.get_sample_value("rmq_watchdog_isolated") == 1.0
+
+
+def test_notify_ready_once_then_status_and_watchdog_every_cycle(tmp_path: Path) -> None:
+    d, clock, notifier = make_daemon(tmp_path, World())
+    run_cycles(d, clock, until=2.0)
+    ready = [m for m in notifier.sent if m.startswith("READY=1")]
+    assert ready == ["READY=1 cycle 1: broker-a HEALTHY"]
+    assert notifier.sent.count("WATCHDOG=1") == 3
+    assert "STATUS=cycle 3: broker-a HEALTHY" in notifier.sent
+
+
+def test_metrics_mirror_the_last_cycle(tmp_path: Path) -> None:
+    world = World(slave_down=(3.0, 1e9))
+    d, clock, _ = make_daemon(tmp_path, world)
+    run_cycles(d, clock, until=6.0)
+    sample = d.metrics.registry.get_sample_value
+    assert (
+        sample("rmq_watchdog_group_state", {"broker_name": "broker-a", "state": "DEGRADED"}) == 1.0
+    )
+    assert (
+        sample("rmq_watchdog_group_state", {"broker_name": "broker-a", "state": "HEALTHY"}) == 0.0
+    )
+    assert (
+        sample("rmq_watchdog_broker_up", {"broker_name": "broker-a", "broker_id": "1", "addr": A1})
+        == 0.0
+    )
+    assert (
+        sample("rmq_watchdog_decisions_total", {"broker_name": "broker-a", "decision": "no_action"})
+        == 7.0
+    )
+
+
+def test_a_second_actor_cannot_take_the_lock(tmp_path: Path) -> None:
+    first = DaemonLock(tmp_path)
+    first.acquire()
+    try:
+        with pytest.raises(LockHeld, match="held by another"):
+            DaemonLock(tmp_path).acquire()
+    finally:
+        first.release()
+    again = DaemonLock(tmp_path)
+    again.acquire()
+    again.release()
