@@ -180,7 +180,10 @@ def start_sshd(directory: Path) -> SshdServer:
             f"{SSHD} not found: run `make system-deps` (installs openssh-server)"
         )
     # Debian's sshd refuses to start without its privilege separation directory.
-    Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
+    try:
+        Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RuntimeError(f"sshd needs /run/sshd and it cannot be created: {exc}") from None
     directory.mkdir(parents=True, exist_ok=True)
     host_key = directory / "ssh_host_ed25519_key"
     client_key = directory / "client_ed25519"

@@ -135,20 +135,11 @@ class LocalBackend:
         try:
             out, err = await asyncio.wait_for(asyncio.shield(output), timeout_seconds)
         except TimeoutError:
-            _kill_group(proc.pid)
-            try:
-                out, err = await asyncio.wait_for(output, _DRAIN_GRACE_SECONDS)
-            except TimeoutError:
-                out, err = b"", b""
-                transport = getattr(proc, "_transport", None)
-                if transport is not None:
-                    transport.close()
-            await proc.wait()
+            out, err = await _kill_and_drain(proc, output)
             return _timed_out(args, timeout_seconds, out, err)
         except BaseException:
             # Cancelled: the command must not outlive the caller that gave up on it.
-            _kill_group(proc.pid)
-            output.cancel()
+            await _kill_and_drain(proc, output)
             raise
         return CommandResult(
             args, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
@@ -174,6 +165,23 @@ class LocalBackend:
 
     async def close(self) -> None:
         return None
+
+
+async def _kill_and_drain(
+    proc: asyncio.subprocess.Process, output: asyncio.Future[tuple[bytes, bytes]]
+) -> tuple[bytes, bytes]:
+    """Kill the command's process group; return what it wrote, once its pipes close."""
+    _kill_group(proc.pid)
+    try:
+        out, err = await asyncio.wait_for(output, _DRAIN_GRACE_SECONDS)
+    except TimeoutError:
+        # Something that left the group still holds the pipes: stop reading them.
+        out, err = b"", b""
+        transport = getattr(proc, "_transport", None)
+        if transport is not None:
+            transport.close()
+    await proc.wait()
+    return out, err
 
 
 def _kill_group(pgid: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import stat
 from pathlib import Path
@@ -21,6 +22,11 @@ def run(argv: list[str], timeout_seconds: float = 30) -> CommandResult:
 
 def pids_in(path: Path) -> list[int]:
     return [int(line) for line in path.read_text().split()]
+
+
+def assert_no_leaked_pipes() -> None:
+    # An unclosed subprocess transport warns when collected; filterwarnings=error fails the test.
+    gc.collect()
 
 
 def test_argv_arrives_literally() -> None:
@@ -71,6 +77,7 @@ def test_timeout_kills_the_command_and_what_it_started(tmp_path: Path) -> None:
     assert result.summary() == "timed out"
     assert result.stdout == "started\n"
     assert "timed out after 2 s" in result.stderr
+    assert_no_leaked_pipes()
     shell, sleeper = pids_in(pidfile)
     assert not is_alive(shell)
     assert wait_until_dead(sleeper), f"background sleep {sleeper} survived the timeout"
@@ -84,6 +91,7 @@ def test_timeout_returns_even_if_an_escaped_process_keeps_the_pipes(tmp_path: Pa
     escaped = pids_in(pidfile)[0]
     try:
         assert result.exit_code is None
+        assert_no_leaked_pipes()
     finally:
         os.kill(escaped, 9)
 
@@ -103,6 +111,7 @@ def test_cancelling_run_kills_the_command(tmp_path: Path) -> None:
         return pids_in(pidfile)
 
     (sleeper,) = asyncio.run(scenario())
+    assert_no_leaked_pipes()
     assert wait_until_dead(sleeper), f"sleep {sleeper} outlived the cancelled run"
 
 
