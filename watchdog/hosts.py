@@ -222,8 +222,9 @@ def _atomic_write_local(path: str, data: bytes, host_name: str) -> None:
 # on stderr before exec'ing the command, so a timeout can kill the whole group.
 _PGID_MARKER = "rmq-watchdog-pgid="
 _PGID_LINE = re.compile(rb"(?m)^" + re.escape(_PGID_MARKER.encode()) + rb"(\d+)\n")
-# OpenSSH refuses more than MaxSessions (default 10) channels per connection.
-_MAX_CHANNELS = 8
+# OpenSSH refuses more than MaxSessions (default 10) channels per connection; a timed-out
+# command needs a second one to kill it.
+_MAX_CHANNELS = 5
 
 
 class SshBackend:
