@@ -1,0 +1,220 @@
+"""`rmq-watchdog sandbox ...`: start, inspect, break and stop a real RocketMQ cluster locally."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+from ._cluster import SIGNALS, Sandbox
+from ._runtime import DEFAULT_VERSION, SandboxError, ensure_rocketmq
+
+__all__ = ["sandbox"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class SandboxFailed(click.ClickException):
+    """Any sandbox failure: one message, exit code 2, nothing left running by us."""
+
+    exit_code = 2
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except SandboxError as exc:
+        raise SandboxFailed(str(exc)) from None
+
+
+def _dir_option(func: F) -> F:
+    return click.option(
+        "--dir",
+        "directory",
+        required=True,
+        type=click.Path(file_okay=False),
+        help="The sandbox folder (cluster.json, properties, logs, stores).",
+    )(func)
+
+
+def _target_options(func: F) -> F:
+    func = click.option(
+        "--nameserver",
+        metavar="ADDR|INDEX",
+        help="A nameserver, as 127.0.0.1:PORT or its index in cluster.json (0, 1).",
+    )(func)
+    return click.option(
+        "--broker",
+        metavar="NAME:ID",
+        help="A broker, as brokerName:brokerId when first started, e.g. broker-a:0.",
+    )(func)
+
+
+def _target(box: Sandbox, broker: str | None, nameserver: str | None) -> str:
+    if (broker is None) == (nameserver is None):
+        raise click.UsageError("give exactly one of --broker NAME:ID or --nameserver ADDR|INDEX")
+    with _errors():
+        if broker is not None:
+            return box.resolve_broker(broker)
+        assert nameserver is not None
+        return box.resolve_nameserver(nameserver)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s"
+
+
+@click.group()
+def sandbox() -> None:
+    """A real RocketMQ cluster on 127.0.0.1 (two nameservers, master/slave groups) in a folder."""
+
+
+@sandbox.command()
+@click.option("--version", "version", default=DEFAULT_VERSION, show_default=True,
+              help="RocketMQ release from Maven Central.")
+def fetch(version: str) -> None:
+    """Fetch RocketMQ's jars into the cache ($RMQ_WATCHDOG_CACHE) and print their folder."""
+    with _errors():
+        click.echo(ensure_rocketmq(version))
+
+
+@sandbox.command()
+@_dir_option
+@click.option("--version", "version", default=DEFAULT_VERSION, show_default=True,
+              help="RocketMQ release from Maven Central (4.9.7, 5.3.3, ...).")
+@click.option("--replication", type=click.Choice(["async", "sync"]), default="async",
+              show_default=True, help="ASYNC_MASTER or SYNC_MASTER masters.")
+@click.option("--groups", type=click.IntRange(1, 26), default=1, show_default=True,
+              help="Broker groups broker-a, broker-b, ...")
+@click.option("--slaves", type=click.IntRange(0, 8), default=1, show_default=True,
+              help="Slaves per group.")
+@click.option("--base-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="First port of the block; 0 = a free block below 32768.")
+@click.option("--heap", default="256m", show_default=True, help="Each broker's Java heap.")
+@click.option("--namesrv-heap", default="128m", show_default=True,
+              help="Each nameserver's Java heap.")
+@click.option("--timeout", "timeout_seconds", type=click.FloatRange(1), default=180.0,
+              show_default=True, help="Seconds until every broker is registered everywhere.")
+def up(
+    directory: str,
+    version: str,
+    replication: str,
+    groups: int,
+    slaves: int,
+    base_port: int,
+    heap: str,
+    namesrv_heap: str,
+    timeout_seconds: float,
+) -> None:
+    """Start the cluster; return once every broker is registered on every nameserver."""
+    box = Sandbox(directory)
+    began = time.monotonic()
+    with _errors():
+        doc = box.up(
+            version=version,
+            replication="sync" if replication == "sync" else "async",
+            groups=groups,
+            slaves=slaves,
+            base_port=base_port,
+            heap=heap,
+            namesrv_heap=namesrv_heap,
+            timeout_seconds=timeout_seconds,
+        )
+    nameservers = ";".join(n["addr"] for n in doc["nameservers"])
+    click.echo(f"sandbox up in {_seconds(time.monotonic() - began)}: RocketMQ {version}")
+    click.echo(f"  nameservers {nameservers}")
+    for b in doc["brokers"]:
+        click.echo(f"  {b['broker_name']}:{b['broker_id']} {b['role']} {b['addr']} pid {b['pid']}")
+    click.echo(f"  watchdog config {box.config_path}")
+
+
+@sandbox.command()
+@_dir_option
+@click.option("--timeout", "timeout_seconds", type=click.FloatRange(0), default=30.0,
+              show_default=True, help="Seconds to wait after TERM before KILL.")
+def down(directory: str, timeout_seconds: float) -> None:
+    """Stop every process the sandbox started (TERM, wait, KILL). Safe to run twice."""
+    box = Sandbox(directory)
+    began = time.monotonic()
+    with _errors():
+        stopped = box.down(timeout_seconds=timeout_seconds)
+    if stopped:
+        click.echo(f"stopped {', '.join(stopped)} in {_seconds(time.monotonic() - began)}")
+    else:
+        click.echo("nothing was running")
+
+
+@sandbox.command()
+@_dir_option
+def status(directory: str) -> None:
+    """Each process: pid, alive/paused/zombie/stopped, role from its properties file."""
+    with _errors():
+        rows = Sandbox(directory).status()
+    header = ("PROCESS", "ADDR", "PID", "STATE", "ROLE", "PROPERTIES")
+    table = [header] + [
+        (r.key if r.kind == "broker" else r.name, r.addr, str(r.pid or "-"), r.state, r.role,
+         r.properties)
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@sandbox.command()
+@_dir_option
+@_target_options
+@click.option("--signal", "signal_name", type=click.Choice(list(SIGNALS), case_sensitive=False),
+              default="KILL", show_default=True)
+def kill(directory: str, broker: str | None, nameserver: str | None, signal_name: str) -> None:
+    """Send one signal to one process (KILL, TERM, STOP to freeze it, CONT to thaw it)."""
+    box = Sandbox(directory)
+    key = _target(box, broker, nameserver)
+    with _errors():
+        pid = box.pid(key)
+        box.kill(key, signal_name)
+    click.echo(f"sent SIG{signal_name.upper()} to {key} (pid {pid})")
+
+
+@sandbox.command()
+@_dir_option
+@_target_options
+@click.option("--timeout", "timeout_seconds", type=click.FloatRange(0), default=30.0,
+              show_default=True, help="Seconds to wait after TERM before KILL.")
+def stop(
+    directory: str, broker: str | None, nameserver: str | None, timeout_seconds: float
+) -> None:
+    """Stop one process gracefully (TERM, wait, KILL); return once it is gone."""
+    box = Sandbox(directory)
+    key = _target(box, broker, nameserver)
+    with _errors():
+        box.stop(key, timeout_seconds=timeout_seconds)
+    click.echo(f"stopped {key}")
+
+
+@sandbox.command()
+@_dir_option
+@_target_options
+@click.option("--wait-registered", is_flag=True,
+              help="Also wait until every nameserver lists the broker.")
+@click.option("--timeout", "timeout_seconds", type=click.FloatRange(1), default=90.0,
+              show_default=True)
+def start(
+    directory: str,
+    broker: str | None,
+    nameserver: str | None,
+    wait_registered: bool,
+    timeout_seconds: float,
+) -> None:
+    """Start one stopped process from its properties file as it is now; return once it listens."""
+    box = Sandbox(directory)
+    key = _target(box, broker, nameserver)
+    began = time.monotonic()
+    with _errors():
+        box.start(key, wait_registered=wait_registered, timeout_seconds=timeout_seconds)
+        pid = box.pid(key)
+    click.echo(f"started {key} (pid {pid}) in {_seconds(time.monotonic() - began)}")
