@@ -71,6 +71,17 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert proc.stdout.strip() == "" and proc.stderr.strip() == "", proc.stdout + proc.stderr
 
 
+def test_exec_start_is_a_real_cli_invocation() -> None:
+    """The daemon's CLI accepts ExecStart's subcommand and option (not just any path)."""
+    (exec_start,) = _unit_directives(UNIT.read_text())["ExecStart"]
+    _, subcommand, option, _config = exec_start.split()
+    proc = subprocess.run(
+        [str(_venv_daemon()), subcommand, "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"{option}, --config FILE" in proc.stdout
+
+
 def test_verify_would_catch_a_mistake(tmp_path: Path) -> None:
     """The check above is meaningful: a misspelt directive produces output verify reports."""
     copy = tmp_path / "rmq-watchdog.service"
