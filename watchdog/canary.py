@@ -49,11 +49,16 @@ __all__ = [
     "CanaryResult",
     "ClientOutcome",
     "ClientSource",
+    "ProbeReport",
+    "ProbeSend",
     "canary_topic",
+    "client_argv",
     "main",
     "parse_client_output",
+    "parse_probe_output",
     "run_canary",
     "run_canary_client",
+    "send_probe_messages",
 ]
 
 CANARY_TOPIC_PREFIX = "RMQ_WATCHDOG_CANARY_"
@@ -62,6 +67,7 @@ CONSUMER_GROUP = "RMQ_WATCHDOG_CANARY_CG"
 
 # Output read from the child is capped: a runaway child must not fill the daemon's memory.
 _OUTPUT_CAP_BYTES = 64 * 1024
+_PROBE_OUTPUT_CAP_BYTES = 8 * 1024 * 1024
 _REQUEST_TIMEOUT_SECONDS = 2.0
 _ROUTE_POLL_SECONDS = 0.1
 _SEND_RETRY_PAUSE_SECONDS = 0.2
@@ -295,6 +301,22 @@ async def run_canary_client(
         expect_broker_name=expect_broker_name,
         command=command,
     )
+    run = await _run_child(argv, timeout_seconds + grace, _OUTPUT_CAP_BYTES)
+    if isinstance(run, str):
+        return ClientOutcome(is_ok=False, error=run)
+    return _outcome(run.code, run.stdout, run.stderr, run.was_killed, timeout_seconds + grace)
+
+
+@dataclass(frozen=True)
+class _ChildRun:
+    code: int | None
+    stdout: bytes
+    stderr: bytes
+    was_killed: bool
+
+
+async def _run_child(argv: Sequence[str], kill_after_seconds: float, cap: int) -> _ChildRun | str:
+    """Run ``argv``, kill it after ``kill_after_seconds``, reap it; a string says it never ran."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -303,22 +325,21 @@ async def run_canary_client(
             stderr=asyncio.subprocess.PIPE,
         )
     except OSError as exc:
-        return ClientOutcome(is_ok=False, error=f"cannot start the canary client: {exc}")
+        return f"cannot start the canary client: {exc}"
     was_killed = False
+    readers = asyncio.gather(_read_capped(proc.stdout, cap), _read_capped(proc.stderr, cap))
     try:
-        readers = asyncio.gather(
-            _read_capped(proc.stdout, _OUTPUT_CAP_BYTES),
-            _read_capped(proc.stderr, _OUTPUT_CAP_BYTES),
-        )
         try:
-            await asyncio.wait_for(proc.wait(), timeout_seconds + grace)
+            await asyncio.wait_for(proc.wait(), kill_after_seconds)
         except TimeoutError:
             was_killed = True
             await _kill(proc)
         stdout, stderr = await readers
     finally:
         await _kill(proc)  # also when the caller is cancelled
-    return _outcome(proc.returncode, stdout, stderr, was_killed, timeout_seconds + grace)
+        if not readers.done():
+            readers.cancel()
+    return _ChildRun(proc.returncode, stdout, stderr, was_killed)
 
 
 def _outcome(
@@ -599,6 +620,143 @@ async def _confirm_on_broker(
     )
 
 
+# --------------------------------------------------------------------------- probe producer
+
+
+@dataclass(frozen=True)
+class ProbeSend:
+    """One send of the probe producer."""
+
+    at_seconds: float  # when the send started, from the start of the probe
+    is_ok: bool  # the broker acknowledged it (any send status: the message is stored)
+    latency_seconds: float
+    error: str | None = None
+    msg_id: str | None = None
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    """What a real producer saw while sending for a while, e.g. across a failover drill."""
+
+    sends: tuple[ProbeSend, ...]
+    duration_seconds: float
+    error: str | None = None  # a problem of the producer itself (not starting, crash, killed)
+
+    @property
+    def ok_count(self) -> int:
+        return sum(1 for s in self.sends if s.is_ok)
+
+    @property
+    def failed_count(self) -> int:
+        return sum(1 for s in self.sends if not s.is_ok)
+
+    @property
+    def first_error(self) -> str | None:
+        return next((s.error for s in self.sends if not s.is_ok), None)
+
+    @property
+    def longest_write_gap_seconds(self) -> float:
+        """The longest time without an acknowledged write: from the start to the first ack,
+        between two acks, or from the last ack to the end."""
+        acks = [s.at_seconds + s.latency_seconds for s in self.sends if s.is_ok]
+        marks = [0.0, *acks, max(self.duration_seconds, acks[-1] if acks else 0.0)]
+        return max(b - a for a, b in zip(marks, marks[1:], strict=False))
+
+
+def _probe_send(doc: Mapping[str, Any]) -> ProbeSend | None:
+    at, latency, ok = doc.get("at_seconds"), doc.get("latency_seconds"), doc.get("ok")
+    if not isinstance(ok, bool) or isinstance(at, bool) or isinstance(latency, bool):
+        return None
+    if not isinstance(at, int | float) or not isinstance(latency, int | float):
+        return None
+    if not (math.isfinite(at) and math.isfinite(latency)):
+        return None
+    text = {k: doc.get(k) if isinstance(doc.get(k), str) else None for k in ("error", "msg_id")}
+    status = doc.get("status")
+    return ProbeSend(
+        at_seconds=float(at),
+        is_ok=ok,
+        latency_seconds=float(latency),
+        error=text["error"],
+        msg_id=text["msg_id"],
+        status=status if isinstance(status, str) else None,
+    )
+
+
+def parse_probe_output(stdout: bytes | str) -> tuple[tuple[ProbeSend, ...], str | None]:
+    """The probe child's lines: its sends, and its fatal error or the first garbage line."""
+    text = stdout.decode("utf-8", "replace") if isinstance(stdout, bytes) else stdout
+    sends: list[ProbeSend] = []
+    problem: str | None = None
+    for raw in text.splitlines():
+        raw = raw.strip()
+        if not raw:
+            continue
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("fatal"), str):
+            problem = doc["fatal"]
+            continue
+        send = _probe_send(doc) if isinstance(doc, dict) else None
+        if send is None:
+            problem = problem or f"unreadable probe line: {raw[:80]!r}"
+            continue
+        sends.append(send)
+    return tuple(sends), problem
+
+
+async def send_probe_messages(
+    namesrv_addrs: Sequence[str],
+    topic: str,
+    *,
+    duration_seconds: float,
+    interval_seconds: float = 0.2,
+    command: Sequence[str] | None = None,
+    kill_grace_seconds: float = 8.0,
+) -> ProbeReport:
+    """Send a message every ``interval_seconds`` for ``duration_seconds`` with the real client
+    (in a child, like the canary) and report every send; never raises for the child's behaviour.
+
+    A send that is still in progress at the end may take a few seconds (the client retries
+    inside); the child is killed ``kill_grace_seconds`` after the duration.
+    """
+    if not namesrv_addrs:
+        raise ValueError("send_probe_messages needs at least one nameserver address")
+    for addr in namesrv_addrs:
+        parse_addr(addr)
+    check_topic_name(topic)
+    timings = (("duration_seconds", duration_seconds), ("interval_seconds", interval_seconds))
+    for name, value in timings:
+        if not value > 0 or not math.isfinite(value):
+            raise ValueError(f"{name} must be a positive number, got {value}")
+    argv = list(command) if command else [sys.executable, "-m", "watchdog.canary"]
+    argv += [
+        "--namesrv", ";".join(namesrv_addrs),
+        "--topic", topic,
+        "--probe-duration-seconds", f"{duration_seconds:.3f}",
+        "--probe-interval-seconds", f"{interval_seconds:.3f}",
+    ]  # fmt: skip
+    started = time.monotonic()
+    run = await _run_child(argv, duration_seconds + kill_grace_seconds, _PROBE_OUTPUT_CAP_BYTES)
+    elapsed = time.monotonic() - started
+    if isinstance(run, str):
+        return ProbeReport(sends=(), duration_seconds=elapsed, error=run)
+    sends, problem = parse_probe_output(run.stdout)
+    error = problem
+    if run.was_killed:
+        waited = duration_seconds + kill_grace_seconds
+        error = f"probe producer did not finish within {waited:.1f} s and was killed"
+    elif run.code != 0:
+        error = problem or f"probe producer failed ({_describe_exit(run.code)})"
+        tail = _stderr_tail(run.stderr)
+        if tail:
+            error += f"; stderr: {tail}"
+    return ProbeReport(sends=sends, duration_seconds=elapsed, error=error)
+
+
 # --------------------------------------------------------------------------- the child
 
 
@@ -724,6 +882,51 @@ def _round_trip(
     return replace(sent, error=last_error)
 
 
+def _probe_loop(
+    namesrv: str, topic: str, duration_seconds: float, interval_seconds: float, out: IO[str]
+) -> int:
+    """Send one message per interval until the duration is over; one JSON line per send."""
+    started = time.monotonic()
+
+    def emit(doc: Mapping[str, Any]) -> None:
+        out.write(json.dumps(doc, separators=(",", ":")) + "\n")
+        out.flush()  # line by line, so a parent that kills us still has every finished send
+
+    try:
+        from rocketmq.client import Message, Producer
+    except Exception as exc:  # ImportError, or OSError when librocketmq.so cannot load
+        emit({"fatal": f"rocketmq client unavailable: {exc}"})
+        return 1
+    # A short send timeout: the probe is there to see when writes fail, not to wait them out.
+    producer = Producer(PRODUCER_GROUP, timeout=1500)
+    producer.set_namesrv_addr(namesrv)
+    producer.start()
+    number = 0
+    while (now := time.monotonic()) - started < duration_seconds:
+        number += 1
+        message = Message(topic)
+        message.set_keys(f"probe-{number}")
+        message.set_body(f"rmq-watchdog probe {number}")
+        at = now - started
+        try:
+            result = producer.send_sync(message)
+        except Exception as exc:  # the ctypes client raises its own exception types
+            error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+            latency = time.monotonic() - now
+            emit({"at_seconds": round(at, 4), "ok": False, "latency_seconds": round(latency, 4),
+                  "error": error})  # fmt: skip
+        else:
+            latency = time.monotonic() - now
+            status = "SEND_OK" if int(result.status) == 0 else str(result.status.name)
+            emit({"at_seconds": round(at, 4), "ok": True, "latency_seconds": round(latency, 4),
+                  "msg_id": str(result.msg_id), "offset": int(result.offset),
+                  "status": status})  # fmt: skip
+        pause = number * interval_seconds - (time.monotonic() - started)
+        if pause > 0:
+            time.sleep(min(pause, max(0.0, duration_seconds - (time.monotonic() - started))))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m watchdog.canary",
@@ -731,7 +934,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--namesrv", required=True, help="nameservers, 'host:port;host:port'")
     parser.add_argument("--topic", required=True)
-    parser.add_argument("--timeout-seconds", type=float, required=True)
+    parser.add_argument("--timeout-seconds", type=float, help="canary: give up after this")
+    parser.add_argument(
+        "--probe-duration-seconds",
+        type=float,
+        help="instead of the canary: send one message per interval for this long",
+    )
+    parser.add_argument("--probe-interval-seconds", type=float, default=0.2)
     parser.add_argument("--expect-broker-name", help="fail unless the message is on this group")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
     return parser
@@ -750,19 +959,41 @@ def _check_args(args: argparse.Namespace) -> str | None:
         check_topic_name(args.topic)
     except ValueError as exc:
         return f"--topic: {exc}"
-    if not args.timeout_seconds > 0 or not math.isfinite(args.timeout_seconds):
-        return f"--timeout-seconds must be a positive number, got {args.timeout_seconds}"
+    if args.probe_duration_seconds is not None:
+        checks = [
+            ("--probe-duration-seconds", args.probe_duration_seconds),
+            ("--probe-interval-seconds", args.probe_interval_seconds),
+        ]
+    else:
+        checks = [("--timeout-seconds", args.timeout_seconds)]
+    for flag, value in checks:
+        if value is None or not value > 0 or not math.isfinite(value):
+            return f"{flag} must be a positive number, got {value}"
     return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The child: one round trip, one result line on stdout, exit 0 if ok else 1."""
+    """The child: one round trip, one result line on stdout, exit 0 if ok else 1 (or, with
+    --probe-duration-seconds, the probe producer: one line per send, exit 0)."""
     args = _parser().parse_args(argv)
     # The native library may write to fd 1; keep the real stdout for the result line only.
     result_out: IO[str] = os.fdopen(os.dup(1), "w")
     sys.stdout.flush()
     os.dup2(2, 1)
     problem = _check_args(args)
+    if problem is None and args.probe_duration_seconds is not None:
+        code = _probe_loop(
+            args.namesrv,
+            args.topic,
+            args.probe_duration_seconds,
+            args.probe_interval_seconds,
+            result_out,
+        )
+        os._exit(code)
+    if problem is not None and args.probe_duration_seconds is not None:
+        result_out.write(json.dumps({"fatal": problem}) + "\n")
+        result_out.flush()
+        os._exit(1)
     if problem is not None:
         outcome = ClientOutcome(is_ok=False, error=problem)
     else:

@@ -22,7 +22,13 @@ from typing import Any
 
 import pytest
 
-from watchdog.canary import CanaryResult, canary_topic, run_canary, run_canary_client
+from watchdog.canary import (
+    CanaryResult,
+    canary_topic,
+    run_canary,
+    run_canary_client,
+    send_probe_messages,
+)
 from watchdog.remoting import (
     ClientPool,
     RemoteError,
@@ -163,6 +169,23 @@ def test_canary_on_a_healthy_master_lands_on_its_group_only(cluster: Cluster) ->
         assert {q.broker_name for q in route.queue_datas} == {"broker-a"}
     print(f"\ncanary durations on a healthy master: {', '.join(f'{d:.2f} s' for d in durations)}")
     assert max(durations) < 5.0
+
+
+def test_probe_producer_sends_through_the_healthy_cluster(cluster: Cluster) -> None:
+    before = commitlog_max_offset(cluster.addrs["broker-a:0"])
+    report = asyncio.run(
+        send_probe_messages(
+            cluster.nameservers,
+            canary_topic("broker-a"),
+            duration_seconds=2.0,
+            interval_seconds=0.2,
+        )
+    )
+    assert report.error is None
+    assert report.failed_count == 0 and report.ok_count >= 8
+    assert report.longest_write_gap_seconds < 1.0
+    assert all(s.status == "SEND_OK" and s.msg_id for s in report.sends)
+    assert commitlog_max_offset(cluster.addrs["broker-a:0"]) > before
 
 
 def test_canary_on_a_slave_fails_because_the_slave_refuses_the_topic(cluster: Cluster) -> None:

@@ -17,11 +17,15 @@ from hypothesis import strategies as st
 from watchdog.canary import (
     CanaryOutputError,
     ClientOutcome,
+    ProbeReport,
+    ProbeSend,
     canary_topic,
     client_argv,
     parse_client_output,
+    parse_probe_output,
     run_canary,
     run_canary_client,
+    send_probe_messages,
 )
 from watchdog.remoting import (
     RemoteError,
@@ -576,3 +580,127 @@ def test_bad_arguments_raise(kwargs: dict[str, Any], problem: str) -> None:
     }
     with pytest.raises(ValueError, match=problem):
         asyncio.run(run_canary(**args))
+
+
+# --------------------------------------------------------------------------- probe producer
+
+
+def probe_line(at: float, ok: bool, latency: float = 0.01, **extra: Any) -> str:
+    return json.dumps({"at_seconds": at, "ok": ok, "latency_seconds": latency, **extra})
+
+
+def test_probe_output_is_parsed_line_by_line() -> None:
+    text = "\n".join(
+        [
+            probe_line(0.0, True, msg_id="M1", status="SEND_OK"),
+            probe_line(0.2, False, 1.5, error="No route info"),
+            "",
+            probe_line(1.9, True, status="SLAVE_NOT_AVAILABLE"),
+        ]
+    )
+    sends, problem = parse_probe_output(text)
+    assert problem is None
+    assert [s.is_ok for s in sends] == [True, False, True]
+    assert sends[0].msg_id == "M1" and sends[1].error == "No route info"
+    assert sends[2].status == "SLAVE_NOT_AVAILABLE"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "Segmentation fault",
+        json.dumps({"at_seconds": "0", "ok": True, "latency_seconds": 0.1}),
+        json.dumps({"at_seconds": 0, "ok": 1, "latency_seconds": 0.1}),
+        json.dumps({"at_seconds": 0, "ok": True, "latency_seconds": True}),
+        json.dumps({"at_seconds": 0, "ok": True}),
+        "[]",
+    ],
+)
+def test_probe_garbage_lines_are_skipped_and_named(bad: str) -> None:
+    sends, problem = parse_probe_output(probe_line(0, True) + "\n" + bad + "\n")
+    assert len(sends) == 1
+    assert problem is not None and problem.startswith("unreadable probe line")
+
+
+def test_probe_fatal_line_is_the_error() -> None:
+    sends, problem = parse_probe_output('{"fatal": "rocketmq client unavailable: no lib"}\n')
+    assert sends == () and problem == "rocketmq client unavailable: no lib"
+
+
+def test_longest_write_gap_spans_failures_and_the_ends() -> None:
+    sends = (
+        ProbeSend(0.5, True, 0.1),  # ack at 0.6
+        ProbeSend(1.0, False, 3.0),
+        ProbeSend(4.0, True, 0.2),  # ack at 4.2: 3.6 s without an ack
+        ProbeSend(4.5, True, 0.1),  # ack at 4.6
+    )
+    report = ProbeReport(sends=sends, duration_seconds=6.0)
+    assert report.ok_count == 3 and report.failed_count == 1
+    assert report.longest_write_gap_seconds == pytest.approx(3.6)
+    assert ProbeReport(sends=sends, duration_seconds=9.0).longest_write_gap_seconds == (
+        pytest.approx(9.0 - 4.6)
+    )
+    nothing = ProbeReport(sends=(ProbeSend(0.0, False, 1.0),), duration_seconds=5.0)
+    assert nothing.longest_write_gap_seconds == 5.0
+    assert nothing.failed_count == 1 and nothing.first_error is None
+
+
+def test_probe_runs_the_child_and_collects_its_sends() -> None:
+    lines = probe_line(0.0, True) + "\n" + probe_line(0.2, False, error="boom") + "\n"
+    report = asyncio.run(
+        send_probe_messages([NS1], "ProbeTopic", duration_seconds=5, command=printing_child(lines))
+    )
+    assert report.error is None
+    assert report.ok_count == 1 and report.failed_count == 1 and report.first_error == "boom"
+
+
+def test_probe_child_that_hangs_is_killed_and_keeps_its_sends() -> None:
+    started = time.monotonic()
+    report = asyncio.run(
+        send_probe_messages(
+            [NS1],
+            "ProbeTopic",
+            duration_seconds=0.5,
+            kill_grace_seconds=0.5,
+            command=printing_child(probe_line(0.0, True) + "\n", then="time.sleep(60)"),
+        )
+    )
+    assert time.monotonic() - started < 3.0
+    assert report.ok_count == 1
+    assert report.error is not None and "was killed" in report.error
+
+
+def test_probe_child_that_crashes_is_reported() -> None:
+    code = "import os, signal; os.kill(os.getpid(), signal.SIGABRT)"
+    report = asyncio.run(
+        send_probe_messages([NS1], "ProbeTopic", duration_seconds=5, command=fake_child(code))
+    )
+    assert report.sends == ()
+    assert report.error is not None and "killed by SIGABRT" in report.error
+
+
+def test_real_probe_child_rejects_bad_arguments() -> None:
+    async def run() -> tuple[int | None, bytes]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "watchdog.canary", "--namesrv", NS1, "--topic", "T",
+            "--probe-duration-seconds", "1", "--probe-interval-seconds", "0",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        return proc.returncode, out
+
+    code, out = asyncio.run(run())
+    sends, problem = parse_probe_output(out)
+    assert code == 1 and sends == ()
+    assert problem == "--probe-interval-seconds must be a positive number, got 0.0"
+
+
+def test_probe_arguments_are_checked_before_starting() -> None:
+    with pytest.raises(ValueError, match="interval_seconds"):
+        asyncio.run(send_probe_messages([NS1], "T", duration_seconds=1, interval_seconds=0))
+    with pytest.raises(ValueError, match="duration_seconds"):
+        asyncio.run(send_probe_messages([NS1], "T", duration_seconds=float("inf")))
+    with pytest.raises(ValueError, match="letters, digits"):
+        asyncio.run(send_probe_messages([NS1], "a b", duration_seconds=1))
+    with pytest.raises(ValueError, match="not host:port"):
+        asyncio.run(send_probe_messages(["x"], "T", duration_seconds=1))
