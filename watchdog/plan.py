@@ -210,6 +210,22 @@ def plan_promotion(
         return Refusal(name, f"new role {decision.new_role!r} is not a master role")
     old = config.broker_by_key(decision.old_master_key) if decision.old_master_key else None
     candidate_old_id = _current_id(candidate, files)
+    new_role = decision.new_role
+    details: list[tuple[str, str]] = [("namesrv", ";".join(namesrv_addrs or config.nameservers))]
+    old_key = old.key if old else ""
+    others = [b for b in config.group(name) if b.key not in (candidate.key, old_key)]
+    if new_role == "SYNC_MASTER" and not others:
+        # A SYNC_MASTER with no slave attached answers every write SLAVE_NOT_AVAILABLE (the C++
+        # client, hence Python and the canary, treats that as a failed send): with no slave left
+        # until the old master rejoins, the group is only writable as ASYNC_MASTER.
+        new_role = "ASYNC_MASTER"
+        details.append(
+            (
+                "role",
+                "SYNC_MASTER -> ASYNC_MASTER: no other slave in the group; set "
+                "brokerRole=SYNC_MASTER again once a slave is attached",
+            )
+        )
     steps: list[Step] = []
     if old is not None and old.key != candidate.key:
         steps.append(
@@ -228,11 +244,11 @@ def plan_promotion(
     steps.append(
         _rewrite(
             candidate,
-            {"brokerId": "0", "brokerRole": decision.new_role},
-            f"make {candidate.key} the master: brokerId=0, brokerRole={decision.new_role}",
+            {"brokerId": "0", "brokerRole": new_role},
+            f"make {candidate.key} the master: brokerId=0, brokerRole={new_role}",
         )
     )
-    steps.append(_start(candidate, f"start {candidate.key} as {decision.new_role}"))
+    steps.append(_start(candidate, f"start {candidate.key} as {new_role}"))
     steps.append(
         Step(
             StepKind.WAIT_MASTER,
@@ -252,9 +268,7 @@ def plan_promotion(
                 path=topic,
             )
         )
-    for other in config.group(name):
-        if other.key in (candidate.key, old.key if old else ""):
-            continue
+    for other in others:
         text = files.get(other.key)
         pinned = PropertiesFile.parse(text).get("haMasterAddress") if text else None
         if pinned:
@@ -302,8 +316,8 @@ def plan_promotion(
         new_master_addr=candidate.addr,
         candidate_offset=decision.candidate_offset,
         expected_loss_bytes=decision.expected_loss_bytes,
-        new_role=decision.new_role,
-        details=(("namesrv", ";".join(namesrv_addrs or config.nameservers)),),
+        new_role=new_role,
+        details=tuple(details),
     )
 
 
