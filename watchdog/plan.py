@@ -291,7 +291,7 @@ def plan_promotion(
         )
     )
     original = PropertiesFile.parse(files[candidate.key] or "")
-    rollback = (
+    rollback = [
         _stop(candidate, f"roll back: stop {candidate.key}"),
         _rewrite(
             candidate,
@@ -302,14 +302,30 @@ def plan_promotion(
             f"roll back: restore {candidate.key}'s properties",
         ),
         _start(candidate, f"roll back: start {candidate.key} as slave again"),
-    )
+    ]
+    old_text = files.get(old.key) if old is not None and old.key != candidate.key else None
+    if old is not None and old_text is not None:
+        # Left fenced, the old master would come back as a slave holding the candidate's id:
+        # two brokers under one id, and no master. Restored, it comes back as it was.
+        was = PropertiesFile.parse(old_text)
+        rollback.append(
+            _rewrite(
+                old,
+                {
+                    "brokerId": was.get("brokerId") or str(old.broker_id),
+                    "brokerRole": was.get("brokerRole") or decision.new_role,
+                },
+                f"roll back: restore the old master {old.key}'s properties (it is not restarted)",
+                best_effort=True,
+            )
+        )
     return Plan(
         kind="promote",
         broker_name=name,
         reason=decision.reason,
         epoch=current_epoch + 1,
         steps=tuple(steps),
-        rollback=rollback,
+        rollback=tuple(rollback),
         old_master_key=old.key if old else decision.old_master_key,
         old_master_addr=decision.old_master_addr,
         new_master_key=candidate.key,
