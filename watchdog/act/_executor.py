@@ -61,7 +61,7 @@ class FailoverResult:
     failover_id: str
     broker_name: str
     kind: str
-    outcome: str  # succeeded, failed, rolled_back
+    outcome: str  # succeeded, failed, rolled_back; refused (preflight: nothing was changed)
     detail: str
     duration_seconds: float
     steps: tuple[StepRecord, ...]
@@ -130,6 +130,13 @@ class Executor:
         backups = dict(resume.backups) if resume else {}
         self._promotion_offsets[failover_id] = resume.promotion_offset if resume else None
         if resume is None:
+            problem = await self._preflight(plan)
+            if problem is not None:
+                result = FailoverResult(
+                    failover_id, name, plan.kind, "refused", problem, self.clock() - started, ()
+                )
+                self.emit("failover_finished", {"failover_id": failover_id, "result": result})
+                return result
             self.journal.append(failover_id, "planned", plan=plan.to_json())
             self.store.save(self.store.load().with_running(name, failover_id))
             self.emit("failover_started", {"failover_id": failover_id, "plan": plan})
@@ -177,6 +184,24 @@ class Executor:
             if self.crash_after_step is not None and index + 1 == self.crash_after_step:
                 os._exit(70)
         return self._finish(plan, failover_id, records, started, "succeeded", plan.reason)
+
+    async def _preflight(self, plan: Plan) -> str | None:
+        """Why the plan cannot run, found before anything changes: each properties file a
+        required step rewrites is written back unchanged, the same way the step will write it
+        (a read-only mount or an immutable file fails here instead of halfway through)."""
+        seen: set[tuple[str, str]] = set()
+        for step in plan.steps:
+            if step.kind is not StepKind.REWRITE or step.is_best_effort:
+                continue
+            if (step.host, step.path) in seen:
+                continue
+            seen.add((step.host, step.path))
+            host = self.hosts[step.host]
+            try:
+                await host.write_file(step.path, await host.read_file(step.path))
+            except HostError as exc:
+                return f"refused before any step: {step.broker_key}'s properties: {exc}"
+        return None
 
     async def _roll_back(
         self,
