@@ -514,6 +514,16 @@ class Daemon:
                 }
             )
             return
+        record = self.store.load().group(name)
+        if record.is_blocked(self.wall_clock()) and not force:
+            # The same rule as a failover run without a daemon (manual.py).
+            send(
+                {
+                    "error": f"failovers of {name} are blocked ({record.block_reason}); "
+                    "`rmq-watchdog ack` or --force"
+                }
+            )
+            return
         decision = manual_promote(cycle.snapshot, group, self.config, to_key=to_key, force=force)
         if isinstance(decision, Refusal):
             send({"error": decision.reason})
