@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from .durations import parse_duration
+from .notify import HooksConfig, NotifyConfig
 
 __all__ = [
     "ConfigError",
@@ -184,6 +185,8 @@ class WatchdogConfig(_Strict):
     secondary_checks: tuple[SecondaryCheck, ...] = ()
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
     groups: dict[str, GroupPolicy] = Field(default_factory=dict)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    hooks: HooksConfig = Field(default_factory=HooksConfig)
 
     @field_validator("nameservers")
     @classmethod

@@ -32,6 +32,7 @@ from .config import ConfigError, WatchdogConfig, load_config
 from .decide import Decision, Fence, NoAction, Policy, Promote, decide, log_fields
 from .detect import ClusterVerdict, DetectorState, detect
 from .hosts import Host, make_host
+from .notify import Event, EventName, HookRunner, WebhookNotifier
 from .observe import Decision as DecisionKind
 from .observe import MetricsServer, SystemdNotifier, WatchdogMetrics
 from .plan import Plan, Refusal
@@ -117,10 +118,12 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload_requested = False
         self._is_ready = False
+        self._group_states: dict[str, GroupState] = {}
         self._build(config)
 
     def _build(self, config: WatchdogConfig) -> None:
         self.config = config
+        self.notifier_webhooks = WebhookNotifier(config.notify.webhook)
         self.hosts: dict[str, Host] = {n: make_host(n, h) for n, h in config.hosts.items()}
         self.secondary = BackgroundSecondaryChecks(
             config, self.hosts, max_age_seconds=config.detect.down_after_seconds, clock=self.clock
@@ -139,6 +142,8 @@ class Daemon:
             self.store,
             self.journal,
             canary=_canary_runner(self.pool),
+            notifier=self.notifier_webhooks,
+            hooks=HookRunner(config.hooks),
             emit=self._on_failover_event,
             clock=self.clock,
             wall_clock=self.wall_clock,
@@ -179,6 +184,7 @@ class Daemon:
                     log.warning("waiting for a running failover to finish before exit")
             await asyncio.gather(*self.failovers.values(), return_exceptions=True)
             await self.secondary.close()
+            await self.notifier_webhooks.aclose()
             await self.pool.close_all()
             for host in self.hosts.values():
                 await host.close()
@@ -204,8 +210,9 @@ class Daemon:
             return
         if new.metrics != self.config.metrics or new.state_dir != self.config.state_dir:
             log.warning("metrics and state_dir changes take effect after a restart")
-        old_secondary = self.secondary
-        asyncio.get_running_loop().create_task(old_secondary.close())
+        loop = asyncio.get_running_loop()
+        loop.create_task(self.secondary.close())
+        loop.create_task(self.notifier_webhooks.aclose())
         self._build(new)
         log.info("configuration reloaded", config=self.config_path)
         self.notifier.ready("configuration reloaded")
@@ -276,6 +283,7 @@ class Daemon:
         group_states: dict[str, GroupState] = {}
         for decision in decisions:
             group_states[decision.broker_name] = decision.state
+            self._announce_transition(decision, now_wall)
             fields = log_fields(decision)
             event = str(fields.pop("event"))
             if self.config.dry_run and not isinstance(decision, NoAction):
@@ -294,6 +302,22 @@ class Daemon:
             self.notifier.status(f"cycle {number}: {summary}")
         self.notifier.watchdog()
         return self.cycle
+
+    def _announce_transition(self, decision: Decision, now_wall: float) -> None:
+        """Webhook events for a group entering MASTER_ODOWN or FAILOVER_BLOCKED (once each)."""
+        previous = self._group_states.get(decision.broker_name)
+        self._group_states[decision.broker_name] = decision.state
+        if previous == decision.state:
+            return
+        names: dict[GroupState, EventName] = {
+            GroupState.MASTER_ODOWN: "master_down",
+            GroupState.FAILOVER_BLOCKED: "failover_blocked",
+        }
+        name = names.get(decision.state)
+        if name is not None:
+            self.notifier_webhooks.dispatch(
+                Event(name, decision.broker_name, None, now_wall, decision.reason)
+            )
 
     def _clear_clean_rejoins(self, snapshot: ClusterSnapshot, state: WatchdogState) -> None:
         """A deposed master seen back as a slave within the promotion point is a clean prefix

@@ -22,6 +22,7 @@ from .config import WatchdogConfig
 from .daemon import DaemonLock, LockHeld, control_socket_path
 from .detect import ClusterVerdict, DetectorState, GroupVerdict, detect
 from .hosts import Host, make_host
+from .notify import HookRunner, WebhookNotifier
 from .plan import Plan, Refusal, properties_diffs
 from .probe import Prober
 from .remoting import ClientPool
@@ -229,6 +230,7 @@ async def _execute_locally(
             echo(f"rolling back: {fields['reason']}")
 
     failover_id = new_failover_id(plan.broker_name)
+    notifier = WebhookNotifier(config.notify.webhook)
     executor = Executor(
         config,
         hosts,
@@ -237,8 +239,13 @@ async def _execute_locally(
         Journal(config.state_dir),
         canary=_canary_runner(pool),
         emit=emit,
+        notifier=notifier,
+        hooks=HookRunner(config.hooks),
     )
-    result: FailoverResult = await executor.run(plan, failover_id)
+    try:
+        result: FailoverResult = await executor.run(plan, failover_id)
+    finally:
+        await notifier.aclose()
     if not as_json:
         echo(f"failover {result.outcome} in {result.duration_seconds:.1f} s: {result.detail}")
     return 0 if result.is_success else 1

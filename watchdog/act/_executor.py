@@ -13,6 +13,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from ..config import BrokerConfig, WatchdogConfig
 from ..hosts import Host, HostError
+from ..notify import Event, EventName, HookRunner, WebhookNotifier
 from ..plan import Plan, Step, StepKind
 from ..properties import PropertiesFile
 from ..remoting import (
@@ -104,6 +105,8 @@ class Executor:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         crash_after_step: int | None = None,
+        notifier: WebhookNotifier | None = None,
+        hooks: HookRunner | None = None,
     ) -> None:
         self.config = config
         self.hosts = hosts
@@ -117,11 +120,48 @@ class Executor:
         # Test hook for crash-safety tests: exit hard right after this step is journaled.
         self.crash_after_step = crash_after_step
         self._promotion_offsets: dict[str, int | None] = {}
+        self.notifier = notifier
+        self.hooks = hooks
+        self._step_log: dict[str, list[dict[str, Any]]] = {}
+
+    def _event(
+        self, name: EventName, plan: Plan, failover_id: str, summary: str, **details: Any
+    ) -> Event:
+        return Event(
+            name=name,
+            broker_name=plan.broker_name,
+            failover_id=failover_id,
+            at=self.wall_clock(),
+            summary=summary,
+            steps=tuple(self._step_log.get(failover_id, ())),
+            details={
+                "kind": plan.kind,
+                "epoch": plan.epoch,
+                "old_master": plan.old_master_key,
+                "new_master": plan.new_master_key,
+                "new_master_addr": plan.new_master_addr,
+                "expected_loss_bytes": plan.expected_loss_bytes,
+                **details,
+            },
+        )
+
+    def _notify(self, event: Event) -> None:
+        if self.notifier is not None:
+            # Fire and forget: a slow or dead receiver must never delay the failover.
+            self.notifier.dispatch(event)
 
     # -- running a plan ---------------------------------------------------------------------
 
     async def run(
         self, plan: Plan, failover_id: str, *, resume: JournalProgress | None = None
+    ) -> FailoverResult:
+        """Run (or resume) a plan to its end, then the post_failover/on_failure hook."""
+        result = await self._run_plan(plan, failover_id, resume)
+        await self.run_after_hook(result, plan)
+        return result
+
+    async def _run_plan(
+        self, plan: Plan, failover_id: str, resume: JournalProgress | None
     ) -> FailoverResult:
         started = self.clock()
         name = plan.broker_name
@@ -137,9 +177,34 @@ class Executor:
                 )
                 self.emit("failover_finished", {"failover_id": failover_id, "result": result})
                 return result
+            if self.hooks is not None and plan.kind == "promote":
+                hook = await self.hooks.run(
+                    "pre_failover", self._event("failover_started", plan, failover_id, plan.reason)
+                )
+                if hook.is_veto:
+                    result = FailoverResult(
+                        failover_id,
+                        name,
+                        plan.kind,
+                        "vetoed",
+                        hook.reason,
+                        self.clock() - started,
+                        (),
+                    )
+                    self._notify(
+                        self._event(
+                            "failover_blocked",
+                            plan,
+                            failover_id,
+                            f"{name} failover vetoed: {hook.reason}",
+                        )
+                    )
+                    self.emit("failover_finished", {"failover_id": failover_id, "result": result})
+                    return result
             self.journal.append(failover_id, "planned", plan=plan.to_json())
             self.store.save(self.store.load().with_running(name, failover_id))
             self.emit("failover_started", {"failover_id": failover_id, "plan": plan})
+            self._notify(self._event("failover_started", plan, failover_id, plan.reason))
         else:
             self.journal.append(failover_id, "resumed", done_steps=sorted(done))
             self.emit("failover_resumed", {"failover_id": failover_id, "done_steps": sorted(done)})
@@ -261,7 +326,37 @@ class Executor:
             failover_id, plan.broker_name, plan.kind, outcome, detail, duration, tuple(records)
         )
         self.emit("failover_finished", {"failover_id": failover_id, "result": result})
+        is_ok = outcome == "succeeded"
+        if plan.kind == "fence":
+            name: EventName = "fenced"
+        else:
+            name = "failover_succeeded" if is_ok else "failover_failed"
+        self._notify(
+            self._event(
+                name,
+                plan,
+                failover_id,
+                f"{plan.broker_name}: {detail}",
+                outcome=outcome,
+                duration_seconds=round(duration, 3),
+            )
+        )
+        self._step_log.pop(failover_id, None)
         return result
+
+    async def run_after_hook(self, result: FailoverResult, plan: Plan) -> None:
+        """post_failover after a success, on_failure otherwise; bounded by the hook timeout."""
+        if self.hooks is None or plan.kind != "promote" or result.outcome in ("vetoed", "refused"):
+            return
+        hook_name: Any = "post_failover" if result.is_success else "on_failure"
+        event = self._event(
+            "failover_succeeded" if result.is_success else "failover_failed",
+            plan,
+            result.failover_id,
+            result.detail,
+            outcome=result.outcome,
+        )
+        await self.hooks.run(hook_name, event)
 
     async def _run_logged(
         self,
@@ -308,6 +403,26 @@ class Executor:
             duration_seconds=duration,
         )
         record = StepRecord(index, phase, str(step.kind), step.broker_key, status, detail, duration)
+        step_info = {
+            "index": index,
+            "phase": phase,
+            "kind": str(step.kind),
+            "broker_key": step.broker_key,
+            "purpose": step.purpose,
+            "status": status,
+            "detail": detail,
+            "duration_seconds": round(duration, 3),
+        }
+        self._step_log.setdefault(failover_id, []).append(step_info)
+        self._notify(
+            self._event(
+                "failover_step",
+                plan,
+                failover_id,
+                f"step {index + 1} {status}: {step.purpose}",
+                step=step_info,
+            )
+        )
         self.emit(event, {"failover_id": failover_id, "record": record, "step": step})
         return record
 
