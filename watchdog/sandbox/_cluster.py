@@ -23,7 +23,9 @@ from ..properties import PropertiesFile
 from ._runtime import (
     DEFAULT_VERSION,
     SandboxError,
+    check_heap,
     ensure_rocketmq,
+    find_java,
     java_argv,
     rocketmq_major,
 )
@@ -35,8 +37,10 @@ __all__ = [
     "BrokerPlan",
     "ProcessStatus",
     "Sandbox",
+    "PORT_RANGE_ENV",
     "Topology",
     "UnknownProcess",
+    "auto_port_range",
     "broker_properties_text",
     "pick_base_port",
     "plan_topology",
@@ -55,6 +59,9 @@ NAMESERVER_COUNT = 2
 _AUTO_PORT_LOW = 20000
 _AUTO_PORT_HIGH = 32768
 _BROKER_STRIDE = 10
+_PORT_RACE_ATTEMPTS = 3
+_PORT_BUSY = "Address already in use"
+PORT_RANGE_ENV = "RMQ_WATCHDOG_SANDBOX_PORTS"
 _POLL_SECONDS = 0.2
 
 Replication = Literal["async", "sync"]
@@ -180,6 +187,20 @@ def unbindable_ports(ports: Sequence[int]) -> list[int]:
                     busy.append(port)
                     break
     return busy
+
+
+def auto_port_range() -> tuple[int, int]:
+    """Where --base-port 0 looks: $RMQ_WATCHDOG_SANDBOX_PORTS as LOW-HIGH, else 20000-32767."""
+    text = os.environ.get(PORT_RANGE_ENV, "").strip()
+    if not text:
+        return _AUTO_PORT_LOW, _AUTO_PORT_HIGH
+    low, sep, high = text.partition("-")
+    if not (sep and low.strip().isdigit() and high.strip().isdigit()):
+        raise SandboxError(f"${PORT_RANGE_ENV} must be LOW-HIGH, e.g. 22000-22999, not {text!r}")
+    lo, hi = int(low), int(high) + 1
+    if not 1024 <= lo < hi <= 65536:
+        raise SandboxError(f"${PORT_RANGE_ENV}={text!r} is not a port range above 1023")
+    return lo, hi
 
 
 def pick_base_port(
@@ -731,26 +752,52 @@ class Sandbox:
         """Start the cluster; return cluster.json once every broker is registered on every
         nameserver. On any failure, stop what was started and raise SandboxError."""
         _check_dir_path(self.dir)
-        if base_port:
-            topology = plan_topology(
-                base_port, groups=groups, slaves=slaves, replication=replication
-            )
-        else:
-            plan_topology(20000, groups=groups, slaves=slaves, replication=replication)  # checks
+        plan_topology(base_port or 20000, groups=groups, slaves=slaves, replication=replication)
+        check_heap(heap)
+        check_heap(namesrv_heap)
+        find_java()  # fail before touching the folder or Maven
         self._prepare_dir()
         lib = ensure_rocketmq(version)
-        if base_port:
-            busy = unbindable_ports(topology.ports())
-            if busy:
-                raise SandboxError(
-                    f"port(s) {', '.join(map(str, busy))} on {HOST} are in use; "
-                    "choose another --base-port or 0 for a free block"
-                )
-        else:
-            base = pick_base_port(groups, slaves)
-            topology = plan_topology(base, groups=groups, slaves=slaves, replication=replication)
-        procs = self._write_files(topology, lib, version, heap, namesrv_heap)
         deadline = time.monotonic() + timeout_seconds
+        for attempt in range(1, _PORT_RACE_ATTEMPTS + 1):
+            if base_port:
+                topology = plan_topology(
+                    base_port, groups=groups, slaves=slaves, replication=replication
+                )
+                busy = unbindable_ports(topology.ports())
+                if busy:
+                    raise SandboxError(
+                        f"port(s) {', '.join(map(str, busy))} on {HOST} are in use; "
+                        "choose another --base-port, or 0 for a free block"
+                    )
+            else:
+                low, high = auto_port_range()
+                base = pick_base_port(groups, slaves, low=low, high=high)
+                topology = plan_topology(
+                    base, groups=groups, slaves=slaves, replication=replication
+                )
+            try:
+                self._boot(topology, lib, version, heap, namesrv_heap, deadline)
+                return self.info()
+            except SandboxError as exc:
+                # Another program may bind a port between our check and the JVM's bind: with
+                # a block of our own choosing, try another one.
+                if base_port or attempt == _PORT_RACE_ATTEMPTS or _PORT_BUSY not in str(exc):
+                    raise
+                for sub in ("store", "home"):
+                    shutil.rmtree(self.dir / sub, ignore_errors=True)
+        raise AssertionError("unreachable")
+
+    def _boot(
+        self,
+        topology: Topology,
+        lib: Path,
+        version: str,
+        heap: str,
+        namesrv_heap: str,
+        deadline: float,
+    ) -> None:
+        procs = self._write_files(topology, lib, version, heap, namesrv_heap)
         try:
             env = {**os.environ, "ROCKETMQ_HOME": str(self.dir)}
             nameservers = [p for p in procs if p.kind == "nameserver"]
@@ -769,7 +816,6 @@ class Sandbox:
         except BaseException:
             self._stop_all(timeout_seconds=5.0)
             raise
-        return self.info()
 
     def _prepare_dir(self) -> None:
         if self.cluster_path.exists():

@@ -17,6 +17,7 @@ __all__ = [
     "JAVA_MODULE_OPTIONS",
     "SandboxError",
     "cache_root",
+    "check_heap",
     "ensure_rocketmq",
     "find_java",
     "java_argv",
@@ -162,6 +163,11 @@ def find_java() -> str:
     return found
 
 
+def check_heap(heap: str) -> None:
+    if not _HEAP.match(heap):
+        raise SandboxError(f"invalid heap size {heap!r}: expected e.g. 128m or 1g")
+
+
 def java_argv(
     main_class: str,
     lib_dir: Path,
@@ -176,8 +182,7 @@ def java_argv(
     `clusterList -n 127.0.0.1:9876` for org.apache.rocketmq.tools.command.MQAdminStartup);
     `jvm_options` go before the class (e.g. `-Duser.home=...`).
     """
-    if not _HEAP.match(heap):
-        raise SandboxError(f"invalid heap size {heap!r}: expected e.g. 128m or 1g")
+    check_heap(heap)
     return [
         find_java(),
         *JAVA_MODULE_OPTIONS,

@@ -93,7 +93,8 @@ def fetch(version: str) -> None:
 @click.option("--slaves", type=click.IntRange(0, 8), default=1, show_default=True,
               help="Slaves per group.")
 @click.option("--base-port", type=click.IntRange(0, 65535), default=0, show_default=True,
-              help="First port of the block; 0 = a free block below 32768.")
+              help="First port of the block; 0 = a free block in 20000-32767 "
+              "(or in $RMQ_WATCHDOG_SANDBOX_PORTS, e.g. 22000-22999).")
 @click.option("--heap", default="256m", show_default=True, help="Each broker's Java heap.")
 @click.option("--namesrv-heap", default="128m", show_default=True,
               help="Each nameserver's Java heap.")
