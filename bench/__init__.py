@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that run against a real sandbox cluster and print a Markdown table."""
