@@ -1,0 +1,304 @@
+"""The pure failover planner: steps, edits, rollback, refusals and diffs for given files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from watchdog.config import WatchdogConfig, parse_config
+from watchdog.decide import Fence, Promote
+from watchdog.plan import (
+    Plan,
+    Refusal,
+    StepKind,
+    canary_topic,
+    plan_fence,
+    plan_promotion,
+    properties_diffs,
+)
+
+A0, A1, A2 = "127.0.0.1:10911", "127.0.0.1:10921", "127.0.0.1:10931"
+
+
+def config(*, slaves: int = 1, **failover: Any) -> WatchdogConfig:
+    addrs = [A0, A1, A2][: slaves + 1]
+    return parse_config(
+        {
+            "cluster_name": "c",
+            "nameservers": ["127.0.0.1:9876", "127.0.0.1:9877"],
+            "hosts": {"h0": {"kind": "local"}, "h1": {"kind": "local"}, "h2": {"kind": "local"}},
+            "brokers": [
+                {
+                    "broker_name": "broker-a",
+                    "broker_id": i,
+                    "addr": addr,
+                    "properties": f"/etc/rmq/a{i}.properties",
+                    "host": f"h{i}",
+                    "start": ["start-broker", str(i)],
+                    "stop": ["stop-broker", str(i)],
+                }
+                for i, addr in enumerate(addrs)
+            ],
+            "failover": failover,
+        }
+    )
+
+
+def props(broker_id: int, role: str, *, extra: str = "") -> str:
+    return (
+        "# broker-a, edited by hand\r\n"
+        "brokerClusterName = DefaultCluster\r\n"
+        "brokerName=broker-a\r\n"
+        f"brokerId={broker_id}\r\n"
+        f"brokerRole : {role}\r\n"
+        f"{extra}"
+        "flushDiskType=ASYNC_FLUSH\r\n"
+    )
+
+
+FILES: dict[str, str | None] = {
+    "broker-a:0": props(0, "ASYNC_MASTER"),
+    "broker-a:1": props(1, "SLAVE"),
+}
+
+
+def promote(role: str = "ASYNC_MASTER", **kw: Any) -> Promote:
+    values: dict[str, Any] = {
+        "broker_name": "broker-a",
+        "old_master_key": "broker-a:0",
+        "old_master_addr": A0,
+        "candidate_key": "broker-a:1",
+        "candidate_addr": A1,
+        "candidate_offset": 900,
+        "expected_loss_bytes": 100,
+        "new_role": role,
+        "reason": "promoting broker-a id=1 because master unreachable",
+    }
+    values.update(kw)
+    return Promote(**values)
+
+
+def plan_of(result: Plan | Refusal) -> Plan:
+    assert isinstance(result, Plan), result
+    return result
+
+
+def test_promotion_steps_in_order_with_hosts_argv_and_edits() -> None:
+    plan = plan_of(plan_promotion(promote(), config(), FILES, current_epoch=4))
+    kinds = [(s.kind, s.broker_key) for s in plan.steps]
+    assert kinds == [
+        (StepKind.STOP, "broker-a:0"),
+        (StepKind.REWRITE, "broker-a:0"),
+        (StepKind.STOP, "broker-a:1"),
+        (StepKind.REWRITE, "broker-a:1"),
+        (StepKind.START, "broker-a:1"),
+        (StepKind.WAIT_MASTER, "broker-a:1"),
+        (StepKind.CANARY, "broker-a:1"),
+        (StepKind.RECORD_EPOCH, "broker-a:1"),
+    ]
+    fence_stop, fence_rewrite, stop, rewrite, start = plan.steps[:5]
+    # Fencing the old master may be impossible (its host is down): best effort only.
+    assert fence_stop.is_best_effort and fence_rewrite.is_best_effort
+    assert not any(s.is_best_effort for s in plan.steps[2:])
+    assert fence_stop.argv == ("stop-broker", "0") and fence_stop.host == "h0"
+    assert fence_rewrite.edits == (("brokerId", "1"), ("brokerRole", "SLAVE"))
+    assert fence_rewrite.path == "/etc/rmq/a0.properties"
+    assert stop.argv == ("stop-broker", "1") and stop.host == "h1"
+    assert rewrite.edits == (("brokerId", "0"), ("brokerRole", "ASYNC_MASTER"))
+    assert start.argv == ("start-broker", "1")
+    assert plan.steps[6].path == canary_topic("RMQ_WATCHDOG_CANARY", "broker-a")
+    assert plan.epoch == 5 and plan.kind == "promote"
+    assert (plan.new_master_key, plan.new_master_addr) == ("broker-a:1", A1)
+    assert (plan.old_master_key, plan.old_master_addr) == ("broker-a:0", A0)
+    assert (plan.candidate_offset, plan.expected_loss_bytes) == (900, 100)
+    assert plan.new_role == "ASYNC_MASTER"
+
+
+def test_the_old_master_gets_the_candidates_current_id_from_its_file() -> None:
+    # Configured as id 1, but its file says 2 (an earlier failover): the freed id is 2.
+    files = {**FILES, "broker-a:1": props(2, "SLAVE")}
+    plan = plan_of(plan_promotion(promote(), config(), files, current_epoch=0))
+    assert plan.steps[1].edits == (("brokerId", "2"), ("brokerRole", "SLAVE"))
+    restore = plan.rollback[1]
+    assert restore.edits == (("brokerId", "2"), ("brokerRole", "SLAVE"))
+
+
+def test_rollback_restores_candidate_and_old_master() -> None:
+    plan = plan_of(plan_promotion(promote(), config(), FILES, current_epoch=0))
+    kinds = [(s.kind, s.broker_key, s.is_best_effort) for s in plan.rollback]
+    assert kinds == [
+        (StepKind.STOP, "broker-a:1", False),
+        (StepKind.REWRITE, "broker-a:1", False),
+        (StepKind.START, "broker-a:1", False),
+        (StepKind.REWRITE, "broker-a:0", True),
+    ]
+    assert plan.rollback[1].edits == (("brokerId", "1"), ("brokerRole", "SLAVE"))
+    assert plan.rollback[3].edits == (("brokerId", "0"), ("brokerRole", "ASYNC_MASTER"))
+
+
+def test_an_unreadable_old_master_file_still_fences_but_is_not_restored() -> None:
+    files = {**FILES, "broker-a:0": None}
+    plan = plan_of(plan_promotion(promote(), config(), files, current_epoch=0))
+    assert plan.steps[1].kind is StepKind.REWRITE and plan.steps[1].is_best_effort
+    assert [s.broker_key for s in plan.rollback] == ["broker-a:1"] * 3
+
+
+def test_no_canary_step_when_disabled() -> None:
+    plan = plan_of(plan_promotion(promote(), config(canary=False), FILES, current_epoch=0))
+    assert StepKind.CANARY not in [s.kind for s in plan.steps]
+    assert len(plan.steps) == 7
+
+
+def test_sync_master_alone_is_promoted_async_and_says_why() -> None:
+    plan = plan_of(plan_promotion(promote("SYNC_MASTER"), config(), FILES, current_epoch=0))
+    assert plan.new_role == "ASYNC_MASTER"
+    assert plan.steps[3].edits == (("brokerId", "0"), ("brokerRole", "ASYNC_MASTER"))
+    assert "ASYNC_MASTER" in plan.steps[4].purpose
+    why = dict(plan.details)["role"]
+    assert "SYNC_MASTER -> ASYNC_MASTER" in why
+
+
+def test_sync_master_with_another_slave_stays_sync() -> None:
+    files = {**FILES, "broker-a:2": props(2, "SLAVE")}
+    plan = plan_of(plan_promotion(promote("SYNC_MASTER"), config(slaves=2), files, current_epoch=0))
+    assert plan.new_role == "SYNC_MASTER"
+    assert plan.steps[3].edits == (("brokerId", "0"), ("brokerRole", "SYNC_MASTER"))
+    assert "role" not in dict(plan.details)
+    # No pinned haMasterAddress: the other slave follows the nameservers, nothing to re-point.
+    assert [s.broker_key for s in plan.steps].count("broker-a:2") == 0
+
+
+def test_a_slave_pinned_to_the_old_master_is_re_pointed() -> None:
+    pinned = props(2, "SLAVE", extra=f"haMasterAddress=127.0.0.1:{10912}\r\n")
+    files = {**FILES, "broker-a:2": pinned}
+    plan = plan_of(plan_promotion(promote(), config(slaves=2), files, current_epoch=0))
+    repoint = [s for s in plan.steps if s.broker_key == "broker-a:2"]
+    assert [s.kind for s in repoint] == [StepKind.STOP, StepKind.REWRITE, StepKind.START]
+    assert repoint[1].edits == (("haMasterAddress", "127.0.0.1:10922"),)
+    # Re-pointed after the new master is proven, before the epoch is recorded.
+    kinds = [s.kind for s in plan.steps]
+    assert kinds.index(StepKind.CANARY) < plan.steps.index(repoint[0])
+    assert plan.steps[-1].kind is StepKind.RECORD_EPOCH
+
+
+@pytest.mark.parametrize(
+    ("decision", "files", "why"),
+    [
+        (promote(candidate_key="broker-a:7"), FILES, "not in the configuration"),
+        (promote(candidate_addr="127.0.0.1:1"), FILES, "not in the configuration"),
+        (promote(), {**FILES, "broker-a:1": None}, "cannot read broker-a:1's properties"),
+        (promote("SLAVE"), FILES, "not a master role"),
+    ],
+)
+def test_refusals(decision: Promote, files: dict[str, str | None], why: str) -> None:
+    result = plan_promotion(decision, config(), files, current_epoch=0)
+    assert isinstance(result, Refusal)
+    assert why in result.reason and result.broker_name == "broker-a"
+
+
+def test_unreadable_candidate_refusal_names_the_host() -> None:
+    result = plan_promotion(promote(), config(), {**FILES, "broker-a:1": None}, current_epoch=0)
+    assert isinstance(result, Refusal)
+    assert "on h1" in result.reason and "/etc/rmq/a1.properties" in result.reason
+
+
+def test_plan_json_round_trip() -> None:
+    plan = plan_of(plan_promotion(promote("SYNC_MASTER"), config(), FILES, current_epoch=2))
+    assert Plan.from_json(plan.to_json()) == plan
+
+
+def test_diffs_show_each_file_once_with_every_edit() -> None:
+    plan = plan_of(plan_promotion(promote(), config(), FILES, current_epoch=0))
+    diffs = properties_diffs(plan, FILES, config())
+    assert len(diffs) == 2
+    old, new = diffs
+    assert "h0:/etc/rmq/a0.properties" in old and "h1:/etc/rmq/a1.properties" in new
+    assert "-brokerId=0\r\n" in old and "+brokerId=1\r\n" in old
+    assert "-brokerRole : ASYNC_MASTER\r\n" in old and "+brokerRole : SLAVE\r\n" in old
+    assert "+brokerId=0\r\n" in new and "+brokerRole : ASYNC_MASTER\r\n" in new
+    # Untouched lines appear only as context.
+    assert "-brokerClusterName" not in old + new
+
+
+def fence(**kw: Any) -> Fence:
+    values: dict[str, Any] = {
+        "broker_name": "broker-a",
+        "target_key": "broker-a:0",
+        "target_addr": A0,
+        "keep_key": "broker-a:1",
+        "reason": "fencing broker-a:0: the deposed master rejoined",
+    }
+    values.update(kw)
+    return Fence(**values)
+
+
+def fence_plan(
+    cfg: WatchdogConfig,
+    target: int | None,
+    point: int | None,
+    used: frozenset[int] = frozenset({0}),
+) -> Plan:
+    return plan_of(
+        plan_fence(
+            fence(),
+            cfg,
+            FILES,
+            3,
+            target_offset=target,
+            promotion_offset=point,
+            used_ids=frozenset(used),
+        )
+    )
+
+
+def test_fence_demote_moves_a_longer_log_aside() -> None:
+    plan = fence_plan(config(), target=2000, point=1500)
+    kinds = [s.kind for s in plan.steps]
+    assert kinds == [
+        StepKind.STOP,
+        StepKind.REWRITE,
+        StepKind.MOVE_STORE_ASIDE,
+        StepKind.START,
+        StepKind.RECORD_EPOCH,
+    ]
+    assert plan.steps[1].edits == (("brokerId", "1"), ("brokerRole", "SLAVE"))
+    assert "2000" in plan.steps[2].purpose and "1500" in plan.steps[2].purpose
+    assert plan.epoch == 3 and plan.kind == "fence"
+    assert (plan.old_master_key, plan.new_master_key) == ("broker-a:0", "broker-a:1")
+
+
+def test_fence_demote_keeps_a_log_within_the_promotion_point() -> None:
+    plan = fence_plan(config(), target=1500, point=1500)
+    assert StepKind.MOVE_STORE_ASIDE not in [s.kind for s in plan.steps]
+    assert StepKind.START in [s.kind for s in plan.steps]
+
+
+def test_fence_with_unknown_offsets_moves_the_store_aside() -> None:
+    plan = fence_plan(config(), target=None, point=1500)
+    aside = [s for s in plan.steps if s.kind is StepKind.MOVE_STORE_ASIDE]
+    assert len(aside) == 1 and "unknown" in aside[0].purpose
+
+
+def test_fence_quarantine_leaves_it_stopped() -> None:
+    plan = fence_plan(config(old_master_policy="quarantine"), target=2000, point=1500)
+    assert [s.kind for s in plan.steps] == [StepKind.STOP, StepKind.REWRITE, StepKind.RECORD_EPOCH]
+    assert "quarantine" in plan.reason
+
+
+def test_fence_takes_the_smallest_free_id() -> None:
+    plan = fence_plan(config(), target=1, point=1, used=frozenset({0, 1, 3}))
+    assert plan.steps[1].edits == (("brokerId", "2"), ("brokerRole", "SLAVE"))
+
+
+def test_fence_refuses_an_unknown_target() -> None:
+    result = plan_fence(
+        fence(target_key="broker-a:9"),
+        config(),
+        FILES,
+        0,
+        target_offset=1,
+        promotion_offset=1,
+        used_ids=frozenset({0}),
+    )
+    assert isinstance(result, Refusal) and "not in the configuration" in result.reason
