@@ -1,0 +1,502 @@
+"""The executor against temp files (LocalBackend) and stand-in brokers and nameservers.
+
+A `World` plays the sandbox: broker-a master and slave as stand-in brokers registered on two
+stand-in nameservers under the brokerId their properties file says. Their start and stop
+commands (`fake-broker start|stop KEY`) are caught by the host: the broker starts or stops
+listening and (un)registers, as a real one would; every other command runs for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from watchdog.act import Executor, FailoverResult, Journal, StateStore, StepRecord
+from watchdog.config import WatchdogConfig, parse_config
+from watchdog.decide import Promote
+from watchdog.hosts import CommandResult, LocalBackend
+from watchdog.plan import Plan, Step, StepKind, plan_promotion
+from watchdog.properties import PropertiesFile
+from watchdog.remoting import ClientPool
+from watchdog.remoting.standin import StandinBroker, StandinServer
+
+A0, A1 = "broker-a:0", "broker-a:1"
+
+
+def properties_text(broker_id: int, role: str, port: int) -> str:
+    # Comments, odd separators and CRLF line ends: a rewrite must keep all of them.
+    return (
+        "# broker-a, kept by hand  \r\n"
+        "brokerClusterName = DefaultCluster\r\n"
+        "brokerName=broker-a\r\n"
+        f"brokerId={broker_id}\r\n"
+        "\r\n"
+        "! old style comment\r\n"
+        f"brokerRole : {role}\r\n"
+        f"listenPort={port}\r\n"
+        "flushDiskType=ASYNC_FLUSH\r\n"
+    )
+
+
+class WorldHost(LocalBackend):
+    """LocalBackend for files and real commands; `fake-broker` commands act on the world."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__("local")
+        self.world = world
+        self.commands: list[tuple[str, str]] = []
+
+    async def run(self, argv: Sequence[str], *, timeout_seconds: float) -> CommandResult:
+        if argv and argv[0] == "fake-broker":
+            action, key = argv[1], argv[2]
+            self.commands.append((action, key))
+            if action in self.world.failing_commands:
+                return CommandResult(tuple(argv), 1, "", f"{action} failed on purpose")
+            if action == "stop":
+                await self.world.stop(key)
+            else:
+                await self.world.start(key)
+            return CommandResult(tuple(argv), 0, "", "")
+        return await super().run(argv, timeout_seconds=timeout_seconds)
+
+
+@dataclass
+class Canary:
+    is_ok: bool
+    detail: str
+
+
+class World:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.server = StandinServer()
+        self.namesrvs = [self.server.add_namesrv(), self.server.add_namesrv()]
+        self.brokers: dict[str, StandinBroker] = {
+            A0: self.server.add_broker("broker-a", 0, register_with=self.namesrvs),
+            A1: self.server.add_broker("broker-a", 1, register_with=self.namesrvs),
+        }
+        self.is_registering = True  # False: started brokers never show up on the nameservers
+        self.failing_commands: set[str] = set()
+        self.host = WorldHost(self)
+        self.pool = ClientPool(connect_timeout_seconds=0.3)
+        self.canary_calls = 0
+        self.canary_ok = True
+
+    async def __aenter__(self) -> World:
+        await self.server.start()
+        self.brokers[A0].commitlog_max_offset = 5000
+        self.brokers[A1].commitlog_max_offset = 4800
+        for key, node in self.brokers.items():
+            broker_id = int(key.split(":")[1])
+            role = "ASYNC_MASTER" if broker_id == 0 else "SLAVE"
+            self.props(key).write_bytes(properties_text(broker_id, role, node.port).encode())
+        self.originals = {key: self.props(key).read_bytes() for key in self.brokers}
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.pool.close_all()
+        await self.server.stop()
+
+    def props(self, key: str) -> Path:
+        return self.tmp / f"{key.replace(':', '-')}.properties"
+
+    def config(self, **failover: Any) -> WatchdogConfig:
+        settings: dict[str, Any] = {
+            "step_timeout": "3s",
+            "promote_timeout": "1500ms",
+            "canary_timeout": "1s",
+        }
+        settings.update(failover)
+        return parse_config(
+            {
+                "cluster_name": "test",
+                "nameservers": [ns.addr for ns in self.namesrvs],
+                "state_dir": str(self.tmp / "state"),
+                "probe": {"interval": "1s", "timeout": "500ms", "connect_timeout": "300ms"},
+                "brokers": [
+                    {
+                        "broker_name": "broker-a",
+                        "broker_id": int(key.split(":")[1]),
+                        "addr": node.addr,
+                        "properties": str(self.props(key)),
+                        "start": ["fake-broker", "start", key],
+                        "stop": ["fake-broker", "stop", key],
+                    }
+                    for key, node in self.brokers.items()
+                ],
+                "failover": settings,
+            }
+        )
+
+    async def stop(self, key: str) -> None:
+        node = self.brokers[key]
+        await node.set_fault("refuse")
+        for ns in self.namesrvs:
+            for name, ids in ns.registrations().items():
+                for broker_id, addr in ids.items():
+                    if addr == node.addr:
+                        ns.unregister(name, broker_id)
+
+    async def start(self, key: str) -> None:
+        node = self.brokers[key]
+        values = PropertiesFile.parse(self.props(key).read_text(encoding="latin-1"))
+        node.broker_id = int(values.get("brokerId") or "-1")
+        node.broker_role = values.get("brokerRole") or "?"
+        await node.set_fault("ok")
+        if self.is_registering:
+            for ns in self.namesrvs:
+                ns.register("broker-a", node.broker_id, node.addr)
+
+    def executor(
+        self,
+        config: WatchdogConfig,
+        *,
+        cls: type[Executor] = Executor,
+        **kw: Any,
+    ) -> Executor:
+        async def canary(
+            namesrvs: Sequence[str], addr: str, name: str, topic: str, timeout: float
+        ) -> Canary:
+            self.canary_calls += 1
+            return Canary(self.canary_ok, f"canary via {addr} on {topic}")
+
+        return cls(
+            config,
+            {"local": self.host},
+            self.pool,
+            StateStore(config.state_dir),
+            Journal(config.state_dir),
+            canary=canary,
+            **kw,
+        )
+
+    def promotion(self, config: WatchdogConfig) -> Plan:
+        decision = Promote(
+            broker_name="broker-a",
+            old_master_key=A0,
+            old_master_addr=self.brokers[A0].addr,
+            candidate_key=A1,
+            candidate_addr=self.brokers[A1].addr,
+            candidate_offset=4800,
+            expected_loss_bytes=200,
+            new_role="ASYNC_MASTER",
+            reason="test promotion",
+        )
+        files = {key: self.props(key).read_text(encoding="latin-1") for key in self.brokers}
+        plan = plan_promotion(decision, config, files, current_epoch=0)
+        assert isinstance(plan, Plan), plan
+        return plan
+
+    def masters(self) -> list[str | None]:
+        return [ns.registrations().get("broker-a", {}).get(0) for ns in self.namesrvs]
+
+
+def run(body: Callable[[World], Awaitable[None]], tmp_path: Path) -> None:
+    async def main() -> None:
+        async with World(tmp_path) as world:
+            await body(world)
+
+    asyncio.run(main())
+
+
+def journal_events(config: WatchdogConfig, failover_id: str) -> list[dict[str, Any]]:
+    return Journal(config.state_dir).read(failover_id)
+
+
+def backups(world: World) -> list[Path]:
+    return sorted(world.tmp.glob("*.bak"))
+
+
+def rewrite_plan(world: World, *edits: tuple[str, str], times: int = 1) -> Plan:
+    step = Step(
+        StepKind.REWRITE,
+        A1,
+        "local",
+        "edit the slave",
+        path=str(world.props(A1)),
+        edits=tuple(edits),
+    )
+    return Plan("fence", "broker-a", "test", 0, (step,) * times)
+
+
+# --------------------------------------------------------------------------- rewrites
+
+
+def test_rewrite_keeps_every_other_byte_and_writes_one_backup(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        config = world.config()
+        plan = rewrite_plan(world, ("brokerId", "0"), ("brokerRole", "SYNC_MASTER"), times=2)
+        result = await world.executor(config).run(plan, "fo-1")
+        assert result.outcome == "succeeded", result
+        original = world.originals[A1]
+        expected = original.replace(b"brokerId=1\r\n", b"brokerId=0\r\n").replace(
+            b"brokerRole : SLAVE\r\n", b"brokerRole : SYNC_MASTER\r\n"
+        )
+        assert world.props(A1).read_bytes() == expected
+        # The second rewrite of the same file found nothing to do and wrote no second backup.
+        assert [b.read_bytes() for b in backups(world)] == [original]
+        assert "already has" in result.steps[1].detail
+        events = [e["event"] for e in journal_events(config, "fo-1")]
+        assert events.count("backup_written") == 1
+
+    run(body, tmp_path)
+
+
+def test_a_rerun_of_done_steps_is_a_no_op(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        config = world.config()
+        stop = Step(StepKind.STOP, A1, "local", "stop", argv=("fake-broker", "stop", A1))
+        start = Step(StepKind.START, A1, "local", "start", argv=("fake-broker", "start", A1))
+        rewrite = rewrite_plan(world, ("brokerRole", "SLAVE")).steps[0]
+        plan = Plan("fence", "broker-a", "test", 0, (stop, rewrite, start))
+        first = await world.executor(config).run(plan, "fo-1")
+        assert first.outcome == "succeeded"
+        assert "already has brokerRole=SLAVE" in first.steps[1].detail
+        mtime = world.props(A1).stat().st_mtime_ns
+        commands = list(world.host.commands)
+        # Running the start again: it answers already, so the start command is not run again.
+        again = await world.executor(config).run(Plan("fence", "broker-a", "t", 0, (start,)), "2")
+        assert again.outcome == "succeeded"
+        assert again.steps[0].detail.endswith("already answers")
+        assert world.host.commands == commands
+        assert world.props(A1).read_bytes() == world.originals[A1]
+        assert world.props(A1).stat().st_mtime_ns == mtime
+        assert backups(world) == []
+        # Stopping a stopped broker succeeds: the goal (it does not answer) is reached.
+        await world.stop(A1)
+        stopped = await world.executor(config).run(Plan("fence", "broker-a", "t", 0, (stop,)), "3")
+        assert stopped.outcome == "succeeded"
+
+    run(body, tmp_path)
+
+
+def test_a_failing_best_effort_step_is_skipped(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        config = world.config(step_timeout="1s")
+        world.failing_commands.add("stop")
+        stop = Step(
+            StepKind.STOP,
+            A0,
+            "local",
+            "fence the old master",
+            argv=("fake-broker", "stop", A0),
+            is_best_effort=True,
+        )
+        rewrite = rewrite_plan(world, ("brokerRole", "SLAVE")).steps[0]
+        plan = Plan("fence", "broker-a", "test", 0, (stop, rewrite))
+        result = await world.executor(config).run(plan, "fo-1")
+        assert result.outcome == "succeeded"
+        assert [r.status for r in result.steps] == ["skipped", "done"]
+        assert "still answers after stop" in result.steps[0].detail
+        events = [e["event"] for e in journal_events(config, "fo-1")]
+        assert "step_skipped" in events and "step_failed" not in events
+
+    run(body, tmp_path)
+
+
+# --------------------------------------------------------------------------- promotions
+
+
+def test_a_promotion_end_to_end(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        config = world.config()
+        await world.stop(A0)  # the master died
+        result = await world.executor(config).run(world.promotion(config), "fo-1")
+        assert result.outcome == "succeeded", result
+        assert world.masters() == [world.brokers[A1].addr] * 2
+        assert world.brokers[A1].broker_role == "ASYNC_MASTER"
+        assert b"brokerId=1\r\n" in world.props(A0).read_bytes()  # fenced
+        state = StateStore(config.state_dir).load()
+        group = state.group("broker-a")
+        assert (group.epoch, group.master_key, group.promotion_offset) == (1, A1, 4800)
+        assert group.rejoin_check_key == A0 and group.is_blocked(1e12) is False
+        assert state.running == {}
+        epoch = Path(f"{world.props(A1)}.epoch").read_text()
+        assert "epoch=1\n" in epoch and "may_be_master=true" in epoch
+        kv = world.namesrvs[0].kv[("rmq-watchdog", "broker-a")]
+        assert json.loads(kv)["master_key"] == A1
+        assert world.canary_calls == 1
+
+    run(body, tmp_path)
+
+
+def test_a_failed_wait_master_rolls_back_and_restores_the_backups(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        config = world.config()
+        await world.stop(A0)
+        world.is_registering = False  # the new master never shows up on a nameserver
+        result = await world.executor(config).run(world.promotion(config), "fo-1")
+        assert result.outcome == "rolled_back", result
+        assert "wait_master" in result.detail and "not registered as master" in result.detail
+        # Both files are back byte for byte; the candidate runs again, as a slave.
+        assert world.props(A1).read_bytes() == world.originals[A1]
+        assert world.props(A0).read_bytes() == world.originals[A0]
+        assert world.brokers[A1].fault == "ok"
+        assert (world.brokers[A1].broker_id, world.brokers[A1].broker_role) == (1, "SLAVE")
+        rolled = [r for r in result.steps if r.phase == "rollback"]
+        assert [r.kind for r in rolled] == ["stop", "rewrite", "start", "rewrite"]
+        assert all(r.status == "done" for r in rolled), rolled
+        assert "restored" in rolled[1].detail
+        assert world.canary_calls == 0
+        state = StateStore(config.state_dir).load()
+        group = state.group("broker-a")
+        assert group.last_outcome == "rolled_back" and group.epoch == 0
+        assert group.blocked_until is not None and state.running == {}
+
+    run(body, tmp_path)
+
+
+def test_a_failed_canary_fails_without_rollback(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        config = world.config()
+        await world.stop(A0)
+        world.canary_ok = False
+        result = await world.executor(config).run(world.promotion(config), "fo-1")
+        assert result.outcome == "failed" and "canary" in result.detail
+        # The group has a registered master: undoing that would leave it with none.
+        assert world.masters() == [world.brokers[A1].addr] * 2
+        assert not any(r.phase == "rollback" for r in result.steps)
+
+    run(body, tmp_path)
+
+
+def test_an_unwritable_candidate_file_is_refused_before_any_step(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        config = world.config()
+        plan = world.promotion(config)
+        world.props(A1).unlink()
+        world.props(A1).mkdir()  # neither readable nor replaceable as a file
+        result = await world.executor(config).run(plan, "fo-1")
+        assert result.outcome == "refused" and result.steps == ()
+        assert "refused before any step" in result.detail and str(world.props(A1)) in result.detail
+        assert world.host.commands == []
+        assert not Journal(config.state_dir).path("fo-1").exists()
+        assert StateStore(config.state_dir).load().group("broker-a").blocked_until is None
+        assert world.props(A0).read_bytes() == world.originals[A0]
+
+    run(body, tmp_path)
+
+
+# --------------------------------------------------------------------------- journals and resume
+
+
+def test_journal_progress_ignores_a_torn_last_line(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    plan = rewrite_plan_for_journal()
+    journal.append("fo", "planned", plan=plan.to_json())
+    journal.append("fo", "step_done", index=0, phase="main", kind="stop")
+    journal.append("fo", "backup_written", broker_key=A1, backup="/x.bak")
+    journal.append("fo", "promotion_offset", offset=4800)
+    with journal.path("fo").open("a") as fh:
+        fh.write('{"at": 1, "event": "step_done", "index": 1, "pha')  # the crash, mid-write
+    progress = journal.progress("fo")
+    assert progress.plan == plan
+    assert progress.done_steps == frozenset({0})
+    assert progress.backups == {A1: "/x.bak"}
+    assert progress.promotion_offset == 4800
+    assert not progress.is_finished and not progress.is_rolling_back
+
+
+def test_journal_without_its_plan_is_refused(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.append("fo", "step_done", index=0, phase="main")
+    with pytest.raises(ValueError, match="does not start with its plan"):
+        journal.progress("fo")
+
+
+def rewrite_plan_for_journal() -> Plan:
+    steps = (
+        Step(StepKind.STOP, A0, "local", "stop", argv=("stop",)),
+        Step(StepKind.REWRITE, A1, "local", "edit", path="/p", edits=(("brokerId", "0"),)),
+    )
+    return Plan("promote", "broker-a", "test", 1, steps)
+
+
+class SimulatedCrash(BaseException):
+    """The process died right after a step was journaled (os._exit in the real hook)."""
+
+
+class CrashingExecutor(Executor):
+    crash_after: int = 0
+
+    async def _run_logged(self, step: Step, index: int, phase: str, *a: Any, **k: Any) -> Any:
+        record: StepRecord = await super()._run_logged(step, index, phase, *a, **k)
+        if phase == "main" and index + 1 == self.crash_after:
+            raise SimulatedCrash
+        return record
+
+
+@pytest.mark.parametrize("crash_after", range(1, 9))
+def test_resume_after_each_step(tmp_path: Path, crash_after: int) -> None:
+    async def body(world: World) -> None:
+        config = world.config()
+        await world.stop(A0)
+        plan = world.promotion(config)
+        assert len(plan.steps) == 8
+        crashing = world.executor(config, cls=CrashingExecutor)
+        assert isinstance(crashing, CrashingExecutor)
+        crashing.crash_after = crash_after
+        with pytest.raises(SimulatedCrash):
+            await crashing.run(plan, "fo-1")
+        journal = Journal(config.state_dir)
+        progress = journal.progress("fo-1")
+        assert progress.done_steps == frozenset(range(crash_after))
+        assert StateStore(config.state_dir).load().running == {"broker-a": "fo-1"}
+        commands_before = list(world.host.commands)
+
+        # A new process: nothing in memory, only the journal and the state file.
+        result: FailoverResult = await world.executor(config).run(
+            progress.plan, "fo-1", resume=progress
+        )
+        assert result.outcome == "succeeded", result
+        resumed_indexes = [r.index for r in result.steps]
+        assert resumed_indexes == list(range(crash_after, 8))
+        assert world.masters() == [world.brokers[A1].addr] * 2
+        assert world.brokers[A1].broker_role == "ASYNC_MASTER"
+        state = StateStore(config.state_dir).load()
+        assert state.running == {} and state.group("broker-a").epoch == 1
+        # Promotion point noted before the crash survives it.
+        assert state.group("broker-a").promotion_offset == 4800
+        # Every command ran once over both runs: nothing done was done again.
+        all_commands = commands_before + world.host.commands[len(commands_before) :]
+        assert all_commands.count(("start", A1)) == 1
+        assert all_commands.count(("stop", A1)) == 1
+        assert len(backups(world)) == 2
+        assert journal.progress("fo-1").is_finished
+
+    run(body, tmp_path)
+
+
+def test_resume_of_an_interrupted_rollback_finishes_it(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        config = world.config()
+        await world.stop(A0)
+        world.is_registering = False
+        plan = world.promotion(config)
+
+        class CrashInRollback(Executor):
+            async def _run_logged(
+                self, step: Step, index: int, phase: str, *a: Any, **k: Any
+            ) -> Any:
+                record: StepRecord = await super()._run_logged(step, index, phase, *a, **k)
+                if phase == "rollback" and index == 0:
+                    raise SimulatedCrash
+                return record
+
+        with pytest.raises(SimulatedCrash):
+            await world.executor(config, cls=CrashInRollback).run(plan, "fo-1")
+        progress = Journal(config.state_dir).progress("fo-1")
+        assert progress.is_rolling_back and not progress.is_finished
+        result = await world.executor(config).run(plan, "fo-1", resume=progress)
+        assert result.outcome == "rolled_back"
+        assert world.props(A1).read_bytes() == world.originals[A1]
+        assert world.props(A0).read_bytes() == world.originals[A0]
+        assert world.brokers[A1].broker_role == "SLAVE" and world.brokers[A1].fault == "ok"
+
+    run(body, tmp_path)
