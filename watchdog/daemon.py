@@ -24,6 +24,7 @@ from .act import (
     JournalProgress,
     StateStore,
     WatchdogState,
+    follow_recorded_masters,
     manual_promote,
     new_failover_id,
     prepare_plan,
@@ -170,6 +171,9 @@ class Daemon:
                 metrics=self.config.metrics.listen if self.config.metrics.enabled else None,
                 dry_run=self.config.dry_run,
                 groups=list(self.config.group_names()),
+            )
+            self.detector = follow_recorded_masters(
+                self.detector, self.store.load(), self.journal, self.config
             )
             self._resume_interrupted()
             await self._loop()

@@ -14,6 +14,7 @@ from .act import (
     FailoverResult,
     Journal,
     StateStore,
+    follow_recorded_masters,
     manual_promote,
     new_failover_id,
     prepare_plan,
@@ -38,7 +39,12 @@ async def _observe(
 ) -> tuple[ClusterSnapshot, ClusterVerdict]:
     """Probe `cycles` times at the configured interval and judge, as the daemon would."""
     prober = Prober(config, pool)
-    state = DetectorState.initial()
+    state = follow_recorded_masters(
+        DetectorState.initial(),
+        StateStore(config.state_dir).load(),
+        Journal(config.state_dir),
+        config,
+    )
     snapshot: ClusterSnapshot | None = None
     verdict: ClusterVerdict | None = None
     for i in range(cycles):

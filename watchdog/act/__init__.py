@@ -8,7 +8,13 @@ from ._executor import (
     StepRecord,
     epoch_file_text,
 )
-from ._failover import manual_promote, new_failover_id, prepare_plan, read_group_files
+from ._failover import (
+    follow_recorded_masters,
+    manual_promote,
+    new_failover_id,
+    prepare_plan,
+    read_group_files,
+)
 from ._journal import Journal, JournalProgress
 from ._state import GroupRecord, StateError, StateStore, WatchdogState
 
@@ -25,6 +31,7 @@ __all__ = [
     "StepRecord",
     "WatchdogState",
     "epoch_file_text",
+    "follow_recorded_masters",
     "manual_promote",
     "new_failover_id",
     "prepare_plan",

@@ -9,14 +9,21 @@ from collections.abc import Mapping
 
 from ..config import WatchdogConfig
 from ..decide import Fence, GroupFailoverPolicy, Promote, choose_candidate
-from ..detect import GroupVerdict
+from ..detect import DetectorState, GroupVerdict
 from ..durations import format_seconds
 from ..hosts import Host, HostError
 from ..plan import Plan, Refusal, plan_fence, plan_promotion
 from ..snapshot import ClusterSnapshot
+from ._journal import Journal
 from ._state import WatchdogState
 
-__all__ = ["new_failover_id", "read_group_files", "manual_promote", "prepare_plan"]
+__all__ = [
+    "new_failover_id",
+    "read_group_files",
+    "manual_promote",
+    "prepare_plan",
+    "follow_recorded_masters",
+]
 
 
 def new_failover_id(broker_name: str, wall_time: float | None = None) -> str:
@@ -116,3 +123,27 @@ async def prepare_plan(
         ),
         files,
     )
+
+
+def follow_recorded_masters(
+    detector: DetectorState, state: WatchdogState, journal: Journal, config: WatchdogConfig
+) -> DetectorState:
+    """A new process follows the masters recorded by earlier failovers (state.json).
+
+    A promoted broker keeps its configured id (1, 2, ...); once the broker configured as id 0
+    runs as a slave, a fresh detector would know no master of the group and never see the
+    promoted one die. The role comes from the failover that promoted it, when journaled.
+    """
+    for name, record in state.groups.items():
+        if name not in config.group_names() or not record.master_addr:
+            continue
+        role = None
+        if record.last_failover_id is not None:
+            try:
+                plan = journal.progress(record.last_failover_id).plan
+            except (OSError, ValueError, KeyError, TypeError):
+                plan = None
+            if plan is not None and plan.new_master_addr == record.master_addr:
+                role = plan.new_role
+        detector = detector.with_master(name, record.master_addr, role)
+    return detector
