@@ -17,9 +17,17 @@ from typing import Any
 
 import pytest
 
-from watchdog.act import Executor, FailoverResult, Journal, StateStore, StepRecord
+from watchdog.act import (
+    Executor,
+    FailoverResult,
+    Journal,
+    StateStore,
+    StepRecord,
+    follow_recorded_masters,
+)
 from watchdog.config import WatchdogConfig, parse_config
 from watchdog.decide import Promote
+from watchdog.detect import DetectorState
 from watchdog.hosts import CommandResult, LocalBackend
 from watchdog.plan import Plan, Step, StepKind, plan_promotion
 from watchdog.properties import PropertiesFile
@@ -498,5 +506,29 @@ def test_resume_of_an_interrupted_rollback_finishes_it(tmp_path: Path) -> None:
         assert world.props(A1).read_bytes() == world.originals[A1]
         assert world.props(A0).read_bytes() == world.originals[A0]
         assert world.brokers[A1].broker_role == "SLAVE" and world.brokers[A1].fault == "ok"
+
+    run(body, tmp_path)
+
+
+def test_a_new_process_follows_the_recorded_master(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        config = world.config()
+        await world.stop(A0)
+        result = await world.executor(config).run(world.promotion(config), "fo-1")
+        assert result.outcome == "succeeded"
+        state = StateStore(config.state_dir).load()
+        detector = follow_recorded_masters(
+            DetectorState.initial(), state, Journal(config.state_dir), config
+        )
+        assert detector.known_master == {"broker-a": world.brokers[A1].addr}
+        assert detector.master_role == {"broker-a": "ASYNC_MASTER"}
+        # A group the config no longer has is not followed.
+        other = config.model_copy(update={"brokers": config.brokers[:0]})
+        assert (
+            follow_recorded_masters(
+                DetectorState.initial(), state, Journal(config.state_dir), other
+            ).known_master
+            == {}
+        )
 
     run(body, tmp_path)
