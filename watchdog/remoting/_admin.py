@@ -251,12 +251,14 @@ def parse_topic_route(body: bytes) -> TopicRoute:
     """Parse a GET_ROUTEINFO_BY_TOPIC body, standard or fastjson form, pre- or post-4.9.0."""
     doc = _expect(_json_body(body, "topic route"), dict, "topic route body")
     broker_addrs: dict[str, Mapping[int, str]] = {}
-    for i, data in enumerate(_expect(doc.get("brokerDatas", []), list, "brokerDatas")):
+    # Both lists are always present: the nameserver answers TOPIC_NOT_EXIST rather than an
+    # empty route, so a reply without them is not a route at all.
+    for i, data in enumerate(_expect(doc.get("brokerDatas"), list, "brokerDatas")):
         data = _expect(data, dict, f"brokerDatas[{i}]")
         name = _expect(data.get("brokerName"), str, f"brokerDatas[{i}].brokerName")
         broker_addrs[name] = _broker_addrs(data.get("brokerAddrs", {}), f"brokerDatas[{i}]")
     queues: list[QueueData] = []
-    for i, data in enumerate(_expect(doc.get("queueDatas", []), list, "queueDatas")):
+    for i, data in enumerate(_expect(doc.get("queueDatas"), list, "queueDatas")):
         where = f"queueDatas[{i}]"
         data = _expect(data, dict, where)
         # The field was spelled topicSynFlag before 4.9.0.
@@ -351,7 +353,11 @@ def _unescape(text: str) -> str:
         else:
             out.append(_UNESCAPE.get(nxt, nxt))
             i += 2
-    return "".join(out)
+    result = "".join(out)
+    if any("\ud800" <= c <= "\udfff" for c in result):
+        # \uXXXX escapes are UTF-16 code units: join surrogate pairs into one character.
+        result = result.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    return result
 
 
 def _parse_java_properties(text: str) -> dict[str, str]:
