@@ -379,3 +379,29 @@ def test_raw_frames_split_across_writes_are_reassembled() -> None:
         await server.wait_closed()
 
     run(main())
+
+
+def test_client_survives_being_used_from_a_second_event_loop() -> None:
+    async def serve_twice() -> None:
+        server = StandinServer()
+        broker = server.add_broker("b", 0)
+        async with server:
+            client = RemotingClient(broker.addr)
+            assert await max_offset(client, 0) == 0
+            # Another loop (in another thread) uses the same client while the first one waits.
+            loop_result: list[int] = []
+
+            def other_loop() -> None:
+                async def use() -> None:
+                    loop_result.append(await max_offset(client, 0))
+                    await client.close()
+
+                asyncio.run(use())
+
+            await asyncio.to_thread(other_loop)
+            assert loop_result == [0]
+            assert await max_offset(client, 0) == 0  # back on the first loop: reconnects
+            assert client.connects == 3
+            await client.close()
+
+    run(serve_twice())

@@ -130,6 +130,7 @@ class RemotingClient:
         self.connect_timeout_seconds = connect_timeout_seconds
         self._conn: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Opaques only need to be unique among in-flight requests; stay inside int32.
         self._opaques = itertools.cycle(range(1, 2**31))
         self.connects = 0  # how many connections were opened (tests check reuse)
@@ -185,7 +186,21 @@ class RemotingClient:
             if conn.pending.get(opaque) is future:
                 del conn.pending[opaque]
 
+    def _adopt_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A client kept across event loops (asyncio.run() twice, or another thread) must not
+        # write to a transport owned by another loop: the reply would never be read there.
+        if self._loop is loop:
+            return
+        old_loop, old_conn = self._loop, self._conn
+        self._conn, self._connecting, self._loop = None, None, loop
+        # Transports are not thread-safe: the owning loop drops the old one. A closed loop's
+        # socket goes with its transport object; close() the client before its loop ends.
+        transport = old_conn.transport if old_conn is not None else None
+        if transport is not None and old_loop is not None and not old_loop.is_closed():
+            old_loop.call_soon_threadsafe(transport.abort)
+
     async def _connection(self, deadline: float) -> _Connection:
+        self._adopt_loop(asyncio.get_running_loop())
         if self._conn is not None and self._conn.is_usable:
             return self._conn
         if self._conn is not None:
