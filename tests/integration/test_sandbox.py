@@ -224,6 +224,19 @@ def test_kill_restart_stop_rewrite_and_down(fresh_sandbox: Callable[..., Sandbox
     slave_line = next(line for line in status.stdout.splitlines() if line.startswith("broker-a:1"))
     assert "alive" in slave_line and "ASYNC_MASTER" in slave_line
 
+    # A nameserver by index and by address: killed, then started again from the same file.
+    ns_before = sandbox.info()["nameservers"][1]
+    ns_props = str(sandbox.dir / "namesrv-1.properties")
+    assert sandbox_cli("kill", "--dir", d, "--nameserver", "1").returncode == 0
+    assert is_gone(ns_before["pid"], NAMESRV_MAIN, ns_props)
+    assert sandbox.info()["nameservers"][1]["pid"] is None
+    restarted = sandbox_cli("start", "--dir", d, "--nameserver", ns_before["addr"])
+    assert restarted.returncode == 0, restarted.stderr
+    ns_after = sandbox.info()["nameservers"][1]
+    assert ns_after["pid"] != ns_before["pid"]
+    assert is_live_java(ns_after["pid"], NAMESRV_MAIN, ns_props)
+    socket.create_connection(("127.0.0.1", int(ns_after["addr"].split(":")[1])), timeout=2).close()
+
     # down: every process it ever recorded is gone; down again is fine.
     running_now = every_process(sandbox)
     down = sandbox_cli("down", "--dir", d)

@@ -277,6 +277,11 @@ def test_bad_versions_never_reach_maven() -> None:
 def test_a_folder_without_cluster_json_is_not_a_sandbox(tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match="no cluster.json"):
         Sandbox(tmp_path).info()
+    with pytest.raises(SandboxError, match="--tls must be permissive or disabled"):
+        Sandbox(tmp_path / "new").up(tls="maybe")  # type: ignore[arg-type]
+    with pytest.raises(SandboxError, match="invalid heap size"):
+        Sandbox(tmp_path / "new").up(heap="big")
+    assert not (tmp_path / "new").exists()  # refused before anything was written
     (tmp_path / "notes.txt").write_text("mine\n")
     with pytest.raises(SandboxError, match="not empty and holds no sandbox"):
         Sandbox(tmp_path).up(base_port=22000)

@@ -13,11 +13,12 @@ import signal as signals
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ..properties import PropertiesFile
 from ._runtime import (
@@ -64,7 +65,9 @@ _PORT_BUSY = "Address already in use"
 PORT_RANGE_ENV = "RMQ_WATCHDOG_SANDBOX_PORTS"
 _POLL_SECONDS = 0.2
 
+T = TypeVar("T")
 Replication = Literal["async", "sync"]
+Tls = Literal["permissive", "disabled"]
 State = Literal["alive", "paused", "zombie", "stopped"]
 SIGNALS: Mapping[str, signals.Signals] = {
     "KILL": signals.SIGKILL,
@@ -290,6 +293,8 @@ def watchdog_toml_text(directory: Path, topology: Topology, python: str | None =
         "[[secondary_checks]]",
         'name = "local-secondary"',
         'host = "local"',
+        # This interpreter's own entry point: works whether or not the venv's bin is on PATH.
+        f"command = {_toml_list([python, '-m', 'watchdog', 'ping', '{addr}'])}",
     ]
     for broker in topology.brokers:
         command = [python, "-m", "watchdog", "sandbox"]
@@ -420,6 +425,15 @@ class _Proc:
 
 
 @dataclass(frozen=True)
+class _Jvm:
+    lib: Path
+    version: str
+    heap: str
+    namesrv_heap: str
+    tls: Tls
+
+
+@dataclass(frozen=True)
 class ProcessStatus:
     name: str
     key: str
@@ -526,6 +540,16 @@ async def _registrations(
     return dict(zip(nameservers, results, strict=True))
 
 
+def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """asyncio.run, also from code that already runs an event loop (in a thread of its own)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(factory())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()
+
+
 @dataclass(frozen=True)
 class _Expectation:
     proc: _Proc
@@ -547,7 +571,7 @@ def _wait_registered(
                     f"broker {item.proc.key} ({item.proc.addr}) exited while starting; "
                     f"the end of {item.proc.log}:\n{_tail(item.proc.log)}"
                 )
-        tables = asyncio.run(_registrations(nameservers))
+        tables = _run_coroutine(lambda: _registrations(nameservers))
         missing = []
         for item in expected:
             for ns, table in tables.items():
@@ -747,17 +771,24 @@ class Sandbox:
         base_port: int = 0,
         heap: str = "256m",
         namesrv_heap: str = "128m",
+        tls: Tls = "permissive",
         timeout_seconds: float = 180.0,
     ) -> dict[str, Any]:
         """Start the cluster; return cluster.json once every broker is registered on every
-        nameserver. On any failure, stop what was started and raise SandboxError."""
+        nameserver. On any failure, stop what was started and raise SandboxError.
+
+        tls="disabled" starts the JVMs with -Dtls.server.mode=disabled: RocketMQ then skips
+        generating a self-signed RSA certificate at every boot (seconds of CPU); the default
+        keeps RocketMQ's own default (permissive: TLS and plain TCP on the same port)."""
         _check_dir_path(self.dir)
         plan_topology(base_port or 20000, groups=groups, slaves=slaves, replication=replication)
         check_heap(heap)
         check_heap(namesrv_heap)
+        if tls not in ("permissive", "disabled"):
+            raise SandboxError(f"--tls must be permissive or disabled, not {tls!r}")
         find_java()  # fail before touching the folder or Maven
         self._prepare_dir()
-        lib = ensure_rocketmq(version)
+        jvm = _Jvm(ensure_rocketmq(version), version, heap, namesrv_heap, tls)
         deadline = time.monotonic() + timeout_seconds
         for attempt in range(1, _PORT_RACE_ATTEMPTS + 1):
             if base_port:
@@ -777,7 +808,7 @@ class Sandbox:
                     base, groups=groups, slaves=slaves, replication=replication
                 )
             try:
-                self._boot(topology, lib, version, heap, namesrv_heap, deadline)
+                self._boot(topology, jvm, deadline)
                 return self.info()
             except SandboxError as exc:
                 # Another program may bind a port between our check and the JVM's bind: with
@@ -788,16 +819,8 @@ class Sandbox:
                     shutil.rmtree(self.dir / sub, ignore_errors=True)
         raise AssertionError("unreachable")
 
-    def _boot(
-        self,
-        topology: Topology,
-        lib: Path,
-        version: str,
-        heap: str,
-        namesrv_heap: str,
-        deadline: float,
-    ) -> None:
-        procs = self._write_files(topology, lib, version, heap, namesrv_heap)
+    def _boot(self, topology: Topology, jvm: _Jvm, deadline: float) -> None:
+        procs = self._write_files(topology, jvm)
         try:
             env = {**os.environ, "ROCKETMQ_HOME": str(self.dir)}
             nameservers = [p for p in procs if p.kind == "nameserver"]
@@ -842,9 +865,8 @@ class Sandbox:
         except OSError as exc:
             raise SandboxError(f"cannot create {self.dir}: {exc.strerror or exc}") from None
 
-    def _write_files(
-        self, topology: Topology, lib: Path, version: str, heap: str, namesrv_heap: str
-    ) -> list[_Proc]:
+    def _write_files(self, topology: Topology, jvm: _Jvm) -> list[_Proc]:
+        version = jvm.version
         d = self.dir
         conf = d / "conf"
         conf.mkdir(exist_ok=True)
@@ -859,7 +881,9 @@ class Sandbox:
         def jvm_options(name: str) -> list[str]:
             home = d / "home" / name
             home.mkdir(parents=True, exist_ok=True)
+            tls = ["-Dtls.server.mode=disabled"] if jvm.tls == "disabled" else []
             return [
+                *tls,
                 f"-Duser.home={home}",
                 f"-Drmq.logback.configurationFile={conf / 'rmq.logback.xml'}",
                 f"-XX:ErrorFile={d / 'logs' / (name + '-hs_err_%p.log')}",
@@ -873,7 +897,11 @@ class Sandbox:
             props = d / f"{name}.properties"
             props.write_text(namesrv_properties_text(port, rocketmq_version=version))
             argv = java_argv(
-                NAMESRV_MAIN, lib, namesrv_heap, ["-c", str(props)], jvm_options=jvm_options(name)
+                NAMESRV_MAIN,
+                jvm.lib,
+                jvm.namesrv_heap,
+                ["-c", str(props)],
+                jvm_options=jvm_options(name),
             )
             log = d / "logs" / f"{name}.out"
             addr = f"{HOST}:{port}"
@@ -893,7 +921,11 @@ class Sandbox:
                 broker_properties_text(plan, topology.namesrv_addr, store, rocketmq_version=version)
             )
             argv = java_argv(
-                BROKER_MAIN, lib, heap, ["-c", str(props)], jvm_options=jvm_options(plan.name)
+                BROKER_MAIN,
+                jvm.lib,
+                jvm.heap,
+                ["-c", str(props)],
+                jvm_options=jvm_options(plan.name),
             )
             log = d / "logs" / f"{plan.name}.out"
             procs.append(
@@ -914,7 +946,7 @@ class Sandbox:
                 }
             )
             recorded[plan.name] = {"kind": "broker", "properties": str(props), "argv": argv}
-        state = {"version": version, "lib_dir": str(lib), "processes": recorded}
+        state = {"version": version, "lib_dir": str(jvm.lib), "processes": recorded}
         with self._lock():
             _write_atomic(self._state_path, json.dumps(state, indent=2) + "\n")
             doc = {"nameservers": ns_doc, "brokers": brokers_doc}

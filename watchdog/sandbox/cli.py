@@ -98,6 +98,9 @@ def fetch(version: str) -> None:
 @click.option("--heap", default="256m", show_default=True, help="Each broker's Java heap.")
 @click.option("--namesrv-heap", default="128m", show_default=True,
               help="Each nameserver's Java heap.")
+@click.option("--tls", type=click.Choice(["permissive", "disabled"]), default="permissive",
+              show_default=True,
+              help="RocketMQ's TLS mode; disabled skips a self-signed RSA key per JVM boot.")
 @click.option("--timeout", "timeout_seconds", type=click.FloatRange(1), default=180.0,
               show_default=True, help="Seconds until every broker is registered everywhere.")
 def up(
@@ -109,6 +112,7 @@ def up(
     base_port: int,
     heap: str,
     namesrv_heap: str,
+    tls: str,
     timeout_seconds: float,
 ) -> None:
     """Start the cluster; return once every broker is registered on every nameserver."""
@@ -123,6 +127,7 @@ def up(
             base_port=base_port,
             heap=heap,
             namesrv_heap=namesrv_heap,
+            tls="disabled" if tls == "disabled" else "permissive",
             timeout_seconds=timeout_seconds,
         )
     nameservers = ";".join(n["addr"] for n in doc["nameservers"])
