@@ -121,7 +121,7 @@ def check(config_path: str) -> None:
 
 @cli.command()
 @click.argument("addr")
-@click.option("--timeout", "timeout", default="2s", show_default=True, help="Answer within this.")
+@click.option("--timeout", "timeout", default="1s", show_default=True, help="Answer within this.")
 def ping(addr: str, timeout: str) -> None:
     """Ask the broker at ADDR (host:port) for its runtime info.
 

@@ -141,7 +141,7 @@ class SecondaryCheck(_Strict):
         min_length=1,
         description="argv; {addr} is replaced by the master address from this config",
     )
-    timeout_seconds: Seconds = Field(2.0, alias="timeout")
+    timeout_seconds: Seconds = Field(5.0, alias="timeout")
 
 
 class GroupPolicy(_Strict):

@@ -127,7 +127,13 @@ class Daemon:
         self.notifier_webhooks = WebhookNotifier(config.notify.webhook)
         self.hosts: dict[str, Host] = {n: make_host(n, h) for n, h in config.hosts.items()}
         self.secondary = BackgroundSecondaryChecks(
-            config, self.hosts, max_age_seconds=config.detect.down_after_seconds, clock=self.clock
+            config,
+            self.hosts,
+            # Generous: detection itself ignores a result that began before the silence.
+            max_age_seconds=config.detect.down_after_seconds
+            + max((c.timeout_seconds for c in config.secondary_checks), default=0.0)
+            + 2 * config.probe.interval_seconds,
+            clock=self.clock,
         )
         self.prober = Prober(
             config,

@@ -430,9 +430,12 @@ def _judge_group(
     listed = sum(1 for ns in ns_up if ns.ids_of(master.addr))
     ns_down = len(snapshot.nameservers) - len(ns_up)
 
+    silent_since = first_failed.get(master.addr, now)
     for check in snapshot.secondary:
         if check.target_addr != master.addr or check.is_alive is None:
             continue
+        if check.started_at is not None and check.started_at < silent_since:
+            continue  # began before the master went silent: says nothing about the silence
         vantage_points += 1
         detail = f" ({check.detail})" if check.detail else ""
         if check.is_alive:

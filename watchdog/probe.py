@@ -152,7 +152,12 @@ class Prober:
     ) -> tuple[SecondaryObservation, ...]:
         if self.secondary_runner is None or not self.config.secondary_checks:
             return ()
-        targets = _master_addrs(self.config, brokers, known_masters)
+        answering = {b.addr for b in brokers if b.is_up}
+        # Only a master that stopped answering needs a second opinion (as MHA does); checking
+        # healthy masters every cycle would cost a process per check per second for nothing.
+        targets = [
+            a for a in _master_addrs(self.config, brokers, known_masters) if a not in answering
+        ]
         runner = self.secondary_runner
         jobs = [
             runner(check.name, addr) for check in self.config.secondary_checks for addr in targets
@@ -227,6 +232,7 @@ class BackgroundSecondaryChecks:
         latest = self._latest.get(key)
         if latest is None or self.clock() - latest[0] > self.max_age_seconds:
             return SecondaryObservation(name, addr, None, "no recent result")
+        # Detection weighs it only if it began after the master went silent (started_at).
         return latest[1]
 
     async def _run(self, name: str, addr: str) -> None:
@@ -237,14 +243,18 @@ class BackgroundSecondaryChecks:
         try:
             result = await host.run(argv, timeout_seconds=check.timeout_seconds)
         except Exception as exc:  # a check must never take the loop down with it
-            observation = SecondaryObservation(name, addr, None, describe_error(exc))
+            observation = SecondaryObservation(
+                name, addr, None, describe_error(exc), started_at=started
+            )
         else:
+            is_alive: bool | None
             if result.exit_code == 0:
-                observation = SecondaryObservation(name, addr, True, "answered")
+                is_alive, detail = True, "answered"
             elif result.exit_code == 1:
-                observation = SecondaryObservation(name, addr, False, result.stdout.strip()[:200])
+                is_alive, detail = False, result.stdout.strip()[:200]
             else:
-                observation = SecondaryObservation(name, addr, None, result.summary())
+                is_alive, detail = None, result.summary()
+            observation = SecondaryObservation(name, addr, is_alive, detail, started_at=started)
         # Stamp with the start: the answer describes the master as it was when the check began.
         self._latest[(name, addr)] = (started, observation)
 

@@ -74,6 +74,7 @@ class SecondaryObservation:
     target_addr: str
     is_alive: bool | None
     detail: str = ""
+    started_at: float | None = None  # monotonic time the check began; it describes that moment
 
 
 @dataclass(frozen=True)
