@@ -63,7 +63,11 @@ def main() -> None:
         stop = threading.Event()
         producer = threading.Thread(target=_produce, args=(namesrv, stop, sends), daemon=True)
         with running_daemon(config, work / "daemon.log") as daemon:
-            daemon.wait_for(lambda e: e.get("state") == "HEALTHY", 60, "first healthy cycle")
+            daemon.wait_for(
+                lambda e: e.get("state") == "HEALTHY",
+                timeout_seconds=60,
+                what="first healthy cycle",
+            )
             producer.start()
             started = time.monotonic()
             time.sleep(args.minutes * 60)
