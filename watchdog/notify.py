@@ -103,13 +103,13 @@ class _Model(BaseModel):
 class WebhookConfig(_Model):
     """One `[[notify.webhook]]` receiver:
 
-    [[notify.webhook]]
-    url = "https://chat.example/hooks/rmq"
-    headers = { Authorization = "Bearer ..." }
-    events = ["failover_succeeded", "failover_failed"]  # default: all but failover_step
-    format = "json"        # or "alertmanager": POST to http://am:9093/api/v2/alerts
-    timeout = "5s"         # per attempt
-    retries = 3            # after the first attempt, with exponential backoff
+        [[notify.webhook]]
+        url = "https://chat.example/hooks/rmq"
+        headers = { Authorization = "Bearer ..." }
+        events = ["failover_succeeded", "failover_failed"]  # default: all but failover_step
+        format = "json"        # or "alertmanager": POST to http://am:9093/api/v2/alerts
+        timeout = "5s"         # per attempt
+        retries = 3            # after the first attempt, with exponential backoff
     """
 
     url: str
@@ -207,7 +207,9 @@ class Event:
         if not isinstance(self.at, int | float) or not math.isfinite(self.at):
             raise ValueError(f"event time must be Unix seconds, not {self.at!r}")
         # Own copies, read-only: the caller's dicts may change after the event is dispatched.
-        object.__setattr__(self, "steps", tuple(MappingProxyType(dict(s)) for s in self.steps))
+        object.__setattr__(
+            self, "steps", tuple(MappingProxyType(dict(s)) for s in self.steps)
+        )
         object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
 
 
@@ -241,7 +243,9 @@ def json_payload(event: Event) -> dict[str, Any]:
 
 
 def _rfc3339(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
 
 
 def _alertname(event_name: str) -> str:
@@ -390,15 +394,8 @@ class WebhookNotifier:
                 raise result
             else:  # a bug in this module; still not the caller's problem
                 _log.error("webhook delivery crashed", url=_safe_url(hook.url), error=repr(result))
-                deliveries.append(
-                    Delivery(
-                        _safe_url(hook.url),
-                        event.name,
-                        False,
-                        0,
-                        error=f"internal error: {result!r}",
-                    )
-                )
+                deliveries.append(Delivery(_safe_url(hook.url), event.name, False, 0,
+                                           error=f"internal error: {result!r}"))
         return tuple(deliveries)
 
     async def aclose(self, timeout_seconds: float = 10.0) -> None:
@@ -438,15 +435,12 @@ class WebhookNotifier:
             attempts += 1
             try:
                 response = await self._http().post(
-                    hook.url,
-                    content=body,
-                    headers=headers,
+                    hook.url, content=body, headers=headers,
                     timeout=httpx.Timeout(hook.timeout_seconds),
                 )
             except httpx.TransportError as exc:  # connect, timeout, protocol: try again
-                raise _Retryable(
-                    f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                ) from None
+                raise _Retryable(f"{type(exc).__name__}: {exc}" if str(exc) else
+                                 type(exc).__name__) from None
             except httpx.HTTPError as exc:
                 raise _Permanent(f"{type(exc).__name__}: {exc}") from None
             status = response.status_code
@@ -477,10 +471,7 @@ class WebhookNotifier:
             _log.info("webhook delivered", url=url, notify_event=event.name, attempts=attempts)
             return Delivery(url, event.name, True, attempts, status)
         _log.warning(
-            "webhook delivery failed",
-            url=url,
-            notify_event=event.name,
-            attempts=attempts,
+            "webhook delivery failed", url=url, notify_event=event.name, attempts=attempts,
             error=error,
         )
         return Delivery(url, event.name, False, attempts, status, error)
@@ -601,13 +592,8 @@ class HookRunner:
                 )
             except (OSError, ValueError) as exc:
                 error = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                result = HookResult(
-                    hook,
-                    argv,
-                    True,
-                    error=f"{argv[0]}: {error}",
-                    duration_seconds=time.monotonic() - started,
-                )
+                result = HookResult(hook, argv, True, error=f"{argv[0]}: {error}",
+                                    duration_seconds=time.monotonic() - started)
                 _log.warning("hook could not start", hook=hook, reason=result.reason)
                 return result
             is_timed_out = False
