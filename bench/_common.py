@@ -310,11 +310,16 @@ class DaemonProcess:
     def __init__(self, config: Path, log: Path) -> None:
         self.log_path = log
         self._log = log.open("wb")
+        # The sandbox's secondary check runs `rmq-watchdog ping`: as on an installed host, the
+        # entry point must be on the daemon's PATH (a venv's bin is not unless activated).
+        venv_bin = str(Path(sys.executable).parent)
+        env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "watchdog", "run", "-c", str(config), "--log-format", "json"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=env,
         )
         self._events: list[dict[str, Any]] = []
         self._offset = 0
