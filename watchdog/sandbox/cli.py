@@ -29,6 +29,9 @@ def _errors() -> Iterator[None]:
         yield
     except SandboxError as exc:
         raise SandboxFailed(str(exc)) from None
+    except OSError as exc:  # e.g. a folder we may not write to
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise SandboxFailed(f"{where}{exc.strerror or exc}") from None
 
 
 def _dir_option(func: F) -> F:
@@ -74,8 +77,13 @@ def sandbox() -> None:
 
 
 @sandbox.command()
-@click.option("--version", "version", default=DEFAULT_VERSION, show_default=True,
-              help="RocketMQ release from Maven Central.")
+@click.option(
+    "--version",
+    "version",
+    default=DEFAULT_VERSION,
+    show_default=True,
+    help="RocketMQ release from Maven Central.",
+)
 def fetch(version: str) -> None:
     """Fetch RocketMQ's jars into the cache ($RMQ_WATCHDOG_CACHE) and print their folder."""
     with _errors():
@@ -84,25 +92,57 @@ def fetch(version: str) -> None:
 
 @sandbox.command()
 @_dir_option
-@click.option("--version", "version", default=DEFAULT_VERSION, show_default=True,
-              help="RocketMQ release from Maven Central (4.9.7, 5.3.3, ...).")
-@click.option("--replication", type=click.Choice(["async", "sync"]), default="async",
-              show_default=True, help="ASYNC_MASTER or SYNC_MASTER masters.")
-@click.option("--groups", type=click.IntRange(1, 26), default=1, show_default=True,
-              help="Broker groups broker-a, broker-b, ...")
-@click.option("--slaves", type=click.IntRange(0, 8), default=1, show_default=True,
-              help="Slaves per group.")
-@click.option("--base-port", type=click.IntRange(0, 65535), default=0, show_default=True,
-              help="First port of the block; 0 = a free block in 20000-32767 "
-              "(or in $RMQ_WATCHDOG_SANDBOX_PORTS, e.g. 22000-22999).")
+@click.option(
+    "--version",
+    "version",
+    default=DEFAULT_VERSION,
+    show_default=True,
+    help="RocketMQ release from Maven Central (4.9.7, 5.3.3, ...).",
+)
+@click.option(
+    "--replication",
+    type=click.Choice(["async", "sync"]),
+    default="async",
+    show_default=True,
+    help="ASYNC_MASTER or SYNC_MASTER masters.",
+)
+@click.option(
+    "--groups",
+    type=click.IntRange(1, 26),
+    default=1,
+    show_default=True,
+    help="Broker groups broker-a, broker-b, ...",
+)
+@click.option(
+    "--slaves", type=click.IntRange(0, 8), default=1, show_default=True, help="Slaves per group."
+)
+@click.option(
+    "--base-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="First port of the block; 0 = a free block in 20000-32767 "
+    "(or in $RMQ_WATCHDOG_SANDBOX_PORTS, e.g. 22000-22999).",
+)
 @click.option("--heap", default="256m", show_default=True, help="Each broker's Java heap.")
-@click.option("--namesrv-heap", default="128m", show_default=True,
-              help="Each nameserver's Java heap.")
-@click.option("--tls", type=click.Choice(["permissive", "disabled"]), default="permissive",
-              show_default=True,
-              help="RocketMQ's TLS mode; disabled skips a self-signed RSA key per JVM boot.")
-@click.option("--timeout", "timeout_seconds", type=click.FloatRange(1), default=180.0,
-              show_default=True, help="Seconds until every broker is registered everywhere.")
+@click.option(
+    "--namesrv-heap", default="128m", show_default=True, help="Each nameserver's Java heap."
+)
+@click.option(
+    "--tls",
+    type=click.Choice(["permissive", "disabled"]),
+    default="permissive",
+    show_default=True,
+    help="RocketMQ's TLS mode; disabled skips a self-signed RSA key per JVM boot.",
+)
+@click.option(
+    "--timeout",
+    "timeout_seconds",
+    type=click.FloatRange(1),
+    default=180.0,
+    show_default=True,
+    help="Seconds until every broker is registered everywhere.",
+)
 def up(
     directory: str,
     version: str,
@@ -140,8 +180,14 @@ def up(
 
 @sandbox.command()
 @_dir_option
-@click.option("--timeout", "timeout_seconds", type=click.FloatRange(0), default=30.0,
-              show_default=True, help="Seconds to wait after TERM before KILL.")
+@click.option(
+    "--timeout",
+    "timeout_seconds",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait after TERM before KILL.",
+)
 def down(directory: str, timeout_seconds: float) -> None:
     """Stop every process the sandbox started (TERM, wait, KILL). Safe to run twice."""
     box = Sandbox(directory)
@@ -162,8 +208,14 @@ def status(directory: str) -> None:
         rows = Sandbox(directory).status()
     header = ("PROCESS", "ADDR", "PID", "STATE", "ROLE", "PROPERTIES")
     table = [header] + [
-        (r.key if r.kind == "broker" else r.name, r.addr, str(r.pid or "-"), r.state, r.role,
-         r.properties)
+        (
+            r.key if r.kind == "broker" else r.name,
+            r.addr,
+            str(r.pid or "-"),
+            r.state,
+            r.role,
+            r.properties,
+        )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -174,8 +226,13 @@ def status(directory: str) -> None:
 @sandbox.command()
 @_dir_option
 @_target_options
-@click.option("--signal", "signal_name", type=click.Choice(list(SIGNALS), case_sensitive=False),
-              default="KILL", show_default=True)
+@click.option(
+    "--signal",
+    "signal_name",
+    type=click.Choice(list(SIGNALS), case_sensitive=False),
+    default="KILL",
+    show_default=True,
+)
 def kill(directory: str, broker: str | None, nameserver: str | None, signal_name: str) -> None:
     """Send one signal to one process (KILL, TERM, STOP to freeze it, CONT to thaw it)."""
     box = Sandbox(directory)
@@ -189,8 +246,14 @@ def kill(directory: str, broker: str | None, nameserver: str | None, signal_name
 @sandbox.command()
 @_dir_option
 @_target_options
-@click.option("--timeout", "timeout_seconds", type=click.FloatRange(0), default=30.0,
-              show_default=True, help="Seconds to wait after TERM before KILL.")
+@click.option(
+    "--timeout",
+    "timeout_seconds",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait after TERM before KILL.",
+)
 def stop(
     directory: str, broker: str | None, nameserver: str | None, timeout_seconds: float
 ) -> None:
@@ -205,10 +268,12 @@ def stop(
 @sandbox.command()
 @_dir_option
 @_target_options
-@click.option("--wait-registered", is_flag=True,
-              help="Also wait until every nameserver lists the broker.")
-@click.option("--timeout", "timeout_seconds", type=click.FloatRange(1), default=90.0,
-              show_default=True)
+@click.option(
+    "--wait-registered", is_flag=True, help="Also wait until every nameserver lists the broker."
+)
+@click.option(
+    "--timeout", "timeout_seconds", type=click.FloatRange(1), default=90.0, show_default=True
+)
 def start(
     directory: str,
     broker: str | None,
