@@ -14,7 +14,9 @@ class SendOutcome:
     errors: tuple[str, ...]
 
 
-def send_messages(namesrv: str, topic: str, count: int, *, group: str = "WatchdogTestPG") -> SendOutcome:
+def send_messages(
+    namesrv: str, topic: str, count: int, *, group: str = "WatchdogTestPG"
+) -> SendOutcome:
     """Send `count` messages synchronously and count what the broker acknowledged."""
     producer = Producer(group)
     producer.set_namesrv_addr(namesrv)

@@ -90,9 +90,10 @@ def test_sent_messages_grow_master_offset_and_slave_catches_up(sandbox_cluster: 
         return None
 
     report = wait_for(caught_up, 30, "master offset growth and slave lag 0")
-    assert broker(report, "broker-a:1")["commitlog_max_offset"] == broker(report, "broker-a:0")[
-        "commitlog_max_offset"
-    ]
+    assert (
+        broker(report, "broker-a:1")["commitlog_max_offset"]
+        == broker(report, "broker-a:0")["commitlog_max_offset"]
+    )
 
 
 def test_check_passes_on_a_healthy_sandbox(sandbox_cluster: Any) -> None:
@@ -125,7 +126,9 @@ def test_killed_nameserver_shows_down_and_brokers_stay_up(fresh_sandbox: Any) ->
     assert broker(report, "broker-a:0")["up"] and broker(report, "broker-a:1")["up"]
 
 
-def test_malformed_config_is_rejected_and_nothing_probed(sandbox_cluster: Any, tmp_path: Path) -> None:
+def test_malformed_config_is_rejected_and_nothing_probed(
+    sandbox_cluster: Any, tmp_path: Path
+) -> None:
     text = Path(sandbox_cluster.config_path).read_text()
     bad = tmp_path / "bad.toml"
     bad.write_text(text.replace("[[brokers]]", "[[brokers]]\nbroker_idd = 3", 1))

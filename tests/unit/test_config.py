@@ -64,19 +64,41 @@ def test_example_config_in_repo_is_valid() -> None:
 
 BAD: list[tuple[str, str, str]] = [
     ("bad port", GOOD.replace('"127.0.0.1:10911"', '"127.0.0.1:99999"'), "brokers[0].addr"),
-    ("typo key", GOOD.replace('down_after = "3s"', 'down_afer = "3s"'), "detect.down_afer: unknown key"),
+    (
+        "typo key",
+        GOOD.replace('down_after = "3s"', 'down_afer = "3s"'),
+        "detect.down_afer: unknown key",
+    ),
     ("no unit", GOOD.replace('interval = "1s"', "interval = 1"), "probe.interval"),
     ("dup broker", GOOD.replace("broker_id = 1", "broker_id = 0"), "listed twice"),
-    ("unknown host", GOOD.replace('broker_id = 1\n', 'broker_id = 1\nhost = "nowhere"\n'), "unknown host"),
-    ("empty start", GOOD.replace('start = ["systemctl", "start", "rocketmq-broker@a"]', "start = []"), "brokers[0].start"),
-    ("timeout > interval", GOOD.replace('timeout = "800ms"', 'timeout = "2s"'), "timeout must not exceed"),
-    ("no nameservers", GOOD.replace('nameservers = ["127.0.0.1:9876", "127.0.0.1:9877"]', "nameservers = []"), "nameservers"),
+    (
+        "unknown host",
+        GOOD.replace("broker_id = 1\n", 'broker_id = 1\nhost = "nowhere"\n'),
+        "unknown host",
+    ),
+    (
+        "empty start",
+        GOOD.replace('start = ["systemctl", "start", "rocketmq-broker@a"]', "start = []"),
+        "brokers[0].start",
+    ),
+    (
+        "timeout > interval",
+        GOOD.replace('timeout = "800ms"', 'timeout = "2s"'),
+        "timeout must not exceed",
+    ),
+    (
+        "no nameservers",
+        GOOD.replace('nameservers = ["127.0.0.1:9876", "127.0.0.1:9877"]', "nameservers = []"),
+        "nameservers",
+    ),
     ("not toml", "cluster_name = [", "not valid TOML"),
 ]
 
 
 @pytest.mark.parametrize(("label", "text", "expected"), BAD, ids=[b[0] for b in BAD])
-def test_bad_config_names_file_and_field(tmp_path: Path, label: str, text: str, expected: str) -> None:
+def test_bad_config_names_file_and_field(
+    tmp_path: Path, label: str, text: str, expected: str
+) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         load_config(path)
@@ -103,8 +125,16 @@ def test_errors_do_not_repeat_a_broken_list_as_empty() -> None:
     data: dict[str, Any] = {
         "cluster_name": "c",
         "nameservers": ["a:1"],
-        "brokers": [{"broker_name": "b", "broker_id": 0, "addr": "x", "properties": "p",
-                     "start": ["s"], "stop": ["t"]}],
+        "brokers": [
+            {
+                "broker_name": "b",
+                "broker_id": 0,
+                "addr": "x",
+                "properties": "p",
+                "start": ["s"],
+                "stop": ["t"],
+            }
+        ],
     }
     with pytest.raises(ConfigError) as info:
         parse_config(data)

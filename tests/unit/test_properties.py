@@ -30,16 +30,30 @@ def test_reads_values() -> None:
 def test_edit_changes_only_the_two_lines() -> None:
     new = PropertiesFile.parse(SEED).with_values({"brokerId": "0", "brokerRole": "ASYNC_MASTER"})
     text = new.render()
-    assert text == SEED.replace("brokerId=1", "brokerId=0").replace("brokerRole=SLAVE", "brokerRole=ASYNC_MASTER")
+    assert text == SEED.replace("brokerId=1", "brokerId=0").replace(
+        "brokerRole=SLAVE", "brokerRole=ASYNC_MASTER"
+    )
     diff = unified_diff(SEED, text, "broker-a-s.properties")
-    changed = [line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))]
-    assert changed == ["-brokerId=1", "+brokerId=0", "-brokerRole=SLAVE", "+brokerRole=ASYNC_MASTER"]
+    changed = [
+        line
+        for line in diff.splitlines()
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    assert changed == [
+        "-brokerId=1",
+        "+brokerId=0",
+        "-brokerRole=SLAVE",
+        "+brokerRole=ASYNC_MASTER",
+    ]
 
 
 def test_separators_spaces_crlf_and_comments_survive() -> None:
     text = "! bang comment\r\nbrokerId : 1\r\n\r\n  brokerRole   SLAVE\r\n# tail\r\n"
     new = PropertiesFile.parse(text).with_values({"brokerId": "0", "brokerRole": "SYNC_MASTER"})
-    assert new.render() == "! bang comment\r\nbrokerId : 0\r\n\r\n  brokerRole   SYNC_MASTER\r\n# tail\r\n"
+    assert (
+        new.render()
+        == "! bang comment\r\nbrokerId : 0\r\n\r\n  brokerRole   SYNC_MASTER\r\n# tail\r\n"
+    )
 
 
 def test_last_definition_wins_and_is_the_one_edited() -> None:
@@ -81,6 +95,6 @@ def test_edit_touches_nothing_else(lines: list[str], key: str, value: str) -> No
             assert after.get(other) == old_value
     old_lines = text.splitlines(keepends=True)
     new_lines = after.render().splitlines(keepends=True)
-    differing = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
+    differing = [i for i, (a, b) in enumerate(zip(old_lines, new_lines, strict=False)) if a != b]
     assert len(differing) <= 1
     assert len(new_lines) - len(old_lines) in (0, 1)
