@@ -1,0 +1,539 @@
+"""Benchmark: kill -9 of the master until a real client's writes succeed again, daemon acting.
+
+Each run: a fresh sandbox (master + slave), a topic created on the master (and synced to the
+slave), the daemon started (not dry run), and two real producers (the PyPI rocketmq client,
+librocketmq) sending every 50 ms from threads of this process, each send's wall-clock start and
+end recorded. Then kill -9 of the master, and from the daemon's JSON log and the producers:
+kill -> promote decision, kill -> the new master registered on every nameserver (the
+wait_master step), kill -> "failover succeeded", kill -> first acknowledged send.
+
+The two producers differ only in what they do when sends fail:
+- long-lived: one Producer for the whole run, as most applications hold one;
+- restarted: after 3 failed sends in a row (at most once a second) it is shut down and a new
+  one started, which reads the topic's route afresh.
+
+    .venv/bin/python bench/failover.py [--runs 5] [--base-port 29200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import (  # noqa: E402
+    DaemonProcess,
+    add_common_arguments,
+    bench_dir,
+    event_time,
+    fmt_s,
+    machine_facts,
+    markdown_table,
+    median,
+    running_daemon,
+    running_sandbox,
+    write_result,
+)
+from watchdog.config import load_config  # noqa: E402
+from watchdog.remoting import (  # noqa: E402
+    ClientPool,
+    RequestCode,
+    create_topic,
+    get_topic_route,
+    invoke,
+)
+
+NAME = "failover"
+GROUP = "broker-a"
+MASTER = "broker-a:0"
+TOPIC = "BENCH_FAILOVER_broker-a"
+SEND_INTERVAL_SECONDS = 0.05
+RESTART_AFTER_FAILURES = 3
+RESTART_AT_MOST_EVERY_SECONDS = 1.0
+WARM_ACKS = 10
+FAILOVER_TIMEOUT_SECONDS = 240.0
+WRITE_TIMEOUT_SECONDS = 150.0  # after the kill; the client's 30 s route refresh fits easily
+SYNC_TIMEOUT_SECONDS = 60.0
+SANDBOX_START_MARK = "--- "  # the sandbox's line before each JVM start: "--- <time> rmq-..."
+
+
+class RunFailed(RuntimeError):
+    """A run that cannot give a measurement (failover not succeeded, producer never healthy)."""
+
+
+# --------------------------------------------------------------------------- producers
+
+
+@dataclass(frozen=True)
+class Send:
+    started: float  # wall clock
+    finished: float
+    is_ok: bool
+    error: str | None = None
+
+
+@dataclass
+class ProducerThread:
+    """A real producer sending every SEND_INTERVAL_SECONDS in a thread, every send recorded.
+
+    librocketmq shares one client instance (routes, connections) per process and instance
+    name, so each producer gets an instance name of its own; the ctypes calls release the GIL.
+    """
+
+    label: str
+    namesrv: str
+    group: str
+    log_dir: Path
+    restart_on_failure: bool
+    sends: list[Send] = field(default_factory=list)
+    restarts: list[float] = field(default_factory=list)
+    fatal: str | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.label, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_seconds: float = 60.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_seconds)
+            if self._thread.is_alive():
+                raise RunFailed(f"producer {self.label} did not stop in {timeout_seconds} s")
+
+    def acks(self) -> list[Send]:
+        return [s for s in list(self.sends) if s.is_ok]
+
+    def _new_producer(self, number: int) -> Any:
+        from rocketmq.client import Producer
+        from rocketmq.exceptions import ffi_check
+        from rocketmq.ffi import dll
+
+        producer = Producer(self.group)
+        instance = f"bench-{self.label}-{os.getpid()}-{number}"
+        ffi_check(dll.SetProducerInstanceName(producer._handle, instance.encode()))
+        ffi_check(dll.SetProducerLogPath(producer._handle, str(self.log_dir).encode()))
+        producer.set_namesrv_addr(self.namesrv)
+        producer.start()
+        return producer
+
+    def _run(self) -> None:
+        try:
+            from rocketmq.client import Message
+        except Exception as exc:  # ImportError, or OSError when librocketmq.so cannot load
+            self.fatal = f"rocketmq client unavailable: {exc}"
+            return
+        number = 0
+        producer = self._new_producer(number)
+        last_start = time.monotonic()
+        failures_in_a_row = 0
+        try:
+            while not self._stop.is_set():
+                message = Message(TOPIC)
+                message.set_keys(f"{self.label}-{len(self.sends)}")
+                message.set_body(f"bench failover {self.label} {len(self.sends)}")
+                started = time.time()
+                try:
+                    producer.send_sync(message)
+                except Exception as exc:  # the ctypes client raises its own exception types
+                    self.sends.append(
+                        Send(started, time.time(), False, f"{type(exc).__name__}: {exc}"[:200])
+                    )
+                    failures_in_a_row += 1
+                else:
+                    # Any send status means the broker stored it (SEND_OK or a flush/slave one).
+                    self.sends.append(Send(started, time.time(), True, None))
+                    failures_in_a_row = 0
+                if (
+                    self.restart_on_failure
+                    and failures_in_a_row >= RESTART_AFTER_FAILURES
+                    and time.monotonic() - last_start >= RESTART_AT_MOST_EVERY_SECONDS
+                ):
+                    producer.shutdown()
+                    number += 1
+                    self.restarts.append(time.time())
+                    producer = self._new_producer(number)
+                    last_start = time.monotonic()
+                    failures_in_a_row = 0
+                pause = started + SEND_INTERVAL_SECONDS - time.time()
+                if pause > 0:
+                    self._stop.wait(pause)
+        except Exception as exc:
+            self.fatal = f"{type(exc).__name__}: {exc}"
+        finally:
+            producer.shutdown()
+
+
+# --------------------------------------------------------------------------- one run
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run: int
+    promote_seconds: float
+    failover_started_seconds: float
+    registered_seconds: float | None  # the wait_master step done
+    succeeded_seconds: float
+    first_ack_seconds: dict[str, float | None]
+    failed_sends: dict[str, int]
+    restarts: int
+    errors: tuple[str, ...]
+    run_wall_seconds: float
+    steps: tuple[tuple[str, float], ...]  # (what the step did, its duration), in order
+    promoted_boot_seconds: float | None  # the promoted broker's JVM: spawn -> "boot success"
+    promoted_tls_seconds: float | None  # ... of which building its self-signed TLS contexts
+
+
+async def _prepare_topic(master: str, slave: str, nameservers: Sequence[str]) -> None:
+    """Create TOPIC on the master, then wait until the slave holds it (so the promoted slave
+    serves it) and every nameserver routes it to the group."""
+    pool = ClientPool(connect_timeout_seconds=2.0)
+    try:
+        await create_topic(
+            pool.get(master), TOPIC, read_queue_nums=4, write_queue_nums=4, timeout_seconds=5.0
+        )
+        deadline = time.monotonic() + SYNC_TIMEOUT_SECONDS
+        while True:
+            # The slave copies the master's topic config every 10 s (SlaveSynchronize).
+            reply = await invoke(
+                pool.get(slave), RequestCode.GET_ALL_TOPIC_CONFIG, timeout_seconds=5.0
+            )
+            on_slave = f'"{TOPIC}"'.encode() in reply.body
+            routes = [
+                await get_topic_route(pool.get(ns), TOPIC, timeout_seconds=5.0)
+                for ns in nameservers
+            ]
+            routed = all(GROUP in r.broker_addrs for r in routes)
+            if on_slave and routed:
+                return
+            if time.monotonic() >= deadline:
+                raise RunFailed(
+                    f"{TOPIC}: on slave {on_slave}, routed {routed} after {SYNC_TIMEOUT_SECONDS} s"
+                )
+            await asyncio.sleep(0.5)
+    finally:
+        await pool.close_all()
+
+
+def _first_event(daemon: DaemonProcess, after: float, what: str, key: str, value: str) -> float:
+    event = daemon.wait_for(
+        lambda e: event_time(e) >= after and str(e.get(key, "")).startswith(value),
+        timeout_seconds=FAILOVER_TIMEOUT_SECONDS,
+        what=what,
+    )
+    return event_time(event) - after
+
+
+def _wait_outcome(daemon: DaemonProcess, after: float) -> float:
+    """Seconds from `after` to "failover succeeded"; RunFailed for any other outcome."""
+    event = daemon.wait_for(
+        lambda e: event_time(e) >= after
+        and str(e.get("event", "")).startswith(("failover succeeded", "failover failed",
+                                                  "failover rolled_back", "failover refused")),
+        timeout_seconds=FAILOVER_TIMEOUT_SECONDS,
+        what="the failover's outcome",
+    )
+    if not str(event["event"]).startswith("failover succeeded"):
+        raise RunFailed(f"the failover did not succeed: {event['event']}\n{daemon.tail()}")
+    return event_time(event) - after
+
+
+def _steps(daemon: DaemonProcess, after: float) -> tuple[tuple[str, float], ...]:
+    found = []
+    for e in daemon.events():
+        text = str(e.get("event", ""))
+        if event_time(e) >= after and text.startswith("step ") and "duration_seconds" in e:
+            found.append((text.split(": ", 1)[-1], float(e["duration_seconds"])))
+    return tuple(found)
+
+
+def _log_time(line: str) -> datetime | None:
+    try:
+        return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f")
+    except ValueError:
+        return None
+
+
+def boot_phases(log: Path) -> tuple[float | None, float | None]:
+    """The last boot in a broker's log: (spawn -> boot success, seconds spent building TLS
+    contexts). RocketMQ 4.9's default tls.server.mode=permissive makes each remoting server
+    build a self-signed certificate (an RSA key pair) at start-up."""
+    lines = log.read_text(errors="replace").splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(SANDBOX_START_MARK)]
+    if not starts:
+        return None, None
+    boot = lines[starts[-1] :]
+    spawned = datetime.strptime(boot[0][len(SANDBOX_START_MARK) :][:19], "%Y-%m-%d %H:%M:%S")
+    total: float | None = None
+    tls = 0.0
+    tls_began: datetime | None = None
+    for line in boot[1:]:
+        at = _log_time(line)
+        if at is None:
+            continue
+        if "Using JDK SSL provider" in line:
+            tls_began = at
+        elif "SSLContext created for server" in line and tls_began is not None:
+            tls += (at - tls_began).total_seconds()
+            tls_began = None
+        elif "boot success" in line:
+            total = (at - spawned).total_seconds()
+            break
+    return total, (tls if total is not None else None)
+
+
+def _wait_first_ack(producers: Sequence[ProducerThread], after: float) -> dict[str, float | None]:
+    deadline = time.monotonic() + WRITE_TIMEOUT_SECONDS
+    found: dict[str, float | None] = {p.label: None for p in producers}
+    while time.monotonic() < deadline:
+        for p in producers:
+            if found[p.label] is None:
+                acks = [s.finished for s in p.acks() if s.started >= after]
+                if acks:
+                    found[p.label] = min(acks) - after
+        if all(v is not None for v in found.values()):
+            break
+        time.sleep(0.1)
+    return found
+
+
+def one_run(run: int, work: Path, base_port: int, version: str) -> RunResult:
+    began = time.monotonic()
+    run_dir = work / f"run-{run}"
+    run_dir.mkdir()
+    with running_sandbox(run_dir / "sandbox", base_port=base_port, version=version) as box:
+        config = load_config(box.config_path)
+        by_key = {b.key: b.addr for b in config.brokers}
+        asyncio.run(_prepare_topic(by_key[MASTER], by_key["broker-a:1"], config.nameservers))
+        with running_daemon(box.config_path, run_dir / "daemon.log") as daemon:
+            daemon.wait_for(
+                lambda e: e.get("broker_name") == GROUP and e.get("state") == "HEALTHY",
+                timeout_seconds=60,
+                what="a HEALTHY cycle",
+            )
+            namesrv = ";".join(config.nameservers)
+            producers = [
+                ProducerThread("long-lived", namesrv, "BENCH_PG_LONG", run_dir, False),
+                ProducerThread("restarted", namesrv, "BENCH_PG_RESTART", run_dir, True),
+            ]
+            try:
+                for p in producers:
+                    p.start()
+                deadline = time.monotonic() + 60
+                while any(len(p.acks()) < WARM_ACKS for p in producers):
+                    broken = [f"{p.label}: {p.fatal}" for p in producers if p.fatal]
+                    if broken or time.monotonic() > deadline:
+                        errors = [s.error for p in producers for s in p.sends if s.error][:3]
+                        raise RunFailed(f"producers not healthy: {broken or errors}")
+                    time.sleep(0.1)
+
+                kill_at = time.time()  # just before the signal
+                box.kill(MASTER, "KILL")
+                promote = _first_event(daemon, kill_at, "a promote decision", "decision", "promote")
+                started = _first_event(
+                    daemon, kill_at, "failover started", "event", "failover started"
+                )
+                succeeded = _wait_outcome(daemon, kill_at)
+                registered = [
+                    event_time(e) - kill_at
+                    for e in daemon.events()
+                    if e.get("step") == "wait_master" and event_time(e) >= kill_at
+                ]
+                first_ack = _wait_first_ack(producers, kill_at)
+                steps = _steps(daemon, kill_at)
+            finally:
+                for p in producers:
+                    p.stop()
+        boot_seconds, tls_seconds = boot_phases(box.dir / "logs" / "broker-a-1.out")
+    after_kill = [s for p in producers for s in p.sends if s.started >= kill_at]
+    errors = sorted({s.error.split(":")[0] + ": " + s.error.split(":", 1)[-1].strip()[:90]
+                     for s in after_kill if s.error})
+    return RunResult(
+        run=run,
+        promote_seconds=promote,
+        failover_started_seconds=started,
+        registered_seconds=registered[0] if registered else None,
+        succeeded_seconds=succeeded,
+        first_ack_seconds=first_ack,
+        failed_sends={
+            p.label: sum(1 for s in p.sends if s.started >= kill_at and not s.is_ok)
+            for p in producers
+        },
+        restarts=len(producers[1].restarts),
+        errors=tuple(errors[:4]),
+        run_wall_seconds=time.monotonic() - began,
+        steps=steps,
+        promoted_boot_seconds=boot_seconds,
+        promoted_tls_seconds=tls_seconds,
+    )
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _summary_row(label: str, values: Sequence[float | None]) -> list[str]:
+    got = [v for v in values if v is not None]
+    if not got:
+        return [label, f"0/{len(values)}", "-", "-", "-"]
+    return [label, f"{len(got)}/{len(values)}", fmt_s(median(got)), fmt_s(min(got)),
+            fmt_s(max(got))]  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser, default_base_port=29200)
+    parser.add_argument("--runs", type=int, default=5, help="runs, each on a fresh sandbox")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    facts = machine_facts(args.version)
+    results: list[RunResult] = []
+    with bench_dir(NAME, args.work_dir, args.keep) as work:
+        for run in range(1, args.runs + 1):
+            result = one_run(run, work, args.base_port, args.version)
+            results.append(result)
+            acks = ", ".join(
+                f"{k} {fmt_s(v) if v is not None else 'never'} s"
+                for k, v in result.first_ack_seconds.items()
+            )
+            print(
+                f"run {run}: promote {fmt_s(result.promote_seconds)} s, succeeded "
+                f"{fmt_s(result.succeeded_seconds)} s, first ack: {acks} "
+                f"(run took {result.run_wall_seconds:.0f} s)",
+                file=sys.stderr,
+            )
+
+    labels = ("long-lived", "restarted")
+    summary = markdown_table(
+        ["kill -9 of the master ->", "runs", "median s", "min s", "max s"],
+        [
+            _summary_row("daemon's promote decision", [r.promote_seconds for r in results]),
+            _summary_row("failover started", [r.failover_started_seconds for r in results]),
+            _summary_row(
+                "new master registered on every nameserver (wait_master done)",
+                [r.registered_seconds for r in results],
+            ),
+            _summary_row(
+                "failover succeeded (after the canary's round trip)",
+                [r.succeeded_seconds for r in results],
+            ),
+            *(
+                _summary_row(
+                    f"first acked send, {label} producer",
+                    [r.first_ack_seconds[label] for r in results],
+                )
+                for label in labels
+            ),
+        ],
+    )
+    per_run = markdown_table(
+        ["run", "promote s", "registered s", "succeeded s", "ack long-lived s",
+         "ack restarted s", "failed sends (long/restarted)", "restarts", "run took s"],
+        [
+            [
+                str(r.run),
+                fmt_s(r.promote_seconds),
+                fmt_s(r.registered_seconds) if r.registered_seconds is not None else "-",
+                fmt_s(r.succeeded_seconds),
+                *(
+                    fmt_s(v) if (v := r.first_ack_seconds[label]) is not None else "never"
+                    for label in labels
+                ),
+                " / ".join(str(r.failed_sends[label]) for label in labels),
+                str(r.restarts),
+                f"{r.run_wall_seconds:.0f}",
+            ]
+            for r in results
+        ],
+    )  # fmt: skip
+    step_rows = []
+    for index, (label, _) in enumerate(results[0].steps):
+        durations = [r.steps[index][1] for r in results if len(r.steps) > index]
+        step_rows.append(
+            [str(index + 1), label[:100], str(len(durations)), fmt_s(median(durations))]
+        )
+    boots = [r.promoted_boot_seconds for r in results if r.promoted_boot_seconds is not None]
+    tls = [r.promoted_tls_seconds for r in results if r.promoted_tls_seconds is not None]
+    if boots:
+        step_rows.append(
+            ["", "within the start step: the promoted broker's JVM, spawn -> boot success "
+             "(+/- 1 s)", str(len(boots)), fmt_s(median(boots))]
+        )  # fmt: skip
+    if tls:
+        step_rows.append(
+            ["", "... of which building self-signed TLS contexts (tls.server.mode=permissive)",
+             str(len(tls)), fmt_s(median(tls))]
+        )  # fmt: skip
+    steps = markdown_table(["step", "what the daemon did", "runs", "median s"], step_rows)
+    errors = sorted({e for r in results for e in r.errors})
+    print(summary)
+    print()
+    print(per_run)
+    print()
+    print(steps)
+    notes = [
+        "Times are wall clock from just before kill -9 of the master (broker-a:0, "
+        "ASYNC_MASTER) to: the daemon's first cycle line with decision promote; its "
+        "\"failover started\" line; the wait_master step's line (every nameserver lists the "
+        "promoted slave as id 0); its \"failover succeeded\" line (after the canary wrote and "
+        "read a message through the new master); and the end of the first send that the "
+        "broker acknowledged among sends started after the kill.",
+        "Daemon: the sandbox's watchdog.toml as written (down_after 3 s, interval 1 s, canary "
+        "on); each run uses a fresh sandbox (`sandbox up` ... `sandbox down`), so no anti-flap "
+        "block or restored roles carry over. A run takes about "
+        f"{median([r.run_wall_seconds for r in results]):.0f} s here (sandbox start and stop "
+        "included).",
+        f"Producers: rocketmq 0.4.4 (librocketmq), send_sync every "
+        f"{SEND_INTERVAL_SECONDS * 1000:.0f} ms to {TOPIC} (4 queues, created on the master with "
+        "UPDATE_AND_CREATE_TOPIC and waited for on the slave and in both nameservers' routes), "
+        "default send timeout; both send through the same failover in the same run.",
+        "The producer's view of the route: librocketmq caches which address is broker-a id 0 "
+        "and re-reads the topic's route from a nameserver on a timer (3 s after start, then "
+        "every 30 s: MQClientFactory::updateTopicRouteInfo in rocketmq-client-cpp), and on "
+        "every send only while its cached route has no writable queue "
+        "(tryToFindTopicPublishInfo). kill -9 makes the nameservers drop the master at once, "
+        "so the first timer tick after the kill leaves the client without a queue, and from "
+        "then on every send re-reads the route: it writes again as soon as the new master is "
+        "registered. Only a failover that ends before that tick would leave the long-lived "
+        "producer waiting for the next one (up to 30 s more). Here the failover takes longer "
+        "than 30 s, so both producers recover together, right after the new master registers.",
+        "The interval is not configurable in rocketmq 0.4.4: librocketmq exports no setter "
+        "for it (its producer setters: group, instance name, nameserver address/domain, "
+        "credentials, send timeout, compression, max message size, logging). The Java "
+        "client's pollNameServerInterval (default 30 s) is configurable. The restarted "
+        "producer stands for a client that re-reads the route whenever sends fail.",
+        "Where the time goes: the start step (a new JVM for the promoted slave) dominates, and "
+        "within it RocketMQ 4.9's default tls.server.mode=permissive, which builds a "
+        "self-signed certificate (an RSA key pair, in a JVM that has not warmed up) for each "
+        "of the broker's two remoting servers; `-Dtls.server.mode=disabled` in the brokers' "
+        "JVM options skips that when TLS is not used.",
+        "Errors seen by the producers after the kill (distinct): "
+        + ("; ".join(f"`{e}`" for e in errors) if errors else "none"),
+    ]
+    path = write_result(
+        NAME,
+        "Failover: kill -9 of the master until a real client writes again",
+        [summary, "Per run:\n\n" + per_run, "The failover's steps (from the daemon's log):\n\n"
+         + steps],
+        facts,
+        notes,
+        results_dir=args.results_dir,
+    )
+    print(f"\nwritten {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
