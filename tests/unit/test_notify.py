@@ -413,8 +413,10 @@ def test_max_delivery_seconds_cuts_off_retries(receiver: Receiver) -> None:
     hook = _webhook(receiver.url, retries=10)
 
     async def main() -> Any:
+        # Generous enough that the first attempt lands even on a loaded machine; the 11 attempts
+        # retries=10 allows would need 3 s of backoff alone, so the cut-off must end it first.
         notifier = WebhookNotifier(
-            [hook], backoff_base_seconds=0.1, backoff_max_seconds=0.1, max_delivery_seconds=0.35
+            [hook], backoff_base_seconds=0.3, backoff_max_seconds=0.3, max_delivery_seconds=2.0
         )
         try:
             return await notifier.send(_event())
@@ -422,7 +424,7 @@ def test_max_delivery_seconds_cuts_off_retries(receiver: Receiver) -> None:
             await notifier.aclose()
 
     (delivery,) = asyncio.run(main())
-    assert not delivery.is_ok and delivery.error == "gave up after 0.35 s"
+    assert not delivery.is_ok and delivery.error == "gave up after 2 s"
     assert 1 <= len(receiver.requests) < 11
 
 
