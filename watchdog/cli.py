@@ -253,6 +253,89 @@ def ack(config_path: str, broker_name: str) -> None:
     sys.exit(run_async(lambda: run_ack(config, broker_name, echo=click.echo)))
 
 
+@cli.command()
+@config_option
+@click.option("--broker-name", required=True, help="The broker group whose master is broken.")
+@click.option(
+    "--fault",
+    type=click.Choice(["kill", "stop", "partition"]),
+    default="kill",
+    show_default=True,
+    help="kill: kill -9 the master; stop: SIGSTOP it (SIGCONT after the promotion); "
+    "partition: not supported yet.",
+)
+@click.option("--yes", "is_confirmed", is_flag=True, help="Run against a non-sandbox config.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--messages",
+    type=click.IntRange(1, 100_000),
+    default=50,
+    show_default=True,
+    help="Acknowledged sends before the fault.",
+)
+@click.option(
+    "--timeout",
+    "timeout",
+    default="120s",
+    show_default=True,
+    help="Per phase: fault -> promotion finished; old master started -> group safe.",
+)
+@click.option(
+    "--start-daemon",
+    is_flag=True,
+    help="Run `rmq-watchdog run -c FILE` as a child for the drill's duration.",
+)
+def drill(
+    config_path: str,
+    broker_name: str,
+    fault: str,
+    is_confirmed: bool,
+    as_json: bool,
+    messages: int,
+    timeout: str,
+    start_daemon: bool,
+) -> None:
+    """Break a group's master under real traffic and report what clients saw.
+
+    A producer and a consumer (the real RocketMQ client) run throughout; the fault hits the
+    master; the running watchdog daemon (or, with --start-daemon, one started for the drill)
+    promotes; the old master is started again. Prints the timeline (fault, objectively down,
+    promotion steps, first successful write, consumer caught up), the write outage, messages
+    acked/lost/duplicated, and whether the old master came back as a slave with one master
+    left. Refuses a config that is no sandbox unless --yes. Exit 0 passed, 1 failed, 2 refused.
+    """
+    from .drill import DrillOptions, DrillRefused, run_drill
+    from .durations import parse_duration
+
+    config = load_or_exit(config_path)
+    try:
+        timeout_seconds = parse_duration(timeout)
+    except ValueError as exc:
+        raise BadInput(f"--timeout: {exc}") from None
+    options = DrillOptions(
+        broker_name=broker_name,
+        fault=fault,
+        is_confirmed=is_confirmed,
+        messages=messages,
+        timeout_seconds=timeout_seconds,
+        start_daemon=start_daemon,
+    )
+    try:
+        code = run_async(
+            lambda: run_drill(
+                config_path,
+                config,
+                options,
+                as_json=as_json,
+                echo=click.echo,
+                progress=lambda line: click.echo(f"drill: {line}", err=True),
+            )
+        )
+    except DrillRefused as exc:
+        raise BadInput(str(exc)) from None
+    sys.exit(code)
+
+
 cli.add_command(sandbox)
 
 
