@@ -168,7 +168,8 @@ def test_bad_process_names_are_clear_errors_with_exit_2(sandbox_cluster: Sandbox
 
 
 def test_kill_restart_stop_rewrite_and_down(fresh_sandbox: Callable[..., Sandbox]) -> None:
-    sandbox = fresh_sandbox()
+    # TLS off: each JVM boot skips generating a self-signed RSA key (seconds of CPU each).
+    sandbox = fresh_sandbox(tls="disabled")
     d = str(sandbox.dir)
     master, slave = broker_entry(sandbox, "broker-a:0"), broker_entry(sandbox, "broker-a:1")
     nameservers = [n["addr"] for n in sandbox.info()["nameservers"]]
@@ -191,6 +192,8 @@ def test_kill_restart_stop_rewrite_and_down(fresh_sandbox: Callable[..., Sandbox
     new_slave = broker_entry(sandbox, "broker-a:1")
     assert new_slave["pid"] not in (None, slave["pid"])
     assert is_live_java(new_slave["pid"], BROKER_MAIN, slave["properties"])
+    cmdline = Path(f"/proc/{new_slave['pid']}/cmdline").read_bytes().decode().split("\0")
+    assert "-Dtls.server.mode=disabled" in cmdline  # restarted with the options of `up`
     port = int(slave["addr"].split(":")[1])
     socket.create_connection(("127.0.0.1", port), timeout=2).close()
     wait_for(
