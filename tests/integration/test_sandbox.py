@@ -197,8 +197,10 @@ def test_kill_restart_stop_rewrite_and_down(fresh_sandbox: Callable[..., Sandbox
     port = int(slave["addr"].split(":")[1])
     socket.create_connection(("127.0.0.1", port), timeout=2).close()
     wait_for(
-        lambda: ids_of(sandbox, "broker-a") == {ns: {0: master["addr"], 1: slave["addr"]}
-                                               for ns in nameservers},
+        lambda: (
+            ids_of(sandbox, "broker-a")
+            == {ns: {0: master["addr"], 1: slave["addr"]} for ns in nameservers}
+        ),
         30,
         "the restarted slave to register on every nameserver",
     )

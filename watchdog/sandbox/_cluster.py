@@ -668,9 +668,16 @@ class Sandbox:
                 rec = recorded[name]
                 procs.append(
                     _Proc(
-                        "nameserver", name, ns["addr"], ns["addr"], NAMESRV_MAIN,
-                        Path(rec["properties"]), Path(ns["log"]), tuple(rec["argv"]),
-                        ns["pid"], rec.get("start_ticks"),
+                        "nameserver",
+                        name,
+                        ns["addr"],
+                        ns["addr"],
+                        NAMESRV_MAIN,
+                        Path(rec["properties"]),
+                        Path(ns["log"]),
+                        tuple(rec["argv"]),
+                        ns["pid"],
+                        rec.get("start_ticks"),
                     )
                 )
             for b in doc["brokers"]:
@@ -678,9 +685,16 @@ class Sandbox:
                 rec = recorded[name]
                 procs.append(
                     _Proc(
-                        "broker", name, f"{b['broker_name']}:{b['broker_id']}", b["addr"],
-                        BROKER_MAIN, Path(b["properties"]), Path(b["log"]), tuple(rec["argv"]),
-                        b["pid"], rec.get("start_ticks"),
+                        "broker",
+                        name,
+                        f"{b['broker_name']}:{b['broker_id']}",
+                        b["addr"],
+                        BROKER_MAIN,
+                        Path(b["properties"]),
+                        Path(b["log"]),
+                        tuple(rec["argv"]),
+                        b["pid"],
+                        rec.get("start_ticks"),
                     )
                 )
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -719,8 +733,15 @@ class Sandbox:
             pid = proc.pid if state != "stopped" else None
             out.append(
                 ProcessStatus(
-                    proc.name, proc.key, proc.kind, proc.addr, pid, state, role,
-                    str(proc.properties), str(proc.log),
+                    proc.name,
+                    proc.key,
+                    proc.kind,
+                    proc.addr,
+                    pid,
+                    state,
+                    role,
+                    str(proc.properties),
+                    str(proc.log),
                 )
             )
         return out
@@ -857,8 +878,7 @@ class Sandbox:
             others = [p.name for p in self.dir.iterdir() if p.name != ".sandbox.lock"]
             if others:
                 raise SandboxError(
-                    f"{self.dir} is not empty and holds no sandbox; "
-                    "give an empty or new folder"
+                    f"{self.dir} is not empty and holds no sandbox; give an empty or new folder"
                 )
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -907,8 +927,16 @@ class Sandbox:
             addr = f"{HOST}:{port}"
             procs.append(
                 _Proc(
-                    "nameserver", name, addr, addr, NAMESRV_MAIN, props, log, tuple(argv),
-                    None, None,
+                    "nameserver",
+                    name,
+                    addr,
+                    addr,
+                    NAMESRV_MAIN,
+                    props,
+                    log,
+                    tuple(argv),
+                    None,
+                    None,
                 )
             )
             ns_doc.append({"addr": addr, "pid": None, "log": str(log)})
@@ -930,8 +958,16 @@ class Sandbox:
             log = d / "logs" / f"{plan.name}.out"
             procs.append(
                 _Proc(
-                    "broker", plan.name, plan.key, plan.addr, BROKER_MAIN, props, log,
-                    tuple(argv), None, None,
+                    "broker",
+                    plan.name,
+                    plan.key,
+                    plan.addr,
+                    BROKER_MAIN,
+                    props,
+                    log,
+                    tuple(argv),
+                    None,
+                    None,
                 )
             )
             brokers_doc.append(
@@ -961,8 +997,16 @@ class Sandbox:
         pid, ticks = _spawn(proc.argv, proc.log, env)
         self._record(proc.name, pid, ticks, role)
         return _Proc(
-            proc.kind, proc.name, proc.key, proc.addr, proc.main_class, proc.properties,
-            proc.log, proc.argv, pid, ticks,
+            proc.kind,
+            proc.name,
+            proc.key,
+            proc.addr,
+            proc.main_class,
+            proc.properties,
+            proc.log,
+            proc.argv,
+            pid,
+            ticks,
         )
 
     def _stop_all(self, timeout_seconds: float) -> list[str]:
@@ -1037,17 +1081,22 @@ class Sandbox:
                 if not brokers_id.isdigit():
                     raise SandboxError(f"{proc.properties}: brokerId is missing or not a number")
                 shown = _Proc(
-                    started.kind, started.name, started.key, addr, started.main_class,
-                    started.properties, started.log, started.argv, started.pid,
+                    started.kind,
+                    started.name,
+                    started.key,
+                    addr,
+                    started.main_class,
+                    started.properties,
+                    started.log,
+                    started.argv,
+                    started.pid,
                     started.start_ticks,
                 )
                 expectation = _Expectation(
                     shown, props.get("brokerName", proc.key.split(":")[0]), int(brokers_id)
                 )
                 nameservers = [p.key for p in self._procs() if p.kind == "nameserver"]
-                _wait_registered(
-                    [expectation], nameservers, max(1.0, deadline - time.monotonic())
-                )
+                _wait_registered([expectation], nameservers, max(1.0, deadline - time.monotonic()))
         except SandboxError:
             if not started.is_running():
                 self._record(proc.name, None, None, None)

@@ -101,7 +101,9 @@ def ensure_rocketmq(version: str = DEFAULT_VERSION) -> Path:
             )
         home.mkdir(parents=True, exist_ok=True)
         pom = home / "pom.xml"
-        pom.write_bytes(resources.files("watchdog.sandbox").joinpath("rocketmq-pom.xml").read_bytes())
+        pom.write_bytes(
+            resources.files("watchdog.sandbox").joinpath("rocketmq-pom.xml").read_bytes()
+        )
         partial = home / "lib.partial"
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(lib, ignore_errors=True)
