@@ -316,7 +316,12 @@ async def run_ack(config: WatchdogConfig, broker_name: str, *, echo: Echo) -> in
     try:
         lock.acquire()
     except LockHeld:
-        reader, writer = await asyncio.open_unix_connection(str(control_socket_path(config)))
+        path = control_socket_path(config)
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(path))
+        except OSError as exc:
+            echo(f"error: a daemon holds the lock but its control socket {path} is silent: {exc}")
+            return 2
         writer.write((json.dumps({"op": "ack", "broker_name": broker_name}) + "\n").encode())
         await writer.drain()
         answer = json.loads(await reader.readline() or b"{}")
