@@ -65,12 +65,11 @@ def status(config_path: str, as_json: bool) -> None:
     """
     config = load_or_exit(config_path)
 
-    from .probe import Prober
-    from .remoting import ClientPool
+    from .probe import Prober, client_pool
     from .status import render_status, status_report
 
     async def probe_once() -> dict[str, object]:
-        pool = ClientPool(connect_timeout_seconds=config.probe.connect_timeout_seconds)
+        pool = client_pool(config)
         try:
             snapshot = await Prober(config, pool).snapshot()
         finally:
@@ -95,11 +94,10 @@ def check(config_path: str) -> None:
 
     from .check import can_fail_over, run_checks
     from .hosts import make_host
-    from .probe import Prober
-    from .remoting import ClientPool
+    from .probe import Prober, client_pool
 
     async def check_once() -> bool:
-        pool = ClientPool(connect_timeout_seconds=config.probe.connect_timeout_seconds)
+        pool = client_pool(config)
         hosts = {name: make_host(name, host) for name, host in config.hosts.items()}
         try:
             snapshot = await Prober(config, pool).snapshot()

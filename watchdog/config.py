@@ -107,6 +107,9 @@ class ProbeSettings(_Strict):
     interval_seconds: Seconds = Field(1.0, alias="interval")
     timeout_seconds: Seconds = Field(0.8, alias="timeout")
     connect_timeout_seconds: Seconds = Field(0.5, alias="connect_timeout")
+    source_address: str | None = Field(
+        None, description="local address probe connections are bound to (multi-homed hosts)"
+    )
 
     @model_validator(mode="after")
     def _timeout_fits_interval(self) -> ProbeSettings:

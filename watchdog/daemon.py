@@ -37,7 +37,7 @@ from .notify import Event, EventName, HookRunner, WebhookNotifier
 from .observe import Decision as DecisionKind
 from .observe import MetricsServer, SystemdNotifier, WatchdogMetrics
 from .plan import Plan, Refusal
-from .probe import BackgroundSecondaryChecks, Prober
+from .probe import BackgroundSecondaryChecks, Prober, client_pool
 from .remoting import ClientPool
 from .snapshot import ClusterSnapshot
 from .states import GroupState
@@ -109,7 +109,7 @@ class Daemon:
         self.clock = clock
         self.wall_clock = wall_clock
         self.crash_after_step = crash_after_step
-        self.pool = ClientPool(connect_timeout_seconds=config.probe.connect_timeout_seconds)
+        self.pool = client_pool(config)
         self.lock = DaemonLock(config.state_dir)
         self.store = StateStore(config.state_dir)
         self.journal = Journal(config.state_dir, clock=wall_clock)

@@ -25,7 +25,7 @@ from .detect import ClusterVerdict, DetectorState, GroupVerdict, detect
 from .hosts import Host, make_host
 from .notify import HookRunner, WebhookNotifier
 from .plan import Plan, Refusal, properties_diffs
-from .probe import Prober
+from .probe import Prober, client_pool
 from .remoting import ClientPool
 from .snapshot import ClusterSnapshot
 
@@ -136,7 +136,7 @@ async def _plan_and_maybe_run(
     as_json: bool,
     echo: Echo,
 ) -> int:
-    pool = ClientPool(connect_timeout_seconds=config.probe.connect_timeout_seconds)
+    pool = client_pool(config)
     hosts: dict[str, Host] = {n: make_host(n, h) for n, h in config.hosts.items()}
     try:
         # A real run judges over down_after like the daemon; a dry run needs one look.

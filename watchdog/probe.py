@@ -27,6 +27,7 @@ from .snapshot import (
 __all__ = [
     "BackgroundSecondaryChecks",
     "Prober",
+    "client_pool",
     "SecondaryRunner",
     "describe_error",
     "probe_broker_alive",
@@ -199,6 +200,14 @@ async def probe_broker_alive(
     finally:
         await pool.close_all()
     return True, f"commitLogMaxOffset={info.get('commitLogMaxOffset', '?')}"
+
+
+def client_pool(config: WatchdogConfig) -> ClientPool:
+    """The connection pool every command probes with, as the config says."""
+    return ClientPool(
+        connect_timeout_seconds=config.probe.connect_timeout_seconds,
+        source_address=config.probe.source_address,
+    )
 
 
 class BackgroundSecondaryChecks:

@@ -38,7 +38,12 @@ def _flags(options: dict[str, Any]) -> list[str]:
 
 
 def start_sandbox(directory: Path, **options: Any) -> Sandbox:
-    """`sandbox up` through the CLI; fail the test with its message if it does not come up."""
+    """`sandbox up` through the CLI; fail the test with its message if it does not come up.
+
+    Tests boot with `--tls disabled` unless they ask otherwise: RocketMQ's default permissive TLS
+    builds a self-signed certificate at every JVM start (1-9 s of CPU on this 2-core machine),
+    which tests pay at every sandbox and every broker restart for nothing they check."""
+    options.setdefault("tls", "disabled")
     result = sandbox_cli("up", "--dir", str(directory), *_flags(options))
     if result.returncode != 0:
         stop_sandbox(directory)  # `up` stops what it started; this is for an `up` killed midway

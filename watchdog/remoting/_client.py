@@ -122,8 +122,16 @@ class RemotingClient:
     into RemoteError.
     """
 
-    def __init__(self, addr: str, *, connect_timeout_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        addr: str,
+        *,
+        connect_timeout_seconds: float = 1.0,
+        source_address: str | None = None,
+    ) -> None:
         self.host, self.port = parse_addr(addr)
+        # Bind outgoing connections to this local address (multi-homed hosts; tests).
+        self.source_address = source_address
         self.addr = addr
         if connect_timeout_seconds <= 0:
             raise ValueError(f"connect_timeout_seconds must be > 0, got {connect_timeout_seconds}")
@@ -244,7 +252,10 @@ class RemotingClient:
         try:
             async with asyncio.timeout(self.connect_timeout_seconds):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(self.addr), self.host, self.port
+                    lambda: _Connection(self.addr),
+                    self.host,
+                    self.port,
+                    local_addr=(self.source_address, 0) if self.source_address else None,
                 )
         except TimeoutError:
             raise RemotingConnectError(
@@ -273,14 +284,21 @@ class RemotingClient:
 class ClientPool:
     """One RemotingClient per address, kept across probe cycles so connections are reused."""
 
-    def __init__(self, *, connect_timeout_seconds: float = 1.0) -> None:
+    def __init__(
+        self, *, connect_timeout_seconds: float = 1.0, source_address: str | None = None
+    ) -> None:
         self.connect_timeout_seconds = connect_timeout_seconds
+        self.source_address = source_address
         self._clients: dict[str, RemotingClient] = {}
 
     def get(self, addr: str) -> RemotingClient:
         client = self._clients.get(addr)
         if client is None:
-            client = RemotingClient(addr, connect_timeout_seconds=self.connect_timeout_seconds)
+            client = RemotingClient(
+                addr,
+                connect_timeout_seconds=self.connect_timeout_seconds,
+                source_address=self.source_address,
+            )
             self._clients[addr] = client
         return client
 
