@@ -300,7 +300,12 @@ def drill(
     promotes; the old master is started again. Prints the timeline (fault, objectively down,
     promotion steps, first successful write, consumer caught up), the write outage, messages
     acked/lost/duplicated, and whether the old master came back as a slave with one master
-    left. Refuses a config that is no sandbox unless --yes. Exit 0 passed, 1 failed, 2 refused.
+    left. Exit 0 passed, 1 failed, 2 refused.
+
+    A config is a sandbox when every broker runs on a local host with the start/stop commands
+    `... -m watchdog sandbox start|stop --dir D --broker KEY` (one D for all) and D/cluster.json
+    lists every configured broker and nameserver; anything else needs --yes. Only sandbox
+    brokers can be faulted (through `sandbox kill --signal KILL|STOP|CONT`).
     """
     from .drill import DrillOptions, DrillRefused, run_drill
     from .durations import parse_duration

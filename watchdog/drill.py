@@ -769,6 +769,19 @@ def build_report(obs: DrillObservations) -> DrillReport:
 
     promo_id = promotion_of(obs.journals, obs.broker_name)
     plan = _plan(obs.journals[promo_id]) if promo_id else {}
+    if promo_id and not any(e.event == "objectively_down" for e in timeline):
+        # No daemon log (a daemon the drill did not start): the daemon plans a promotion in
+        # the very cycle that judges the master objectively down, so the plan's time is it.
+        planned = _number(obs.journals[promo_id][0], "at")
+        if planned is not None:
+            timeline.append(
+                TimelineEvent(
+                    planned,
+                    "journal",
+                    "objectively_down",
+                    f"(when planned) {plan.get('reason', '')}",
+                )
+            )
     finished = _finished(obs.journals[promo_id]) if promo_id else None
     outcome = str(finished.get("outcome")) if finished else None
     if promo_id is None:

@@ -652,6 +652,14 @@ def test_report_of_a_good_drill() -> None:
     assert "came back safely 12.0 s after its start" in text
 
 
+def test_without_a_daemon_log_the_plan_dates_objectively_down() -> None:
+    report = build_report(observations(daemon_log=[]))
+    assert report.is_ok, report.problems
+    assert report.odown_after_seconds == pytest.approx(4.0)
+    [odown] = [e for e in report.timeline if e.event == "objectively_down"]
+    assert odown.source == "journal" and "unreachable for 4.0 s" in odown.detail
+
+
 def test_report_problems() -> None:
     none = build_report(observations(journals={}, daemon_log=[]))
     assert not none.is_ok
