@@ -58,6 +58,7 @@ test: venv system-deps rocketmq lint typecheck
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 demo: rocketmq
+	$(BIN)/rmq-watchdog sandbox down --dir $(DEMO_DIR) >/dev/null 2>&1 || true
 	$(BIN)/rmq-watchdog sandbox up --dir $(DEMO_DIR)
 	@echo "sandbox up in $(DEMO_DIR); stop it with: make demo-down"
 	$(BIN)/rmq-watchdog status -c $(DEMO_DIR)/watchdog.toml

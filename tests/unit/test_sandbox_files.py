@@ -163,21 +163,24 @@ def test_repo_configs_are_the_seed_with_loopback_nameservers(
 
 
 def test_busy_ports_are_found_and_auto_pick_avoids_them() -> None:
+    # A 100-port window that is entirely free right now (a sandbox of another test may hold
+    # some ports), so the block arithmetic below holds wherever it lands.
+    low = next(
+        lo for lo in range(22500, 32000, 100) if not unbindable_ports(list(range(lo, lo + 100)))
+    )
+    busy = low + 31
     with socket.socket() as blocker:
         blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            blocker.bind(("127.0.0.1", 22531))
-        except OSError:
-            pytest.skip("port 22531 is taken by something else")
+        blocker.bind(("127.0.0.1", busy))
         blocker.listen()
-        assert unbindable_ports([22530, 22531]) == [22531]
-        # Blocks in [22500, 22600) of 30 ports: 22500, 22530, 22560; a seed that starts at the
-        # second block (holding 22531) must move on to the third.
-        starts = [22500, 22530, 22560]
+        assert unbindable_ports([busy - 1, busy]) == [busy]
+        # Blocks in [low, low + 100) of 30 ports: low, low + 30, low + 60; a seed that starts
+        # at the second block (holding `busy`) must move on to the third.
+        starts = [low, low + 30, low + 60]
         seed = next(s for s in range(1000) if random.Random(s).randrange(3) == 1)
-        base = pick_base_port(low=22500, high=22600, rng=random.Random(seed))
-        assert base in starts and base != 22530
-        assert 22531 not in plan_topology(base).ports()
+        base = pick_base_port(low=low, high=low + 100, rng=random.Random(seed))
+        assert base in starts and base != low + 30
+        assert busy not in plan_topology(base).ports()
 
 
 def test_port_range_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
