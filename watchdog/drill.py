@@ -23,7 +23,14 @@
 # `rmq-watchdog sandbox ...`) with its own KEY and one D for all, and D/cluster.json lists every
 # configured broker at its address and every configured nameserver. Only sandbox brokers can be
 # faulted (kill and stop go through `sandbox kill --signal KILL|STOP|CONT`): a configured stop
-# command is a graceful stop, not a crash. `partition` is not supported yet.
+# command is a graceful stop, not a crash.
+#
+# `partition` cuts the master off from the watchdog alone: the daemon must probe from its own
+# loopback address ([probe] source_address, e.g. 127.0.0.2), and an nftables table (named after
+# the run, deleted when the drill ends, whatever happens) drops TCP from that address to the
+# master's ports on 127.0.0.1. Clients and the secondary check still reach the master, so the
+# right outcome is no failover: the cut lasts --timeout, then the master must still be the one
+# master. Brokers off loopback cannot be partitioned this way and are refused.
 
 from __future__ import annotations
 
@@ -31,9 +38,11 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import ipaddress
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -84,6 +93,7 @@ __all__ = [
     "parse_body",
     "parse_receive_line",
     "parse_send_line",
+    "partition_ruleset",
     "render_report",
     "run_drill",
     "sandbox_command",
@@ -407,6 +417,47 @@ def drill_topic(broker_name: str) -> str:
     return check_topic_name((DRILL_TOPIC_PREFIX + safe)[:127])
 
 
+def partition_ruleset(table: str, source: str, ports: Sequence[int]) -> str:
+    """An nftables table dropping TCP from ``source`` to 127.0.0.1 ``ports`` (loopback only)."""
+    if not table.replace("_", "").isalnum():
+        raise ValueError(f"nftables table name {table!r} must be letters, digits and _")
+    if not ipaddress.ip_address(source).is_loopback:
+        raise ValueError(f"{source} is not a loopback address")
+    if not ports or any(not 0 < p < 65536 for p in ports):
+        raise ValueError(f"bad ports {list(ports)}")
+    listed = ", ".join(str(p) for p in sorted(set(ports)))
+    return (
+        f"table inet {table} {{\n"
+        "  chain out {\n"
+        "    type filter hook output priority 0; policy accept;\n"
+        f"    ip saddr {source} ip daddr 127.0.0.1 tcp dport {{ {listed} }} drop\n"
+        "  }\n"
+        "}\n"
+    )
+
+
+def _partition_problem(config: WatchdogConfig, broker_name: str) -> str | None:
+    """Why the group cannot be partitioned from the watchdog on this machine; None if it can."""
+    source = config.probe.source_address
+    if source is None:
+        return (
+            "--fault partition needs [probe] source_address (a loopback address such as "
+            "127.0.0.2 the daemon probes from), so that only the watchdog's packets are dropped"
+        )
+    try:
+        is_loopback = ipaddress.ip_address(source).is_loopback
+    except ValueError:
+        is_loopback = False
+    if not is_loopback or source == "127.0.0.1":
+        return f"[probe] source_address {source} must be a loopback address other than 127.0.0.1"
+    for b in config.group(broker_name):
+        if b.addr.rpartition(":")[0] != "127.0.0.1":
+            return f"--fault partition works on 127.0.0.1 only; {b.key} is at {b.addr}"
+    if shutil.which("nft") is None:
+        return "--fault partition needs nftables (`nft`), which is not installed"
+    return None
+
+
 # --------------------------------------------------------------------------- child lines
 
 
@@ -688,9 +739,11 @@ def judge_group(
     *,
     is_failover_running: bool,
     is_rejoin_pending: bool,
+    is_old_master_kept: bool = False,
 ) -> GroupJudgement:
     """Exactly one broker answers as master and is id 0 on every answering nameserver, the old
-    master answers as a slave, and the daemon has nothing left to do about it.
+    master answers as a slave (or, with ``is_old_master_kept``, is that master), and the
+    daemon has nothing left to do about it.
 
     ``live`` maps broker keys to their live config (None: no answer); ``tables`` maps each
     nameserver to the group's brokerId -> addr (None: no answer).
@@ -719,6 +772,17 @@ def judge_group(
         return verdict(False, f"{master.key}@{master.addr} answers as master but {shown}", master)
     if old is None:
         return verdict(False, f"old master {old_master_key} does not answer", master)
+    if is_old_master_kept:
+        if master.key != old_master_key:
+            return verdict(False, f"{master.key} replaced {old_master_key} as master", master)
+        if is_failover_running:
+            return verdict(False, "a failover of the group is still running", master)
+        return verdict(
+            True,
+            f"{master.key}@{master.addr} is still the only master and id 0 on "
+            f"{len(answering)}/{len(tables)} nameservers",
+            master,
+        )
     if old_role != "SLAVE" or old_id == "0":
         return verdict(
             False, f"old master {old_master_key} answers as {old_role} id {old_id}", master
@@ -784,7 +848,13 @@ def build_report(obs: DrillObservations) -> DrillReport:
             )
     finished = _finished(obs.journals[promo_id]) if promo_id else None
     outcome = str(finished.get("outcome")) if finished else None
-    if promo_id is None:
+    if obs.fault == "partition":
+        if promo_id is not None:
+            problems.append(
+                f"the daemon failed over ({promo_id}, {outcome or 'not finished'}) although "
+                "clients could still reach the master"
+            )
+    elif promo_id is None:
         problems.append("the daemon started no promotion of the group")
     elif outcome is None:
         problems.append(f"failover {promo_id} did not finish")
@@ -835,9 +905,7 @@ def build_report(obs: DrillObservations) -> DrillReport:
     if judgement is None:
         problems.append("the old master was not started again")
     elif not judgement.is_safe:
-        problems.append(
-            f"the group was not safe after the old master came back: {judgement.detail}"
-        )
+        problems.append(f"the group was not safe at the end: {judgement.detail}")
 
     def since_fault(event: str) -> float | None:
         times = [e.at for e in timeline if e.event == event]
@@ -889,7 +957,11 @@ def _seconds(value: float | None) -> str:
 
 def render_report(report: DrillReport) -> str:
     """The report as text: the timeline, then the numbers, then the verdict."""
-    fault = {"kill": "kill -9", "stop": "SIGSTOP"}.get(report.fault, report.fault)
+    fault = {
+        "kill": "kill -9",
+        "stop": "SIGSTOP",
+        "partition": "a partition from the watchdog",
+    }.get(report.fault, report.fault)
     lines = [
         f"drill {report.run_id}: {fault} of {report.broker_name}'s master "
         f"{report.old_master_key}@{report.old_master_addr}",
@@ -902,9 +974,13 @@ def render_report(report: DrillReport) -> str:
     m = report.messages
     lines += [
         "",
-        f"objectively down after {_seconds(report.odown_after_seconds)}, promoted after "
-        f"{_seconds(report.promoted_after_seconds)}, failover {report.failover_outcome or '-'} "
-        f"after {_seconds(report.failover_finished_after_seconds)}",
+        (
+            f"objectively down after {_seconds(report.odown_after_seconds)}, promoted after "
+            f"{_seconds(report.promoted_after_seconds)}, failover {report.failover_outcome or '-'} "
+            f"after {_seconds(report.failover_finished_after_seconds)}"
+            if report.failover_id
+            else "no failover"
+        ),
         f"write outage seen by the producer: {_seconds(report.write_outage_seconds)} "
         f"({report.failed_sends_in_outage} sends failed); first write "
         f"{_seconds(report.first_write_after_seconds)} after the fault; consumer caught up after "
@@ -921,6 +997,8 @@ def render_report(report: DrillReport) -> str:
             f"  the promotion plan expected to lose at most {report.expected_loss_bytes} bytes"
         )
     rejoin = "came back safely" if report.old_master_safe else "did NOT come back safely"
+    if report.fault == "partition" and report.failover_id is None:
+        rejoin = "stayed the master" if report.old_master_safe else "did NOT stay the only master"
     lines.append(
         f"old master {report.old_master_key} {rejoin}"
         + (" (fenced: store moved aside)" if report.old_master_fenced else "")
@@ -1274,11 +1352,6 @@ def _state_group(state_dir: str, broker_name: str) -> tuple[bool, str | None, fl
 
 def _preflight(config: WatchdogConfig, options: DrillOptions) -> SandboxMatch:
     """Every refusal that needs no cluster; returns the sandbox match."""
-    if options.fault == "partition":
-        raise DrillRefused(
-            "--fault partition is not supported yet: cutting the master off from the watchdog "
-            "alone needs network namespaces or per-process firewall rules; use kill or stop"
-        )
     if options.fault not in FAULTS:
         raise DrillRefused(f"--fault must be one of {', '.join(FAULTS)}, not {options.fault!r}")
     if options.broker_name not in config.group_names():
@@ -1290,6 +1363,10 @@ def _preflight(config: WatchdogConfig, options: DrillOptions) -> SandboxMatch:
         raise DrillRefused(f"--messages must be at least 1, got {options.messages}")
     if not options.timeout_seconds > 0 or not math.isfinite(options.timeout_seconds):
         raise DrillRefused(f"--timeout must be positive, got {options.timeout_seconds}")
+    if options.fault == "partition":
+        problem = _partition_problem(config, options.broker_name)
+        if problem is not None:
+            raise DrillRefused(problem)
     match = match_sandbox(config, _read_cluster_json)
     if not match.is_sandbox and not options.is_confirmed:
         raise DrillRefused(
@@ -1345,6 +1422,7 @@ class _Drill:
         self.consumer: _LineChild | None = None
         self.events: list[TimelineEvent] = []
         self.problems: list[str] = []
+        self.nft_table: str | None = None  # the partition's, while it is installed
 
     def note(self, event: str, detail: str) -> None:
         self.events.append(TimelineEvent(time.time(), "drill", event, detail))
@@ -1498,6 +1576,72 @@ class _Drill:
         self.events.append(TimelineEvent(fault_at, "drill", "fault", detail))
         return fault_at
 
+    async def _nft(self, *args: str, stdin: str | None = None) -> tuple[bool, str]:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                shutil.which("nft") or "nft", *args,
+                stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+        except OSError as exc:
+            return False, f"cannot run nft: {exc}"
+        try:
+            out, err = await asyncio.wait_for(
+                proc.communicate(stdin.encode() if stdin else None), 15.0
+            )
+        except TimeoutError:
+            await _reap(proc, 0.0)
+            return False, "nft did not finish within 15 s"
+        return proc.returncode == 0, (err or out).decode("utf-8", "replace").strip()
+
+    async def partition(self, master: BrokerConfig) -> float:
+        source = self.config.probe.source_address
+        assert source is not None  # checked before anything started
+        port = int(master.addr.rpartition(":")[2])
+        ports = [port, port - 2]  # the listen port and the fast (VIP) channel
+        table = "rmqwd_drill_" + self.run_id.replace("-", "_")
+        ok, detail = await self._nft("-f", "-", stdin=partition_ruleset(table, source, ports))
+        fault_at = time.time()
+        if not ok:
+            raise _DrillError(f"cannot install the partition with nft: {detail}")
+        self.nft_table = table
+        self.events.append(
+            TimelineEvent(
+                fault_at,
+                "drill",
+                "fault",
+                f"nftables table {table} drops TCP from {source} (the watchdog) to 127.0.0.1 "
+                f"ports {ports[0]}, {ports[1]} ({master.key}); clients still reach it",
+            )
+        )
+        return fault_at
+
+    async def heal(self) -> None:
+        table = self.nft_table
+        if table is None:
+            return
+        ok, detail = await self._nft("delete", "table", "inet", table)
+        if ok:
+            self.nft_table = None
+            self.note("partition_healed", f"nftables table {table} deleted")
+        else:
+            self.problems.append(
+                f"could not delete nftables table {table} ({detail}): run "
+                f"`nft delete table inet {table}`"
+            )
+
+    async def hold_partition(self, before: set[str], fault_at: float) -> str | None:
+        """Keep the cut for --timeout; a promotion begun meanwhile is followed to its end."""
+        while time.time() < fault_at + self.options.timeout_seconds:
+            if promotion_of(_journals(self.config.state_dir, before), self.name) is not None:
+                self.progress("the daemon started a failover during the partition")
+                return await self.wait_promotion(before, fault_at)
+            if self.daemon is not None and not self.daemon.is_running:
+                self.problems.append(f"the daemon exited during the drill: {self.daemon.tail()}")
+                return None
+            await asyncio.sleep(_POLL_SECONDS)
+        return None
+
     async def wait_promotion(self, before: set[str], fault_at: float) -> str | None:
         deadline = fault_at + self.options.timeout_seconds
         while True:
@@ -1559,7 +1703,7 @@ class _Drill:
         return started
 
     async def wait_safe(
-        self, old: BrokerConfig, bound_seconds: float
+        self, old: BrokerConfig, bound_seconds: float, *, is_old_master_kept: bool = False
     ) -> tuple[GroupJudgement, float | None]:
         deadline = time.monotonic() + bound_seconds
         safe_since: float | None = None
@@ -1569,6 +1713,7 @@ class _Drill:
             judgement = judge_group(
                 self.config.group(self.name), live, tables, old.key,
                 is_failover_running=running, is_rejoin_pending=rejoin_key is not None,
+                is_old_master_kept=is_old_master_kept,
             )  # fmt: skip
             if judgement.is_safe:
                 if safe_since is not None:  # twice in a row, a second apart
@@ -1626,7 +1771,8 @@ class _Drill:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.note("drill_started", f"run {self.run_id}, files in {self.dir}")
         master = await self.find_master()
-        problem = fault_argv(self.config, master, "KILL")
+        is_partition = self.options.fault == "partition"
+        problem = None if is_partition else fault_argv(self.config, master, "KILL")
         if isinstance(problem, str):
             raise DrillRefused(problem)
         if self.options.start_daemon:
@@ -1638,17 +1784,29 @@ class _Drill:
         self.progress(
             f"{self.options.messages}+ messages acknowledged; injecting {self.options.fault}"
         )
-        fault_at = await self.inject(master)
-        fid = await self.wait_promotion(before, fault_at)
+        if is_partition:
+            fault_at = await self.partition(master)
+            try:
+                fid = await self.hold_partition(before, fault_at)
+            finally:
+                await self.heal()
+        else:
+            fault_at = await self.inject(master)
+            fid = await self.wait_promotion(before, fault_at)
         journals = _journals(self.config.state_dir, before)
         outcome = _finished(journals[fid]) if fid else None
-        self.progress(
-            f"failover {fid or '-'}: {outcome.get('outcome') if outcome else 'not finished'}; "
-            f"bringing {master.key} back"
-        )
-        started = await self.bring_back(master)
         judgement: GroupJudgement | None = None
         safe_at = None
+        started: float | None = None
+        if is_partition and fid is None:
+            self.progress(f"no failover during the partition; checking {master.key} is master")
+            judgement, safe_at = await self.wait_safe(master, 30.0, is_old_master_kept=True)
+        else:
+            self.progress(
+                f"failover {fid or '-'}: {outcome.get('outcome') if outcome else 'not finished'}"
+                f"; bringing {master.key} back"
+            )
+            started = await self.bring_back(master)
         if started is not None:
             promoted = outcome is not None and outcome.get("outcome") == "succeeded"
             bound = self.options.timeout_seconds if promoted else 20.0
@@ -1688,6 +1846,7 @@ class _Drill:
         )
 
     async def close(self) -> None:
+        await self.heal()  # never leave the partition behind
         for child in (self.producer, self.consumer):
             if child is not None:
                 await child.stop(5.0)

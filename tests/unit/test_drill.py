@@ -38,6 +38,7 @@ from watchdog.drill import (
     parse_body,
     parse_receive_line,
     parse_send_line,
+    partition_ruleset,
     promotion_of,
     ready_master,
     render_report,
@@ -751,7 +752,7 @@ def test_is_lock_held(sandbox_dir: Path) -> None:
 def test_refusals_before_anything_runs(sandbox_dir: Path, held_lock: Path) -> None:
     d = str(sandbox_dir)
     config = make_config(d)
-    assert "partition is not supported yet" in refusal(config, fault="partition")
+    assert "needs [probe] source_address" in refusal(config, fault="partition")
     assert "--fault must be one of" in refusal(config, fault="flood")
     assert "unknown broker group 'broker-z'" in refusal(config, broker_name="broker-z")
     assert "--messages must be at least 1" in refusal(config, messages=0)
@@ -776,7 +777,7 @@ def test_refusals_before_anything_runs(sandbox_dir: Path, held_lock: Path) -> No
     assert "blocked until" in blocked and "failover F1 succeeded" in blocked
     assert "rmq-watchdog ack -c FILE --broker-name broker-a" in blocked
     state.write_text("{not json")  # a broken state file does not block the preflight
-    assert "partition" in refusal(config, fault="partition")
+    assert "drop --start-daemon" in refusal(config, start_daemon=True)
 
 
 def test_no_daemon_is_refused(sandbox_dir: Path) -> None:
@@ -793,3 +794,94 @@ def test_a_non_sandbox_drill_is_refused_without_yes(sandbox_dir: Path) -> None:
     assert "pass --yes" in refusal(config)
     # With --yes the next check speaks: no daemon.
     assert "no watchdog daemon holds" in refusal(config, is_confirmed=True)
+
+
+def test_partition_refusals(
+    sandbox_dir: Path, held_lock: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = str(sandbox_dir)
+
+    def probe(address: str) -> dict[str, str]:
+        return {"source_address": address}
+
+    assert "other than 127.0.0.1" in refusal(
+        make_config(d, probe=probe("127.0.0.1")), fault="partition"
+    )
+    assert "must be a loopback address" in refusal(
+        make_config(d, probe=probe("10.1.2.3")), fault="partition"
+    )
+    assert "must be a loopback address" in refusal(
+        make_config(d, probe=probe("nonsense")), fault="partition"
+    )
+    far = make_config(
+        d, probe=probe("127.0.0.2"), brokers=[broker(0, "10.0.0.5:10911", d), broker(1, A1, d)]
+    )
+    assert "works on 127.0.0.1 only; broker-a:0 is at 10.0.0.5:10911" in refusal(
+        far, fault="partition"
+    )
+    good = make_config(d, probe=probe("127.0.0.2"))
+    # Past the partition checks, the next refusal speaks (a daemon already holds the lock).
+    assert "drop --start-daemon" in refusal(good, fault="partition", start_daemon=True)
+    monkeypatch.setattr("watchdog.drill.shutil.which", lambda _name: None)
+    assert "needs nftables" in refusal(good, fault="partition")
+
+
+def test_partition_ruleset() -> None:
+    text = partition_ruleset("rmqwd_drill_R1", "127.0.0.2", [30011, 30009, 30011])
+    assert text.startswith("table inet rmqwd_drill_R1 {")
+    assert "type filter hook output priority 0; policy accept;" in text
+    assert "ip saddr 127.0.0.2 ip daddr 127.0.0.1 tcp dport { 30009, 30011 } drop" in text
+    for table, source, ports in [
+        ("bad-name", "127.0.0.2", [1]),
+        ("t; flush ruleset", "127.0.0.2", [1]),
+        ("t", "10.0.0.1", [1]),
+        ("t", "127.0.0.2", []),
+        ("t", "127.0.0.2", [70000]),
+    ]:
+        with pytest.raises(ValueError):
+            partition_ruleset(table, source, ports)
+
+
+def test_judge_group_with_the_old_master_kept() -> None:
+    group = make_config().group("broker-a")
+    tables = {NS[0]: {0: A0, 1: A1}, NS[1]: {0: A0, 1: A1}}
+    kept = {"broker-a:0": live("ASYNC_MASTER", "0"), "broker-a:1": live("SLAVE", "1")}
+
+    def verdict(
+        lives: Mapping[str, Mapping[str, str] | None], running: bool = False
+    ) -> GroupJudgement:
+        return judge_group(
+            group, lives, tables, "broker-a:0", is_failover_running=running,
+            is_rejoin_pending=False, is_old_master_kept=True,
+        )  # fmt: skip
+
+    assert verdict(kept).is_safe and "still the only master" in verdict(kept).detail
+    assert "still running" in verdict(kept, running=True).detail
+    swapped = {"broker-a:0": live("SLAVE", "1"), "broker-a:1": live("ASYNC_MASTER", "0")}
+    moved = judge_group(
+        group, swapped, {NS[0]: {0: A1}}, "broker-a:0", is_failover_running=False,
+        is_rejoin_pending=False, is_old_master_kept=True,
+    )  # fmt: skip
+    assert not moved.is_safe and "broker-a:1 replaced broker-a:0 as master" in moved.detail
+
+
+def test_partition_report() -> None:
+    steady = traffic(outage_from=99.0, outage_to=99.0, end=30.0)  # writes never stopped
+    receives = tuple(ReceiveRecord(s.seq, s.ended_at + 0.05) for s in steady)
+    kept = GroupJudgement(True, "still the only master", "broker-a:0", A0, "ASYNC_MASTER", "0")
+    good = build_report(
+        observations(
+            fault="partition", journals={}, sends=tuple(steady), receives=receives,
+            stored_seqs=None, judgement=kept, old_master_started_at=None, old_master_safe_at=None,
+        )
+    )  # fmt: skip
+    assert good.is_ok, good.problems
+    assert good.write_outage_seconds is not None and good.write_outage_seconds < 0.2
+    assert good.failover_id is None and good.master_key == "broker-a:0"
+    assert "stayed the master" in render_report(good)
+    assert "\nno failover\n" in render_report(good)
+    assert "a partition from the watchdog" in render_report(good)
+
+    failed_over = build_report(observations(fault="partition"))
+    assert not failed_over.is_ok
+    assert any("failed over (F1, succeeded) although clients" in p for p in failed_over.problems)
