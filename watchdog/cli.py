@@ -260,7 +260,8 @@ def ack(config_path: str, broker_name: str) -> None:
     default="kill",
     show_default=True,
     help="kill: kill -9 the master; stop: SIGSTOP it (SIGCONT after the promotion); "
-    "partition: not supported yet.",
+    "partition: drop the watchdog's packets to it (nftables on loopback; needs [probe] "
+    "source_address), where the right outcome is no failover.",
 )
 @click.option("--yes", "is_confirmed", is_flag=True, help="Run against a non-sandbox config.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -276,7 +277,8 @@ def ack(config_path: str, broker_name: str) -> None:
     "timeout",
     default="120s",
     show_default=True,
-    help="Per phase: fault -> promotion finished; old master started -> group safe.",
+    help="Per phase: fault -> promotion finished; old master started -> group safe. "
+    "With --fault partition: how long the cut lasts.",
 )
 @click.option(
     "--start-daemon",
