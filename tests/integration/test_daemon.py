@@ -6,21 +6,16 @@ are seen for real kills, pauses and restarts without a promotion changing the cl
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from .daemon_harness import Daemon, running_daemon
 from .prometheus_harness import run_prometheus
 
 pytestmark = pytest.mark.integration
@@ -29,73 +24,14 @@ DOWN_AFTER_SECONDS = 3.0
 INTERVAL_SECONDS = 1.0
 
 
-class DaemonProcess:
-    """`rmq-watchdog run` as a child process, its JSON log read back line by line."""
-
-    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
-        self.log_path = log
-        self._fh = log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "watchdog", "run", "-c", str(config), "--log-format", "json"],
-            stdout=self._fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-        )
-
-    def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
-
-    def cycle_lines(self, since: int = 0) -> list[dict[str, Any]]:
-        return [e for e in self.events() if "cycle" in e and "decision" in e and e["cycle"] > since]
-
-    def last_cycle(self) -> int:
-        lines = self.cycle_lines()
-        return lines[-1]["cycle"] if lines else 0
-
-    def wait_for(
-        self,
-        predicate: Callable[[dict[str, Any]], bool],
-        timeout_seconds: float,
-        what: str,
-        since: int = 0,
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_seconds
-        while time.monotonic() < deadline:
-            for event in self.events()[since:]:
-                if predicate(event):
-                    return event
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.3)
-        tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-15:])
-        raise AssertionError(f"no log event for {what} within {timeout_seconds} s:\n{tail}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._fh.close()
-        return self.proc.returncode
+def cycle_lines(d: Daemon, since: int = 0) -> list[dict[str, Any]]:
+    """The canonical per-group lines of cycles after `since`."""
+    return [e for e in d.events() if "cycle" in e and "decision" in e and e["cycle"] > since]
 
 
-@contextmanager
-def daemon(config: Path, log: Path, env: dict[str, str] | None = None) -> Iterator[DaemonProcess]:
-    process = DaemonProcess(config, log, env)
-    try:
-        yield process
-    finally:
-        process.stop()
+def last_cycle(d: Daemon) -> int:
+    lines = cycle_lines(d)
+    return int(lines[-1]["cycle"]) if lines else 0
 
 
 def dry_run_config(sandbox: Any, tmp_path: Path) -> Path:
@@ -106,8 +42,8 @@ def dry_run_config(sandbox: Any, tmp_path: Path) -> Path:
     return path
 
 
-def group_state_after(d: DaemonProcess, cycle: int, state: str, timeout: float) -> dict[str, Any]:
-    return d.wait_for(
+def group_state_after(d: Daemon, cycle: int, state: str, timeout: float) -> dict[str, Any]:
+    return d.wait_event(
         lambda e: e.get("cycle", 0) > cycle and e.get("state") == state,
         timeout,
         f"group state {state} after cycle {cycle}",
@@ -127,30 +63,30 @@ def test_verdicts_for_real_faults(fresh_sandbox: Any, tmp_path: Path) -> None:
     config = dry_run_config(sandbox, tmp_path)
     master, slave = "broker-a:0", "broker-a:1"
     ns1 = sandbox.info()["nameservers"][1]["addr"]
-    with daemon(config, tmp_path / "daemon.log") as d:
+    with running_daemon(config, tmp_path / "daemon.log") as d:
         # Healthy: a few cycles, every line says HEALTHY with no_action.
         group_state_after(d, 3, "HEALTHY", 30)
-        assert all(e["decision"] == "no_action" for e in d.cycle_lines())
+        assert all(e["decision"] == "no_action" for e in cycle_lines(d))
 
         # A pause shorter than down_after: never SDOWN/ODOWN, never anything but no_action.
-        before = d.last_cycle()
+        before = last_cycle(d)
         sandbox.kill(master, "STOP")
         time.sleep(DOWN_AFTER_SECONDS / 2)
         sandbox.kill(master, "CONT")
         group_state_after(d, before + 3, "HEALTHY", 20)
-        short_pause = d.cycle_lines(before)
+        short_pause = cycle_lines(d, before)
         assert all(e["state"] in ("HEALTHY",) for e in short_pause), short_pause
         assert all(e["decision"] == "no_action" for e in short_pause)
 
         # One nameserver killed: the master verdict does not change.
-        before = d.last_cycle()
+        before = last_cycle(d)
         sandbox.kill_nameserver(ns1, "KILL")
         group_state_after(d, before + 4, "HEALTHY", 20)
-        assert {e["state"] for e in d.cycle_lines(before)} == {"HEALTHY"}
+        assert {e["state"] for e in cycle_lines(d, before)} == {"HEALTHY"}
         sandbox.start_nameserver(ns1)
 
         # Slave killed: DEGRADED; back to HEALTHY once it is started again.
-        before = d.last_cycle()
+        before = last_cycle(d)
         sandbox.kill(slave, "KILL")
         degraded = group_state_after(d, before, "DEGRADED", 20)
         assert "slave" in degraded["event"]
@@ -159,7 +95,7 @@ def test_verdicts_for_real_faults(fresh_sandbox: Any, tmp_path: Path) -> None:
 
         # A hung master (SIGSTOP) stays registered on the nameservers for 120 s; the secondary
         # check from the local host confirms it: MASTER_ODOWN within down_after + one cycle.
-        before = d.last_cycle()
+        before = last_cycle(d)
         sandbox.kill(master, "STOP")
         hung = group_state_after(d, before, "MASTER_ODOWN", 30)
         assert hung["decision"] == "promote"
@@ -188,7 +124,9 @@ def test_systemd_notify_and_sighup_reload(sandbox_cluster: Any, tmp_path: Path) 
     sock.bind(str(sock_path))
     sock.settimeout(30)
     try:
-        with daemon(config, tmp_path / "daemon.log", env={"NOTIFY_SOCKET": str(sock_path)}) as d:
+        with running_daemon(
+            config, tmp_path / "daemon.log", env={"NOTIFY_SOCKET": str(sock_path)}
+        ) as d:
             messages: list[str] = []
             while not any("READY=1" in m for m in messages):
                 messages.append(sock.recv(4096).decode())
@@ -203,16 +141,16 @@ def test_systemd_notify_and_sighup_reload(sandbox_cluster: Any, tmp_path: Path) 
             good = config.read_text()
             config.write_text(good.replace('cluster_name = "', 'cluster_name = 7 #"', 1))
             d.proc.send_signal(signal.SIGHUP)
-            refused = d.wait_for(lambda e: "reload refused" in e.get("event", ""), 20, "refusal")
+            refused = d.wait_event(lambda e: "reload refused" in e.get("event", ""), 20, "refusal")
             assert str(config) in refused["error"]
-            cycle = d.last_cycle()
+            cycle = last_cycle(d)
             group_state_after(d, cycle + 2, "HEALTHY", 20)
 
             # A good one is applied.
             config.write_text(good.replace("[metrics]", '[detect]\ndown_after = "5s"\n\n[metrics]'))
             d.proc.send_signal(signal.SIGHUP)
-            d.wait_for(lambda e: e.get("event") == "configuration reloaded", 20, "reload")
-            group_state_after(d, d.last_cycle() + 1, "HEALTHY", 20)
+            d.wait_event(lambda e: e.get("event") == "configuration reloaded", 20, "reload")
+            group_state_after(d, last_cycle(d) + 1, "HEALTHY", 20)
         assert d.proc.returncode == 0
     finally:
         sock.close()
@@ -222,7 +160,7 @@ def test_prometheus_scrapes_the_daemon(sandbox_cluster: Any, tmp_path: Path) -> 
     config = dry_run_config(sandbox_cluster, tmp_path)
     listen = re.search(r'listen = "([^"]+)"', config.read_text())
     assert listen, "the sandbox config sets [metrics] listen"
-    with daemon(config, tmp_path / "daemon.log") as d:
+    with running_daemon(config, tmp_path / "daemon.log") as d:
         group_state_after(d, 1, "HEALTHY", 30)
         with run_prometheus([listen.group(1)], tmp_path / "prometheus") as prom:
             up = prom.wait_for(

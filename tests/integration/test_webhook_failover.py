@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .test_daemon import daemon
+from .daemon_harness import running_daemon
 
 pytestmark = pytest.mark.integration
 
@@ -69,10 +69,10 @@ def test_webhook_gets_failover_events_and_hooks_run(
         + 'events = ["master_down", "failover_started", "failover_step", "failover_succeeded",'
         + ' "failover_failed"]\n'
     )
-    with daemon(config, tmp_path / "daemon.log") as d:
-        d.wait_for(lambda e: e.get("state") == "HEALTHY", 60, "a healthy cycle")
+    with running_daemon(config, tmp_path / "daemon.log") as d:
+        d.wait_event(lambda e: e.get("state") == "HEALTHY", 60, "a healthy cycle")
         sandbox.kill("broker-a:0", "KILL")
-        done = d.wait_for(
+        done = d.wait_event(
             lambda e: str(e.get("event", "")).startswith("failover succeeded"), 120, "failover"
         )
         deadline = time.monotonic() + 20
