@@ -1,8 +1,9 @@
-"""`rmq-watchdog drill` on a real RocketMQ 4.9.7 sandbox: kill -9 the async master under traffic.
+"""`rmq-watchdog drill` on real RocketMQ 4.9.7 sandboxes, the drill starting the daemon itself.
 
-One drill (about a minute and a half on two cores): the drill starts the daemon itself, the
-daemon promotes the slave, the drill restarts the old master. The test checks the JSON report
-against the cluster as it is afterwards and against the producer's and consumer's own records.
+Two drills (one to two minutes each on two cores): kill -9 of the async master, where the
+daemon promotes the slave and the drill restarts the old master; and a partition of the
+watchdog alone from the master, where the right outcome is no failover. The JSON reports are
+checked against the cluster afterwards and against the producer's and consumer's own records.
 Run with -s to see the measured numbers.
 """
 
@@ -81,12 +82,14 @@ def test_kill_drill_on_an_async_sandbox(fresh_sandbox: Any) -> None:
     addrs = {f"{b['broker_name']}:{b['broker_id']}": b["addr"] for b in info["brokers"]}
     state_dir = Path(box.dir) / "watchdog-state"
 
-    # Refused, and nothing touched: no daemon runs, and partitions are not supported.
+    # Refused, and nothing touched: no daemon runs; a partition needs the daemon to probe from
+    # an address of its own.
     no_daemon = drill(config)
     assert no_daemon.returncode == 2, no_daemon
     assert "no watchdog daemon holds" in no_daemon.stderr
     partition = drill(config, "--fault", "partition", "--start-daemon")
-    assert partition.returncode == 2 and "not supported yet" in partition.stderr, partition
+    assert partition.returncode == 2, partition
+    assert "needs [probe] source_address" in partition.stderr
     assert not (state_dir / "drills").exists()
 
     run = drill(config, "--start-daemon", "--fault", "kill", "--json", "--timeout", "120s")
@@ -130,8 +133,10 @@ def test_kill_drill_on_an_async_sandbox(fresh_sandbox: Any) -> None:
     assert m["acked_before_fault"] - m["lost"] == len(before & set(consumed))
     assert m["duplicated"] == len({q for q in consumed if consumed.count(q) > 1})
     assert m["unconsumed_after_fault"] == 0
-    # The audit pulled what the cluster stores: every acked message the consumer got is there.
-    assert m["not_stored"] is not None and m["not_stored"] <= m["lost"]
+    # The audit pulled what the cluster stores now: every write the new master acknowledged is
+    # still there (fencing the old master took nothing from it).
+    assert m["not_stored"] == len(m["not_stored_seqs"])
+    assert not set(m["not_stored_seqs"]) & (acked - before)
 
     # The old master came back as a slave; one master, id 0 on every nameserver; the daemon the
     # drill started is gone.
@@ -147,3 +152,39 @@ def test_kill_drill_on_an_async_sandbox(fresh_sandbox: Any) -> None:
     assert new is not None and (new["brokerRole"], new["brokerId"]) == ("ASYNC_MASTER", "0")
     assert not is_lock_held(state_dir)
     assert json.loads((run_dir / "report.json").read_text()) == doc
+
+
+def nft_tables() -> str:
+    return subprocess.run(
+        ["nft", "list", "tables"], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_partition_drill_is_no_failover(fresh_sandbox: Any) -> None:
+    box = fresh_sandbox(replication="async")
+    config = Path(box.config_path)
+    with config.open("a") as fh:
+        fh.write('\n[probe]\nsource_address = "127.0.0.2"\n')
+    master = box.info()["brokers"][0]["addr"]
+
+    run = drill(config, "--start-daemon", "--fault", "partition", "--json", "--timeout", "20s")
+    assert run.returncode == 0, f"drill failed (exit {run.returncode}):\n{run.stdout}\n{run.stderr}"
+    doc = json.loads(run.stdout)
+    print(f"\n[drill partition] {json.dumps(doc['seconds'])} ok={doc['ok']}")
+    assert doc["ok"] is True, doc["problems"]
+
+    # The daemon lost sight of the master but did not fail over: clients could still write.
+    assert doc["failover"]["id"] is None
+    timeline = {e["event"]: e for e in doc["timeline"]}
+    assert "subjectively_down" in timeline and "objectively_down" not in timeline
+    assert 0 < timeline["subjectively_down"]["t"] < timeline["partition_healed"]["t"]
+    assert timeline["partition_healed"]["t"] >= 20.0
+    assert doc["seconds"]["write_outage"] < 2.0
+    m = doc["messages"]
+    assert m["failed"] == 0 and m["lost"] == 0 and m["acked_after_fault"] > 50
+    assert doc["one_master"]["key"] == "broker-a:0" and doc["one_master"]["addr"] == master
+
+    # The rule is gone; the master is still the one master.
+    assert "rmqwd_drill_" not in nft_tables()
+    tables, _ = asyncio.run(cluster_now([n["addr"] for n in box.info()["nameservers"]], []))
+    assert all(t is not None and t.get(0) == master for t in tables), tables
