@@ -123,21 +123,17 @@ def check(config_path: str) -> None:
 def ping(addr: str, timeout: str) -> None:
     """Ask the broker at ADDR (host:port) for its runtime info.
 
-    Exit 0 when it answered, 1 when it did not. A TCP connect alone does not count:
-    used as a secondary check run from another host.
+    Exit 0 when it answered, 1 when it did not. A TCP connect alone does not count.
+    Secondary checks use the lighter `rmq-watchdog-ping ADDR`, which starts faster.
     """
     from .durations import parse_duration
-    from .probe import probe_broker_alive
+    from .ping import ping as ping_broker
 
     try:
         timeout_seconds = parse_duration(timeout)
     except ValueError as exc:
         raise BadInput(f"--timeout: {exc}") from None
-    alive, detail = run_async(
-        lambda: probe_broker_alive(
-            addr, timeout_seconds=timeout_seconds, connect_timeout_seconds=timeout_seconds
-        )
-    )
+    alive, detail = run_async(lambda: ping_broker(addr, timeout_seconds=timeout_seconds))
     click.echo(f"{addr} {'alive' if alive else 'down'}: {detail}")
     sys.exit(0 if alive else 1)
 

@@ -140,7 +140,7 @@ class SecondaryCheck(_Strict):
     name: str
     host: str
     command: tuple[str, ...] = Field(
-        ("rmq-watchdog", "ping", "{addr}"),
+        ("rmq-watchdog-ping", "{addr}"),
         min_length=1,
         description="argv; {addr} is replaced by the master address from this config",
     )

@@ -30,7 +30,6 @@ __all__ = [
     "client_pool",
     "SecondaryRunner",
     "describe_error",
-    "probe_broker_alive",
 ]
 
 # A secondary check: (check name, master addr) -> observation. Runs on another host.
@@ -186,20 +185,6 @@ def _master_addrs(
         if configured is not None:
             targets.append(configured.addr)
     return targets
-
-
-async def probe_broker_alive(
-    addr: str, *, timeout_seconds: float, connect_timeout_seconds: float
-) -> tuple[bool, str]:
-    """Ask one broker for its runtime info: (answered, detail); `ping` and checks use it."""
-    pool = ClientPool(connect_timeout_seconds=connect_timeout_seconds)
-    try:
-        info = await get_broker_runtime_info(pool.get(addr), timeout_seconds=timeout_seconds)
-    except RemotingError as exc:
-        return False, describe_error(exc)
-    finally:
-        await pool.close_all()
-    return True, f"commitLogMaxOffset={info.get('commitLogMaxOffset', '?')}"
 
 
 def client_pool(config: WatchdogConfig) -> ClientPool:

@@ -123,7 +123,7 @@ def test_watchdog_toml_loads_and_drives_the_sandbox_cli(tmp_path: Path) -> None:
     assert config.metrics.listen == "127.0.0.1:22002"
     assert [(c.name, c.host) for c in config.secondary_checks] == [("local-secondary", "local")]
     # `rmq-watchdog ping {addr}`, through this interpreter so PATH does not matter
-    ping = (sys.executable, "-m", "watchdog", "ping", "{addr}")
+    ping = (sys.executable, "-m", "watchdog.ping", "{addr}")
     assert config.secondary_checks[0].command == ping
     keys = ["broker-a:0", "broker-a:1", "broker-b:0", "broker-b:1"]
     assert [b.key for b in config.brokers] == keys

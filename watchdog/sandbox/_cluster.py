@@ -294,7 +294,7 @@ def watchdog_toml_text(directory: Path, topology: Topology, python: str | None =
         'name = "local-secondary"',
         'host = "local"',
         # This interpreter's own entry point: works whether or not the venv's bin is on PATH.
-        f"command = {_toml_list([python, '-m', 'watchdog', 'ping', '{addr}'])}",
+        f"command = {_toml_list([python, '-m', 'watchdog.ping', '{addr}'])}",
     ]
     for broker in topology.brokers:
         command = [python, "-m", "watchdog", "sandbox"]
