@@ -1808,9 +1808,13 @@ class _Drill:
             )
             started = await self.bring_back(master)
         if started is not None:
+            # Without a promotion (none, failed, rolled back) the old master is the master again.
             promoted = outcome is not None and outcome.get("outcome") == "succeeded"
-            bound = self.options.timeout_seconds if promoted else 20.0
-            judgement, safe_at = await self.wait_safe(master, bound)
+            judgement, safe_at = await self.wait_safe(
+                master,
+                self.options.timeout_seconds if promoted else 30.0,
+                is_old_master_kept=not promoted,
+            )
         self.progress("waiting for the consumer to catch up")
         await self.drain(fault_at)
         stored = await self.audit()
