@@ -259,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "one probe (up to the probe timeout when the master hangs).",
         "The daemon runs with dry_run = true (prepended to a copy of the sandbox's "
         "watchdog.toml), so it only decides (promote) and never acts; the cluster is unchanged "
-        "between runs. The venv's bin is on its PATH, so `rmq-watchdog ping` is found.",
+        "between runs. The venv's bin is on its PATH, as for an installed `rmq-watchdog`.",
         f"Settings: down_after {down_after:g} s, probe interval {interval:g} s, probe timeout "
         f"{config.probe.timeout_seconds:g} s, quorum {config.detect.quorum}; secondary checks "
         f"({args.secondary}): {checks or 'none'}. The daemon discards a secondary result older "
@@ -272,13 +272,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"both nameservers list it), the stopped one gets SIGCONT; the next run starts after "
         f"{HEALTHY_CYCLES} HEALTHY cycles.",
     ]
-    if args.secondary == "as-shipped":
+    for check in config.secondary_checks:
+        command = list(check.command)
+        at = command.index("--timeout") + 1 if "--timeout" in command else None
+        ping_timeout = command[at] if at is not None and at < len(command) else "2s (default)"
         notes.append(
-            "Why SIGSTOP can go undetected as shipped: the check starts a new Python process "
-            "(0.5-1.5 s of start-up and imports on this loaded machine) whose ping waits up to "
-            "its default 2 s, while the check's timeout is also 2 s; on a hung master the check "
-            "is killed at 2 s, its result is unknown, and unknown is no vote. "
-            "`bench/detection.py --secondary fitted` measures the same with a ping that fits."
+            f"Secondary check {check.name}: on a hung master only it can give the second vote. "
+            f"Its answer counts only if it comes within the check's timeout "
+            f"({check.timeout_seconds:g} s) and is at most down_after ({down_after:g} s, "
+            "counted from the check's start) old when a cycle reads it; a check that times out "
+            "is unknown, which is no vote. On a hung master it needs a new Python process's "
+            f"start-up (0.5-1.5 s on this loaded machine) plus the ping's own timeout "
+            f"({ping_timeout}), so a run can miss the window: then the group stays "
+            "MASTER_SDOWN. `--secondary fitted` gives the ping a 0.5 s timeout and the check "
+            "a timeout of down_after."
         )
     path = write_result(
         name,
