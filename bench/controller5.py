@@ -928,11 +928,13 @@ def build_notes(
         "GET_ALL_TOPIC_CONFIG, before the kill). 'first write' = the end of the first "
         "acknowledged send begun after the kill (any send status counts: the broker stored it, "
         "e.g. SLAVE_NOT_AVAILABLE from a 4.9.7 SYNC_MASTER left without its slave); 'outage' = "
-        "from the last ack before the kill to that one. The long-lived producer keeps its route "
-        "until its 30 s route poll (librocketmq does not expose pollNameServerInterval, so it is "
-        "30 s for both systems), which dominates (b) and (c) for both; the recreated producer "
-        "(shut down and started again after each failed send, so it asks the nameserver for a "
-        "fresh route) shows when the cluster itself accepts writes again.",
+        "from the last ack before the kill to that one. The recreated producer (shut down and "
+        "started again after each failed send, so it asks the nameserver for a fresh route) "
+        "shows when the cluster itself accepts writes again. The long-lived one depends on when "
+        "librocketmq re-reads the route: it periodically polls it every 30 s "
+        "(pollNameServerInterval, not settable through the Python client, so the same for both "
+        "systems); compare its column with the recreated producer's to see how much of (b) is "
+        "the client's own delay.",
         "The 4.9.7 columns 'ODOWN s' (the daemon's MASTER_ODOWN log line), 'failover s' (its "
         "own duration of the whole failover, canary included) and 'watchdog steps' (each "
         "step's duration: stop = fence the old master / stop the candidate through `sandbox "
