@@ -21,7 +21,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from watchdog.sandbox import DEFAULT_VERSION, Sandbox, find_java
 
@@ -31,6 +31,7 @@ __all__ = [
     "ChildRun",
     "DaemonProcess",
     "MachineFacts",
+    "TlsMode",
     "add_common_arguments",
     "bench_dir",
     "command_line",
@@ -47,6 +48,9 @@ __all__ = [
     "running_sandbox",
     "write_result",
 ]
+
+# The sandbox's --tls: RocketMQ's default (a self-signed key at each JVM start) or disabled.
+TlsMode = Literal["permissive", "disabled"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -280,12 +284,17 @@ def run_child(
 
 @contextmanager
 def running_sandbox(
-    directory: Path, *, base_port: int, version: str, timeout_seconds: float = 240.0
+    directory: Path,
+    *,
+    base_port: int,
+    version: str,
+    tls: TlsMode = "permissive",
+    timeout_seconds: float = 240.0,
 ) -> Iterator[Sandbox]:
     """`sandbox up` (one group, master + slave), and `sandbox down` whatever happens."""
     box = Sandbox(directory)
     try:
-        box.up(version=version, base_port=base_port, timeout_seconds=timeout_seconds)
+        box.up(version=version, base_port=base_port, tls=tls, timeout_seconds=timeout_seconds)
         yield box
     finally:
         # up() cleans up after itself when it fails; down() stops nothing then and succeeds.

@@ -11,7 +11,6 @@ log for the first line of the group in state MASTER_ODOWN; then the master is br
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -36,7 +35,7 @@ from bench._common import (  # noqa: E402
     running_sandbox,
     write_result,
 )
-from watchdog.config import WatchdogConfig, load_config  # noqa: E402
+from watchdog.config import load_config  # noqa: E402
 from watchdog.sandbox import Sandbox  # noqa: E402
 
 NAME = "detection"
@@ -58,40 +57,6 @@ class Detection:
     sdown_seconds: float | None  # first MASTER_SDOWN line, if the group passed through it
     odown_seconds: float | None  # None: no MASTER_ODOWN within DETECT_TIMEOUT_SECONDS
     event: str  # the ODOWN line's event, or the last line's when it never came
-
-
-# `--secondary fitted`: the shipped ping with a short timeout of its own, so that it plus
-# Python's start-up fits inside the check's timeout, which is raised to down_after (the age at
-# which the daemon discards a secondary result anyway).
-FITTED_PING_TIMEOUT = "0.5s"
-
-
-def fitted_command(command: Sequence[str]) -> list[str]:
-    if "ping" not in command or "--timeout" in command:
-        raise ValueError(f"cannot fit secondary check command {list(command)}")
-    at = list(command).index("ping") + 1
-    return [*command[:at], "--timeout", FITTED_PING_TIMEOUT, *command[at:]]
-
-
-def fit_secondary_checks(text: str, config: WatchdogConfig) -> str:
-    """The config text with each [[secondary_checks]] block's command and timeout replaced."""
-    checks = iter(config.secondary_checks)
-    out: list[str] = []
-    in_block = False
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("["):
-            in_block = stripped == "[[secondary_checks]]"
-            out.append(line)
-            if in_block:
-                check = next(checks)
-                out.append(f"command = {json.dumps(fitted_command(check.command))}")
-                out.append(f'timeout = "{config.detect.down_after_seconds:g}s"')
-            continue
-        if in_block and stripped.split("=", 1)[0].strip() in ("command", "timeout"):
-            continue
-        out.append(line)
-    return "\n".join(out) + "\n"
 
 
 def is_group_line(event: dict[str, Any]) -> bool:
@@ -155,28 +120,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser, default_base_port=29100)
     parser.add_argument("--runs", type=int, default=5, help="runs per fault")
-    parser.add_argument(
-        "--secondary",
-        choices=["as-shipped", "fitted"],
-        default="as-shipped",
-        help="the sandbox's secondary check as written, or fitted (a 0.5 s ping inside a "
-        "check timeout of down_after); results go to detection.md or "
-        "detection_fitted_secondary.md",
-    )
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     facts = machine_facts(args.version)
     results: list[Detection] = []
-    name = NAME if args.secondary == "as-shipped" else f"{NAME}_fitted_secondary"
 
     with bench_dir(NAME, args.work_dir, args.keep) as work, running_sandbox(
         work / "sandbox", base_port=args.base_port, version=args.version
     ) as box:
         config_path = dry_run_copy(box.config_path, work / "watchdog-dry.toml")
-        if args.secondary == "fitted":
-            shipped = load_config(config_path)
-            config_path.write_text(fit_secondary_checks(config_path.read_text(), shipped))
         config = load_config(config_path)
         if not config.dry_run:
             raise RuntimeError(f"{config_path} is not a dry-run config")
@@ -262,8 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "between runs. The venv's bin is on its PATH, as for an installed `rmq-watchdog`.",
         f"Settings: down_after {down_after:g} s, probe interval {interval:g} s, probe timeout "
         f"{config.probe.timeout_seconds:g} s, quorum {config.detect.quorum}; secondary checks "
-        f"({args.secondary}): {checks or 'none'}. The daemon discards a secondary result older "
-        f"than down_after ({down_after:g} s, counted from the check's start).",
+        f"(as the sandbox writes them): {checks or 'none'}.",
         "kill -9: the master's sockets close, so the nameservers drop it (2 down votes) and "
         "probes are refused at once. SIGSTOP: the JVM hangs with its sockets open, so the "
         "nameservers keep it registered (up to 120 s); then only the secondary check can give "
@@ -272,25 +224,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"both nameservers list it), the stopped one gets SIGCONT; the next run starts after "
         f"{HEALTHY_CYCLES} HEALTHY cycles.",
     ]
-    for check in config.secondary_checks:
-        command = list(check.command)
-        at = command.index("--timeout") + 1 if "--timeout" in command else None
-        ping_timeout = command[at] if at is not None and at < len(command) else "2s (default)"
-        notes.append(
-            f"Secondary check {check.name}: on a hung master only it can give the second vote. "
-            f"Its answer counts only if it comes within the check's timeout "
-            f"({check.timeout_seconds:g} s) and is at most down_after ({down_after:g} s, "
-            "counted from the check's start) old when a cycle reads it; a check that times out "
-            "is unknown, which is no vote. On a hung master it needs a new Python process's "
-            f"start-up (0.5-1.5 s on this loaded machine) plus the ping's own timeout "
-            f"({ping_timeout}), so a run can miss the window: then the group stays "
-            "MASTER_SDOWN. `--secondary fitted` gives the ping a 0.5 s timeout and the check "
-            "a timeout of down_after."
-        )
+    notes.append(
+        "A hung master is confirmed only by a secondary check (a new process on the check's "
+        "host, here the local one): its answer counts if it comes within the check's timeout "
+        f"and is at most down_after ({down_after:g} s, counted from the check's start) old when "
+        "a cycle reads it; a check that times out is unknown, which is no vote, and the group "
+        "then stays MASTER_SDOWN. So the check's start-up plus the ping's own timeout must fit "
+        "in down_after, also on a loaded host."
+    )
     path = write_result(
-        name,
-        "Detection time: fault on the master until the daemon logs MASTER_ODOWN"
-        + (" (secondary check fitted)" if args.secondary == "fitted" else ""),
+        NAME,
+        "Detection time: fault on the master until the daemon logs MASTER_ODOWN",
         [table, "Per run:\n\n" + per_run],
         facts,
         notes,

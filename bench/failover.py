@@ -34,6 +34,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench._common import (  # noqa: E402
     DaemonProcess,
+    TlsMode,
     add_common_arguments,
     bench_dir,
     event_time,
@@ -307,11 +308,13 @@ def _wait_first_ack(producers: Sequence[ProducerThread], after: float) -> dict[s
     return found
 
 
-def one_run(run: int, work: Path, base_port: int, version: str) -> RunResult:
+def one_run(run: int, work: Path, base_port: int, version: str, tls: TlsMode) -> RunResult:
     began = time.monotonic()
     run_dir = work / f"run-{run}"
     run_dir.mkdir()
-    with running_sandbox(run_dir / "sandbox", base_port=base_port, version=version) as box:
+    with running_sandbox(
+        run_dir / "sandbox", base_port=base_port, version=version, tls=tls
+    ) as box:
         config = load_config(box.config_path)
         by_key = {b.key: b.addr for b in config.brokers}
         asyncio.run(_prepare_topic(by_key[MASTER], by_key["broker-a:1"], config.nameservers))
@@ -401,6 +404,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser, default_base_port=29200)
     parser.add_argument("--runs", type=int, default=5, help="runs, each on a fresh sandbox")
+    parser.add_argument(
+        "--tls",
+        choices=["permissive", "disabled"],
+        default="permissive",
+        help="the brokers' tls.server.mode: RocketMQ's default (permissive, a self-signed key "
+        "at each boot) or disabled; results go to failover.md or failover_tls_disabled.md",
+    )
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -408,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[RunResult] = []
     with bench_dir(NAME, args.work_dir, args.keep) as work:
         for run in range(1, args.runs + 1):
-            result = one_run(run, work, args.base_port, args.version)
+            result = one_run(run, work, args.base_port, args.version, args.tls)
             results.append(result)
             acks = ", ".join(
                 f"{k} {fmt_s(v) if v is not None else 'never'} s"
@@ -501,7 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "on); each run uses a fresh sandbox (`sandbox up` ... `sandbox down`), so no anti-flap "
         "block or restored roles carry over. A run takes about "
         f"{median([r.run_wall_seconds for r in results]):.0f} s here (sandbox start and stop "
-        "included).",
+        f"included). Brokers and nameservers run with tls.server.mode={args.tls}"
+        + (" (RocketMQ's default)." if args.tls == "permissive" else "."),
         f"Producers: rocketmq 0.4.4 (librocketmq), send_sync every "
         f"{SEND_INTERVAL_SECONDS * 1000:.0f} ms to {TOPIC} (4 queues, created on the master with "
         "UPDATE_AND_CREATE_TOPIC and waited for on the slave and in both nameservers' routes), "
@@ -524,18 +535,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "credentials, send timeout, compression, max message size, logging). The Java "
         "client's pollNameServerInterval (default 30 s) is configurable. The restarted "
         "producer stands for a client that re-reads the route whenever sends fail.",
-        "Where the time goes: the start step (a new JVM for the promoted slave) dominates, and "
-        "within it RocketMQ 4.9's default tls.server.mode=permissive, which builds a "
-        "self-signed certificate (an RSA key pair, in a JVM that has not warmed up) for each "
-        "of the broker's two remoting servers; `-Dtls.server.mode=disabled` in the brokers' "
-        "JVM options skips that when TLS is not used.",
+        "Where the time goes: the start step (a new JVM for the promoted slave) dominates. With "
+        "RocketMQ 4.9's default tls.server.mode=permissive each of the broker's two remoting "
+        "servers builds a self-signed certificate (an RSA key pair, in a JVM that has not "
+        "warmed up) at every boot; `-Dtls.server.mode=disabled` skips that when TLS is not "
+        "used (`bench/failover.py --tls disabled`).",
         "Errors seen by the producers after the kill (distinct; librocketmq ends every "
         "failed send_sync with this message, whatever the cause): "
         + ("; ".join(f"`{e}`" for e in errors) if errors else "none"),
     ]
     path = write_result(
-        NAME,
-        "Failover: kill -9 of the master until a real client writes again",
+        NAME if args.tls == "permissive" else f"{NAME}_tls_disabled",
+        "Failover: kill -9 of the master until a real client writes again"
+        + (" (brokers with tls.server.mode=disabled)" if args.tls == "disabled" else ""),
         [summary, "Per run:\n\n" + per_run, "The failover's steps (from the daemon's log):\n\n"
          + steps],
         facts,

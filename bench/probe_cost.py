@@ -255,8 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes = [
         "One status probe = GET_BROKER_CLUSTER_INFO on each of the 2 nameservers plus "
         "GET_BROKER_RUNTIME_INFO and GET_BROKER_CONFIG on each of the 2 brokers (master, slave), "
-        "turned into the `status` report; mqadmin gets the same facts with clusterList and one "
-        "brokerStatus per broker.",
+        "turned into the `status` report. The mqadmin side is clusterList (the cluster table, "
+        "plus each broker's runtime info for its TPS columns) and one brokerStatus (runtime "
+        "info) per broker; it reads no broker configs, so it does slightly less than ours.",
         "CPU = user + sys. Ours in-process: time.process_time() of this script around the probe. "
         "Subprocesses (the CLI, each mqadmin JVM): the child's own rusage from os.wait4.",
         "mqadmin runs MQAdminStartup from the RocketMQ jars with the JVM options of the "
