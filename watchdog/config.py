@@ -165,6 +165,10 @@ class FailoverSettings(_Strict):
     step_timeout_seconds: Seconds = Field(90.0, alias="step_timeout")
     recovery_block_seconds: Seconds = Field(3600.0, alias="recovery_block")
     old_master_policy: Literal["demote", "quarantine"] = "demote"
+    # A promoted SYNC_MASTER with no slave left answers every send SLAVE_NOT_AVAILABLE (stored,
+    # but the C++/Python client treats it as a failed send): "async" promotes it as ASYNC_MASTER
+    # until an operator restores SYNC_MASTER; "keep" keeps the old master's role regardless.
+    sync_master_without_slave: Literal["async", "keep"] = "async"
     canary: bool = True
     canary_timeout_seconds: Seconds = Field(60.0, alias="canary_timeout")
     canary_topic_prefix: str = Field("RMQ_WATCHDOG_CANARY", min_length=1)

@@ -214,7 +214,11 @@ def plan_promotion(
     details: list[tuple[str, str]] = [("namesrv", ";".join(namesrv_addrs or config.nameservers))]
     old_key = old.key if old else ""
     others = [b for b in config.group(name) if b.key not in (candidate.key, old_key)]
-    if new_role == "SYNC_MASTER" and not others:
+    if (
+        new_role == "SYNC_MASTER"
+        and not others
+        and config.failover.sync_master_without_slave == "async"
+    ):
         # A SYNC_MASTER with no slave attached answers every write SLAVE_NOT_AVAILABLE (the C++
         # client, hence Python and the canary, treats that as a failed send): with no slave left
         # until the old master rejoins, the group is only writable as ASYNC_MASTER.

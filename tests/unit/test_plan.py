@@ -159,6 +159,13 @@ def test_sync_master_alone_is_promoted_async_and_says_why() -> None:
     assert "SYNC_MASTER -> ASYNC_MASTER" in why
 
 
+def test_sync_master_alone_keeps_its_role_when_configured_to() -> None:
+    cfg = config(sync_master_without_slave="keep")
+    plan = plan_of(plan_promotion(promote("SYNC_MASTER"), cfg, FILES, current_epoch=0))
+    assert plan.new_role == "SYNC_MASTER"
+    assert plan.steps[3].edits == (("brokerId", "0"), ("brokerRole", "SYNC_MASTER"))
+
+
 def test_sync_master_with_another_slave_stays_sync() -> None:
     files = {**FILES, "broker-a:2": props(2, "SLAVE")}
     plan = plan_of(plan_promotion(promote("SYNC_MASTER"), config(slaves=2), files, current_epoch=0))
