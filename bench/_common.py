@@ -46,6 +46,7 @@ __all__ = [
     "run_child",
     "running_daemon",
     "running_sandbox",
+    "signal_process",
     "write_result",
 ]
 
@@ -300,6 +301,32 @@ def running_sandbox(
         # up() cleans up after itself when it fails; down() stops nothing then and succeeds.
         if box.cluster_path.exists():
             box.down()
+
+
+def signal_process(box: Sandbox, key: str, sig: signal.Signals) -> float:
+    """Send `sig` to one sandbox process; return the wall-clock time just before the signal.
+
+    Signals the pid directly (Sandbox.kill reads its files first, which can take tens of ms
+    under load, and a send could slip through in between). After SIGKILL it waits until the
+    process is gone, reaping it when it is our child.
+    """
+    pid = box.pid(key)
+    if pid is None:
+        raise RuntimeError(f"{key} is not running")
+    sent_at = time.time()
+    os.kill(pid, sig)
+    if sig == signal.SIGKILL:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    break
+            except ChildProcessError:  # not our child: wait for /proc to drop it (or a zombie)
+                stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+                if stat[stat.rindex(")") + 2 :].startswith("Z"):
+                    break
+            time.sleep(0.01)
+    return sent_at
 
 
 def dry_run_copy(config_path: Path, dest: Path) -> Path:

@@ -11,6 +11,7 @@ log for the first line of the group in state MASTER_ODOWN; then the master is br
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from bench._common import (  # noqa: E402
     median,
     running_daemon,
     running_sandbox,
+    signal_process,
     write_result,
 )
 from watchdog.config import load_config  # noqa: E402
@@ -41,9 +43,9 @@ from watchdog.sandbox import Sandbox  # noqa: E402
 NAME = "detection"
 GROUP = "broker-a"
 MASTER = "broker-a:0"
-# The sandbox signal names: KILL is kill -9, STOP freezes the JVM (a hung master that keeps
-# its TCP connections, so the nameservers keep it registered).
-FAULTS = {"kill -9": "KILL", "SIGSTOP": "STOP"}
+# SIGSTOP freezes the JVM: a hung master that keeps its TCP connections, so the nameservers
+# keep it registered.
+FAULTS = {"kill -9": signal.SIGKILL, "SIGSTOP": signal.SIGSTOP}
 HEALTHY_CYCLES = 3
 # Ten times down_after: a fault not confirmed by then is reported as not detected.
 DETECT_TIMEOUT_SECONDS = 30.0
@@ -80,8 +82,7 @@ def wait_healthy(daemon: DaemonProcess, after: float, cycles: int) -> None:
 
 
 def one_run(box: Sandbox, daemon: DaemonProcess, fault: str, run: int) -> Detection:
-    fault_at = time.time()  # taken just before the signal: overstates detection by < 1 ms
-    box.kill(MASTER, FAULTS[fault])
+    fault_at = signal_process(box, MASTER, FAULTS[fault])
     odown: dict[str, Any] | None = None
     try:
         odown = daemon.wait_for(
@@ -94,7 +95,7 @@ def one_run(box: Sandbox, daemon: DaemonProcess, fault: str, run: int) -> Detect
     except TimeoutError:
         pass  # reported as not detected, with the daemon's last reason
     finally:
-        if FAULTS[fault] == "STOP":
+        if FAULTS[fault] == signal.SIGSTOP:
             box.kill(MASTER, "CONT")
         else:
             box.start(MASTER, wait_registered=True)

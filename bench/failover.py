@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import threading
 import time
@@ -44,6 +45,7 @@ from bench._common import (  # noqa: E402
     median,
     running_daemon,
     running_sandbox,
+    signal_process,
     write_result,
 )
 from watchdog.config import load_config  # noqa: E402
@@ -340,8 +342,7 @@ def one_run(run: int, work: Path, base_port: int, version: str, tls: TlsMode) ->
                         raise RunFailed(f"producers not healthy: {broken or errors}")
                     time.sleep(0.1)
 
-                kill_at = time.time()  # just before the signal
-                box.kill(MASTER, "KILL")
+                kill_at = signal_process(box, MASTER, signal.SIGKILL)
                 promote = _first_event(daemon, kill_at, "a promote decision", "decision", "promote")
                 started = _first_event(
                     daemon, kill_at, "failover started", "event", "failover started"
@@ -487,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ["", "within the start step: the promoted broker's JVM, spawn -> boot success "
              "(+/- 1 s)", str(len(boots)), fmt_s(median(boots))]
         )  # fmt: skip
-    if tls:
+    if tls and args.tls == "permissive":
         step_rows.append(
             ["", "... of which building self-signed TLS contexts (tls.server.mode=permissive)",
              str(len(tls)), fmt_s(median(tls))]
