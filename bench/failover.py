@@ -2,12 +2,13 @@
 
 Each run: a fresh sandbox (master + slave), a topic created on the master (and synced to the
 slave), the daemon started (not dry run), and two real producers (the PyPI rocketmq client,
-librocketmq) sending every 50 ms from threads of this process, each send's wall-clock start and
-end recorded. Then kill -9 of the master, and from the daemon's JSON log and the producers:
-kill -> promote decision, kill -> the new master registered on every nameserver (the
-wait_master step), kill -> "failover succeeded", kill -> first acknowledged send.
+librocketmq) sending every 50 ms, each send's wall-clock start and end recorded. Then kill -9
+of the master, and from the daemon's JSON log and the producers: kill -> promote decision,
+kill -> the new master registered on every nameserver (the wait_master step), kill ->
+"failover succeeded", kill -> first acknowledged send.
 
-The two producers differ only in what they do when sends fail:
+Each producer runs in a child process, because librocketmq can abort the process it runs in.
+The two differ only in what they do when sends fail:
 - long-lived: one Producer for the whole run, as most applications hold one;
 - restarted: after 3 failed sends in a row (at most once a second) it is shut down and a new
   one started, which reads the topic's route afresh.
@@ -19,13 +20,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (  # noqa: E402
+    REPO_ROOT,
     DaemonProcess,
     TlsMode,
     add_common_arguments,
@@ -62,6 +66,8 @@ GROUP = "broker-a"
 MASTER = "broker-a:0"
 TOPIC = "BENCH_FAILOVER_broker-a"
 SEND_INTERVAL_SECONDS = 0.05
+# (label, producer group, restart after failed sends)
+PRODUCERS = (("long-lived", "BENCH_PG_LONG", False), ("restarted", "BENCH_PG_RESTART", True))
 RESTART_AFTER_FAILURES = 3
 RESTART_AT_MOST_EVERY_SECONDS = 1.0
 WARM_ACKS = 10
@@ -86,95 +92,142 @@ class Send:
     error: str | None = None
 
 
-@dataclass
-class ProducerThread:
-    """A real producer sending every SEND_INTERVAL_SECONDS in a thread, every send recorded.
+class ProducerProcess:
+    """A real producer in a child process (`python -m bench.failover --producer ...`), sending
+    every SEND_INTERVAL_SECONDS; each send comes back as one JSON line.
 
-    librocketmq shares one client instance (routes, connections) per process and instance
-    name, so each producer gets an instance name of its own; the ctypes calls release the GIL.
+    A child, not a thread: librocketmq can abort the whole process (a boost::thread_interrupted
+    escaping a shutdown was seen here), and that must not skip this script's cleanup.
     """
 
-    label: str
-    namesrv: str
-    group: str
-    restart_on_failure: bool
-    sends: list[Send] = field(default_factory=list)
-    restarts: list[float] = field(default_factory=list)
-    fatal: str | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    def __init__(
+        self, label: str, namesrv: str, group: str, restart_on_failure: bool, stderr: Path
+    ) -> None:
+        self.label = label
+        self.sends: list[Send] = []
+        self.restarts: list[float] = []
+        self.fatal: str | None = None
+        self._stopping = False
+        self._stderr = stderr.open("wb")
+        argv = [sys.executable, "-m", "bench.failover", "--producer", label,
+                "--namesrv", namesrv, "--group", group]  # fmt: skip
+        if restart_on_failure:
+            argv.append("--restart-on-failure")
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO_ROOT,
+        )
+        self._reader = threading.Thread(target=self._read, name=f"read-{label}", daemon=True)
+        self._reader.start()
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.label, daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_seconds: float = 60.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_seconds)
-            if self._thread.is_alive():
-                raise RunFailed(f"producer {self.label} did not stop in {timeout_seconds} s")
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                continue
+            if "restart" in doc:
+                self.restarts.append(float(doc["restart"]))
+            elif "fatal" in doc:
+                self.fatal = str(doc["fatal"])
+            else:
+                self.sends.append(Send(doc["s"], doc["f"], bool(doc["ok"]), doc.get("e")))
+        code = self.proc.wait()
+        if not self._stopping and self.fatal is None:
+            self.fatal = f"the producer process exited early ({code})"
 
     def acks(self) -> list[Send]:
         return [s for s in list(self.sends) if s.is_ok]
 
-    def _new_producer(self, number: int) -> Any:
-        from rocketmq.client import Producer
+    def stop(self, timeout_seconds: float = 30.0) -> None:
+        """SIGTERM (it shuts its producer down), then SIGKILL if it does not exit."""
+        self._stopping = True
+        try:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=timeout_seconds)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(timeout=10)
+            self._reader.join(10)
+        finally:
+            self._stderr.close()
+
+
+def producer_main(label: str, namesrv: str, group: str, restart_on_failure: bool) -> int:
+    """The child: send until SIGTERM, one JSON line per send (and per producer restart)."""
+    # librocketmq may write to fd 1: keep the real stdout for our lines only.
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: stop.set())
+
+    def emit(doc: dict[str, Any]) -> None:
+        out.write(json.dumps(doc, separators=(",", ":")) + "\n")
+        out.flush()
+
+    try:
+        from rocketmq.client import Message, Producer
         from rocketmq.exceptions import ffi_check
         from rocketmq.ffi import dll
+    except Exception as exc:  # ImportError, or OSError when librocketmq.so cannot load
+        emit({"fatal": f"rocketmq client unavailable: {exc}"})
+        return 1
 
-        producer = Producer(self.group)
-        instance = f"bench-{self.label}-{os.getpid()}-{number}"
+    def new_producer(number: int) -> Any:
+        producer = Producer(group)
+        # One client instance (routes, connections) per instance name: a restarted producer
+        # must not inherit the old one's cached route.
+        instance = f"bench-{label}-{os.getpid()}-{number}"
         ffi_check(dll.SetProducerInstanceName(producer._handle, instance.encode()))
-        producer.set_namesrv_addr(self.namesrv)
+        producer.set_namesrv_addr(namesrv)
         producer.start()
         return producer
 
-    def _run(self) -> None:
-        try:
-            from rocketmq.client import Message
-        except Exception as exc:  # ImportError, or OSError when librocketmq.so cannot load
-            self.fatal = f"rocketmq client unavailable: {exc}"
-            return
-        number = 0
-        producer = self._new_producer(number)
-        last_start = time.monotonic()
-        failures_in_a_row = 0
-        try:
-            while not self._stop.is_set():
-                message = Message(TOPIC)
-                message.set_keys(f"{self.label}-{len(self.sends)}")
-                message.set_body(f"bench failover {self.label} {len(self.sends)}")
-                started = time.time()
-                try:
-                    producer.send_sync(message)
-                except Exception as exc:  # the ctypes client raises its own exception types
-                    self.sends.append(
-                        Send(started, time.time(), False, f"{type(exc).__name__}: {exc}"[:200])
-                    )
-                    failures_in_a_row += 1
-                else:
-                    # Any send status means the broker stored it (SEND_OK or a flush/slave one).
-                    self.sends.append(Send(started, time.time(), True, None))
-                    failures_in_a_row = 0
-                if (
-                    self.restart_on_failure
-                    and failures_in_a_row >= RESTART_AFTER_FAILURES
-                    and time.monotonic() - last_start >= RESTART_AT_MOST_EVERY_SECONDS
-                ):
-                    producer.shutdown()
-                    number += 1
-                    self.restarts.append(time.time())
-                    producer = self._new_producer(number)
-                    last_start = time.monotonic()
-                    failures_in_a_row = 0
-                pause = started + SEND_INTERVAL_SECONDS - time.time()
-                if pause > 0:
-                    self._stop.wait(pause)
-        except Exception as exc:
-            self.fatal = f"{type(exc).__name__}: {exc}"
-        finally:
-            producer.shutdown()
+    number = 0
+    producer = new_producer(number)
+    last_start = time.monotonic()
+    failures_in_a_row = 0
+    sent = 0
+    try:
+        while not stop.is_set():
+            message = Message(TOPIC)
+            message.set_keys(f"{label}-{sent}")
+            message.set_body(f"bench failover {label} {sent}")
+            sent += 1
+            started = time.time()
+            try:
+                producer.send_sync(message)
+            except Exception as exc:  # the ctypes client raises its own exception types
+                error = f"{type(exc).__name__}: {exc}"[:200]
+                emit({"s": started, "f": time.time(), "ok": False, "e": error})
+                failures_in_a_row += 1
+            else:
+                # Any send status means the broker stored it (SEND_OK or a flush/slave one).
+                emit({"s": started, "f": time.time(), "ok": True})
+                failures_in_a_row = 0
+            if (
+                restart_on_failure
+                and failures_in_a_row >= RESTART_AFTER_FAILURES
+                and time.monotonic() - last_start >= RESTART_AT_MOST_EVERY_SECONDS
+            ):
+                producer.shutdown()
+                number += 1
+                emit({"restart": time.time()})
+                producer = new_producer(number)
+                last_start = time.monotonic()
+                failures_in_a_row = 0
+            pause = started + SEND_INTERVAL_SECONDS - time.time()
+            if pause > 0:
+                stop.wait(pause)
+    finally:
+        producer.shutdown()
+    return 0
 
 
 # --------------------------------------------------------------------------- one run
@@ -191,6 +244,7 @@ class RunResult:
     failed_sends: dict[str, int]
     restarts: int
     errors: tuple[str, ...]
+    producer_faults: tuple[str, ...]  # a producer process that died after its first ack
     run_wall_seconds: float
     steps: tuple[tuple[str, float], ...]  # (what the step did, its duration), in order
     promoted_boot_seconds: float | None  # the promoted broker's JVM: spawn -> "boot success"
@@ -295,7 +349,7 @@ def boot_phases(log: Path) -> tuple[float | None, float | None]:
     return total, (tls if total is not None else None)
 
 
-def _wait_first_ack(producers: Sequence[ProducerThread], after: float) -> dict[str, float | None]:
+def _wait_first_ack(producers: Sequence[ProducerProcess], after: float) -> dict[str, float | None]:
     deadline = time.monotonic() + WRITE_TIMEOUT_SECONDS
     found: dict[str, float | None] = {p.label: None for p in producers}
     while time.monotonic() < deadline:
@@ -327,13 +381,14 @@ def one_run(run: int, work: Path, base_port: int, version: str, tls: TlsMode) ->
                 what="a HEALTHY cycle",
             )
             namesrv = ";".join(config.nameservers)
-            producers = [
-                ProducerThread("long-lived", namesrv, "BENCH_PG_LONG", False),
-                ProducerThread("restarted", namesrv, "BENCH_PG_RESTART", True),
-            ]
+            producers: list[ProducerProcess] = []
             try:
-                for p in producers:
-                    p.start()
+                for label, group, restart in PRODUCERS:
+                    producers.append(
+                        ProducerProcess(
+                            label, namesrv, group, restart, run_dir / f"producer-{label}.err"
+                        )
+                    )
                 deadline = time.monotonic() + 60
                 while any(len(p.acks()) < WARM_ACKS for p in producers):
                     broken = [f"{p.label}: {p.fatal}" for p in producers if p.fatal]
@@ -355,6 +410,9 @@ def one_run(run: int, work: Path, base_port: int, version: str, tls: TlsMode) ->
                 ]
                 first_ack = _wait_first_ack(producers, kill_at)
                 steps = _steps(daemon, kill_at)
+                lost = [f"{p.label}: {p.fatal}" for p in producers if first_ack[p.label] is None]
+                if lost:
+                    raise RunFailed(f"no acked send after the kill from {lost}")
             finally:
                 for p in producers:
                     p.stop()
@@ -374,6 +432,7 @@ def one_run(run: int, work: Path, base_port: int, version: str, tls: TlsMode) ->
             for p in producers
         },
         restarts=len(producers[1].restarts),
+        producer_faults=tuple(f"{p.label}: {p.fatal}" for p in producers if p.fatal),
         errors=tuple(errors[:4]),
         run_wall_seconds=time.monotonic() - began,
         steps=steps,
@@ -406,6 +465,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_common_arguments(parser, default_base_port=29200)
     parser.add_argument("--runs", type=int, default=5, help="runs, each on a fresh sandbox")
     parser.add_argument(
+        "--max-failed-runs", type=int, default=3, help="runs that may fail (and are retried)"
+    )
+    parser.add_argument("--producer", metavar="LABEL", help=argparse.SUPPRESS)
+    parser.add_argument("--namesrv", help=argparse.SUPPRESS)
+    parser.add_argument("--group", help=argparse.SUPPRESS)
+    parser.add_argument("--restart-on-failure", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
         "--tls",
         choices=["permissive", "disabled"],
         default="permissive",
@@ -413,20 +479,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         "at each boot) or disabled; results go to failover.md or failover_tls_disabled.md",
     )
     args = parser.parse_args(argv)
+    if args.producer:
+        return producer_main(args.producer, args.namesrv, args.group, args.restart_on_failure)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     facts = machine_facts(args.version)
     results: list[RunResult] = []
+    failed_runs: list[str] = []
     with bench_dir(NAME, args.work_dir, args.keep) as work:
-        for run in range(1, args.runs + 1):
-            result = one_run(run, work, args.base_port, args.version, args.tls)
+        attempt = 0
+        while len(results) < args.runs:
+            attempt += 1
+            try:
+                result = one_run(attempt, work, args.base_port, args.version, args.tls)
+            except RunFailed as exc:
+                failed_runs.append(f"attempt {attempt}: {str(exc).splitlines()[0][:300]}")
+                print(f"attempt {attempt} failed: {exc}", file=sys.stderr)
+                if len(failed_runs) > args.max_failed_runs:
+                    raise
+                continue
             results.append(result)
             acks = ", ".join(
                 f"{k} {fmt_s(v) if v is not None else 'never'} s"
                 for k, v in result.first_ack_seconds.items()
             )
             print(
-                f"run {run}: promote {fmt_s(result.promote_seconds)} s, succeeded "
+                f"run {attempt}: promote {fmt_s(result.promote_seconds)} s, succeeded "
                 f"{fmt_s(result.succeeded_seconds)} s, first ack: {acks} "
                 f"(run took {result.run_wall_seconds:.0f} s)",
                 file=sys.stderr,
@@ -517,7 +595,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Producers: rocketmq 0.4.4 (librocketmq), send_sync every "
         f"{SEND_INTERVAL_SECONDS * 1000:.0f} ms to {TOPIC} (4 queues, created on the master with "
         "UPDATE_AND_CREATE_TOPIC and waited for on the slave and in both nameservers' routes), "
-        "default send timeout; both send through the same failover in the same run.",
+        "default send timeout, each in a child process (librocketmq can abort its process); "
+        "both send through the same failover in the same run.",
         "The producer's view of the route: librocketmq caches which address is broker-a id 0 "
         "and re-reads the topic's route from a nameserver on a timer (3 s after start, then "
         "every 30 s: MQClientFactory::updateTopicRouteInfo in rocketmq-client-cpp), and on "
@@ -541,6 +620,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "servers builds a self-signed certificate (an RSA key pair, in a JVM that has not "
         "warmed up) at every boot; `-Dtls.server.mode=disabled` skips that when TLS is not "
         "used (`bench/failover.py --tls disabled`).",
+        "Failed runs (retried; not in the tables): "
+        + ("; ".join(failed_runs) if failed_runs else "none")
+        + ". Producer processes that died after their first ack: "
+        + ("; ".join(f for r in results for f in r.producer_faults) or "none")
+        + ".",
         "Errors seen by the producers after the kill (distinct; librocketmq ends every "
         "failed send_sync with this message, whatever the cause): "
         + ("; ".join(f"`{e}`" for e in errors) if errors else "none"),
