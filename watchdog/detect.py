@@ -420,7 +420,7 @@ def _judge_group(
     gone = 0
     for ns in ns_up:
         vantage_points += 1
-        of_group = [r for r in ns.registrations if r.broker_name == name]
+        of_group = ns.group_registrations(name)
         # A nameserver that knows nothing of the group (e.g. just restarted) abstains: only
         # "lists the group but not the master" means it saw the master's connection close.
         if of_group and not any(r.addr == master.addr for r in of_group):
