@@ -49,6 +49,7 @@ from bench._common import (  # noqa: E402
     machine_facts,
     markdown_table,
     median,
+    signal_process,
     write_result,
 )
 from watchdog.properties import PropertiesFile  # noqa: E402
@@ -812,8 +813,7 @@ def _one_round(
         raise RoundFailed("the producer exited")
     time.sleep(rng.uniform(*KILL_DELAY_SECONDS))
 
-    kill_at = time.time()  # just before the signal
-    cluster.box.kill(master, "KILL")
+    kill_at = signal_process(cluster.box, master, signal.SIGKILL)  # time just before it
 
     def promotion() -> tuple[str, list[dict[str, Any]]] | None:
         for fid, entries in journals(state_dir).items():
