@@ -1009,60 +1009,75 @@ def findings(r: ModeResult) -> list[str]:
     if n == 0:
         return []
     past_log = [max(0, x.old_log_end - x.promotion_offset) for x in r.rounds]
+    holders = sum(1 for b in past_log if b)
     fenced = sum(1 for x in r.rounds if x.was_fenced)
-    dups = (
-        f"{r.duplicated_seqs} seqs read twice or more ({r.duplicates_after_failed_send} of them "
-        "after a send the producer saw fail: stored, its answer cut off by the kill, then "
-        "retried; the others within one send_sync, librocketmq's own retry)"
-    )
+    if r.duplicated_seqs == 0:
+        dups = "none"
+    else:
+        within = r.duplicated_seqs - r.duplicates_after_failed_send
+        dups = (
+            f"{r.duplicated_seqs} seqs read twice or more: {r.duplicates_after_failed_send} after "
+            "a send the producer saw fail (stored, its answer cut off by the kill, then retried), "
+            f"{within} within one send_sync (librocketmq's own retry)"
+        )
     reported = sorted({_bytes(x.reported_loss_bytes) for x in r.rounds})
+    zero_rounds = sum(1 for x in r.rounds if x.reported_loss_bytes == 0)
     over = [x for x in r.rounds if not x.is_within_reported]
     worst = max(r.rounds, key=lambda x: x.measured_loss_bytes)
-    acked_there = (
-        "acknowledged bytes among them"
-        if any(x.measured_loss_bytes for x in r.rounds)
-        else "none acknowledged: sends in flight at the kill"
-    )
     counted = sum(x.lost_in_round for x in r.rounds)
     where = (
         "so nothing was lost anywhere else"
         if counted == len(r.lost)
         else f"but {len(r.lost)} were lost in all: some loss is NOT explained by the point"
     )
+    if holders == 0:
+        held = "No deposed master held bytes past the point; " + (
+            "none was fenced again."
+            if fenced == 0
+            else f"yet {fenced} were fenced again (seen past the point once replicating)."
+        )
+    else:
+        acked_there = (
+            "acknowledged bytes among them"
+            if any(x.measured_loss_bytes for x in r.rounds)
+            else "none acknowledged: sends in flight at the kill"
+        )
+        held = (
+            f"{holders} deposed masters held bytes past the point (at most {max(past_log)} B; "
+            f"{acked_there}); {fenced} were fenced again when they rejoined, their stores moved "
+            "aside."
+        )
     out = []
     if r.replication == "sync":
         out.append(
             f"Finding, sync: {len(r.lost)} of {r.acked} acknowledged messages lost over {n} "
             f"kill -9 failovers; acknowledged bytes past the promotion point in "
-            f"{sum(1 for x in r.rounds if x.measured_loss_bytes)} rounds. "
-            f"{sum(1 for b in past_log if b)} deposed masters held bytes past the point (at "
-            f"most {max(past_log)} B; {acked_there}); {fenced} "
-            "were fenced again when they rejoined, their stores moved aside. "
+            f"{sum(1 for x in r.rounds if x.measured_loss_bytes)} rounds. {held} "
             f"Duplicates: {dups}."
         )
-    else:
-        out.append(
-            f"Finding, async: {len(r.lost)} of {r.acked} acknowledged messages lost over {n} "
-            f"kill -9 failovers; {counted} acknowledged messages counted past the promotion "
-            f"point round by round ({where}). The plan "
-            f"reported {', '.join(reported)} B; the acknowledged bytes past the point exceeded "
-            f"the reported figure in {len(over)} of {n} rounds (at most "
-            f"{worst.measured_loss_bytes} B, {worst.lost_in_round} messages, round "
-            f"{worst.round}), and stayed within reported + stale in "
-            f"{sum(1 for x in r.rounds if x.is_within_bound)} of {n}. Duplicates: {dups}."
-        )
-        if over and reported != ["0"]:
-            out.append("So the plan's expected_loss_bytes is not an upper bound of the loss.")
-        elif over:
-            out.append(
-                "So the plan's expected_loss_bytes is not an upper bound of the loss, and with "
-                "replication keeping up it reads 0: it compares the master's last probed "
-                "offset with the slave's, and by the time the daemon decides the slave holds "
-                "everything that probe saw. What an ASYNC_MASTER loses is what it acknowledged "
-                "in the last moments before it died, after that probe, which no probe can see. "
-                "The figure does measure a backlog older than one probe cycle (a slave down or "
-                "far behind, as in tests/integration/test_failover.py)."
+        return out
+    out.append(
+        f"Finding, async: {len(r.lost)} of {r.acked} acknowledged messages lost over {n} "
+        f"kill -9 failovers; {counted} acknowledged messages counted past the promotion point "
+        f"round by round ({where}). The plan reported {', '.join(reported)} B; the acknowledged "
+        f"bytes past the point exceeded the reported figure in {len(over)} of {n} rounds (at "
+        f"most {worst.measured_loss_bytes} B, {worst.lost_in_round} messages, round "
+        f"{worst.round}, reported {_bytes(worst.reported_loss_bytes)} B), and stayed within "
+        f"reported + stale in {sum(1 for x in r.rounds if x.is_within_bound)} of {n}. {held} "
+        f"Duplicates: {dups}."
+    )
+    if over:
+        why = ""
+        if zero_rounds:
+            why = (
+                f" It read 0 B in {zero_rounds} of {n} rounds: it compares the master's last "
+                "probed offset with the slave's, and with replication keeping up, by the time the "
+                "daemon decides the slave holds everything that probe saw. What an ASYNC_MASTER "
+                "loses is what it acknowledged in its last moments, after that probe, which no "
+                "probe can see. The figure does measure a backlog older than one probe cycle (a "
+                "slave down or far behind, as in tests/integration/test_failover.py)."
             )
+        out.append("So the plan's expected_loss_bytes is not an upper bound of the loss." + why)
     return out
 
 
