@@ -133,7 +133,9 @@ class DrillOptions:
     messages: int = 50  # acknowledged sends before the fault
     timeout_seconds: float = 120.0  # per phase: fault -> promotion finished, restart -> safe
     start_daemon: bool = False
-    catch_up_seconds: float = 60.0  # consumer after the producer stopped
+    # Consumer after the producer stopped: librocketmq re-reads routes every 30 s and rebalances
+    # every 20 s, so a consumer can need two route periods to pull from the new master.
+    catch_up_seconds: float = 90.0
 
 
 @dataclass(frozen=True)

@@ -477,7 +477,12 @@ def test_consumer_offsets_survive_promotion_and_the_old_masters_return(
         )
     finally:
         stop_consumer(consumer)  # commits its offsets to the master
-    committed = offsets(A0)
+    # The final commit is a oneway request per queue: give the master a moment to apply it.
+    committed = wait_until(
+        lambda: (lambda t: t if total(t) == 100 else None)(offsets(A0)),
+        15,
+        "consumer 1's offsets reaching the master",
+    )
     assert total(committed) == 100, committed
     # The slave copies the master's consumer offsets every 10 s.
     wait_until(lambda: offsets(A1) == committed, 40, "the slave copying the offsets")
