@@ -254,6 +254,7 @@ class RunResult:
     errors: tuple[str, ...]
     producer_faults: tuple[str, ...]  # a producer process that died after its first ack
     next_route_tick_seconds: float  # kill -> the long-lived producer's next timed route read
+    route_ticks: str  # what its timed route reads after the kill did, from its client log
     run_wall_seconds: float
     steps: tuple[tuple[str, float], ...]  # (what the step did, its duration), in order
     promoted_boot_seconds: float | None  # the promoted broker's JVM: spawn -> "boot success"
@@ -358,6 +359,42 @@ def boot_phases(log: Path) -> tuple[float | None, float | None]:
     return total, (tls if total is not None else None)
 
 
+def client_log(pid: int) -> Path:
+    """Where librocketmq writes a process's log (its default folder, named by pid)."""
+    return Path.home() / "logs" / "rocketmq-cpp" / f"{pid}_rocketmq-cpp.log.0"
+
+
+def route_ticks(log: Path, ticks: Sequence[float], kill_at: float) -> str:
+    """What each timed route read of a producer did, from its librocketmq log."""
+    events: list[tuple[float, str]] = []
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return f"(no client log at {log})"
+    for line in text.splitlines():
+        try:  # "[2026-Nov-25 10:38:54.774540](info):..."
+            at = datetime.strptime(line[1:27], "%Y-%b-%d %H:%M:%S.%f").timestamp()
+        except ValueError:
+            continue
+        events.append((at, line[28:]))
+    seen = []
+    for tick in ticks:
+        window = [t for at, t in events if tick - 0.5 <= at <= tick + 2.5]
+        reads = sum(1 for t in window if f"updateTopicRouteInfoFromNameServer start:{TOPIC}" in t)
+        if reads > 5:
+            outcome = "already re-reading on every send"
+        elif any(f"changed:{TOPIC}" in t for t in window):
+            outcome = "route changed"
+        elif any("timed_mutex timeout" in t for t in window):
+            outcome = "read failed (client's transport lock timed out)"
+        elif any("has data" in t for t in window):
+            outcome = "route unchanged"
+        else:
+            outcome = "no route for the topic"
+        seen.append(f"+{tick - kill_at:.1f} s: {outcome}")
+    return "; ".join(seen) or "-"
+
+
 def _wait_first_ack(producers: Sequence[ProducerProcess], after: float) -> dict[str, float | None]:
     deadline = time.monotonic() + WRITE_TIMEOUT_SECONDS
     found: dict[str, float | None] = {p.label: None for p in producers}
@@ -438,6 +475,17 @@ def one_run(
                 for p in producers:
                     p.stop()
         boot_seconds, tls_seconds = boot_phases(box.dir / "logs" / "broker-a-1.out")
+    long_lived = producers[0]
+    assert long_lived.started_at is not None
+    recovered = first_ack[long_lived.label]
+    until = kill_at + (recovered if recovered is not None else WRITE_TIMEOUT_SECONDS) + 1.0
+    first_tick = long_lived.started_at + FIRST_ROUTE_REFRESH_SECONDS
+    ticks = [
+        first_tick + k * ROUTE_REFRESH_SECONDS
+        for k in range(int((until - first_tick) // ROUTE_REFRESH_SECONDS) + 1)
+        if kill_at < first_tick + k * ROUTE_REFRESH_SECONDS <= until
+    ]
+    tick_outcomes = route_ticks(client_log(long_lived.proc.pid), ticks, kill_at)
     after_kill = [s for p in producers for s in p.sends if s.started >= kill_at]
     errors = sorted({s.error.split(":")[0] + ": " + s.error.split(":", 1)[-1].strip()[:90]
                      for s in after_kill if s.error})
@@ -454,6 +502,7 @@ def one_run(
         },
         restarts=len(producers[1].restarts),
         next_route_tick_seconds=next_tick,
+        route_ticks=tick_outcomes,
         producer_faults=tuple(f"{p.label}: {p.fatal}" for p in producers if p.fatal),
         errors=tuple(errors[:4]),
         run_wall_seconds=time.monotonic() - began,
@@ -581,6 +630,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             for r in results
         ],
     )  # fmt: skip
+    ticks_table = markdown_table(
+        ["run", "registered s", "ack long-lived s", "the long-lived producer's timed route "
+         "reads after the kill (from its librocketmq log)"],
+        [
+            [str(r.run), fmt_s(r.registered_seconds) if r.registered_seconds is not None else "-",
+             fmt_s(v) if (v := r.first_ack_seconds["long-lived"]) is not None else "never",
+             r.route_ticks]
+            for r in results
+        ],
+    )  # fmt: skip
     step_rows = []
     for index, (label, _) in enumerate(results[0].steps):
         durations = [r.steps[index][1] for r in results if len(r.steps) > index]
@@ -614,6 +673,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(per_run)
     print()
+    print(ticks_table)
+    print()
     print(steps)
     notes = [
         "Times are wall clock from just before kill -9 of the master (broker-a:0, "
@@ -643,9 +704,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "empties the route, and from then on every send re-reads it (hundreds a second in the "
         "client's log), so writes resume as soon as the new master registers. A tick while no "
         "broker of broker-a is registered (slave stopped, not yet back) gets no route and keeps "
-        "the stale one; a tick after the new master registers finds it. So a long-lived "
-        "producer writes again at the registration if a tick fell in the first window, else at "
-        "the first tick after the registration: up to 30 s later. The kill is timed at a "
+        "the stale one; a tick after the new master registers finds it, unless the read fails "
+        "inside the client (its log: `GetTransport of <nameserver> get timed_mutex timeout`, "
+        "while failing sends keep reconnecting to the dead address), which costs one more "
+        "period. So a long-lived producer writes again at the registration if a tick fell in "
+        "the first window, else at the first tick after the registration that reads the route: "
+        "up to 30 s later, or 60 s. The kill is timed at a "
         f"random phase (seed {seed}) of the long-lived producer's timer, after its first tick; "
         "`next route tick` is kill -> its next timed route read (its start + 3 s + k x 30 s). "
         f"The long-lived producer's first ack came more than 1 s after the restarted one's in "
@@ -674,8 +738,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         NAME if args.tls == "permissive" else f"{NAME}_tls_disabled",
         "Failover: kill -9 of the master until a real client writes again"
         + (" (brokers with tls.server.mode=disabled)" if args.tls == "disabled" else ""),
-        [summary, "Per run:\n\n" + per_run, "The failover's steps (from the daemon's log):\n\n"
-         + steps],
+        [summary, "Per run:\n\n" + per_run,
+         "The long-lived producer's route timer (see the notes):\n\n" + ticks_table,
+         "The failover's steps (from the daemon's log):\n\n" + steps],
         facts,
         notes,
         results_dir=args.results_dir,
