@@ -71,8 +71,11 @@ demo: rocketmq
 demo-down: venv
 	$(BIN)/rmq-watchdog sandbox down --dir $(DEMO_DIR)
 
+# Heavy (fresh sandboxes, JVM restarts): run on a quiet machine; results go to bench/results/.
 bench: rocketmq
 	$(BIN)/python bench/probe_cost.py
+	$(BIN)/python bench/detection.py
+	$(BIN)/python bench/failover.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache sandbox-run
