@@ -20,7 +20,7 @@ from .act import (
     prepare_plan,
 )
 from .config import WatchdogConfig
-from .daemon import DaemonLock, LockHeld, control_socket_path
+from .daemon import DaemonLock, LockHeld, _jsonable, control_socket_path
 from .detect import ClusterVerdict, DetectorState, GroupVerdict, detect
 from .hosts import Host, make_host
 from .notify import HookRunner, WebhookNotifier
@@ -220,7 +220,7 @@ async def _execute_locally(
         if as_json:
             echo(
                 json.dumps(
-                    {"event": event, **{k: _plain(v) for k, v in fields.items()}}, default=str
+                    {"event": event, **_jsonable(fields)}, default=str
                 )
             )
             return
@@ -255,16 +255,6 @@ async def _execute_locally(
     if not as_json:
         echo(f"failover {result.outcome} in {result.duration_seconds:.1f} s: {result.detail}")
     return 0 if result.is_success else 1
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "to_json"):
-        return value.to_json()
-    if hasattr(value, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(value)
-    return value
 
 
 async def _ask_daemon(
