@@ -125,8 +125,18 @@ def canary(
 def commitlog_max_offset(addr: str) -> int:
     async def run() -> int:
         pool = ClientPool()
+        deadline = time.monotonic() + 15
         try:
-            info = await get_broker_runtime_info(pool.get(addr), timeout_seconds=5)
+            while True:
+                try:
+                    info = await get_broker_runtime_info(pool.get(addr), timeout_seconds=5)
+                    break
+                except RemoteError:
+                    # A 4.9.7 broker answers runtime info with NoSuchElementException (its TPS
+                    # sample list is still empty) for a moment after it starts.
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.5)
         finally:
             await pool.close_all()
         return int(info["commitLogMaxOffset"])
