@@ -21,6 +21,8 @@ __all__ = [
     "Policy",
     "decide",
     "choose_candidate",
+    "describe_loss",
+    "max_loss_bytes",
     "log_fields",
 ]
 
@@ -48,6 +50,9 @@ class Promote:
     new_role: str  # ASYNC_MASTER or SYNC_MASTER, as the old master was
     reason: str
     state: GroupState = GroupState.MASTER_ODOWN
+    # expected_loss_bytes plus what the master may have stored since it last answered, at its
+    # peak write rate (an estimate, not a guarantee: a burst faster than any rate seen escapes it)
+    max_loss_bytes: int | None = None
 
     kind: ClassVar[str] = "promote"
 
@@ -199,7 +204,8 @@ def _decide_group(
             GroupState.FAILOVER_BLOCKED,
         )
     obs, offset, loss = chosen
-    behind = "loss unknown, master offset never seen" if loss is None else f"{loss} bytes behind"
+    max_loss = max_loss_bytes(g, offset)
+    behind = describe_loss(loss, max_loss)
     reason = (
         f"promoting {name} id={obs.broker_id} (offset {offset}, {behind}) because master "
         f"unreachable for {format_seconds(g.down_for_seconds)} from {g.down_votes} of "
@@ -221,7 +227,25 @@ def _decide_group(
         expected_loss_bytes=loss,
         new_role=g.master_role,
         reason=reason,
+        max_loss_bytes=max_loss,
     )
+
+
+def max_loss_bytes(g: GroupVerdict, candidate_offset: int) -> int | None:
+    """What promoting a slave at `candidate_offset` may lose, counting what the master may have
+    written since it last answered (None: the master's offset was never seen)."""
+    if g.master_offset is None:
+        return None
+    return max(g.master_offset + (g.master_unseen_bytes or 0) - candidate_offset, 0)
+
+
+def describe_loss(loss: int | None, max_loss: int | None) -> str:
+    """How far behind the candidate is, for the decision's sentence."""
+    if loss is None:
+        return "loss unknown, master offset never seen"
+    if max_loss is None or max_loss == loss:
+        return f"{loss} bytes behind"
+    return f"{loss} bytes behind, up to {max_loss} with what the master may have written unseen"
 
 
 def _rejoined_ahead(
@@ -325,6 +349,7 @@ def log_fields(decision: Decision) -> dict[str, object]:
             candidate=decision.candidate_key,
             candidate_offset=decision.candidate_offset,
             expected_loss_bytes=decision.expected_loss_bytes,
+            max_loss_bytes=decision.max_loss_bytes,
             new_role=decision.new_role,
         )
     elif isinstance(decision, Fence):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -23,6 +24,11 @@ _MASTER_ROLES = ("ASYNC_MASTER", "SYNC_MASTER")
 
 # (snapshot.taken_at, commitLogMaxOffset) of one broker at one cycle.
 OffsetSample = tuple[float, int]
+# (snapshot.taken_at, bytes per second the broker's log grew since it last answered).
+RateSample = tuple[float, float]
+# How far back the peak write rate looks: long enough to outlive a master's silence up to
+# ODOWN and a failover, short enough to follow a producer that slowed down.
+WRITE_RATE_WINDOW_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class DetectorState:
     first_failed_at: Mapping[str, float] = field(default_factory=dict)
     last_offset: Mapping[str, int] = field(default_factory=dict)
     offset_history: Mapping[str, tuple[OffsetSample, ...]] = field(default_factory=dict)
+    write_rates: Mapping[str, tuple[RateSample, ...]] = field(default_factory=dict)
     known_master: Mapping[str, str] = field(default_factory=dict)  # broker_name -> addr
     master_role: Mapping[str, str] = field(default_factory=dict)  # broker_name -> role
 
@@ -78,6 +85,9 @@ class GroupVerdict:
     quorum: int = 1
     master_role: str = DEFAULT_MASTER_ROLE  # the role a replacement master should take
     master_offset: int | None = None  # master's commitLogMaxOffset when it last answered
+    # An estimate of what the master may have stored since it last answered: its peak write
+    # rate over the last WRITE_RATE_WINDOW_SECONDS times its silence (0 while it answers).
+    master_unseen_bytes: int | None = None
     other_masters: tuple[tuple[str, str], ...] = ()  # (key, addr) also answering as master
 
     @property
@@ -219,6 +229,20 @@ def detect(
     first_failed = dict(state.first_failed_at)
     history = {a: list(s) for a, s in state.offset_history.items()}
     last_offset = dict(state.last_offset)
+    rates = {a: list(s) for a, s in state.write_rates.items()}
+    for b in snapshot.brokers:
+        offset = _valid_offset(b) if b.is_up else None
+        before, seen_at = state.last_offset.get(b.addr), state.last_answered_at.get(b.addr)
+        if offset is None or before is None or seen_at is None or now <= seen_at:
+            continue
+        rate_samples = rates.setdefault(b.addr, [])
+        if not rate_samples or rate_samples[-1][0] != now:
+            rate_samples.append((now, max(offset - before, 0) / (now - seen_at)))
+    kept_rates = {
+        a: tuple(r for r in rs if now - WRITE_RATE_WINDOW_SECONDS <= r[0] <= now)
+        for a, rs in rates.items()
+    }
+    kept_rates = {a: r for a, r in kept_rates.items() if r}
     if tilt.is_forgiving:
         for addr in set(last_answered) | set(first_failed) | {b.addr for b in snapshot.brokers}:
             last_answered[addr] = now
@@ -310,6 +334,11 @@ def detect(
                 cluster_reason=cluster_reason,
                 master_role=master_role.get(name, DEFAULT_MASTER_ROLE),
                 master_offset=None if master is None else last_offset.get(master.addr),
+                master_unseen_bytes=None
+                if master is None
+                else _unseen_bytes(
+                    kept_rates.get(master.addr, ()), now - last_answered.get(master.addr, now)
+                ),
             )
         )
 
@@ -321,6 +350,7 @@ def detect(
         first_failed_at=first_failed,
         last_offset=last_offset,
         offset_history=kept_history,
+        write_rates=kept_rates,
         known_master=known_master,
         master_role=master_role,
     )
@@ -334,6 +364,13 @@ def detect(
         nameservers_total=ns_total,
     )
     return new_state, verdict
+
+
+def _unseen_bytes(rates: Sequence[RateSample], silent_seconds: float) -> int:
+    """Bytes a silent broker may have stored since it last answered, at its peak rate."""
+    if silent_seconds <= 0 or not rates:
+        return 0
+    return math.ceil(max(r for _, r in rates) * silent_seconds)
 
 
 def _judge_group(
@@ -353,6 +390,7 @@ def _judge_group(
     cluster_reason: str,
     master_role: str,
     master_offset: int | None,
+    master_unseen_bytes: int | None,
 ) -> GroupVerdict:
     now = snapshot.taken_at
     down_after = settings.down_after_seconds
@@ -390,6 +428,7 @@ def _judge_group(
             quorum=settings.quorum,
             master_role=master_role,
             master_offset=master_offset,
+            master_unseen_bytes=master_unseen_bytes,
             other_masters=tuple((b.key, b.addr) for b in others),
         )
 

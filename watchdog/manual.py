@@ -72,6 +72,12 @@ def render_plan(
             "unknown (master offset never seen)"
             if plan.expected_loss_bytes is None
             else f"{plan.expected_loss_bytes} bytes"
+            + (
+                ""
+                if plan.max_loss_bytes in (None, plan.expected_loss_bytes)
+                else f", up to {plan.max_loss_bytes} bytes with what the master may have "
+                "written since it last answered"
+            )
         ),
         f"old master: {plan.old_master_key}@{plan.old_master_addr}",
         f"epoch after: {plan.epoch}",

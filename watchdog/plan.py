@@ -90,6 +90,7 @@ class Plan:
     new_master_addr: str | None = None
     candidate_offset: int | None = None
     expected_loss_bytes: int | None = None
+    max_loss_bytes: int | None = None
     new_role: str | None = None
     details: tuple[tuple[str, str], ...] = field(default=())
 
@@ -105,6 +106,7 @@ class Plan:
             "new_master_addr": self.new_master_addr,
             "candidate_offset": self.candidate_offset,
             "expected_loss_bytes": self.expected_loss_bytes,
+            "max_loss_bytes": self.max_loss_bytes,
             "new_role": self.new_role,
             "details": [list(d) for d in self.details],
             "steps": [s.to_json() for s in self.steps],
@@ -132,6 +134,7 @@ class Plan:
             new_master_addr=opt_str(data.get("new_master_addr")),
             candidate_offset=opt_int(data.get("candidate_offset")),
             expected_loss_bytes=opt_int(data.get("expected_loss_bytes")),
+            max_loss_bytes=opt_int(data.get("max_loss_bytes")),
             new_role=opt_str(data.get("new_role")),
             details=tuple((str(k), str(v)) for k, v in data.get("details", ())),
         )
@@ -336,6 +339,7 @@ def plan_promotion(
         new_master_addr=candidate.addr,
         candidate_offset=decision.candidate_offset,
         expected_loss_bytes=decision.expected_loss_bytes,
+        max_loss_bytes=decision.max_loss_bytes,
         new_role=new_role,
         details=tuple(details),
     )

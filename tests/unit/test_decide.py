@@ -19,6 +19,7 @@ from watchdog.decide import (
     Promote,
     choose_candidate,
     decide,
+    describe_loss,
     log_fields,
 )
 from watchdog.detect import ClusterVerdict
@@ -29,6 +30,9 @@ from ._worlds import A0, A1, A2, BROKERS, NS1, NS2, Replay, World, broker_config
 from .test_detect import _snapshot_runs
 
 MIB = 1_048_576
+# The World's master writes 100 B/s; killed at 10.5 s, last heard at 10 s with MIB + 1000, 3 s
+# before the decision: it may have written 300 B unseen; the slave holds MIB + 1050.
+UNSEEN = "up to 250 with what the master may have written unseen"
 KILL = (10.5, 1e9)
 BOTH = (NS1, NS2)
 DEAD = World(master_down=KILL, deregistered_by=BOTH, base_offset=MIB)
@@ -65,10 +69,18 @@ def gp(**kw: Any) -> Policy:
 
 
 def promote(
-    offset: int, loss: int | None, *, key: str = "broker-a:1", addr: str = A1, role: str = ""
+    offset: int,
+    loss: int | None,
+    *,
+    key: str = "broker-a:1",
+    addr: str = A1,
+    role: str = "",
+    unseen: int = 300,
 ) -> Promote:
+    """`unseen`: the World's master writes 100 B/s and was last heard 3 s before the decision."""
     candidate_id = key.rsplit(":", 1)[1]
-    behind = "loss unknown, master offset never seen" if loss is None else f"{loss} bytes behind"
+    max_loss = None if loss is None else max(MIB + 1000 + unseen - offset, 0)
+    behind = describe_loss(loss, max_loss)
     return Promote(
         broker_name="broker-a",
         old_master_key="broker-a:0",
@@ -77,6 +89,7 @@ def promote(
         candidate_addr=addr,
         candidate_offset=offset,
         expected_loss_bytes=loss,
+        max_loss_bytes=max_loss,
         new_role=role or "ASYNC_MASTER",
         reason=f"promoting broker-a id={candidate_id} (offset {offset}, {behind}) because master "
         "unreachable for 3.0 s from 3 of 3 vantage points",
@@ -175,8 +188,8 @@ TABLE: list[tuple[str, World, dict[str, Any], Decision]] = [
         NoAction(
             "broker-a",
             "no action: automatic failover off for broker-a, would be promoting broker-a id=1 "
-            f"(offset {MIB + 1050}, 0 bytes behind) because master unreachable for 3.0 s "
-            "from 3 of 3 vantage points",
+            f"(offset {MIB + 1050}, 0 bytes behind, {UNSEEN}) because master unreachable "
+            "for 3.0 s from 3 of 3 vantage points",
             GroupState.FAILOVER_BLOCKED,
         ),
     ),
@@ -230,8 +243,8 @@ TABLE: list[tuple[str, World, dict[str, Any], Decision]] = [
         Promote(
             **{
                 **promote(MIB + 1050, 0).__dict__,
-                "reason": f"promoting broker-a id=1 (offset {MIB + 1050}, 0 bytes behind) "
-                "because master unreachable for 3.0 s from 1 of 3 vantage points",
+                "reason": f"promoting broker-a id=1 (offset {MIB + 1050}, 0 bytes behind, "
+                f"{UNSEEN}) because master unreachable for 3.0 s from 1 of 3 vantage points",
             }
         ),
     ),
@@ -444,8 +457,8 @@ def test_loop_promotes_once_within_down_after_plus_one_interval(kill_at: float) 
 def test_log_fields_is_the_canonical_line() -> None:
     fields = log_fields(one(DEAD))
     assert fields == {
-        "event": f"promoting broker-a id=1 (offset {MIB + 1050}, 0 bytes behind) because "
-        "master unreachable for 3.0 s from 3 of 3 vantage points",
+        "event": f"promoting broker-a id=1 (offset {MIB + 1050}, 0 bytes behind, {UNSEEN}) "
+        "because master unreachable for 3.0 s from 3 of 3 vantage points",
         "broker_name": "broker-a",
         "decision": "promote",
         "state": "MASTER_ODOWN",
@@ -453,6 +466,7 @@ def test_log_fields_is_the_canonical_line() -> None:
         "candidate": "broker-a:1",
         "candidate_offset": MIB + 1050,
         "expected_loss_bytes": 0,
+        "max_loss_bytes": 250,
         "new_role": "ASYNC_MASTER",
     }
     assert log_fields(one(World()))["decision"] == "no_action"

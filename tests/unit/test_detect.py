@@ -409,6 +409,49 @@ def test_master_role_is_remembered_for_the_replacement() -> None:
     assert verdict.groups[0].master_offset == 2000  # 1000 + 100 bytes/s until t=10
 
 
+def test_unseen_bytes_are_the_peak_write_rate_times_the_masters_silence() -> None:
+    replay = Replay()
+    world = World(master_down=KILL, deregistered_by=BOTH)
+    replay.run(world, seconds(0, 10))
+    # Answering: nothing unseen.
+    assert replay.verdicts[-1].groups[0].master_unseen_bytes == 0
+    for t, silent in ((11.0, 1.0), (12.0, 2.0), (13.0, 3.0)):
+        verdict = replay.run(world, [t])
+        # 100 B/s, last heard at t=10 (its log stopped at 10.5: the bound covers that).
+        assert verdict.groups[0].master_unseen_bytes == int(100 * silent)
+
+
+def test_unseen_bytes_use_the_peak_rate_of_the_last_minute_only() -> None:
+    """A burst counts while it is recent; a master never seen writing has nothing unseen."""
+
+    class Burst(World):
+        def master_offset(self, t: float) -> int:
+            # 10 kB/s between t=5 and t=6, 100 B/s otherwise, until the kill at 70.5.
+            stop = min(t, 70.5)
+            return 1000 + int(100 * stop) + (10_000 if stop >= 6 else 0)
+
+    replay = Replay()
+    world = Burst(master_down=(70.5, 1e9), deregistered_by=BOTH)
+    replay.run(world, seconds(0, 8))
+    replay.run(world, [9.0])
+    # The burst is in the window while the master is answering: nothing unseen yet.
+    assert replay.verdicts[-1].groups[0].master_unseen_bytes == 0
+    replay.run(world, seconds(10, 71))
+    verdict = replay.run(world, [72.0])
+    # At t=72 the burst (t=6) is older than 60 s: the peak is the steady 100 B/s.
+    assert verdict.groups[0].master_unseen_bytes == 200
+
+    recent = Replay()
+    verdict = recent.run(Burst(master_down=(70.5, 1e9), deregistered_by=BOTH), seconds(0, 8))
+    verdict = recent.run(Burst(master_down=(8.5, 1e9), deregistered_by=BOTH), [9.0, 10.0])
+    # Killed 2.5 s after the burst: 10.1 kB/s, silent for 2 s.
+    assert verdict.groups[0].master_unseen_bytes == 20_200
+
+    never = Replay()
+    verdict = never.run(World(master_down=(0.0, 1e9), deregistered_by=BOTH), seconds(0, 3))
+    assert verdict.groups[0].master_unseen_bytes == 0
+
+
 def test_master_by_nameserver_id0_when_nobody_answers_as_master() -> None:
     # Nothing in state; A0 does not answer; the nameservers list A1 as id 0.
     snap = ClusterSnapshot(

@@ -141,6 +141,7 @@ class Executor:
                 "new_master": plan.new_master_key,
                 "new_master_addr": plan.new_master_addr,
                 "expected_loss_bytes": plan.expected_loss_bytes,
+                "max_loss_bytes": plan.max_loss_bytes,
                 **details,
             },
         )

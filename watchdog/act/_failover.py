@@ -8,7 +8,14 @@ import time
 from collections.abc import Mapping
 
 from ..config import WatchdogConfig
-from ..decide import Fence, GroupFailoverPolicy, Promote, choose_candidate
+from ..decide import (
+    Fence,
+    GroupFailoverPolicy,
+    Promote,
+    choose_candidate,
+    describe_loss,
+    max_loss_bytes,
+)
 from ..detect import DetectorState, GroupVerdict
 from ..durations import format_seconds
 from ..hosts import Host, HostError
@@ -66,7 +73,8 @@ def manual_promote(
         detail = "; ".join(rejected) if rejected else "the group has no slave"
         return Refusal(name, f"no slave of {name} can be promoted: {detail}")
     obs, offset, loss = chosen
-    behind = "loss unknown" if loss is None else f"{loss} bytes behind"
+    max_loss = max_loss_bytes(group, offset)
+    behind = describe_loss(loss, max_loss)
     if group.is_odown:
         why = (
             f"master objectively down for {format_seconds(group.down_for_seconds)} from "
@@ -83,6 +91,7 @@ def manual_promote(
         candidate_addr=obs.addr,
         candidate_offset=offset,
         expected_loss_bytes=loss,
+        max_loss_bytes=max_loss,
         new_role=group.master_role,
         reason=f"promoting {name} id={obs.broker_id} (offset {offset}, {behind}) because {why}",
     )
