@@ -132,7 +132,10 @@ def test_kill_drill_on_an_async_sandbox(fresh_sandbox: Any) -> None:
     assert m["lost"] == len(before - set(consumed)) == len(m["lost_seqs"])
     assert m["acked_before_fault"] - m["lost"] == len(before & set(consumed))
     assert m["duplicated"] == len({q for q in consumed if consumed.count(q) > 1})
-    assert m["unconsumed_after_fault"] == 0
+    # Async: a message the old master held alone frees its queue offset, and the first write
+    # the new master stores there is skipped by the consumer; nothing else may go undelivered.
+    assert m["unconsumed_after_fault"] == m["skipped_reused_offset"] <= m["not_stored"]
+    assert doc["failover"]["max_loss_bytes"] >= doc["failover"]["expected_loss_bytes"] >= 0
     # The audit pulled what the cluster stores now: every write the new master acknowledged is
     # still there (fencing the old master took nothing from it).
     assert m["not_stored"] == len(m["not_stored_seqs"])

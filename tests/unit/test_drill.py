@@ -363,6 +363,34 @@ def test_message_accounting() -> None:
     assert account_messages(sends, receives, T0).not_stored is None
 
 
+def test_a_write_at_a_reused_queue_offset_is_skipped_not_undelivered() -> None:
+    """Async loss: message 2 (queue 1, offset 7) was consumed from the old master and never
+    replicated; the new master stores message 3 at queue 1, offset 7 and the consumer, resuming
+    at offset 8, never reads it. Message 4 lands past the old position and is delivered."""
+    sends = [
+        SendRecord(1, T0 - 2, T0 - 1.9, True),
+        SendRecord(2, T0 - 1, T0 - 0.9, True),
+        SendRecord(3, T0 + 20, T0 + 20.1, True),
+        SendRecord(4, T0 + 21, T0 + 21.1, True),
+        SendRecord(5, T0 + 22, T0 + 22.1, True),  # queue 2: not delivered, not skipped
+    ]
+    receives = [
+        ReceiveRecord(1, T0 - 1.8, queue_id=1, queue_offset=6),
+        ReceiveRecord(2, T0 - 0.8, queue_id=1, queue_offset=7),
+        ReceiveRecord(4, T0 + 25, queue_id=1, queue_offset=8),
+    ]
+    stored_at = {1: (1, 6), 3: (1, 7), 4: (1, 8), 5: (2, 0)}
+    m = account_messages(sends, receives, T0, stored=set(stored_at), stored_at=stored_at)
+    assert (m.not_stored, m.not_stored_seqs) == (1, (2,))
+    assert (m.unconsumed_after_fault, m.unconsumed_after_fault_seqs) == (2, (3, 5))
+    assert (m.skipped, m.skipped_seqs) == (1, (3,))
+    # Without the audit's positions nothing counts as skipped.
+    assert account_messages(sends, receives, T0, stored=set(stored_at)).skipped == 0
+    # Caught up: message 3 never will be, message 4 (the next write) stands in for it.
+    assert consumer_caught_up_at(sends, receives, sends[2], T0, m.skipped_seqs) == T0 + 25
+    assert consumer_caught_up_at(sends, receives, sends[2], T0) is None
+
+
 def test_consumer_caught_up() -> None:
     sends = [
         SendRecord(1, T0 - 2, T0 - 1.9, True),
@@ -600,6 +628,29 @@ def observations(**changes: Any) -> DrillObservations:
     }
     base.update(changes)
     return DrillObservations(**base)
+
+
+def test_a_loss_the_plan_did_not_allow_is_a_problem() -> None:
+    """Message 5 is gone: fine when the plan reported a possible loss, not when it said none."""
+    allowed = build_report(observations())
+    assert allowed.is_ok and allowed.messages.not_stored == 1
+    assert (allowed.expected_loss_bytes, allowed.max_loss_bytes) == (120, 120)
+
+    def with_plan(**loss: int) -> list[dict[str, Any]]:
+        journal = promotion_journal()
+        journal[0] = {**journal[0], "plan": {**journal[0]["plan"], **loss}}
+        return journal
+
+    bounded = build_report(observations(journals={"F1": with_plan(max_loss_bytes=900)}))
+    assert bounded.is_ok and bounded.max_loss_bytes == 900
+    promised = build_report(
+        observations(journals={"F1": with_plan(expected_loss_bytes=0, max_loss_bytes=0)})
+    )
+    assert promised.problems == (
+        "1 acknowledged messages are no longer stored, although the promotion plan expected "
+        "no loss",
+    )
+    assert "a loss of at most 0 bytes" in render_report(promised)
 
 
 def test_report_of_a_good_drill() -> None:
