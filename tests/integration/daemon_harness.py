@@ -512,16 +512,29 @@ def _cmd_send(args: argparse.Namespace) -> dict[str, Any]:
     producer.start()
     acked: list[str] = []
     errors: list[str] = []
+    no_route = 0
+    # librocketmq answers "No route info" when its route lookup failed (a nameserver request
+    # timed out on a loaded machine): nothing was sent, so the same key is tried again.
+    no_route_until = time.monotonic() + 30
     try:
         for i in range(args.count):
             key = f"{args.prefix}-{i}"
             msg = Message(args.topic)
             msg.set_keys(key)
             msg.set_body(f"{key} " + "x" * 200)
-            try:
-                result = producer.send_sync(msg)
-            except Exception as exc:  # the ctypes client raises its own exception types
-                errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+            while True:
+                try:
+                    result = producer.send_sync(msg)
+                except Exception as exc:  # the ctypes client raises its own exception types
+                    text = str(exc)
+                    if "No route info" in text and time.monotonic() < no_route_until:
+                        no_route += 1
+                        time.sleep(1.0)
+                        continue
+                    errors.append(f"{type(exc).__name__}: {text[:200]}")
+                    result = None
+                break
+            if result is None:
                 continue
             if int(result.status) == 0:
                 acked.append(key)
@@ -529,7 +542,12 @@ def _cmd_send(args: argparse.Namespace) -> dict[str, Any]:
                 errors.append(f"status {result.status}")
     finally:
         producer.shutdown()
-    return {"acked": acked, "failed": args.count - len(acked), "errors": errors[:5]}
+    return {
+        "acked": acked,
+        "failed": args.count - len(acked),
+        "errors": errors[:5],
+        "no_route_retries": no_route,
+    }
 
 
 def _cmd_write_until_ok(args: argparse.Namespace) -> dict[str, Any]:
