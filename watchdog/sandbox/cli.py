@@ -44,6 +44,17 @@ def _dir_option(func: F) -> F:
     )(func)
 
 
+def _term_timeout_option(func: F) -> F:
+    return click.option(
+        "--timeout",
+        "timeout_seconds",
+        type=click.FloatRange(0),
+        default=30.0,
+        show_default=True,
+        help="Seconds to wait after TERM before KILL.",
+    )(func)
+
+
 def _target_options(func: F) -> F:
     func = click.option(
         "--nameserver",
@@ -180,14 +191,7 @@ def up(
 
 @sandbox.command()
 @_dir_option
-@click.option(
-    "--timeout",
-    "timeout_seconds",
-    type=click.FloatRange(0),
-    default=30.0,
-    show_default=True,
-    help="Seconds to wait after TERM before KILL.",
-)
+@_term_timeout_option
 def down(directory: str, timeout_seconds: float) -> None:
     """Stop every process the sandbox started (TERM, wait, KILL). Safe to run twice."""
     box = Sandbox(directory)
@@ -246,14 +250,7 @@ def kill(directory: str, broker: str | None, nameserver: str | None, signal_name
 @sandbox.command()
 @_dir_option
 @_target_options
-@click.option(
-    "--timeout",
-    "timeout_seconds",
-    type=click.FloatRange(0),
-    default=30.0,
-    show_default=True,
-    help="Seconds to wait after TERM before KILL.",
-)
+@_term_timeout_option
 def stop(
     directory: str, broker: str | None, nameserver: str | None, timeout_seconds: float
 ) -> None:
