@@ -2111,59 +2111,20 @@ def _consume(args: argparse.Namespace, out: IO[str]) -> int:
 
 def _audit(args: argparse.Namespace, out: IO[str]) -> int:
     """Pull every queue of the topic from its first offset: what the cluster still stores."""
-    import ctypes
-
-    from rocketmq.client import PullConsumer, RecvMessage
-    from rocketmq.exceptions import ffi_check
-    from rocketmq.ffi import _CMessageQueue, _CPullStatus, dll
+    from .pullall import pull_every_queue
 
     emit = _emitter(out)
-    deadline = time.monotonic() + args.timeout_seconds
-    consumer = PullConsumer(f"RMQ_WATCHDOG_DRILL_AUDIT_{os.getpid()}")
-    consumer.set_namesrv_addr(args.namesrv)
-    consumer.start()
-    queues = ctypes.POINTER(_CMessageQueue)()
-    count = ctypes.c_int()
-    while True:
-        try:
-            ffi_check(dll.FetchSubscriptionMessageQueues(
-                consumer._handle, args.topic.encode(), ctypes.pointer(queues), ctypes.pointer(count)
-            ))  # fmt: skip
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-    for i in range(int(count.value)):
-        queue = queues[i]
-        offset = 0
-        while time.monotonic() < deadline:
-            pulled = dll.Pull(consumer._handle, ctypes.pointer(queue), b"*", offset, 32)
-            try:
-                status = pulled.pullStatus
-                if status == _CPullStatus.FOUND:
-                    for j in range(int(pulled.size)):
-                        found = RecvMessage(pulled.msgFoundList[j])
-                        parsed = parse_body(found.body)
-                        if parsed is not None and parsed[0] == args.run_id:
-                            emit({"seq": parsed[1], "at": time.time(),
-                                  "queue_id": int(queue.queueId),
-                                  "queue_offset": int(found.queue_offset)})  # fmt: skip
-                if status == _CPullStatus.NO_NEW_MSG:
-                    break
-                if status == _CPullStatus.BROKER_TIMEOUT:
-                    time.sleep(0.2)
-                    continue
-                next_offset = int(pulled.nextBeginOffset)
-                if next_offset <= offset and status != _CPullStatus.FOUND:
-                    break
-                offset = next_offset
-            finally:
-                dll.ReleasePullResult(pulled)
-        else:
-            return 1  # out of time: no audit_done line
-    dll.ReleaseSubscriptionMessageQueue(queues)
-    emit({"audit_done": True, "queues": int(count.value)})
+    result = pull_every_queue(
+        args.namesrv, args.topic, f"RMQ_WATCHDOG_DRILL_AUDIT_{os.getpid()}", args.timeout_seconds
+    )
+    for found in result.messages:
+        parsed = parse_body(found.body)
+        if parsed is not None and parsed[0] == args.run_id:
+            emit({"seq": parsed[1], "at": time.time(), "queue_id": found.queue_id,
+                  "queue_offset": found.queue_offset})  # fmt: skip
+    if not result.is_complete:
+        return 1  # out of time: no audit_done line
+    emit({"audit_done": True, "queues": result.queues})
     return 0
 
 

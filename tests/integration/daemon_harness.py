@@ -582,57 +582,12 @@ def _cmd_write_until_ok(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_pull_all(args: argparse.Namespace) -> dict[str, Any]:
-    import ctypes
+    from watchdog.pullall import pull_every_queue
 
-    from rocketmq.client import PullConsumer, RecvMessage
-    from rocketmq.exceptions import ffi_check
-    from rocketmq.ffi import _CMessageQueue, _CPullStatus, dll
-
-    consumer = PullConsumer(f"FailoverTestPull_{os.getpid()}")
-    consumer.set_namesrv_addr(args.namesrv)
-    consumer.start()
-    deadline = time.monotonic() + args.seconds
-    keys: list[str] = []
-    queues = ctypes.POINTER(_CMessageQueue)()
-    count = ctypes.c_int()
-    while True:
-        try:
-            ffi_check(
-                dll.FetchSubscriptionMessageQueues(
-                    consumer._handle,
-                    args.topic.encode(),
-                    ctypes.pointer(queues),
-                    ctypes.pointer(count),
-                )
-            )
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-    try:
-        for i in range(int(count.value)):
-            queue = queues[i]
-            offset = 0
-            while time.monotonic() < deadline:
-                pulled = dll.Pull(consumer._handle, ctypes.pointer(queue), b"*", offset, 32)
-                try:
-                    status = pulled.pullStatus
-                    if status == _CPullStatus.FOUND:
-                        for j in range(int(pulled.size)):
-                            keys.append(RecvMessage(pulled.msgFoundList[j]).keys.decode())
-                    if status == _CPullStatus.NO_NEW_MSG:
-                        break
-                    if status != _CPullStatus.BROKER_TIMEOUT:
-                        offset = int(pulled.nextBeginOffset)
-                    else:
-                        time.sleep(0.2)
-                finally:
-                    dll.ReleasePullResult(pulled)
-    finally:
-        dll.ReleaseSubscriptionMessageQueue(queues)
-        consumer.shutdown()
-    return {"keys": keys}
+    result = pull_every_queue(
+        args.namesrv, args.topic, f"FailoverTestPull_{os.getpid()}", args.seconds
+    )
+    return {"keys": [m.keys for m in result.messages]}
 
 
 def _cmd_consume(args: argparse.Namespace) -> dict[str, Any]:
