@@ -215,6 +215,31 @@ def test_plan_json_round_trip() -> None:
     assert Plan.from_json(plan.to_json()) == plan
 
 
+def test_the_plan_carries_both_loss_figures_to_the_journal_and_dry_run() -> None:
+    from watchdog.detect import GroupVerdict
+    from watchdog.manual import render_plan
+    from watchdog.states import GroupState
+
+    plan = plan_of(
+        plan_promotion(promote(max_loss_bytes=700), config(), FILES, current_epoch=0)
+    )
+    assert (plan.expected_loss_bytes, plan.max_loss_bytes) == (100, 700)
+    doc = plan.to_json()
+    assert (doc["expected_loss_bytes"], doc["max_loss_bytes"]) == (100, 700)
+    assert Plan.from_json(doc) == plan
+    group = GroupVerdict(
+        "broker-a", GroupState.MASTER_ODOWN, A0, "broker-a:0", True, True, 3.0, 3, 3,
+        (), (), (), "master down",
+    )  # fmt: skip
+    text = render_plan(plan, group, FILES, config())
+    assert (
+        "expected loss: 100 bytes, up to 700 bytes with what the master may have written since "
+        "it last answered"
+    ) in text.splitlines()
+    same = plan_of(plan_promotion(promote(max_loss_bytes=100), config(), FILES, current_epoch=0))
+    assert "expected loss: 100 bytes" in render_plan(same, group, FILES, config()).splitlines()
+
+
 def test_diffs_show_each_file_once_with_every_edit() -> None:
     plan = plan_of(plan_promotion(promote(), config(), FILES, current_epoch=0))
     diffs = properties_diffs(plan, FILES, config())
