@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from watchdog.config import ConfigError, load_config, parse_config
+from watchdog.config import DockerHost, load_config
 from watchdog.properties import PropertiesFile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -183,24 +183,16 @@ def test_watchdog_docker_toml_names_the_compose_cluster() -> None:
         assert broker["stop"][-1] == service["container_name"]
 
 
-def test_watchdog_docker_toml_is_valid_but_for_the_unimplemented_docker_kind() -> None:
-    """Today the docker host kind is refused, and nothing else is wrong with the file.
-
-    When a docker backend lands in config.py, the first assertion fails: replace this test
-    with a plain load_config() of the file.
-    """
-    with pytest.raises(ConfigError) as refused:
-        load_config(WATCHDOG_TOML)
-    message = str(refused.value)
-    assert "hosts.broker-a:" in message and "'docker'" in message
-    problems = message.split(": ", 1)[1].split("; ")
-    assert all(p.startswith("hosts.") and "'docker'" in p for p in problems), problems
-
-    data = tomllib.loads(WATCHDOG_TOML.read_text())
-    data["hosts"] = {name: {"kind": "local"} for name in data["hosts"]}
-    config = parse_config(data, str(WATCHDOG_TOML))
+def test_watchdog_docker_toml_is_valid() -> None:
+    config = load_config(WATCHDOG_TOML)
     assert config.group_names() == ("broker-a",)
     assert config.metrics.listen == "0.0.0.0:9108"
+    services = _services()
+    for name, host in config.hosts.items():
+        assert isinstance(host, DockerHost), name
+        assert host.container == services[name]["container_name"]
+        # The socket the watchdog's container has mounted.
+        assert host.socket == "/var/run/docker.sock"
 
 
 # --- broker properties in config/ ------------------------------------------------------------
