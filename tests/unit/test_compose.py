@@ -1,9 +1,9 @@
 """docker-compose.yml, the Dockerfile and config/watchdog.docker.toml agree with each other and
 with the files in the repository.
 
-No Docker engine (and no `docker compose` plugin) runs where these tests run, so nothing here
-starts a container: the files are checked as data. Tests that bring the demo cluster up (e.g.
-with pytest-docker) belong where an engine is available; none are written yet.
+Nothing here starts a container: the files are checked as data, wherever the unit tests run.
+tests/docker/test_compose_failover.py brings the demo cluster up (pytest-docker) and fails it
+over, where a Docker engine with the compose plugin is available (`make test-docker`).
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ def test_bind_mount_sources_exist_and_named_volumes_are_declared() -> None:
             assert target.startswith("/"), f"{name}: {target} is not absolute"
             if source.startswith("./"):
                 assert (REPO / source[2:]).exists(), f"{name}: {source} is not in the repo"
+            elif source == target == "/var/run/docker.sock":
+                assert name == "watchdog", f"{name}: only the watchdog gets the engine socket"
             elif source.startswith("/"):
                 pytest.fail(f"{name}: host path {source} ties the demo to one machine")
             else:
@@ -155,6 +157,8 @@ def test_watchdog_service_matches_its_config() -> None:
     assert service["command"][0] == "run"
     assert _host_path(service, config_path) == WATCHDOG_TOML
     assert ("watchdog-state", "/var/lib/rmq-watchdog", "rw") in _mounts(service)
+    assert ("/var/run/docker.sock", "/var/run/docker.sock", "rw") in _mounts(service)
+    assert service["group_add"] == ["${DOCKER_GID:-0}"]
     data = tomllib.loads(WATCHDOG_TOML.read_text())
     assert data["state_dir"] == "/var/lib/rmq-watchdog"
     port = data["metrics"]["listen"].rsplit(":", 1)[1]
