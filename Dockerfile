@@ -20,8 +20,8 @@ RUN pip install . \
     && install -d -m 0755 /etc/rmq-watchdog
 
 WORKDIR /var/lib/rmq-watchdog
-# Not root: the watchdog needs no privilege of its own (the engine socket, once the docker
-# host backend exists, is granted by group in docker-compose.yml).
+# Not root: the watchdog needs no privilege of its own (the engine socket the docker host
+# backend talks to is granted by group in docker-compose.yml).
 USER rmq-watchdog
 VOLUME ["/var/lib/rmq-watchdog"]
 EXPOSE 9108

@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from .docker_cli import CONTAINER_NAME, DockerCliError, parse_docker_cli
 from .durations import parse_duration
 from .notify import HooksConfig, NotifyConfig
 
@@ -26,6 +27,7 @@ __all__ = [
     "BrokerConfig",
     "LocalHost",
     "SshHost",
+    "DockerHost",
     "HostConfig",
     "ProbeSettings",
     "DetectSettings",
@@ -84,7 +86,30 @@ class SshHost(_Strict):
     connect_timeout_seconds: Seconds = Field(5.0, alias="connect_timeout")
 
 
-HostConfig = Annotated[LocalHost | SshHost, Field(discriminator="kind")]
+class DockerHost(_Strict):
+    """A container on a Docker engine: commands run by exec, files go through its archive API,
+    and `docker start|stop|restart|kill` of this container go to the engine API."""
+
+    kind: Literal["docker"]
+    container: str = Field(description="the container's name or id")
+    socket: str = Field("/var/run/docker.sock", description="the engine's unix socket")
+
+    @field_validator("container")
+    @classmethod
+    def _container_name(cls, value: str) -> str:
+        if not CONTAINER_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a container name")
+        return value.removeprefix("/")
+
+    @field_validator("socket")
+    @classmethod
+    def _absolute_socket(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} is not an absolute path of a unix socket")
+        return value
+
+
+HostConfig = Annotated[LocalHost | SshHost | DockerHost, Field(discriminator="kind")]
 
 
 class BrokerConfig(_Strict):
@@ -213,6 +238,7 @@ class WatchdogConfig(_Strict):
                 raise ValueError(f"broker address {broker.addr} is listed twice")
             if broker.host not in self.hosts:
                 raise ValueError(f"broker {broker.key} names unknown host {broker.host!r}")
+            _check_docker_commands(broker, self.hosts[broker.host])
             seen_keys.add((broker.broker_name, broker.broker_id))
             seen_addrs.add(broker.addr)
         for name in self.groups:
@@ -257,13 +283,33 @@ class WatchdogConfig(_Strict):
         return None
 
 
+def _check_docker_commands(broker: BrokerConfig, host: HostConfig) -> None:
+    """On a docker host, start/stop through `docker` must be forms the backend carries out, on
+    that host's own container: found here rather than in the middle of a failover."""
+    if not isinstance(host, DockerHost):
+        return
+    for what, argv in (("start", broker.start), ("stop", broker.stop)):
+        try:
+            command = parse_docker_cli(argv)
+        except DockerCliError as exc:
+            raise ValueError(f"broker {broker.key} {what}: {exc}") from None
+        if command is None:
+            continue
+        others = [c for c in command.containers if c.removeprefix("/") != host.container]
+        if others:
+            raise ValueError(
+                f"broker {broker.key} {what}: {' '.join(others)} is not container "
+                f"{host.container} of host {broker.host!r}; a docker host controls only its own"
+            )
+
+
 def _field_path(loc: tuple[int | str, ...], data: Any) -> str:
     """Render a pydantic location as the TOML reader sees it: brokers[1].addr."""
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("LocalHost", "SshHost", "local", "ssh"):
+        elif item in ("LocalHost", "SshHost", "DockerHost", "local", "ssh", "docker"):
             continue  # the discriminated-union branch name means nothing to the reader
         else:
             parts.append(("." if parts else "") + str(item))

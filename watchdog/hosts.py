@@ -1,4 +1,4 @@
-"""Host backends: run argv commands and read/write files on a broker's host, locally or over SSH."""
+"""Host backends: run argv commands and read/write files on a broker's host: local, SSH, docker."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from .config import HostConfig, LocalHost, SshHost
+from .config import DockerHost, HostConfig, LocalHost, SshHost
 
 __all__ = [
     "CommandResult",
@@ -489,4 +489,9 @@ def _is_dead_connection(exc: BaseException, conn: Any) -> bool:
 def make_host(name: str, config: HostConfig) -> Host:
     if isinstance(config, LocalHost):
         return LocalBackend(name)
+    if isinstance(config, DockerHost):
+        # Imported here: docker_host builds on this module's helpers.
+        from .docker_host import DockerBackend
+
+        return DockerBackend(name, config)
     return SshBackend(name, config)

@@ -1,9 +1,9 @@
 """docker-compose.yml, the Dockerfile and config/watchdog.docker.toml agree with each other and
 with the files in the repository.
 
-No Docker engine (and no `docker compose` plugin) runs where these tests run, so nothing here
-starts a container: the files are checked as data. Tests that bring the demo cluster up (e.g.
-with pytest-docker) belong where an engine is available; none are written yet.
+Nothing here starts a container: the files are checked as data, wherever the unit tests run.
+tests/docker/test_compose_failover.py brings the demo cluster up (pytest-docker) and fails it
+over, where a Docker engine with the compose plugin is available (`make test-docker`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from watchdog.config import ConfigError, load_config, parse_config
+from watchdog.config import DockerHost, load_config
 from watchdog.properties import PropertiesFile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,6 +112,8 @@ def test_bind_mount_sources_exist_and_named_volumes_are_declared() -> None:
             assert target.startswith("/"), f"{name}: {target} is not absolute"
             if source.startswith("./"):
                 assert (REPO / source[2:]).exists(), f"{name}: {source} is not in the repo"
+            elif source == target == "/var/run/docker.sock":
+                assert name == "watchdog", f"{name}: only the watchdog gets the engine socket"
             elif source.startswith("/"):
                 pytest.fail(f"{name}: host path {source} ties the demo to one machine")
             else:
@@ -155,6 +157,8 @@ def test_watchdog_service_matches_its_config() -> None:
     assert service["command"][0] == "run"
     assert _host_path(service, config_path) == WATCHDOG_TOML
     assert ("watchdog-state", "/var/lib/rmq-watchdog", "rw") in _mounts(service)
+    assert ("/var/run/docker.sock", "/var/run/docker.sock", "rw") in _mounts(service)
+    assert service["group_add"] == ["${DOCKER_GID:-0}"]
     data = tomllib.loads(WATCHDOG_TOML.read_text())
     assert data["state_dir"] == "/var/lib/rmq-watchdog"
     port = data["metrics"]["listen"].rsplit(":", 1)[1]
@@ -183,24 +187,16 @@ def test_watchdog_docker_toml_names_the_compose_cluster() -> None:
         assert broker["stop"][-1] == service["container_name"]
 
 
-def test_watchdog_docker_toml_is_valid_but_for_the_unimplemented_docker_kind() -> None:
-    """Today the docker host kind is refused, and nothing else is wrong with the file.
-
-    When a docker backend lands in config.py, the first assertion fails: replace this test
-    with a plain load_config() of the file.
-    """
-    with pytest.raises(ConfigError) as refused:
-        load_config(WATCHDOG_TOML)
-    message = str(refused.value)
-    assert "hosts.broker-a:" in message and "'docker'" in message
-    problems = message.split(": ", 1)[1].split("; ")
-    assert all(p.startswith("hosts.") and "'docker'" in p for p in problems), problems
-
-    data = tomllib.loads(WATCHDOG_TOML.read_text())
-    data["hosts"] = {name: {"kind": "local"} for name in data["hosts"]}
-    config = parse_config(data, str(WATCHDOG_TOML))
+def test_watchdog_docker_toml_is_valid() -> None:
+    config = load_config(WATCHDOG_TOML)
     assert config.group_names() == ("broker-a",)
     assert config.metrics.listen == "0.0.0.0:9108"
+    services = _services()
+    for name, host in config.hosts.items():
+        assert isinstance(host, DockerHost), name
+        assert host.container == services[name]["container_name"]
+        # The socket the watchdog's container has mounted.
+        assert host.socket == "/var/run/docker.sock"
 
 
 # --- broker properties in config/ ------------------------------------------------------------

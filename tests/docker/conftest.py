@@ -1,0 +1,116 @@
+"""Tests that need a real Docker engine: collected only where `docker info` answers.
+
+Without an engine nothing here is collected (rather than skipped): `make test` stays a run of
+what this machine can check, and `make test-docker` runs these where an engine exists.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.docker_host_cases import DockerWorld
+
+
+def _engine_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return (
+            subprocess.run(
+                ["docker", "info", "--format", "{{.ServerVersion}}"],
+                capture_output=True,
+                timeout=20,
+                check=False,
+            ).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+collect_ignore_glob = [] if _engine_answers() else ["test_*.py"]
+
+# A small image with a POSIX sh, mv, kill, sleep, printf and touch; by default one imported
+# from the machine's static busybox (Debian: busybox-static), since nothing may be pulled.
+TEST_IMAGE = os.environ.get("RMQWD_DOCKER_TEST_IMAGE", "rmq-watchdog-busybox:test")
+
+
+def engine_socket() -> str:
+    """The unix socket the docker CLI uses, for the backend under test to use too."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        pytest.fail(f"DOCKER_HOST={host}: the docker host backend speaks to unix sockets only")
+    return host.removeprefix("unix://")
+
+
+def docker(*args: str, stdin: bytes | None = None) -> str:
+    done = subprocess.run(
+        ["docker", *args], input=stdin, capture_output=True, timeout=120, check=False
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)}: {done.stderr.decode(errors='replace')}")
+    return done.stdout.decode().strip()
+
+
+def _import_busybox_image(work: Path) -> None:
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if not Path(busybox).is_file():
+        pytest.fail("no busybox to build the test image from: apt-get install busybox-static")
+    root = work / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    for directory in ("tmp", "etc", "proc", "sys", "dev"):
+        (root / directory).mkdir()
+    shutil.copy2(busybox, root / "bin" / "busybox")
+    applets = subprocess.run(
+        [busybox, "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            (root / "bin" / applet).symlink_to("busybox")
+    tar = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True, check=True)
+    docker("import", "-", TEST_IMAGE, stdin=tar.stdout)
+
+
+@pytest.fixture(scope="session")
+def test_image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    images = subprocess.run(
+        ["docker", "image", "inspect", TEST_IMAGE], capture_output=True, check=False
+    )
+    if images.returncode != 0:
+        _import_busybox_image(tmp_path_factory.mktemp("image"))
+    return TEST_IMAGE
+
+
+@pytest.fixture
+def docker_world(test_image: str, tmp_path: Path) -> Iterator[DockerWorld]:
+    """A fresh container with no network, whose `files` directory is bind-mounted at the
+    same path, so the test and the container see the same files under the same names."""
+    files = tmp_path / "files"
+    files.mkdir()
+    name = f"rmqwd-test-{uuid.uuid4().hex[:10]}"
+    docker(
+        "create", "--name", name, "--network", "none", "-v", f"{files}:{files}",
+        test_image, "sleep", "100000",
+    )
+    docker("start", name)
+
+    def is_running() -> bool:
+        return docker("inspect", "--format", "{{.State.Running}}", name) == "true"
+
+    def set_running(running: bool) -> None:
+        if running:
+            docker("start", name)
+        else:
+            docker("stop", "--time", "1", name)
+
+    try:
+        yield DockerWorld(engine_socket(), name, files, is_running, set_running)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
