@@ -3,4 +3,8 @@ on a throwaway busybox container (see conftest.py)."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.docker_host_cases import *  # noqa: F403 - the shared cases run here on a real engine
+
+pytestmark = pytest.mark.integration
