@@ -19,7 +19,15 @@ import httpx
 
 from .config import DockerHost
 from .docker_cli import DockerCliCommand, DockerCliError, parse_docker_cli
-from .hosts import _NEW_FILE_MODE, CommandResult, HostError, _check_argv, _check_path, _timed_out
+from .hosts import (
+    _NEW_FILE_MODE,
+    HAS_COMMAND_SCRIPT,
+    CommandResult,
+    HostError,
+    _check_argv,
+    _check_path,
+    _timed_out,
+)
 
 __all__ = ["DockerBackend", "API_VERSION"]
 
@@ -305,13 +313,10 @@ class DockerBackend:
     async def has_command(self, name: str) -> bool:
         if not name or "\0" in name:
             return False
-        # Like shutil.which locally: an executable file, not a shell builtin or function.
-        script = (
-            'case "$0" in */*) p="$0";; *) p=$(command -v -- "$0") || exit 1;; esac; '
-            'case "$p" in /*|*/*) test -f "$p" && test -x "$p";; *) exit 1;; esac'
-        )
         try:
-            result = await self._exec(("sh", "-c", script, name), self.api_timeout_seconds)
+            result = await self._exec(
+                ("sh", "-c", HAS_COMMAND_SCRIPT, name), self.api_timeout_seconds
+            )
         except HostError as exc:
             raise HostError(f"cannot check for {name!r}: {exc}") from None
         if result.exit_code not in (0, 1):

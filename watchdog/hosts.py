@@ -218,6 +218,12 @@ def _atomic_write_local(path: str, data: bytes, host_name: str) -> None:
         raise HostError(f"{host_name}: cannot write {path}: {exc.strerror}") from None
 
 
+# `sh -c SCRIPT NAME` exits 0 when NAME is an executable file, like shutil.which locally (not a
+# shell builtin or function), for backends that ask a remote shell.
+HAS_COMMAND_SCRIPT = (
+    'case "$0" in */*) p="$0";; *) p=$(command -v -- "$0") || exit 1;; esac; '
+    'case "$p" in /*|*/*) test -f "$p" && test -x "$p";; *) exit 1;; esac'
+)
 # The remote shell prints its pid (= its process group: sshd starts each session with setsid)
 # on stderr before exec'ing the command, so a timeout can kill the whole group.
 _PGID_MARKER = "rmq-watchdog-pgid="
@@ -444,14 +450,9 @@ class SshBackend:
     async def has_command(self, name: str) -> bool:
         if not name or "\0" in name:
             return False
-        # Like shutil.which locally: an executable file, not a shell builtin or function.
-        script = (
-            'case "$0" in */*) p="$0";; *) p=$(command -v -- "$0") || exit 1;; esac; '
-            'case "$p" in /*|*/*) test -f "$p" && test -x "$p";; *) exit 1;; esac'
-        )
         timeout_seconds = self.config.connect_timeout_seconds + 5
         try:
-            result = await self._run(("sh", "-c", script, name), timeout_seconds)
+            result = await self._run(("sh", "-c", HAS_COMMAND_SCRIPT, name), timeout_seconds)
         except HostError as exc:
             raise HostError(f"cannot check for {name!r}: {exc}") from None
         if result.exit_code is None or result.exit_code == 255:
