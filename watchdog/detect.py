@@ -47,6 +47,7 @@ class DetectorState:
     last_offset: Mapping[str, int] = field(default_factory=dict)
     offset_history: Mapping[str, tuple[OffsetSample, ...]] = field(default_factory=dict)
     write_rates: Mapping[str, tuple[RateSample, ...]] = field(default_factory=dict)
+    answered_as_master: frozenset[str] = frozenset()  # addrs whose last answer was as master
     known_master: Mapping[str, str] = field(default_factory=dict)  # broker_name -> addr
     master_role: Mapping[str, str] = field(default_factory=dict)  # broker_name -> role
 
@@ -230,7 +231,17 @@ def detect(
     history = {a: list(s) for a, s in state.offset_history.items()}
     last_offset = dict(state.last_offset)
     rates = {a: list(s) for a, s in state.write_rates.items()}
+    as_master = set(state.answered_as_master)
     for b in snapshot.brokers:
+        if b.is_up and b.role not in _MASTER_ROLES:
+            # A slave's log grows by replication, by megabytes when it resyncs: not a rate a
+            # master's clients ever wrote at. Only growth between two answers as master counts.
+            rates.pop(b.addr, None)
+            as_master.discard(b.addr)
+            continue
+        if b.is_up and b.addr not in as_master:
+            as_master.add(b.addr)
+            continue
         offset = _valid_offset(b) if b.is_up else None
         before, seen_at = state.last_offset.get(b.addr), state.last_answered_at.get(b.addr)
         if offset is None or before is None or seen_at is None or now <= seen_at:
@@ -351,6 +362,7 @@ def detect(
         last_offset=last_offset,
         offset_history=kept_history,
         write_rates=kept_rates,
+        answered_as_master=frozenset(as_master),
         known_master=known_master,
         master_role=master_role,
     )

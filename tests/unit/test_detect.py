@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
@@ -450,6 +452,35 @@ def test_unseen_bytes_use_the_peak_rate_of_the_last_minute_only() -> None:
     never = Replay()
     verdict = never.run(World(master_down=(0.0, 1e9), deregistered_by=BOTH), seconds(0, 3))
     assert verdict.groups[0].master_unseen_bytes == 0
+
+
+def test_a_slaves_replication_is_no_write_rate() -> None:
+    """A slave resyncing from scratch grows by megabytes a second; promoted, and killed in its
+    turn, only its growth as a master counts (100 B/s, silent for 2 s)."""
+
+    class Resync(World):
+        def snapshot(self, t: float) -> ClusterSnapshot:
+            snap = super().snapshot(t)
+            slave = snap.brokers[1]
+            # As a slave (t < 10) it copies 1 MB a second; as master it writes 100 B/s, and
+            # dies at 20.5.
+            offset = int(1_000_000 * t) if t < 10 else 10_000_000 + int(100 * (min(t, 20.5) - 10))
+            up = t < 20.5
+            return replace(
+                snap,
+                brokers=(
+                    snap.brokers[0],
+                    replace(slave, is_up=up, commitlog_max_offset=offset if up else None),
+                ),
+            )
+
+    replay = Replay()
+    world = Resync(master_down=(9.5, 1e9), deregistered_by=BOTH, slave_is_master_from=10.0)
+    replay.run(world, seconds(0, 20))
+    verdict = replay.run(world, [21.0, 22.0])
+    group = verdict.groups[0]
+    assert group.master_addr == A1
+    assert group.master_unseen_bytes == 200
 
 
 def test_master_by_nameserver_id0_when_nobody_answers_as_master() -> None:
