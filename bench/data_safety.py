@@ -253,58 +253,19 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 def _cmd_pull(args: argparse.Namespace) -> int:
     """Every message key in every queue of --topic from offset 0 (a PullConsumer), one per line
     in --out; prints a JSON summary."""
-    import ctypes
+    from watchdog.pullall import pull_every_queue
 
-    from rocketmq.client import PullConsumer, RecvMessage
-    from rocketmq.exceptions import ffi_check
-    from rocketmq.ffi import _CMessageQueue, _CPullStatus, dll
-
-    consumer = PullConsumer(f"BENCH_DATA_SAFETY_PULL_{os.getpid()}")
-    consumer.set_namesrv_addr(args.namesrv)
-    consumer.start()
-    deadline = time.monotonic() + args.seconds
-    queues = ctypes.POINTER(_CMessageQueue)()
-    count = ctypes.c_int()
-    while True:
-        try:
-            ffi_check(dll.FetchSubscriptionMessageQueues(
-                consumer._handle, args.topic.encode(), ctypes.pointer(queues),
-                ctypes.pointer(count)))  # fmt: skip
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-    pulled_total = 0
-    complete = True
+    result = pull_every_queue(
+        args.namesrv, args.topic, f"BENCH_DATA_SAFETY_PULL_{os.getpid()}", args.seconds
+    )
     with open(args.out, "w") as out:
-        try:
-            for i in range(int(count.value)):
-                queue = queues[i]
-                offset = 0
-                while True:
-                    if time.monotonic() > deadline:
-                        complete = False
-                        break
-                    pulled = dll.Pull(consumer._handle, ctypes.pointer(queue), b"*", offset, 32)
-                    try:
-                        status = pulled.pullStatus
-                        if status == _CPullStatus.FOUND:
-                            for j in range(int(pulled.size)):
-                                out.write(RecvMessage(pulled.msgFoundList[j]).keys.decode() + "\n")
-                                pulled_total += 1
-                        if status == _CPullStatus.NO_NEW_MSG:
-                            break
-                        if status != _CPullStatus.BROKER_TIMEOUT:
-                            offset = int(pulled.nextBeginOffset)
-                        else:
-                            time.sleep(0.2)
-                    finally:
-                        dll.ReleasePullResult(pulled)
-        finally:
-            dll.ReleaseSubscriptionMessageQueue(queues)
-            consumer.shutdown()
-    print(json.dumps({"queues": int(count.value), "pulled": pulled_total, "complete": complete}))
+        out.writelines(m.keys + "\n" for m in result.messages)
+    summary = {
+        "queues": result.queues,
+        "pulled": len(result.messages),
+        "complete": result.is_complete,
+    }
+    print(json.dumps(summary))
     return 0
 
 
