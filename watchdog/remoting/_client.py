@@ -177,7 +177,9 @@ class RemotingClient:
         deadline = loop.time() + timeout_seconds
         conn = await self._connection(deadline)
         opaque = next(self._opaques)
-        frame = encode_frame(replace(cmd, opaque=opaque, flag=cmd.flag & ~FLAG_RESPONSE))
+        if cmd.flag & FLAG_RESPONSE:
+            cmd = replace(cmd, flag=cmd.flag & ~FLAG_RESPONSE)
+        frame = encode_frame(cmd, opaque=opaque)
         future: asyncio.Future[RemotingCommand] = loop.create_future()
         conn.pending[opaque] = future
         try:

@@ -53,6 +53,13 @@ def loads(text: str | bytes) -> Any:
     if not isinstance(text, str):
         raise TypeError(f"loads() takes str or bytes, not {type(text).__name__}")
     try:
+        # Most bodies (runtime info, KV tables) are standard JSON, and the quoting pass cannot
+        # change a valid document (no '{' or ',' in one is followed by a bare number and ':'),
+        # so parse first and pay for the regex only when that fails.
+        try:
+            return json.loads(text, strict=False)
+        except ValueError:
+            pass
         return json.loads(quote_bare_int_keys(text), strict=False)
     except RecursionError:
         raise ProtocolError("JSON body is nested too deeply") from None
