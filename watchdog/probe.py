@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import BrokerConfig, WatchdogConfig
 from .hosts import Host
 from .remoting import (
     ClientPool,
+    RemotingClient,
     RemotingError,
+    RemotingTimeout,
     get_broker_config,
     get_broker_runtime_info,
     get_cluster_info,
@@ -54,15 +57,35 @@ def _to_int(value: str | None) -> int | None:
         return None
 
 
+@dataclass(frozen=True)
+class _KnownConfig:
+    """What a broker's GET_BROKER_CONFIG said, valid while its bootTimestamp stays the same."""
+
+    boot_timestamp: str
+    role: str | None
+    reported_broker_id: int | None
+    refresh_at: float  # prober clock: fetch again from then on even if nothing changed
+
+
 @dataclass
 class Prober:
-    """Takes snapshots; owns the connection pool so connections survive between cycles."""
+    """Takes snapshots; owns the connection pool so connections survive between cycles.
+
+    A broker's config (role, id) is fetched when the broker is new, answered with another
+    bootTimestamp, failed its last probe or config fetch, or `config_max_age_seconds` passed;
+    otherwise the config of its last fetch is reused: a role change takes a restart (which
+    changes bootTimestamp), and re-reading ~100 properties from every broker every cycle was
+    a third of a cycle's CPU (bench/results/scale.md). The age bound catches a live
+    UPDATE_BROKER_CONFIG of brokerRole, which changes no bootTimestamp.
+    """
 
     config: WatchdogConfig
     pool: ClientPool
     secondary_runner: SecondaryRunner | None = None
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
+    config_max_age_seconds: float = 30.0
+    _known_configs: dict[str, _KnownConfig] = field(default_factory=dict, init=False, repr=False)
 
     async def snapshot(self, known_masters: Mapping[str, str] | None = None) -> ClusterSnapshot:
         """Probe everything once; `known_masters` (group -> addr, from detection) aims the
@@ -107,15 +130,25 @@ class Prober:
     async def _probe_broker(self, broker: BrokerConfig, timeout: float) -> BrokerObservation:
         client = self.pool.get(broker.addr)
         started = self.clock()
-        runtime_result, config_result = await asyncio.gather(
-            get_broker_runtime_info(client, timeout_seconds=timeout),
-            get_broker_config(client, timeout_seconds=timeout),
-            return_exceptions=True,
-        )
-        latency = self.clock() - started
+        known = self._known_configs.pop(broker.addr, None)
+        if known is not None and started >= known.refresh_at:
+            known = None
+        config_result: dict[str, str] | BaseException | None = None
+        if known is None:
+            runtime_result, config_result = await asyncio.gather(
+                get_broker_runtime_info(client, timeout_seconds=timeout),
+                get_broker_config(client, timeout_seconds=timeout),
+                return_exceptions=True,
+            )
+        else:
+            try:
+                runtime_result = await get_broker_runtime_info(client, timeout_seconds=timeout)
+            except RemotingError as exc:
+                runtime_result = exc
         if isinstance(runtime_result, BaseException):
             if not isinstance(runtime_result, RemotingError):
                 raise runtime_result
+            # Not kept: a broker that stopped answering may come back restarted, reconfigured.
             return BrokerObservation(
                 broker_name=broker.broker_name,
                 broker_id=broker.broker_id,
@@ -123,16 +156,34 @@ class Prober:
                 is_up=False,
                 error=describe_error(runtime_result),
             )
+        boot = runtime_result.get("bootTimestamp")
+        if known is not None and boot != known.boot_timestamp:
+            # Restarted between two probes that both answered: its role may have changed.
+            remaining = timeout - (self.clock() - started)
+            config_result = (
+                await self._fetch_config(client, remaining)
+                if remaining > 0
+                else RemotingTimeout(f"{broker.addr}: no time left for GET_BROKER_CONFIG")
+            )
+            known = None
+        latency = self.clock() - started
         role: str | None = None
         reported_id: int | None = None
         error: str | None = None
-        if isinstance(config_result, BaseException):
+        if known is not None:
+            role, reported_id = known.role, known.reported_broker_id
+            self._known_configs[broker.addr] = known
+        elif isinstance(config_result, BaseException):
             if not isinstance(config_result, RemotingError):
                 raise config_result
             error = "broker config: " + describe_error(config_result)
-        else:
+        elif config_result is not None:
             role = config_result.get("brokerRole")
             reported_id = _to_int(config_result.get("brokerId"))
+            if boot is not None:
+                self._known_configs[broker.addr] = _KnownConfig(
+                    boot, role, reported_id, started + self._config_age(broker.addr)
+                )
         return BrokerObservation(
             broker_name=broker.broker_name,
             broker_id=broker.broker_id,
@@ -146,6 +197,21 @@ class Prober:
             version=runtime_result.get("brokerVersionDesc"),
             runtime=tuple(sorted(runtime_result.items())),
         )
+
+    @staticmethod
+    async def _fetch_config(
+        client: RemotingClient, timeout: float
+    ) -> dict[str, str] | RemotingError:
+        try:
+            return await get_broker_config(client, timeout_seconds=timeout)
+        except RemotingError as exc:
+            return exc
+
+    def _config_age(self, addr: str) -> float:
+        # Between half and all of the maximum age, fixed per address: brokers first fetched in
+        # the same cycle refresh in different cycles instead of all at once.
+        spread = zlib.crc32(addr.encode("utf-8")) / 2**32
+        return self.config_max_age_seconds * (0.5 + 0.5 * spread)
 
     async def _secondary(
         self, brokers: Sequence[BrokerObservation], known_masters: Mapping[str, str]
