@@ -72,11 +72,12 @@ class Prober:
     """Takes snapshots; owns the connection pool so connections survive between cycles.
 
     A broker's config (role, id) is fetched when the broker is new, answered with another
-    bootTimestamp, failed its last probe or config fetch, or `config_max_age_seconds` passed;
-    otherwise the config of its last fetch is reused: a role change takes a restart (which
-    changes bootTimestamp), and re-reading ~100 properties from every broker every cycle was
-    a third of a cycle's CPU (bench/results/scale.md). The age bound catches a live
-    UPDATE_BROKER_CONFIG of brokerRole, which changes no bootTimestamp.
+    bootTimestamp, failed its last probe or config fetch, or was last fetched 15 to 30 (per
+    broker; `config_refresh_cycles`) probe intervals ago; otherwise the config of its last
+    fetch is reused: a role change takes a restart (which changes bootTimestamp), and
+    re-reading ~100 properties from every broker every cycle was a third of a cycle's CPU
+    (bench/results/scale.md). The age bound catches a live UPDATE_BROKER_CONFIG of
+    brokerRole, which changes no bootTimestamp.
     """
 
     config: WatchdogConfig
@@ -84,7 +85,7 @@ class Prober:
     secondary_runner: SecondaryRunner | None = None
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
-    config_max_age_seconds: float = 30.0
+    config_refresh_cycles: int = 30
     _known_configs: dict[str, _KnownConfig] = field(default_factory=dict, init=False, repr=False)
 
     async def snapshot(self, known_masters: Mapping[str, str] | None = None) -> ClusterSnapshot:
@@ -207,9 +208,14 @@ class Prober:
         except RemotingError as exc:
             return exc
 
+    @property
+    def config_max_age_seconds(self) -> float:
+        return self.config_refresh_cycles * self.config.probe.interval_seconds
+
     def _config_age(self, addr: str) -> float:
         # Between half and all of the maximum age, fixed per address: brokers first fetched in
-        # the same cycle refresh in different cycles instead of all at once.
+        # the same cycle refresh in different cycles instead of all at once. In cycles rather
+        # than seconds, so a slower cadence does not re-read configs more often per cycle.
         spread = zlib.crc32(addr.encode("utf-8")) / 2**32
         return self.config_max_age_seconds * (0.5 + 0.5 * spread)
 
