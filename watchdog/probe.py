@@ -15,9 +15,11 @@ from .remoting import (
     RemotingClient,
     RemotingError,
     RemotingTimeout,
+    RequestCode,
     get_broker_config,
     get_broker_runtime_info,
-    get_cluster_info,
+    invoke,
+    parse_cluster_info,
 )
 from .snapshot import (
     BrokerObservation,
@@ -87,6 +89,10 @@ class Prober:
     wall_clock: Callable[[], float] = time.time
     config_refresh_cycles: int = 30
     _known_configs: dict[str, _KnownConfig] = field(default_factory=dict, init=False, repr=False)
+    # Per nameserver: its last GET_BROKER_CLUSTER_INFO body and what it was read as.
+    _last_cluster_info: dict[str, tuple[bytes, NamesrvObservation]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     async def snapshot(self, known_masters: Mapping[str, str] | None = None) -> ClusterSnapshot:
         """Probe everything once; `known_masters` (group -> addr, from detection) aims the
@@ -112,21 +118,31 @@ class Prober:
 
     async def _probe_namesrv(self, addr: str, timeout: float) -> NamesrvObservation:
         started = self.clock()
+        last = self._last_cluster_info.pop(addr, None)
         try:
-            info = await get_cluster_info(self.pool.get(addr), timeout_seconds=timeout)
+            reply = await invoke(
+                self.pool.get(addr), RequestCode.GET_BROKER_CLUSTER_INFO, timeout_seconds=timeout
+            )
+            if last is not None and reply.body == last[0]:
+                # Unchanged since the last cycle (the usual case): parsing a 2,000-broker body
+                # and indexing it again cost ~40 ms a cycle.
+                observation = last[1].answered_again(self.clock() - started)
+            else:
+                info = parse_cluster_info(reply.body)
+                observation = NamesrvObservation(
+                    addr=addr,
+                    is_up=True,
+                    latency_seconds=self.clock() - started,
+                    registrations=tuple(
+                        Registration(broker_name=name, broker_id=int(broker_id), addr=broker_addr)
+                        for name, addrs in sorted(info.broker_addrs.items())
+                        for broker_id, broker_addr in sorted(addrs.items())
+                    ),
+                )
         except RemotingError as exc:
             return NamesrvObservation(addr=addr, is_up=False, error=describe_error(exc))
-        registrations = tuple(
-            Registration(broker_name=name, broker_id=int(broker_id), addr=broker_addr)
-            for name, addrs in sorted(info.broker_addrs.items())
-            for broker_id, broker_addr in sorted(addrs.items())
-        )
-        return NamesrvObservation(
-            addr=addr,
-            is_up=True,
-            latency_seconds=self.clock() - started,
-            registrations=registrations,
-        )
+        self._last_cluster_info[addr] = (reply.body, observation)
+        return observation
 
     async def _probe_broker(self, broker: BrokerConfig, timeout: float) -> BrokerObservation:
         client = self.pool.get(broker.addr)

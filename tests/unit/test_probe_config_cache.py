@@ -222,3 +222,39 @@ def test_snapshot_with_and_without_the_cache_is_the_same() -> None:
         assert [comparable(b) for b in cached.brokers] == [comparable(b) for b in fresh.brokers]
 
     run(scenario)
+
+
+def test_an_unchanged_cluster_info_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    import watchdog.probe as probe
+
+    parsed: list[bytes] = []
+    parse = probe.parse_cluster_info
+
+    def counting(body: bytes) -> Any:
+        parsed.append(body)
+        return parse(body)
+
+    monkeypatch.setattr(probe, "parse_cluster_info", counting)
+
+    async def scenario(c: Cluster) -> None:
+        first = (await c.prober.snapshot()).nameservers[0]
+        second = (await c.prober.snapshot()).nameservers[0]
+        assert len(parsed) == 1
+        assert second.registrations is first.registrations and second.is_up
+        assert [(r.broker_id, r.addr) for r in second.group_registrations("broker-a")] == [
+            (0, c.brokers[MASTER].addr),
+            (1, c.brokers[SLAVE].addr),
+        ]
+        ns = next(n for n in c.server.nodes if n.kind == "namesrv")
+        ns.unregister("broker-a", 0)  # the master's registration expired: a new body
+        third = (await c.prober.snapshot()).nameservers[0]
+        assert len(parsed) == 2
+        assert third.master_addr("broker-a") is None and third.ids_of(c.brokers[SLAVE].addr) == (1,)
+        await ns.set_fault("error")
+        down = (await c.prober.snapshot()).nameservers[0]
+        assert not down.is_up and down.error is not None and down.registrations == ()
+        await ns.set_fault("ok")
+        back = (await c.prober.snapshot()).nameservers[0]
+        assert back.is_up and back.registrations == third.registrations and len(parsed) == 3
+
+    run(scenario)
