@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import json
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
@@ -87,6 +88,27 @@ class _Cycle:
     snapshot: ClusterSnapshot | None = None
     verdict: ClusterVerdict | None = None
     decisions: tuple[Decision, ...] = ()
+
+
+# A 2,000-broker cycle allocates a few hundred thousand short-lived containers (replies,
+# observations, verdicts); at the default threshold of 700 the cyclic collector ran ~100 ms a
+# cycle, mostly re-walking long-lived objects. Almost all of this garbage is freed by reference
+# counting anyway, so collecting less often costs little memory.
+_GC_THRESHOLDS = (20_000, 10, 10)
+
+
+@contextlib.contextmanager
+def _gc_tuned_for_cycles() -> Iterator[None]:
+    """Freeze what startup built (config, pools, modules) out of the collector's walks, and
+    collect young objects less often; the previous settings come back on exit."""
+    previous = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
 
 
 class Daemon:
@@ -182,7 +204,8 @@ class Daemon:
                 self.detector, self.store.load(), self.journal, self.config
             )
             self._resume_interrupted()
-            await self._loop()
+            with _gc_tuned_for_cycles():
+                await self._loop()
         finally:
             self.notifier.stopping("stopping")
             if control is not None:
