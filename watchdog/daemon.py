@@ -314,6 +314,8 @@ class Daemon:
         self._clear_clean_rejoins(snapshot, state)
         decisions = decide(snapshot, verdict, self.config.brokers, policy, now_wall)
         group_states: dict[str, GroupState] = {}
+        # Bound once per cycle: the lazy proxy re-binds on every call, a line per group.
+        cycle_log = log.bind()
         for decision in decisions:
             group_states[decision.broker_name] = decision.state
             self._announce_transition(decision, now_wall)
@@ -321,7 +323,7 @@ class Daemon:
             event = str(fields.pop("event"))
             if self.config.dry_run and not isinstance(decision, NoAction):
                 event = f"dry run, would act: {event}"
-            log.info(event, cycle=number, **fields)
+            cycle_log.info(event, cycle=number, **fields)
             self.metrics.record_decision(decision.broker_name, cast(DecisionKind, decision.kind))
             if isinstance(decision, Promote | Fence) and not self.config.dry_run:
                 self._start_failover(decision, snapshot)
