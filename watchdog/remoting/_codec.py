@@ -195,6 +195,15 @@ def encode_frame(cmd: RemotingCommand, *, opaque: int | None = None) -> bytes:
     return b"".join((_PREFIX.pack(length, mark), header, cmd.body))
 
 
+def _int_field(obj: dict[str, Any], name: str, default: int | None) -> int:
+    value = obj.get(name, default)
+    if value is None and default is not None:
+        value = default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError(f"JSON header field {name!r} is not an integer: {value!r}")
+    return value
+
+
 def _decode_json_header(header: bytes, body: bytes) -> RemotingCommand:
     try:
         obj = json.loads(header.decode("utf-8"))
@@ -202,16 +211,7 @@ def _decode_json_header(header: bytes, body: bytes) -> RemotingCommand:
         raise ProtocolError(f"undecodable JSON header: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(f"JSON header is a {type(obj).__name__}, not an object")
-
-    def int_field(name: str, default: int | None) -> int:
-        value = obj.get(name, default)
-        if value is None and default is not None:
-            value = default
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ProtocolError(f"JSON header field {name!r} is not an integer: {value!r}")
-        return value
-
-    code = int_field("code", None)
+    code = _int_field(obj, "code", None)
     language = obj.get("language") or "OTHER"
     remark = obj.get("remark")
     ext = obj.get("extFields") or {}
@@ -230,10 +230,10 @@ def _decode_json_header(header: bytes, body: bytes) -> RemotingCommand:
         fields[key] = value if isinstance(value, str) else json.dumps(value)
     return RemotingCommand(
         code=code,
-        opaque=int_field("opaque", 0),
-        flag=int_field("flag", 0),
+        opaque=_int_field(obj, "opaque", 0),
+        flag=_int_field(obj, "flag", 0),
         language=language,
-        version=int_field("version", 0),
+        version=_int_field(obj, "version", 0),
         remark=remark,
         ext_fields=MappingProxyType(fields) if fields else _EMPTY,
         body=body,
