@@ -37,12 +37,12 @@ class Cluster:
         self.pool = ClientPool(connect_timeout_seconds=1.0)
         self.prober = Prober(self.config(), self.pool, clock=self.clock)
 
-    def config(self) -> WatchdogConfig:
+    def config(self, timeout: str = "1s") -> WatchdogConfig:
         return parse_config(
             {
                 "cluster_name": "test",
                 "nameservers": [n.addr for n in self.server.nodes if n.kind == "namesrv"],
-                "probe": {"interval": "1s", "timeout": "1s", "connect_timeout": "1s"},
+                "probe": {"interval": "1s", "timeout": timeout, "connect_timeout": "1s"},
                 "brokers": [
                     {
                         "broker_name": "broker-a",
@@ -256,5 +256,55 @@ def test_an_unchanged_cluster_info_is_not_parsed_again(monkeypatch: pytest.Monke
         await ns.set_fault("ok")
         back = (await c.prober.snapshot()).nameservers[0]
         assert back.is_up and back.registrations == third.registrations and len(parsed) == 3
+
+    run(scenario)
+
+
+def test_a_connected_broker_that_stops_answering_times_out_like_a_single_request() -> None:
+    async def scenario(c: Cluster) -> None:
+        c.prober = Prober(c.config(timeout="200ms"), c.pool, clock=c.clock)
+        await c.observe()  # connects: later cycles write on the open connections
+        master = c.brokers[MASTER]
+        await master.set_fault("hang")
+        hung = (await c.observe())[MASTER]
+        assert not hung.is_up
+        assert hung.error == (
+            f"RemotingTimeout: {master.addr}: no reply to request code 28 within 0.2s"
+        )
+        assert c.pool.get(master.addr).in_flight == 0  # a late reply finds nobody waiting
+        await master.set_fault("ok")
+        back = await c.observe()
+        assert back[MASTER].is_up and back[MASTER].role == "ASYNC_MASTER"
+        assert back[SLAVE].is_up and back[SLAVE].latency_seconds is not None
+
+    run(scenario)
+
+
+def test_a_cancelled_snapshot_leaves_no_request_waiting() -> None:
+    async def scenario(c: Cluster) -> None:
+        await c.observe()
+        for node in c.brokers.values():
+            await node.set_fault("hang")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(c.prober.snapshot(), 0.1)
+        assert all(c.pool.get(n.addr).in_flight == 0 for n in c.brokers.values())
+        for node in c.brokers.values():
+            await node.set_fault("ok")
+        assert all(b.is_up for b in (await c.observe()).values())
+
+    run(scenario)
+
+
+def test_garbage_from_a_connected_broker_is_a_protocol_error() -> None:
+    async def scenario(c: Cluster) -> None:
+        await c.observe()
+        slave = c.brokers[SLAVE]
+        await slave.set_fault("garbage")
+        observed = (await c.observe())[SLAVE]
+        assert not observed.is_up
+        assert observed.error is not None and observed.error.startswith("ProtocolError: ")
+        await slave.set_fault("nonsense")  # well-framed, wrong body
+        observed = (await c.observe())[SLAVE]
+        assert not observed.is_up and "broker runtime info" in (observed.error or "")
 
     run(scenario)

@@ -209,13 +209,52 @@ class RemotingClient:
             conn.transport.write(frame)
             return await future
         except _Expired:
-            raise RemotingTimeout(
-                f"{self.addr}: no reply to request code {cmd.code} within {timeout_seconds:g}s"
-            ) from None
+            raise self._timed_out(cmd.code, timeout_seconds) from None
         finally:
             timer.cancel()
             if conn.pending.get(opaque) is future:
                 del conn.pending[opaque]
+
+    def _timed_out(self, code: int, timeout_seconds: float) -> RemotingTimeout:
+        return RemotingTimeout(
+            f"{self.addr}: no reply to request code {code} within {timeout_seconds:g}s"
+        )
+
+    def send_nowait(self, cmd: RemotingCommand) -> asyncio.Future[RemotingCommand] | None:
+        """Write ``cmd`` at once on the live connection and return the future of its reply;
+        None when there is no live connection in this loop (send() connects first).
+
+        No deadline of its own: the caller ends a future still waiting with expire(). This
+        lets one task send to thousands of servers with one timer, where send() costs a task
+        and a timer per request (the prober's 2,000 brokers a cycle).
+        """
+        loop = asyncio.get_running_loop()
+        conn = self._conn
+        if conn is None or self._loop is not loop or not conn.is_usable:
+            return None
+        assert conn.transport is not None
+        opaque = next(self._opaques)
+        if cmd.flag & FLAG_RESPONSE:
+            cmd = replace(cmd, flag=cmd.flag & ~FLAG_RESPONSE)
+        frame = encode_frame(cmd, opaque=opaque)
+        future: asyncio.Future[RemotingCommand] = loop.create_future()
+        conn.pending[opaque] = future
+        conn.transport.write(frame)
+        return future
+
+    def expire(
+        self, future: asyncio.Future[RemotingCommand], code: int, timeout_seconds: float
+    ) -> RemotingTimeout:
+        """Give up on a send_nowait() future: a later reply is dropped. Returns the error a
+        send() with this timeout would have raised."""
+        conn = self._conn
+        if conn is not None:
+            for opaque, waiting in conn.pending.items():
+                if waiting is future:
+                    del conn.pending[opaque]
+                    break
+        future.cancel()
+        return self._timed_out(code, timeout_seconds)
 
     def _adopt_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         # A client kept across event loops (asyncio.run() twice, or another thread) must not
