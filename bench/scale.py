@@ -725,7 +725,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "The stand-in (`watchdog.remoting.standin.StandinServer`, asyncio, one process, its "
         "CPU not counted in the daemon's) answers GET_BROKER_RUNTIME_INFO and "
         "GET_BROKER_CONFIG for every broker and GET_BROKER_CLUSTER_INFO for both nameservers "
-        "(the body for N brokers is built once and cached). 'max brokers not answering' > 0 "
+        "(the body for N brokers is built once and cached). The daemon asks every broker for "
+        "its runtime info every cycle, and for its config only when the broker is new, "
+        "restarted (bootTimestamp), failed its last probe, or was last asked 15-30 cycles ago "
+        "(watchdog.probe.Prober). 'max brokers not answering' > 0 "
         "means some probes timed out (the stand-in or the daemon did not get a core soon "
         "enough, or connects took over 0.5 s).",
         "Shared 2-core machine; other helpers ran JVM tests at the same time (load column: "

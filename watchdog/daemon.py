@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import json
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
@@ -87,6 +88,27 @@ class _Cycle:
     snapshot: ClusterSnapshot | None = None
     verdict: ClusterVerdict | None = None
     decisions: tuple[Decision, ...] = ()
+
+
+# A 2,000-broker cycle allocates a few hundred thousand short-lived containers (replies,
+# observations, verdicts); at the default threshold of 700 the cyclic collector ran ~100 ms a
+# cycle, mostly re-walking long-lived objects. Almost all of this garbage is freed by reference
+# counting anyway, so collecting less often costs little memory.
+_GC_THRESHOLDS = (20_000, 10, 10)
+
+
+@contextlib.contextmanager
+def _gc_tuned_for_cycles() -> Iterator[None]:
+    """Freeze what startup built (config, pools, modules) out of the collector's walks, and
+    collect young objects less often; the previous settings come back on exit."""
+    previous = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
 
 
 class Daemon:
@@ -182,7 +204,8 @@ class Daemon:
                 self.detector, self.store.load(), self.journal, self.config
             )
             self._resume_interrupted()
-            await self._loop()
+            with _gc_tuned_for_cycles():
+                await self._loop()
         finally:
             self.notifier.stopping("stopping")
             if control is not None:
@@ -291,6 +314,8 @@ class Daemon:
         self._clear_clean_rejoins(snapshot, state)
         decisions = decide(snapshot, verdict, self.config.brokers, policy, now_wall)
         group_states: dict[str, GroupState] = {}
+        # Bound once per cycle: the lazy proxy re-binds on every call, a line per group.
+        cycle_log = log.bind()
         for decision in decisions:
             group_states[decision.broker_name] = decision.state
             self._announce_transition(decision, now_wall)
@@ -298,7 +323,7 @@ class Daemon:
             event = str(fields.pop("event"))
             if self.config.dry_run and not isinstance(decision, NoAction):
                 event = f"dry run, would act: {event}"
-            log.info(event, cycle=number, **fields)
+            cycle_log.info(event, cycle=number, **fields)
             self.metrics.record_decision(decision.broker_name, cast(DecisionKind, decision.kind))
             if isinstance(decision, Promote | Fence) and not self.config.dry_run:
                 self._start_failover(decision, snapshot)

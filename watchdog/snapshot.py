@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 __all__ = [
@@ -46,6 +46,15 @@ class NamesrvObservation:
         for r in self.registrations:
             index.setdefault(r.broker_name, []).append(r)
         return {name: tuple(regs) for name, regs in index.items()}
+
+    def answered_again(self, latency_seconds: float) -> NamesrvObservation:
+        """This nameserver answering the same registrations again, sharing the indexes."""
+        fresh = replace(self, is_up=True, latency_seconds=latency_seconds, error=None)
+        # The indexes depend on `registrations` alone, which the copy shares.
+        for name in ("_ids_by_addr", "_by_group"):
+            if name in self.__dict__:
+                fresh.__dict__[name] = self.__dict__[name]
+        return fresh
 
     def ids_of(self, addr: str) -> tuple[int, ...]:
         """Broker ids under which this nameserver lists `addr` (normally zero or one)."""

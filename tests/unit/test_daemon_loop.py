@@ -188,3 +188,15 @@ def test_a_second_actor_cannot_take_the_lock(tmp_path: Path) -> None:
     again = DaemonLock(tmp_path)
     again.acquire()
     again.release()
+
+
+def test_gc_is_tuned_while_cycling_and_restored_after() -> None:
+    import gc
+
+    from watchdog.daemon import _GC_THRESHOLDS, _gc_tuned_for_cycles
+
+    before = gc.get_threshold()
+    with _gc_tuned_for_cycles():
+        assert gc.get_threshold() == _GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

@@ -73,6 +73,44 @@ def test_loads(text: str, expected: Any) -> None:
     assert loads(text) == expected
 
 
+def test_standard_json_skips_the_quoting_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    import watchdog.remoting._fastjson as fastjson
+
+    calls: list[str] = []
+
+    def counting(text: str) -> str:
+        calls.append(text)
+        return quote_bare_int_keys(text)
+
+    monkeypatch.setattr(fastjson, "quote_bare_int_keys", counting)
+    assert loads('{"table":{"commitLogMaxOffset":"42","0":"x"}}') == {
+        "table": {"commitLogMaxOffset": "42", "0": "x"}
+    }
+    assert calls == []
+    # A body with bare keys still goes through the pass and parses.
+    assert loads('{"brokerAddrs":{0:"a:1",1:"b:2"}}') == {"brokerAddrs": {"0": "a:1", "1": "b:2"}}
+    assert len(calls) == 1
+    with pytest.raises(ProtocolError, match="malformed"):
+        loads('{"a":1,}')
+    assert len(calls) == 2
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=6) | st.integers(-9, 99), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_loads_reads_both_dialects_as_the_quoting_pass_alone_does(value: Any) -> None:
+    for text in (dumps(value), json.dumps(value)):  # fastjson form (bare int keys), standard
+        assert loads(text) == json.loads(quote_bare_int_keys(text), strict=False)
+
+
 def test_strings_are_never_rewritten() -> None:
     text = '{"addr":"{0:1}","v":",2:3"}'
     assert quote_bare_int_keys(text) == text

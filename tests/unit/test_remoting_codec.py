@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -188,6 +189,53 @@ commands = st.builds(
 @given(commands)
 def test_encode_then_decode_is_identity(cmd: RemotingCommand) -> None:
     assert decode_one(encode_frame(cmd)) == cmd
+
+
+def _reference_header(cmd: RemotingCommand) -> bytes:
+    """The header as the codec wrote every one before the per-request-kind template cache."""
+    obj: dict[str, object] = {"code": cmd.code}
+    if cmd.ext_fields:
+        obj["extFields"] = dict(cmd.ext_fields)
+    obj.update(flag=cmd.flag, language=cmd.language, opaque=cmd.opaque)
+    if cmd.remark is not None:
+        obj["remark"] = cmd.remark
+    obj.update(serializeTypeCurrentRPC="JSON", version=cmd.version)
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+requests = st.builds(
+    RemotingCommand,
+    code=int16s,
+    opaque=int32s,
+    flag=int32s,
+    # Any text, not only the known names: the cached template must escape it like json.dumps.
+    language=st.sampled_from(sorted(LANGUAGE_CODES)) | st.text(max_size=20),
+    version=int16s,
+    remark=st.none() | texts,
+    ext_fields=st.none().map(lambda _: {}) | st.dictionaries(texts, texts, max_size=3),
+    body=st.binary(max_size=50),
+)
+
+
+@given(requests, int32s)
+def test_json_header_with_another_opaque_is_the_reference_header(
+    cmd: RemotingCommand, opaque: int
+) -> None:
+    expected = replace(cmd, opaque=opaque)
+    for _ in range(2):  # the second time from the cached template
+        frame = encode_frame(cmd, opaque=opaque)
+        assert frame == encode_frame(expected)
+        assert header_of(frame) == _reference_header(expected)
+
+
+@given(commands, int32s)
+def test_opaque_override_equals_replacing_the_opaque(cmd: RemotingCommand, opaque: int) -> None:
+    assert encode_frame(cmd, opaque=opaque) == encode_frame(replace(cmd, opaque=opaque))
+
+
+def test_opaque_override_is_range_checked() -> None:
+    with pytest.raises(ValueError, match="opaque"):
+        encode_frame(RemotingCommand(code=28), opaque=2**31)
 
 
 @given(st.lists(commands, min_size=1, max_size=5), st.data())

@@ -251,9 +251,12 @@ class WatchdogMetrics:
             ["broker_name"],
             registry=registry,
         )
-        for target in _PROBE_TARGETS:
-            # Pre-create so rate() and histogram_quantile() work before the first probe.
-            self.probe_duration_seconds.labels(target=target)
+        # Pre-created so rate() and histogram_quantile() work before the first probe, and kept:
+        # labels() costs a lock and a tuple per call, thousands of times a cycle.
+        self._probe_children = {
+            target: self.probe_duration_seconds.labels(target=target) for target in _PROBE_TARGETS
+        }
+        self._decision_children: dict[tuple[str, str], Counter] = {}
         registry.register(_SnapshotCollector(self))
         if include_process_metrics:
             # CPU, memory and open fds of the daemon itself (process_* from /proc).
@@ -277,14 +280,15 @@ class WatchdogMetrics:
         for name in states:
             # Zero-valued series from the first cycle, so increase() sees the first decision.
             for decision in _DECISIONS:
-                self.decisions_total.labels(broker_name=name, decision=decision)
+                self._decision_child(name, decision)
         # One reference assignment: a scrape in the server thread sees the old or the new state.
         self._mirrored = _Mirrored(snapshot, states, bool(is_isolated))
 
     def observe_probe(self, target: ProbeTarget, duration_seconds: float) -> None:
-        if target not in _PROBE_TARGETS:
+        child = self._probe_children.get(target)
+        if child is None:
             raise ValueError(f"probe target must be one of {_PROBE_TARGETS}, not {target!r}")
-        self.probe_duration_seconds.labels(target=target).observe(duration_seconds)
+        child.observe(duration_seconds)
 
     def record_cycle(self, finished_at: float, is_overrun: bool = False) -> None:
         """Count a completed cycle; `finished_at` is Unix time (time.time())."""
@@ -296,7 +300,15 @@ class WatchdogMetrics:
     def record_decision(self, broker_name: str, decision: Decision) -> None:
         if decision not in _DECISIONS:
             raise ValueError(f"decision must be one of {_DECISIONS}, not {decision!r}")
-        self.decisions_total.labels(broker_name=broker_name, decision=decision).inc()
+        self._decision_child(broker_name, decision).inc()
+
+    def _decision_child(self, broker_name: str, decision: str) -> Counter:
+        key = (broker_name, decision)
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self.decisions_total.labels(broker_name=broker_name, decision=decision)
+            self._decision_children[key] = child
+        return child
 
     def record_failover(
         self, broker_name: str, outcome: str, duration_seconds: float, finished_at: float

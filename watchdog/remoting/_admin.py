@@ -24,6 +24,9 @@ __all__ = [
     "TopicRoute",
     "Requester",
     "invoke",
+    "check_reply",
+    "broker_runtime_info_of",
+    "broker_config_of",
     "parse_cluster_info",
     "parse_topic_route",
     "parse_kv_table",
@@ -175,6 +178,15 @@ async def invoke(
 ) -> RemotingCommand:
     """One request; a response code outside ``accept_codes`` raises RemoteError."""
     reply = await client.request(code, ext_fields, body, timeout_seconds=timeout_seconds)
+    return check_reply(reply, code, accept_codes)
+
+
+def check_reply(
+    reply: RemotingCommand,
+    code: int,
+    accept_codes: tuple[int, ...] = (ResponseCode.SUCCESS,),
+) -> RemotingCommand:
+    """``reply`` to a request with ``code``; RemoteError if its code is not in ``accept_codes``."""
     if reply.code not in accept_codes:
         raise RemoteError(reply.code, reply.remark, int(code))
     return reply
@@ -281,6 +293,9 @@ def parse_kv_table(body: bytes, what: str = "kv table") -> dict[str, str]:
     """Parse a KVTable body ``{"table": {k: v}}``; every value must be a string."""
     doc = _expect(_json_body(body, what), dict, f"{what} body")
     table = _expect(doc.get("table"), dict, f"{what} 'table'")
+    # The common case checked in one pass; the per-value check below only names the culprit.
+    if set(map(type, table.values())) <= {str}:  # json.loads makes no str subclasses
+        return dict(table)
     return {k: _expect(v, str, f"{what}[{k!r}]") for k, v in table.items()}
 
 
@@ -515,15 +530,27 @@ async def add_write_perm_of_broker(
 
 
 async def get_broker_runtime_info(client: Requester, *, timeout_seconds: float) -> dict[str, str]:
-    reply = await invoke(
-        client, RequestCode.GET_BROKER_RUNTIME_INFO, timeout_seconds=timeout_seconds
+    reply = await client.request(
+        RequestCode.GET_BROKER_RUNTIME_INFO, timeout_seconds=timeout_seconds
     )
+    return broker_runtime_info_of(reply)
+
+
+def broker_runtime_info_of(reply: RemotingCommand) -> dict[str, str]:
+    """The table of a GET_BROKER_RUNTIME_INFO reply (RemoteError for an error code)."""
+    check_reply(reply, RequestCode.GET_BROKER_RUNTIME_INFO)
     return parse_kv_table(reply.body, "broker runtime info")
 
 
 async def get_broker_config(client: Requester, *, timeout_seconds: float) -> dict[str, str]:
     """The broker's merged config (BrokerConfig, Netty configs, MessageStoreConfig)."""
-    reply = await invoke(client, RequestCode.GET_BROKER_CONFIG, timeout_seconds=timeout_seconds)
+    reply = await client.request(RequestCode.GET_BROKER_CONFIG, timeout_seconds=timeout_seconds)
+    return broker_config_of(reply)
+
+
+def broker_config_of(reply: RemotingCommand) -> dict[str, str]:
+    """The properties of a GET_BROKER_CONFIG reply (RemoteError for an error code)."""
+    check_reply(reply, RequestCode.GET_BROKER_CONFIG)
     config = parse_properties(reply.body)
     if not config:
         raise ProtocolError("broker config: empty body")

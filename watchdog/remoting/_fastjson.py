@@ -25,6 +25,10 @@ _BARE_KEY = re.compile(r'("[^"\\]*(?:\\.[^"\\]*)*")|([{,]\s*)(-?\d+)(\s*:)', re.
 _OBJECT_KEY = re.compile(r'("[^"\\]*(?:\\.[^"\\]*)*")|[{,]\s*([{\[])', re.DOTALL)
 
 
+# What json.loads(text, strict=False) builds anew on every call.
+_DECODER = json.JSONDecoder(strict=False)
+
+
 def _quote(match: re.Match[str]) -> str:
     if match.group(1) is not None:
         return match.group(1)
@@ -53,7 +57,14 @@ def loads(text: str | bytes) -> Any:
     if not isinstance(text, str):
         raise TypeError(f"loads() takes str or bytes, not {type(text).__name__}")
     try:
-        return json.loads(quote_bare_int_keys(text), strict=False)
+        # Most bodies (runtime info, KV tables) are standard JSON, and the quoting pass cannot
+        # change a valid document (no '{' or ',' in one is followed by a bare number and ':'),
+        # so parse first and pay for the regex only when that fails.
+        try:
+            return _DECODER.decode(text)
+        except ValueError:
+            pass
+        return _DECODER.decode(quote_bare_int_keys(text))
     except RecursionError:
         raise ProtocolError("JSON body is nested too deeply") from None
     except ValueError as exc:
