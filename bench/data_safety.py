@@ -593,16 +593,19 @@ def _probe_bound(daemon: DaemonProcess, master_addr: str) -> float:
     return event_time(cycles[answered[-1] - 1])
 
 
-def _healthy_after(daemon: DaemonProcess, after: float, timeout_seconds: float) -> None:
+def _healthy_after(
+    daemon: DaemonProcess, after: float, timeout_seconds: float, master_role: str | None = None
+) -> None:
     daemon.wait_for(
         lambda e: (
             e.get("broker_name") == GROUP
             and "cycle" in e
             and e.get("state") == "HEALTHY"
             and event_time(e) >= after
+            and (master_role is None or e.get("master_role") == master_role)
         ),
         timeout_seconds=timeout_seconds,
-        what="a HEALTHY cycle",
+        what="a HEALTHY cycle" + (f" with the master as {master_role}" if master_role else ""),
     )
 
 
@@ -775,7 +778,9 @@ def _one_round(
         # Everything acked before the switch is on the slave once this returns.
         cluster.caught_up(master, slave)
     ready = time.time()
-    _healthy_after(daemon, ready, 60)  # the daemon has probed the master (and its role) since
+    # The daemon has probed the master since, and re-read its role (it re-reads a master's
+    # config every few cycles, not every cycle).
+    _healthy_after(daemon, ready, 60, "SYNC_MASTER" if replication == "sync" else None)
     _fresh_ack(producer, ready)  # traffic in flight when it dies
     if not producer.is_running():
         raise RoundFailed("the producer exited")

@@ -316,6 +316,7 @@ class Daemon:
         group_states: dict[str, GroupState] = {}
         # Bound once per cycle: the lazy proxy re-binds on every call, a line per group.
         cycle_log = log.bind()
+        master_roles = {g.broker_name: g.master_role for g in verdict.groups}
         for decision in decisions:
             group_states[decision.broker_name] = decision.state
             self._announce_transition(decision, now_wall)
@@ -323,7 +324,12 @@ class Daemon:
             event = str(fields.pop("event"))
             if self.config.dry_run and not isinstance(decision, NoAction):
                 event = f"dry run, would act: {event}"
-            cycle_log.info(event, cycle=number, **fields)
+            cycle_log.info(
+                event,
+                cycle=number,
+                master_role=master_roles.get(decision.broker_name),
+                **fields,
+            )
             self.metrics.record_decision(decision.broker_name, cast(DecisionKind, decision.kind))
             if isinstance(decision, Promote | Fence) and not self.config.dry_run:
                 self._start_failover(decision, snapshot)

@@ -124,7 +124,8 @@ class Prober:
     fetch is reused: a role change takes a restart (which changes bootTimestamp), and
     re-reading ~100 properties from every broker every cycle was a third of a cycle's CPU
     (bench/results/scale.md). The age bound catches a live UPDATE_BROKER_CONFIG of
-    brokerRole, which changes no bootTimestamp.
+    brokerRole, which changes no bootTimestamp; for a broker in a master role it is 2.5 to 5
+    intervals (`master_config_refresh_factor`).
     """
 
     config: WatchdogConfig
@@ -133,6 +134,7 @@ class Prober:
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
     config_refresh_cycles: int = 30
+    master_config_refresh_factor: int = 6  # masters: every 2.5-5 intervals by default
     _known_configs: dict[str, _KnownConfig] = field(default_factory=dict, init=False, repr=False)
     # Per nameserver: its last GET_BROKER_CLUSTER_INFO body and what it was read as.
     _last_cluster_info: dict[str, tuple[bytes, NamesrvObservation]] = field(
@@ -393,7 +395,7 @@ class Prober:
             reported_id = _to_int(config_result.get("brokerId"))
             if boot is not None:
                 self._known_configs[broker.addr] = _KnownConfig(
-                    boot, role, reported_id, started + self._config_age(broker.addr)
+                    boot, role, reported_id, started + self._config_age(broker.addr, role)
                 )
         return BrokerObservation(
             broker_name=broker.broker_name,
@@ -422,12 +424,18 @@ class Prober:
     def config_max_age_seconds(self) -> float:
         return self.config_refresh_cycles * self.config.probe.interval_seconds
 
-    def _config_age(self, addr: str) -> float:
+    def _config_age(self, addr: str, role: str | None = None) -> float:
         # Between half and all of the maximum age, fixed per address: brokers first fetched in
         # the same cycle refresh in different cycles instead of all at once. In cycles rather
         # than seconds, so a slower cadence does not re-read configs more often per cycle.
+        # A master's role is what its replacement takes, and an operator may switch it live
+        # between ASYNC_MASTER and SYNC_MASTER: masters are re-read
+        # `master_config_refresh_factor` times as often.
         spread = zlib.crc32(addr.encode("utf-8")) / 2**32
-        return self.config_max_age_seconds * (0.5 + 0.5 * spread)
+        max_age = self.config_max_age_seconds
+        if role in _MASTER_ROLES:
+            max_age /= self.master_config_refresh_factor
+        return max_age * (0.5 + 0.5 * spread)
 
     async def _secondary(
         self, brokers: Sequence[BrokerObservation], known_masters: Mapping[str, str]

@@ -99,7 +99,8 @@ def test_config_is_fetched_once_while_boot_timestamp_stays() -> None:
     async def scenario(c: Cluster) -> None:
         first = await c.observe()
         assert c.config_fetches() == {MASTER: 1, SLAVE: 1}
-        for _ in range(3):
+        # Within half the master's refresh age (2.5 intervals), nothing is fetched again.
+        for _ in range(2):
             c.clock.t += 1
             again = await c.observe()
             assert (
@@ -173,16 +174,24 @@ def test_a_failed_config_fetch_is_retried_next_cycle() -> None:
 
 
 def test_a_config_older_than_the_maximum_age_is_fetched_again() -> None:
+    """Masters are re-read `master_config_refresh_factor` times as often as slaves: a live
+    UPDATE_BROKER_CONFIG of a master's role decides the role its replacement takes."""
+
     async def scenario(c: Cluster) -> None:
         await c.observe()
         c.config_fetches()
+        max_age = c.prober.config_max_age_seconds
+        master_max_age = max_age / c.prober.master_config_refresh_factor
         # A live UPDATE_BROKER_CONFIG: the role changes, bootTimestamp does not.
         c.brokers[MASTER].broker_role = "SYNC_MASTER"
-        c.clock.t += c.prober.config_max_age_seconds / 2 - 1  # before any refresh is due
+        c.clock.t += master_max_age / 2 - 1  # before any refresh is due
         assert roles(await c.observe())[MASTER] == ("ASYNC_MASTER", 0)
         assert c.config_fetches() == {MASTER: 0, SLAVE: 0}
-        c.clock.t += c.prober.config_max_age_seconds  # every refresh is due
+        c.clock.t += master_max_age / 2 + 1  # the master's refresh is due, the slave's not
         assert roles(await c.observe())[MASTER] == ("SYNC_MASTER", 0)
+        assert c.config_fetches() == {MASTER: 1, SLAVE: 0}
+        c.clock.t += max_age  # every refresh is due
+        await c.observe()
         assert c.config_fetches() == {MASTER: 1, SLAVE: 1}
 
     run(scenario)
