@@ -124,7 +124,7 @@ class Prober:
     fetch is reused: a role change takes a restart (which changes bootTimestamp), and
     re-reading ~100 properties from every broker every cycle was a third of a cycle's CPU
     (bench/results/scale.md). The age bound catches a live UPDATE_BROKER_CONFIG of
-    brokerRole, which changes no bootTimestamp; for a broker in a master role it is 2.5 to 5
+    brokerRole, which changes no bootTimestamp; for a broker in a master role it is 5 to 10
     intervals (`master_config_refresh_factor`).
     """
 
@@ -134,7 +134,7 @@ class Prober:
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
     config_refresh_cycles: int = 30
-    master_config_refresh_factor: int = 6  # masters: every 2.5-5 intervals by default
+    master_config_refresh_factor: int = 3  # masters: every 5-10 intervals by default
     _known_configs: dict[str, _KnownConfig] = field(default_factory=dict, init=False, repr=False)
     # Per nameserver: its last GET_BROKER_CLUSTER_INFO body and what it was read as.
     _last_cluster_info: dict[str, tuple[bytes, NamesrvObservation]] = field(

@@ -99,7 +99,7 @@ def test_config_is_fetched_once_while_boot_timestamp_stays() -> None:
     async def scenario(c: Cluster) -> None:
         first = await c.observe()
         assert c.config_fetches() == {MASTER: 1, SLAVE: 1}
-        # Within half the master's refresh age (2.5 intervals), nothing is fetched again.
+        # Within half the master's refresh age (5 intervals), nothing is fetched again.
         for _ in range(2):
             c.clock.t += 1
             again = await c.observe()
