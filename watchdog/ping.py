@@ -11,7 +11,7 @@ import asyncio
 import sys
 
 from .durations import parse_duration
-from .remoting import ClientPool, RemotingError, get_broker_runtime_info
+from .remoting import ClientPool, RemotingError, describe_error, get_broker_runtime_info
 
 __all__ = ["ping", "main"]
 
@@ -22,8 +22,7 @@ async def ping(addr: str, *, timeout_seconds: float) -> tuple[bool, str]:
     try:
         info = await get_broker_runtime_info(pool.get(addr), timeout_seconds=timeout_seconds)
     except RemotingError as exc:
-        text = str(exc).strip()
-        return False, f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        return False, describe_error(exc)
     finally:
         await pool.close_all()
     return True, f"commitLogMaxOffset={info.get('commitLogMaxOffset', '?')}"

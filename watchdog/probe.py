@@ -20,6 +20,7 @@ from .remoting import (
     RequestCode,
     broker_config_of,
     broker_runtime_info_of,
+    describe_error,
     get_broker_config,
     get_broker_runtime_info,
     invoke,
@@ -45,13 +46,6 @@ __all__ = [
 SecondaryRunner = Callable[[str, str], Awaitable[SecondaryObservation]]
 
 _MASTER_ROLES = ("ASYNC_MASTER", "SYNC_MASTER")
-
-
-def describe_error(exc: BaseException) -> str:
-    """One short phrase for an exception, as it appears in snapshots, reasons and status."""
-    text = str(exc).strip()
-    name = type(exc).__name__
-    return f"{name}: {text}" if text else name
 
 
 def _to_int(value: str | None) -> int | None:

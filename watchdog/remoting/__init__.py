@@ -47,6 +47,7 @@ from ._errors import (
     RemotingConnectError,
     RemotingError,
     RemotingTimeout,
+    describe_error,
 )
 from ._topics import DEFAULT_TOPIC, TOPIC_MAX_LENGTH, check_topic_name, create_topic
 
@@ -58,6 +59,7 @@ __all__ = [
     "RemotingClosed",
     "ProtocolError",
     "RemoteError",
+    "describe_error",
     # codec
     "SerializeType",
     "MAX_FRAME_BYTES",

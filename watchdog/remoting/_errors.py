@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "describe_error",
     "RemotingError",
     "RemotingTimeout",
     "RemotingConnectError",
@@ -58,3 +59,10 @@ class RemoteError(RemotingError):
     def __reduce__(self) -> tuple[type[RemoteError], tuple[int, str | None, int]]:
         # Keeps the exception picklable although __init__ takes three arguments.
         return (type(self), (self.code, self.remark, self.request_code))
+
+
+def describe_error(exc: BaseException) -> str:
+    """One short phrase for an exception, as it appears in snapshots, reasons and status."""
+    text = str(exc).strip()
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
