@@ -331,7 +331,9 @@ class WebhookNotifier:
 
     Each delivery is tried 1 + `retries` times with exponential backoff between attempts
     (`backoff_base_seconds` doubling up to `backoff_max_seconds`), and the whole delivery is
-    cut off after `max_delivery_seconds` whatever is left.
+    cut off after `max_delivery_seconds` whatever is left. One webhook gets its events in the
+    order they were dispatched (a receiver reads a failover's steps in order, the outcome last):
+    a delivery to it waits for the one before; different webhooks do not wait for each other.
     """
 
     def __init__(
@@ -351,6 +353,9 @@ class WebhookNotifier:
         self._client: httpx.AsyncClient | None = None
         self._pending: set[asyncio.Task[tuple[Delivery, ...]]] = set()
         self._is_closed = False
+        # asyncio.Lock wakes its waiters first come, first served: deliveries to one webhook
+        # take it in the order dispatch() created them.
+        self._in_order = [asyncio.Lock() for _ in self._webhooks]
 
     @property
     def pending(self) -> int:
@@ -421,6 +426,10 @@ class WebhookNotifier:
         return self._client
 
     async def _deliver(self, hook: WebhookConfig, event: Event) -> Delivery:
+        async with self._in_order[self._webhooks.index(hook)]:
+            return await self._deliver_now(hook, event)
+
+    async def _deliver_now(self, hook: WebhookConfig, event: Event) -> Delivery:
         url = _safe_url(hook.url)
         payload: Any = (
             alertmanager_payload(event) if hook.format == "alertmanager" else json_payload(event)

@@ -357,6 +357,24 @@ def test_dispatch_returns_before_the_receiver_hears_anything(receiver: Receiver)
     assert delivery.is_ok and len(receiver.requests) == 1
 
 
+def test_one_webhook_gets_events_in_dispatch_order(receiver: Receiver) -> None:
+    """The first event meets a failing receiver and is retried; the ones dispatched after it
+    wait for it, so the receiver still reads them in order, the outcome last."""
+    receiver.statuses = [503, 503]
+    names = ["master_down", "failover_started", "failover_step", "failover_succeeded"]
+    hook = _webhook(receiver.url, retries=3, events=names)
+
+    async def main() -> None:
+        notifier = _notifier([hook])
+        for name in names:
+            notifier.dispatch(_event(name))
+        await notifier.aclose(timeout_seconds=20)
+
+    asyncio.run(main())
+    received = [receiver.json(i)["event"] for i in range(len(receiver.requests))]
+    assert received == [names[0]] * 3 + names[1:]
+
+
 def test_blackholed_webhook_is_bounded_and_aclose_cancels_it() -> None:
     """A port that accepts connections but never answers: the delivery times out per attempt,
     and aclose() gives up on it after its own bound instead of waiting for every retry."""
