@@ -404,15 +404,20 @@ class DaemonProcess:
     def stop(self, timeout_seconds: float = 90.0) -> None:
         """SIGTERM (a running failover is finished first), then SIGKILL if it does not exit."""
         try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=timeout_seconds)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=10)
+            terminate(self.proc, timeout_seconds)
         finally:
             self._log.close()
+
+
+def terminate(proc: subprocess.Popen[Any], timeout_seconds: float) -> None:
+    """SIGTERM a child still running, wait up to `timeout_seconds`, then SIGKILL it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_seconds)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 @contextmanager

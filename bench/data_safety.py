@@ -50,6 +50,7 @@ from bench._common import (  # noqa: E402
     markdown_table,
     median,
     signal_process,
+    terminate,
     write_result,
 )
 from watchdog.properties import PropertiesFile  # noqa: E402
@@ -330,13 +331,7 @@ class ProducerChild:
 
     def stop(self, timeout_seconds: float = 30.0) -> None:
         try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=timeout_seconds)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=10)
+            terminate(self.proc, timeout_seconds)
         finally:
             self._log.close()
 

@@ -48,6 +48,7 @@ from bench._common import (  # noqa: E402
     load_average,
     machine_facts,
     markdown_table,
+    terminate,
     write_result,
 )
 
@@ -333,16 +334,6 @@ def _read_cycles(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _stop(proc: subprocess.Popen[bytes], timeout_seconds: float = 60.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_seconds)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 def _niceness(nice: int) -> Callable[[], None] | None:
     """A preexec_fn giving the child (and the threads it starts) this nice value."""
     if nice == 0:
@@ -380,13 +371,13 @@ class Standin:
         try:
             _wait_file(ready, self.proc, 120, f"stand-in with {self.brokers} brokers")
         except BaseException:
-            _stop(self.proc)
+            terminate(self.proc, 60.0)
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
-            _stop(self.proc)
+            terminate(self.proc, 60.0)
 
     @property
     def pid(self) -> int:
@@ -453,7 +444,7 @@ def run_phase(
         rss.append(mem["VmRSS"])
         peak = max(peak, mem["VmHWM"])
     finally:
-        _stop(daemon)
+        terminate(daemon, 60.0)
     all_cycles = _read_cycles(cycles_path)
     if cycles_wanted is not None:
         cycles = all_cycles[warm : warm + cycles_wanted]
