@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ..properties import PropertiesFile
 from ._runtime import (
@@ -30,6 +30,9 @@ from ._runtime import (
     java_argv,
     rocketmq_major,
 )
+
+if TYPE_CHECKING:
+    from ._netns import NetnsTopology
 
 __all__ = [
     "BROKER_MAIN",
@@ -91,6 +94,7 @@ class BrokerPlan:
     role: str
     listen_port: int
     properties_name: str
+    host: str = HOST  # brokerIP1/brokerIP2: the namespace host's address with --netns
 
     @property
     def key(self) -> str:
@@ -102,7 +106,7 @@ class BrokerPlan:
 
     @property
     def addr(self) -> str:
-        return f"{HOST}:{self.listen_port}"
+        return f"{self.host}:{self.listen_port}"
 
     @property
     def ports(self) -> tuple[int, int, int]:
@@ -116,10 +120,13 @@ class Topology:
     nameserver_ports: tuple[int, ...]
     metrics_port: int
     brokers: tuple[BrokerPlan, ...]
+    nameserver_hosts: tuple[str, ...] = ()  # one per nameserver with --netns; else all HOST
+    metrics_host: str = HOST
 
     @property
     def nameserver_addrs(self) -> tuple[str, ...]:
-        return tuple(f"{HOST}:{p}" for p in self.nameserver_ports)
+        hosts = self.nameserver_hosts or (HOST,) * len(self.nameserver_ports)
+        return tuple(f"{h}:{p}" for h, p in zip(hosts, self.nameserver_ports, strict=True))
 
     @property
     def namesrv_addr(self) -> str:
@@ -247,21 +254,21 @@ def broker_properties_text(
         f"brokerRole={plan.role}",
         "flushDiskType=ASYNC_FLUSH",
         f"listenPort={plan.listen_port}",
-        f"brokerIP1={HOST}",
+        f"brokerIP1={plan.host}",
         # The HA address slaves connect to; its default is the first non-loopback address.
-        f"brokerIP2={HOST}",
+        f"brokerIP2={plan.host}",
         f"storePathRootDir={store_root}",
         f"storePathCommitLog={store_root / 'commitlog'}",
     ]
     if rocketmq_major(rocketmq_version) >= 5:
-        lines.append(f"bindAddress={HOST}")  # 5.x only; 4.x always binds the wildcard address
+        lines.append(f"bindAddress={plan.host}")  # 5.x only; 4.x always binds the wildcard address
     return "\n".join(lines) + "\n"
 
 
-def namesrv_properties_text(port: int, *, rocketmq_version: str) -> str:
+def namesrv_properties_text(port: int, *, rocketmq_version: str, host: str = HOST) -> str:
     lines = [HEADER, f"listenPort={port}"]
     if rocketmq_major(rocketmq_version) >= 5:
-        lines.append(f"bindAddress={HOST}")
+        lines.append(f"bindAddress={host}")
     return "\n".join(lines) + "\n"
 
 
@@ -474,9 +481,10 @@ def _spawn(argv: Sequence[str], log: Path, env: Mapping[str, str]) -> tuple[int,
     return pid, (stat[1] if stat else None)
 
 
-def _is_listening(port: int) -> bool:
+def _is_listening(addr: str) -> bool:
+    host, _, port = addr.rpartition(":")
     try:
-        with socket.create_connection((HOST, port), timeout=0.5):
+        with socket.create_connection((host, int(port)), timeout=0.5):
             return True
     except OSError:
         return False
@@ -592,7 +600,7 @@ def _wait_registered(
 
 
 def _wait_listening(
-    procs: Sequence[_Proc], port_of: Callable[[_Proc], int], timeout_seconds: float
+    procs: Sequence[_Proc], addr_of: Callable[[_Proc], str], timeout_seconds: float
 ) -> None:
     deadline = time.monotonic() + timeout_seconds
     waiting = list(procs)
@@ -603,7 +611,7 @@ def _wait_listening(
                     f"{proc.kind} {proc.key} exited while starting; "
                     f"the end of {proc.log}:\n{_tail(proc.log)}"
                 )
-            if _is_listening(port_of(proc)):
+            if _is_listening(addr_of(proc)):
                 waiting.remove(proc)
         if not waiting:
             return
@@ -614,10 +622,6 @@ def _wait_listening(
                 f"{timeout_seconds:.0f} s; the end of {proc.log}:\n{_tail(proc.log)}"
             )
         time.sleep(_POLL_SECONDS)
-
-
-def _port(addr: str) -> int:
-    return int(addr.rpartition(":")[2])
 
 
 # --------------------------------------------------------------------------- the sandbox
@@ -794,14 +798,29 @@ class Sandbox:
         namesrv_heap: str = "128m",
         tls: Tls = "permissive",
         timeout_seconds: float = 180.0,
+        netns: bool = False,
     ) -> dict[str, Any]:
         """Start the cluster; return cluster.json once every broker is registered on every
         nameserver. On any failure, stop what was started and raise SandboxError.
 
         tls="disabled" starts the JVMs with -Dtls.server.mode=disabled: RocketMQ then skips
         generating a self-signed RSA certificate at every boot (seconds of CPU); the default
-        keeps RocketMQ's own default (permissive: TLS and plain TCP on the same port)."""
+        keeps RocketMQ's own default (permissive: TLS and plain TCP on the same port).
+
+        netns=True lays the cluster out as separate hosts (network namespaces on a bridge, an
+        sshd in each; see _netns.py): one group, one slave, base_port ignored; needs root."""
         _check_dir_path(self.dir)
+        if netns:
+            if groups != 1 or slaves != 1:
+                raise SandboxError("--netns lays out exactly one group with one slave")
+            check_heap(heap)
+            check_heap(namesrv_heap)
+            if tls not in ("permissive", "disabled"):
+                raise SandboxError(f"--tls must be permissive or disabled, not {tls!r}")
+            return self._up_netns(
+                version, replication, _Jvm(Path(), version, heap, namesrv_heap, tls),
+                timeout_seconds,
+            )  # fmt: skip
         plan_topology(base_port or 20000, groups=groups, slaves=slaves, replication=replication)
         check_heap(heap)
         check_heap(namesrv_heap)
@@ -841,14 +860,16 @@ class Sandbox:
         raise AssertionError("unreachable")
 
     def _boot(self, topology: Topology, jvm: _Jvm, deadline: float) -> None:
-        procs = self._write_files(topology, jvm)
+        self._start_procs(self._write_files(topology, jvm), topology, deadline)
+
+    def _start_procs(self, procs: list[_Proc], topology: Topology, deadline: float) -> None:
         try:
             env = {**os.environ, "ROCKETMQ_HOME": str(self.dir)}
             nameservers = [p for p in procs if p.kind == "nameserver"]
             brokers = [p for p in procs if p.kind == "broker"]
             # Nameservers first: a broker registers at boot and then only every 30 s.
             started = [self._launch(p, env) for p in nameservers]
-            _wait_listening(started, lambda p: _port(p.addr), deadline - time.monotonic())
+            _wait_listening(started, lambda p: p.addr, deadline - time.monotonic())
             started_brokers = [self._launch(p, env) for p in brokers]
             expected = [
                 _Expectation(p, b.broker_name, b.broker_id)
@@ -885,7 +906,19 @@ class Sandbox:
         except OSError as exc:
             raise SandboxError(f"cannot create {self.dir}: {exc.strerror or exc}") from None
 
-    def _write_files(self, topology: Topology, jvm: _Jvm) -> list[_Proc]:
+    def _write_files(
+        self,
+        topology: Topology,
+        jvm: _Jvm,
+        *,
+        prefixes: Mapping[str, Sequence[str]] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        config_text: str | None = None,
+    ) -> list[_Proc]:
+        """Properties, logback files, sandbox.json, cluster.json (plus `extra` keys) and
+        watchdog.toml (`config_text` if given); `prefixes` go before a process's java argv
+        (by process name: `ip netns exec NS` with --netns)."""
+        prefixes = prefixes or {}
         version = jvm.version
         d = self.dir
         conf = d / "conf"
@@ -912,19 +945,24 @@ class Sandbox:
         procs: list[_Proc] = []
         ns_doc: list[dict[str, Any]] = []
         recorded: dict[str, Any] = {}
-        for index, port in enumerate(topology.nameserver_ports):
+        for index, (port, addr) in enumerate(
+            zip(topology.nameserver_ports, topology.nameserver_addrs, strict=True)
+        ):
             name = f"namesrv-{index}"
             props = d / f"{name}.properties"
-            props.write_text(namesrv_properties_text(port, rocketmq_version=version))
-            argv = java_argv(
+            props.write_text(
+                namesrv_properties_text(
+                    port, rocketmq_version=version, host=addr.rpartition(":")[0]
+                )
+            )
+            argv = [*prefixes.get(name, ()), *java_argv(
                 NAMESRV_MAIN,
                 jvm.lib,
                 jvm.namesrv_heap,
                 ["-c", str(props)],
                 jvm_options=jvm_options(name),
-            )
+            )]  # fmt: skip
             log = d / "logs" / f"{name}.out"
-            addr = f"{HOST}:{port}"
             procs.append(
                 _Proc(
                     "nameserver",
@@ -948,13 +986,13 @@ class Sandbox:
             props.write_text(
                 broker_properties_text(plan, topology.namesrv_addr, store, rocketmq_version=version)
             )
-            argv = java_argv(
+            argv = [*prefixes.get(plan.name, ()), *java_argv(
                 BROKER_MAIN,
                 jvm.lib,
                 jvm.heap,
                 ["-c", str(props)],
                 jvm_options=jvm_options(plan.name),
-            )
+            )]  # fmt: skip
             log = d / "logs" / f"{plan.name}.out"
             procs.append(
                 _Proc(
@@ -985,9 +1023,9 @@ class Sandbox:
         state = {"version": version, "lib_dir": str(jvm.lib), "processes": recorded}
         with self._lock():
             _write_atomic(self._state_path, json.dumps(state, indent=2) + "\n")
-            doc = {"nameservers": ns_doc, "brokers": brokers_doc}
+            doc = {"nameservers": ns_doc, "brokers": brokers_doc, **(extra or {})}
             _write_atomic(self.cluster_path, json.dumps(doc, indent=2) + "\n")
-        self.config_path.write_text(watchdog_toml_text(d, topology))
+        self.config_path.write_text(config_text or watchdog_toml_text(d, topology))
         return procs
 
     def _launch(self, proc: _Proc, env: Mapping[str, str]) -> _Proc:
@@ -1024,8 +1062,48 @@ class Sandbox:
 
     def down(self, *, timeout_seconds: float = 30.0) -> list[str]:
         """Stop every process this sandbox started (TERM, wait, KILL); return their keys.
+        With --netns, also stop the sshds and remove the namespaces and the bridge.
         Running it again stops nothing and succeeds."""
-        return self._stop_all(timeout_seconds)
+        stopped = self._stop_all(timeout_seconds)
+        if "netns" in self.info():
+            from ._netns_sshd import teardown_netns
+
+            stopped += teardown_netns(self)
+        return stopped
+
+    # ---- --netns
+
+    def _up_netns(
+        self, version: str, replication: str, jvm: _Jvm, timeout_seconds: float
+    ) -> dict[str, Any]:
+        from ._netns_sshd import up_netns
+
+        return up_netns(self, version, replication, jvm, timeout_seconds)
+
+    def netns(self) -> NetnsTopology | None:
+        """The NetnsTopology of a --netns sandbox (exec_argv, run, partition, cut, isolate,
+        heal), or None for a sandbox on 127.0.0.1."""
+        from ._netns import NetnsTopology
+
+        doc = self.info().get("netns")
+        return None if doc is None else NetnsTopology.from_doc(doc)
+
+    def exec_prefix(self, host: str) -> list[str]:
+        """The argv prefix that runs a command in `host` (server1, ..., watchdog, vantage,
+        clients) of a --netns sandbox: ["ip", "netns", "exec", NS]."""
+        net = self.netns()
+        if net is None:
+            raise SandboxError(f"the sandbox in {self.dir} was not started with --netns")
+        prefix: list[str] = net.exec_argv(host, [])
+        return prefix
+
+    def host_of(self, key: str) -> str:
+        """The --netns host a broker or nameserver runs on (e.g. broker-a:0 -> server3)."""
+        proc = self._find(key)
+        roles: dict[str, str] = self.info().get("netns", {}).get("processes", {})
+        if proc.name not in roles:
+            raise SandboxError(f"the sandbox in {self.dir} was not started with --netns")
+        return roles[proc.name]
 
     # ---- one process
 
@@ -1075,7 +1153,7 @@ class Sandbox:
         started = self._launch(proc, env)
         try:
             deadline = time.monotonic() + timeout_seconds
-            _wait_listening([started], lambda _p: _port(addr), timeout_seconds)
+            _wait_listening([started], lambda _p: addr, timeout_seconds)
             if wait_registered and proc.kind == "broker":
                 brokers_id = props.get("brokerId", "")
                 if not brokers_id.isdigit():

@@ -154,6 +154,12 @@ def fetch(version: str) -> None:
     show_default=True,
     help="Seconds until every broker is registered everywhere.",
 )
+@click.option(
+    "--netns",
+    is_flag=True,
+    help="Separate hosts: network namespaces server1..4, watchdog, vantage, clients on a "
+    "bridge (198.18.N.0/24), an sshd on each server and vantage; one group, one slave; root.",
+)
 def up(
     directory: str,
     version: str,
@@ -165,6 +171,7 @@ def up(
     namesrv_heap: str,
     tls: str,
     timeout_seconds: float,
+    netns: bool,
 ) -> None:
     """Start the cluster; return once every broker is registered on every nameserver."""
     box = Sandbox(directory)
@@ -180,6 +187,7 @@ def up(
             namesrv_heap=namesrv_heap,
             tls="disabled" if tls == "disabled" else "permissive",
             timeout_seconds=timeout_seconds,
+            netns=netns,
         )
     nameservers = ";".join(n["addr"] for n in doc["nameservers"])
     click.echo(f"sandbox up in {_seconds(time.monotonic() - began)}: RocketMQ {version}")
@@ -187,6 +195,13 @@ def up(
     for b in doc["brokers"]:
         click.echo(f"  {b['broker_name']}:{b['broker_id']} {b['role']} {b['addr']} pid {b['pid']}")
     click.echo(f"  watchdog config {box.config_path}")
+    net = doc.get("netns")
+    if net is not None:
+        hosts = ", ".join(
+            f"{name} {h['address']} ({h['netns']})" for name, h in net["hosts"].items()
+        )
+        click.echo(f"  hosts {hosts}; observer {net['observer']} on {net['bridge']}")
+        click.echo(f"  run the daemon inside the watchdog host: {box.dir / 'run-watchdog.sh'}")
 
 
 @sandbox.command()
