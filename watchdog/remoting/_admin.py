@@ -207,18 +207,47 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_ASCII_DIGITS = frozenset("0123456789")
+
+
+def _java_long(text: str, *, signed: bool = True) -> int | None:
+    """``text`` as Java's Long.parseLong reads it (ASCII digits, optional '-'), else None.
+
+    Python's int() also takes ' 7', '+7', '1_0' and other scripts' digits ('\u0661' is 1),
+    so a garbled number could pass for a broker id or an offset it does not spell.
+    """
+    digits = text[1:] if signed and text.startswith("-") else text
+    if not digits or len(digits) > 19 or not _ASCII_DIGITS.issuperset(digits):
+        return None
+    value = int(text)
+    return value if _INT64_MIN <= value <= _INT64_MAX else None
+
+
 def _broker_id(key: str, where: str) -> int:
-    try:
-        return int(key)
-    except ValueError:
-        raise ProtocolError(f"{where} key {key!r} is not an integer broker id") from None
+    value = _java_long(key)
+    if value is None:
+        raise ProtocolError(f"{where} key {_short(key)} is not an integer broker id")
+    return value
 
 
 def _broker_addrs(value: Any, where: str) -> Mapping[int, str]:
     addrs = _expect(value, dict, where)
-    return MappingProxyType(
-        {_broker_id(k, where): _expect(v, str, f"{where}[{k}]") for k, v in addrs.items()}
-    )
+    result: dict[int, str] = {}
+    for k, v in addrs.items():
+        broker_id = _broker_id(k, where)
+        if broker_id in result:  # "1" and "01": which address is broker 1?
+            raise ProtocolError(f"{where} names broker id {broker_id} twice")
+        result[broker_id] = _expect(v, str, f"{where}[{k}]")
+    return MappingProxyType(result)
+
+
+def _int32(value: Any, where: str) -> int:
+    number: int = _expect(value, int, where)
+    if not _INT32_MIN <= number <= _INT32_MAX:
+        raise ProtocolError(f"{where} should be a 32-bit integer, got {_short(number)}")
+    return number
 
 
 def _json_body(body: bytes, what: str) -> Any:
@@ -278,12 +307,10 @@ def parse_topic_route(body: bytes) -> TopicRoute:
         queues.append(
             QueueData(
                 broker_name=_expect(data.get("brokerName"), str, f"{where}.brokerName"),
-                perm=_expect(data.get("perm"), int, f"{where}.perm"),
-                read_queue_nums=_expect(data.get("readQueueNums"), int, f"{where}.readQueueNums"),
-                write_queue_nums=_expect(
-                    data.get("writeQueueNums"), int, f"{where}.writeQueueNums"
-                ),
-                topic_sys_flag=_expect(sys_flag, int, f"{where}.topicSysFlag"),
+                perm=_int32(data.get("perm"), f"{where}.perm"),
+                read_queue_nums=_int32(data.get("readQueueNums"), f"{where}.readQueueNums"),
+                write_queue_nums=_int32(data.get("writeQueueNums"), f"{where}.writeQueueNums"),
+                topic_sys_flag=_int32(sys_flag, f"{where}.topicSysFlag"),
             )
         )
     return TopicRoute(broker_addrs=MappingProxyType(broker_addrs), queue_datas=tuple(queues))
@@ -491,13 +518,14 @@ async def delete_kv_config(
 
 
 def _int_ext(reply: RemotingCommand, name: str, what: str) -> int:
+    """A count or offset ext field: a non-negative Java long written in ASCII digits."""
     value = reply.ext_fields.get(name)
     if value is None:
         raise ProtocolError(f"{what}: reply has no {name!r} field")
-    try:
-        return int(value)
-    except ValueError:
-        raise ProtocolError(f"{what}: {name}={_short(value)} is not an integer") from None
+    number = _java_long(value, signed=False)
+    if number is None:
+        raise ProtocolError(f"{what}: {name}={_short(value)} is not a non-negative integer")
+    return number
 
 
 async def wipe_write_perm_of_broker(
@@ -539,7 +567,18 @@ async def get_broker_runtime_info(client: Requester, *, timeout_seconds: float) 
 def broker_runtime_info_of(reply: RemotingCommand) -> dict[str, str]:
     """The table of a GET_BROKER_RUNTIME_INFO reply (RemoteError for an error code)."""
     check_reply(reply, RequestCode.GET_BROKER_RUNTIME_INFO)
-    return parse_kv_table(reply.body, "broker runtime info")
+    table = parse_kv_table(reply.body, "broker runtime info")
+    # Readers of the table int() the offsets (probe, executor, drill). A broker writes them
+    # with String.valueOf(long); the max offset is never negative (0 for an empty log), the
+    # min offset is -1 while the log has no file yet. Anything else is not an offset.
+    for key, signed in _RUNTIME_OFFSETS:
+        value = table.get(key)
+        if value is not None and _java_long(value, signed=signed) is None:
+            raise ProtocolError(f"broker runtime info: {key}={_short(value)} is not an offset")
+    return table
+
+
+_RUNTIME_OFFSETS = (("commitLogMaxOffset", False), ("commitLogMinOffset", True))
 
 
 async def get_broker_config(client: Requester, *, timeout_seconds: float) -> dict[str, str]:
@@ -554,6 +593,10 @@ def broker_config_of(reply: RemotingCommand) -> dict[str, str]:
     config = parse_properties(reply.body)
     if not config:
         raise ProtocolError("broker config: empty body")
+    # The probe reads the broker's own id from here (String.valueOf(long) on the broker).
+    broker_id = config.get("brokerId")
+    if broker_id is not None and _java_long(broker_id) is None:
+        raise ProtocolError(f"broker config: brokerId={_short(broker_id)} is not an integer")
     return config
 
 

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._errors import ProtocolError
+from ._fastjson import valid_unicode
 
 __all__ = [
     "SerializeType",
@@ -200,13 +201,30 @@ def _int_field(obj: dict[str, Any], name: str, default: int | None) -> int:
     if value is None and default is not None:
         value = default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ProtocolError(f"JSON header field {name!r} is not an integer: {value!r}")
+        raise ProtocolError(f"JSON header field {name!r} is not an integer: {_short(value)}")
+    # All four are Java ints; a bigger number is no RemotingCommand (and an opaque out of
+    # range could not even be echoed in the answer to a server's request).
+    if not _INT32_MIN <= value <= _INT32_MAX:
+        raise ProtocolError(f"JSON header field {name!r} is not a 32-bit integer: {value}")
     return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")  # NaN/Infinity: Python reads them, Java not
+
+
+_HEADER_DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def _decode_json_header(header: bytes, body: bytes) -> RemotingCommand:
     try:
-        obj = json.loads(header.decode("utf-8"))
+        text = header.decode("utf-8")
+        obj = _HEADER_DECODER.decode(text)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(f"undecodable JSON header: {exc}") from None
     if not isinstance(obj, dict):
@@ -228,6 +246,12 @@ def _decode_json_header(header: bytes, body: bytes) -> RemotingCommand:
         if isinstance(value, dict | list):
             raise ProtocolError(f"ext field {key!r} is not a scalar: {value!r}")
         fields[key] = value if isinstance(value, str) else json.dumps(value)
+    # A \uD800 escape decodes to a lone surrogate: no character, and a UnicodeEncodeError for
+    # whoever writes the string out later. Only an escape makes one, so most headers skip this.
+    if "\\u" in text:
+        for item in (language, remark, *fields, *fields.values()):
+            if item is not None and not valid_unicode(item):
+                raise ProtocolError(f"JSON header string with a lone surrogate: {item!r:.80}")
     return RemotingCommand(
         code=code,
         opaque=_int_field(obj, "opaque", 0),

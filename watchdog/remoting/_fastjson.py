@@ -15,18 +15,59 @@ from typing import Any
 
 from ._errors import ProtocolError
 
-__all__ = ["loads", "dumps", "quote_bare_int_keys"]
+__all__ = ["loads", "dumps", "quote_bare_int_keys", "valid_unicode"]
 
 # Either a complete JSON string (matched whole, so nothing inside it is ever touched) or a
 # structural '{' / ',' followed by a bare integer and a ':', which can only be an object key.
 # Outside strings every '{' and ',' is structural, and after '[' or inside an array a number
 # followed by ':' is invalid JSON anyway, so quoting it cannot turn garbage into a document.
-_BARE_KEY = re.compile(r'("[^"\\]*(?:\\.[^"\\]*)*")|([{,]\s*)(-?\d+)(\s*:)', re.DOTALL)
-_OBJECT_KEY = re.compile(r'("[^"\\]*(?:\\.[^"\\]*)*")|[{,]\s*([{\[])', re.DOTALL)
+#
+# A string the text never closes is matched to the end of the text (the text is garbage then
+# anyway): were it left unmatched, the search would retry at every later quote and rescan the
+# rest each time: quadratic in the body size (a 32 KB body of escaped quotes after one
+# opening quote took 12 s of the event loop; 1 MB would take hours). The
+# possessive quantifiers keep a failed key match from backtracking through long digit runs.
+_STRING = r'("[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z))'
+_BARE_KEY = re.compile(_STRING + r"|([{,]\s*+)(-?[0-9]++)(\s*+:)", re.DOTALL)
+_OBJECT_KEY = re.compile(_STRING + r"|[{,]\s*+([{\[])", re.DOTALL)
 
 
-# What json.loads(text, strict=False) builds anew on every call.
-_DECODER = json.JSONDecoder(strict=False)
+def _no_constant(name: str) -> Any:
+    # Python's json reads NaN, Infinity and -Infinity; they are not JSON and no RocketMQ body
+    # has them. A ValueError makes the document malformed like any other syntax error.
+    raise ValueError(f"{name} is not a JSON value")
+
+
+# What json.loads(text, strict=False) builds anew on every call, minus the non-JSON constants.
+_DECODER = json.JSONDecoder(strict=False, parse_constant=_no_constant)
+
+
+def valid_unicode(text: str) -> bool:
+    """False when ``text`` holds a lone surrogate, which a ``\\uD800`` escape can produce: no
+    character at all, and a UnicodeEncodeError for whoever writes the string out later."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The first string (key or value) in a parsed document that is not valid Unicode."""
+    stack = [value]  # iterative: documents nest as deep as the decoder's recursion allows
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not valid_unicode(item):
+                return item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
 
 
 def _quote(match: re.Match[str]) -> str:
@@ -61,10 +102,9 @@ def loads(text: str | bytes) -> Any:
         # change a valid document (no '{' or ',' in one is followed by a bare number and ':'),
         # so parse first and pay for the regex only when that fails.
         try:
-            return _DECODER.decode(text)
+            value = _DECODER.decode(text)
         except ValueError:
-            pass
-        return _DECODER.decode(quote_bare_int_keys(text))
+            value = _DECODER.decode(quote_bare_int_keys(text))
     except RecursionError:
         raise ProtocolError("JSON body is nested too deeply") from None
     except ValueError as exc:
@@ -74,6 +114,12 @@ def loads(text: str | bytes) -> Any:
                 "MessageQueue-keyed tables), which this parser does not support"
             ) from None
         raise ProtocolError(f"malformed JSON body: {exc}") from None
+    # Only a \u escape makes a surrogate: text decoded from UTF-8 never holds one.
+    if "\\u" in text:
+        bad = _lone_surrogate(value)
+        if bad is not None:
+            raise ProtocolError(f"JSON body has a string with a lone surrogate: {bad!r:.80}")
+    return value
 
 
 def _has_object_key(text: str) -> bool:
