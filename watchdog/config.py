@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,11 +71,38 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class LocalHost(_Strict):
+# What a fence command may name; anything else in braces is a config error, so a typo such as
+# `{adr}` is caught at load and not passed to a power controller verbatim.
+FENCE_PLACEHOLDERS = ("addr", "host", "broker_name", "broker_key")
+
+
+class _FencedHost(_Strict):
+    """What every host kind shares: an optional STONITH-style fence command for its brokers."""
+
+    fence_command: tuple[str, ...] = Field(
+        (),
+        description="argv run on the watchdog's machine (never a shell, never on this host) that "
+        "makes this host's broker unable to take writes, e.g. power it off out of band; "
+        "placeholders {addr} {host} {broker_name} {broker_key}",
+    )
+    fence_timeout_seconds: Seconds = Field(30.0, alias="fence_timeout")
+
+    @field_validator("fence_command")
+    @classmethod
+    def _known_placeholders(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for arg in value:
+            for name in re.findall(r"\{([^{}]*)\}", arg):
+                if name not in FENCE_PLACEHOLDERS:
+                    known = ", ".join("{" + n + "}" for n in FENCE_PLACEHOLDERS)
+                    raise ValueError(f"unknown placeholder {{{name}}} in {arg!r}; known: {known}")
+        return value
+
+
+class LocalHost(_FencedHost):
     kind: Literal["local"] = "local"
 
 
-class SshHost(_Strict):
+class SshHost(_FencedHost):
     kind: Literal["ssh"]
     address: str
     port: int = Field(22, gt=0, lt=65536)
@@ -86,7 +114,7 @@ class SshHost(_Strict):
     connect_timeout_seconds: Seconds = Field(5.0, alias="connect_timeout")
 
 
-class DockerHost(_Strict):
+class DockerHost(_FencedHost):
     """A container on a Docker engine: commands run by exec, files go through its archive API,
     and `docker start|stop|restart|kill` of this container go to the engine API."""
 
@@ -198,6 +226,13 @@ class FailoverSettings(_Strict):
     canary_timeout_seconds: Seconds = Field(60.0, alias="canary_timeout")
     canary_topic_prefix: str = Field("RMQ_WATCHDOG_CANARY", min_length=1)
     epoch_kv_namespace: str = Field("rmq-watchdog", min_length=1)
+    # No fence, no promotion. When the old master's host cannot be reached to stop it and no
+    # fence command succeeds, the nameservers' word is enough only once every answering one
+    # (a majority) has dropped it for this long: longer than a client's 30 s route poll, so no
+    # client still routes to it from a cached route that predates its drop.
+    fence_grace_seconds: Seconds = Field(35.0, alias="fence_grace")
+    # How long a group waits between two fence attempts while its master is awaiting a fence.
+    fence_retry_seconds: Seconds = Field(30.0, alias="fence_retry")
 
 
 def _default_hosts() -> dict[str, HostConfig]:

@@ -310,6 +310,10 @@ class Daemon:
                 for n, r in state.groups.items()
                 if r.rejoin_check_key is not None and r.promotion_offset is not None
             },
+            fence_retry_at={
+                n: r.fence_retry_at for n, r in state.groups.items() if r.fence_retry_at
+            },
+            fence_wait_reason={n: r.fence_wait_reason for n, r in state.groups.items()},
         )
         self._clear_clean_rejoins(snapshot, state)
         decisions = decide(snapshot, verdict, self.config.brokers, policy, now_wall)

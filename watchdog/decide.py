@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from .config import BrokerConfig, WatchdogConfig
 from .detect import ClusterVerdict, GroupVerdict
@@ -13,6 +13,9 @@ from .snapshot import BrokerObservation, ClusterSnapshot
 from .states import GroupState
 
 __all__ = [
+    "FENCE_PATHS",
+    "FenceEvidence",
+    "FencePath",
     "NoAction",
     "Promote",
     "Fence",
@@ -22,6 +25,7 @@ __all__ = [
     "decide",
     "choose_candidate",
     "describe_loss",
+    "fenced_by",
     "max_loss_bytes",
     "log_fields",
 ]
@@ -53,6 +57,11 @@ class Promote:
     # expected_loss_bytes plus what the master may have stored since it last answered, at its
     # peak write rate (an estimate, not a guarantee: a burst faster than any rate seen escapes it)
     max_loss_bytes: int | None = None
+    # What the nameservers said of the old master when this was decided (the fence's
+    # nameserver path): how many still list it, and how long none has.
+    old_master_registered_on: int = 0
+    deregistered_for_seconds: float | None = None
+    fenced_by_operator: bool = False  # an operator confirmed the old master cannot take writes
 
     kind: ClassVar[str] = "promote"
 
@@ -86,6 +95,61 @@ class GroupFailoverPolicy:
     # The deposed master still to be checked when it shows up again: (broker key, the offset
     # at which the current master was promoted). 4.x cannot truncate a longer slave log.
     rejoin_check: tuple[str, int] | None = None
+    # A failover ended waiting for the old master's fence: no new attempt before this wall
+    # time, and the sentence that said why.
+    fence_retry_at: float | None = None
+    fence_wait_reason: str = ""
+
+
+FencePath = Literal["host", "command", "nameservers", "operator"]
+FENCE_PATHS: tuple[FencePath, ...] = ("host", "command", "nameservers", "operator")
+
+
+@dataclass(frozen=True)
+class FenceEvidence:
+    """What is known, right before a promotion, of the old master's ability to take writes."""
+
+    is_rewritten: bool = False  # its properties now say SLAVE (a restart cannot make it master)
+    is_stopped: bool = False  # its stop command succeeded on its host and it no longer answers
+    is_command_fenced: bool = False  # a configured fence command exited 0
+    deregistered_for_seconds: float | None = None  # no answering nameserver (a majority) lists it
+    registered_on: int = 0  # answering nameservers still listing it
+    is_operator_confirmed: bool = False
+
+
+def fenced_by(evidence: FenceEvidence, fence_grace_seconds: float) -> tuple[FencePath | None, str]:
+    """The rule no promotion may bypass: which path fenced the old master, or None and why not.
+
+    A master that cannot be stopped on its host and is still registered on a nameserver may be
+    serving clients on the far side of a partition; promoting then gives two masters.
+    """
+    if evidence.is_rewritten and evidence.is_stopped:
+        return "host", "fenced on its host: properties rewritten to SLAVE, stopped, not answering"
+    if evidence.is_command_fenced:
+        return "command", "fenced by the configured fence command"
+    gone = evidence.deregistered_for_seconds
+    if gone is not None and gone >= fence_grace_seconds:
+        return "nameservers", (
+            f"dropped by every answering nameserver {format_seconds(gone)} ago "
+            f"(fence_grace {format_seconds(fence_grace_seconds)}): it heartbeats nowhere"
+        )
+    if evidence.is_operator_confirmed:
+        return "operator", "an operator confirmed it is fenced (--fenced-by-operator)"
+    host = (
+        "its properties were rewritten but its stop did not succeed"
+        if evidence.is_rewritten
+        else "its host could not be reached to rewrite and stop it"
+    )
+    if gone is not None:
+        nameservers = (
+            f"dropped by every answering nameserver only {format_seconds(gone)} ago "
+            f"(fence_grace {format_seconds(fence_grace_seconds)})"
+        )
+    elif evidence.registered_on:
+        nameservers = f"still registered on {evidence.registered_on} nameserver(s)"
+    else:
+        nameservers = "too few nameservers answer to say it is dropped"
+    return None, f"{host}, no fence command succeeded, {nameservers}"
 
 
 @dataclass(frozen=True)
@@ -105,6 +169,8 @@ class Policy:
         blocked_reason: Mapping[str, str] | None = None,
         running: Collection[str] = (),
         rejoin_checks: Mapping[str, tuple[str, int]] | None = None,
+        fence_retry_at: Mapping[str, float] | None = None,
+        fence_wait_reason: Mapping[str, str] | None = None,
     ) -> Policy:
         """Per-group policy from [failover]/[groups.*] plus the anti-flap and actor state."""
         blocked_until = blocked_until or {}
@@ -118,6 +184,8 @@ class Policy:
                     blocked_reason=blocked_reason.get(name, ""),
                     is_failover_running=name in running,
                     rejoin_check=(rejoin_checks or {}).get(name),
+                    fence_retry_at=(fence_retry_at or {}).get(name),
+                    fence_wait_reason=(fence_wait_reason or {}).get(name, ""),
                 )
                 for name in config.group_names()
             }
@@ -195,6 +263,16 @@ def _decide_group(
             GroupState.FAILOVER_BLOCKED,
         )
 
+    if gp.fence_retry_at is not None and now < gp.fence_retry_at:
+        left = format_seconds(gp.fence_retry_at - now)
+        return NoAction(
+            name,
+            f"{_unreachable_sentence(g)}; not promoting until it is fenced: "
+            f"{gp.fence_wait_reason or 'the last fence attempt failed'}; "
+            f"next fence attempt in {left}",
+            GroupState.AWAITING_FENCE,
+        )
+
     chosen, rejected = choose_candidate(snapshot, g, brokers, gp)
     if chosen is None:
         detail = "; ".join(rejected) if rejected else "the group has no slave"
@@ -228,7 +306,21 @@ def _decide_group(
         new_role=g.master_role,
         reason=reason,
         max_loss_bytes=max_loss,
+        old_master_registered_on=g.registered_on,
+        deregistered_for_seconds=g.deregistered_for_seconds,
     )
+
+
+def _unreachable_sentence(g: GroupVerdict) -> str:
+    who = f"{g.master_key}@{g.master_addr}"
+    if g.registered_on:
+        where = f"but still registered on {g.registered_on} nameserver(s)"
+    elif g.deregistered_for_seconds is not None:
+        gone = format_seconds(g.deregistered_for_seconds)
+        where = f"and dropped by every answering nameserver {gone} ago"
+    else:
+        where = "and not listed by the nameservers that answer"
+    return f"master {who} unreachable from here {where}"
 
 
 def max_loss_bytes(g: GroupVerdict, candidate_offset: int) -> int | None:

@@ -50,6 +50,9 @@ class DetectorState:
     answered_as_master: frozenset[str] = frozenset()  # addrs whose last answer was as master
     known_master: Mapping[str, str] = field(default_factory=dict)  # broker_name -> addr
     master_role: Mapping[str, str] = field(default_factory=dict)  # broker_name -> role
+    # addr -> since when no answering nameserver (a majority answering) lists it: the clock
+    # of the nameservers' fence path (a broker heartbeating anywhere resets it)
+    deregistered_since: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def initial(cls) -> DetectorState:
@@ -90,6 +93,10 @@ class GroupVerdict:
     # rate over the last WRITE_RATE_WINDOW_SECONDS times its silence (0 while it answers).
     master_unseen_bytes: int | None = None
     other_masters: tuple[tuple[str, str], ...] = ()  # (key, addr) also answering as master
+    registered_on: int = 0  # answering nameservers that still list the master
+    # How long no answering nameserver (a majority answering) has listed the master; None
+    # while one still does or too few answer to say.
+    deregistered_for_seconds: float | None = None
 
     @property
     def is_split_brain(self) -> bool:
@@ -319,6 +326,12 @@ def detect(
     else:
         cluster_reason = ""
 
+    deregistered_since: dict[str, float] = {}
+    if len(ns_up) >= majority:
+        for m, _ in masters.values():
+            if m is not None and not any(ns.ids_of(m.addr) for ns in ns_up):
+                deregistered_since[m.addr] = state.deregistered_since.get(m.addr, now)
+
     known_master = dict(state.known_master)
     master_role = dict(state.master_role)
     groups: list[GroupVerdict] = []
@@ -350,6 +363,9 @@ def detect(
                 else _unseen_bytes(
                     kept_rates.get(master.addr, ()), now - last_answered.get(master.addr, now)
                 ),
+                deregistered_for_seconds=None
+                if master is None or master.addr not in deregistered_since
+                else now - deregistered_since[master.addr],
             )
         )
 
@@ -365,6 +381,7 @@ def detect(
         answered_as_master=frozenset(as_master),
         known_master=known_master,
         master_role=master_role,
+        deregistered_since=deregistered_since,
     )
     verdict = ClusterVerdict(
         taken_at=now,
@@ -403,6 +420,7 @@ def _judge_group(
     master_role: str,
     master_offset: int | None,
     master_unseen_bytes: int | None,
+    deregistered_for_seconds: float | None,
 ) -> GroupVerdict:
     now = snapshot.taken_at
     down_after = settings.down_after_seconds
@@ -442,8 +460,12 @@ def _judge_group(
             master_offset=master_offset,
             master_unseen_bytes=master_unseen_bytes,
             other_masters=tuple((b.key, b.addr) for b in others),
+            registered_on=listed,
+            deregistered_for_seconds=deregistered_for_seconds,
         )
 
+    ns_up = snapshot.nameservers_up()
+    listed = 0 if master is None else sum(1 for ns in ns_up if ns.ids_of(master.addr))
     if master is None:
         reason = (
             f"no master known for {name}: no broker answers as master, "
@@ -467,7 +489,6 @@ def _judge_group(
     elif is_sdown:
         down.append(f"no reply for {format_seconds(master_down_for)}")
 
-    ns_up = snapshot.nameservers_up()
     gone = 0
     for ns in ns_up:
         vantage_points += 1
@@ -478,7 +499,6 @@ def _judge_group(
             gone += 1
             down_votes += 1
             down.append(f"gone from nameserver {ns.addr}")
-    listed = sum(1 for ns in ns_up if ns.ids_of(master.addr))
     ns_down = len(snapshot.nameservers) - len(ns_up)
 
     silent_since = first_failed.get(master.addr, now)

@@ -57,6 +57,7 @@ EventName = Literal[
     "failover_blocked",
     "master_down",
     "fenced",
+    "awaiting_fence",
 ]
 EVENT_NAMES: tuple[EventName, ...] = get_args(EventName)
 HookName = Literal["pre_failover", "post_failover", "on_failure"]
@@ -71,6 +72,7 @@ _SEVERITY = {
     "failover_blocked": "critical",
     "master_down": "critical",
     "fenced": "warning",
+    "awaiting_fence": "critical",
 }
 
 # Hook output kept for logs and results; a chatty hook must not fill the daemon's memory.

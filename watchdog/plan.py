@@ -28,6 +28,8 @@ _MASTER_ROLES = ("ASYNC_MASTER", "SYNC_MASTER")
 
 class StepKind(enum.StrEnum):
     STOP = "stop"  # run the broker's stop command; done when it no longer answers
+    FENCE_COMMAND = "fence_command"  # the host's STONITH-style command, when the host fence failed
+    CONFIRM_FENCED = "confirm_fenced"  # no fence, no promotion: the gate before the candidate
     REWRITE = "rewrite"  # edit keys of its properties file (backup first, atomic write)
     MOVE_STORE_ASIDE = "move_store_aside"  # rename its store dir: a longer log cannot rejoin
     START = "start"  # run its start command; done when it answers
@@ -45,8 +47,8 @@ class Step:
     argv: tuple[str, ...] = ()
     path: str = ""
     edits: tuple[tuple[str, str], ...] = ()
-    # Fencing a dead master's host may be impossible (host down): then the step is skipped and
-    # the failover goes on; the returning broker is fenced when it shows up.
+    # A step whose failure is recorded as skipped and does not end the plan: the old master's
+    # fence steps (the confirm_fenced gate then judges what they achieved) and rollback edits.
     is_best_effort: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -93,6 +95,10 @@ class Plan:
     max_loss_bytes: int | None = None
     new_role: str | None = None
     details: tuple[tuple[str, str], ...] = field(default=())
+    # The fence's nameserver and operator paths, as known when the plan was made.
+    old_master_registered_on: int = 0
+    deregistered_for_seconds: float | None = None
+    fenced_by_operator: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,6 +115,9 @@ class Plan:
             "max_loss_bytes": self.max_loss_bytes,
             "new_role": self.new_role,
             "details": [list(d) for d in self.details],
+            "old_master_registered_on": self.old_master_registered_on,
+            "deregistered_for_seconds": self.deregistered_for_seconds,
+            "fenced_by_operator": self.fenced_by_operator,
             "steps": [s.to_json() for s in self.steps],
             "rollback": [s.to_json() for s in self.rollback],
         }
@@ -137,6 +146,11 @@ class Plan:
             max_loss_bytes=opt_int(data.get("max_loss_bytes")),
             new_role=opt_str(data.get("new_role")),
             details=tuple((str(k), str(v)) for k, v in data.get("details", ())),
+            old_master_registered_on=int(data.get("old_master_registered_on") or 0),
+            deregistered_for_seconds=None
+            if data.get("deregistered_for_seconds") is None
+            else float(data["deregistered_for_seconds"]),
+            fenced_by_operator=bool(data.get("fenced_by_operator", False)),
         )
 
 
@@ -235,18 +249,8 @@ def plan_promotion(
         )
     steps: list[Step] = []
     if old is not None and old.key != candidate.key:
-        steps.append(
-            _stop(old, f"fence the old master {old.key}@{old.addr}: stop it", best_effort=True)
-        )
-        steps.append(
-            _rewrite(
-                old,
-                {"brokerId": str(candidate_old_id), "brokerRole": "SLAVE"},
-                f"fence {old.key}: make it a slave with the freed id {candidate_old_id}, so a "
-                "reboot cannot bring it back as master",
-                best_effort=True,
-            )
-        )
+        steps.extend(_fence_steps(old, candidate_old_id, config))
+        details.append(("fence", _fence_paths_text(decision, old, config)))
     steps.append(_stop(candidate, f"stop the candidate {candidate.key}@{candidate.addr}"))
     steps.append(
         _rewrite(
@@ -342,7 +346,83 @@ def plan_promotion(
         max_loss_bytes=decision.max_loss_bytes,
         new_role=new_role,
         details=tuple(details),
+        old_master_registered_on=decision.old_master_registered_on,
+        deregistered_for_seconds=decision.deregistered_for_seconds,
+        fenced_by_operator=decision.fenced_by_operator,
     )
+
+
+def fence_command_argv(old: BrokerConfig, config: WatchdogConfig) -> tuple[str, ...]:
+    """The old master's host's fence command with its placeholders filled in (none: ())."""
+    host = config.hosts.get(old.host)
+    if host is None or not host.fence_command:
+        return ()
+    values = {
+        "addr": old.addr,
+        "host": old.host,
+        "broker_name": old.broker_name,
+        "broker_key": old.key,
+    }
+    return tuple(
+        re.sub(r"\{(addr|host|broker_name|broker_key)\}", lambda m: values[m.group(1)], a)
+        for a in host.fence_command
+    )
+
+
+def _fence_steps(old: BrokerConfig, freed_id: int, config: WatchdogConfig) -> list[Step]:
+    # Rewrite first: a supervisor restarting the broker between a stop and a rewrite would
+    # read the master properties. Each step may fail (host down, partition); the gate judges.
+    steps = [
+        _rewrite(
+            old,
+            {"brokerId": str(freed_id), "brokerRole": "SLAVE"},
+            f"fence the old master {old.key}: make it a slave with the freed id {freed_id}, so "
+            "a restart cannot bring it back as master",
+            best_effort=True,
+        ),
+        _stop(old, f"fence the old master {old.key}@{old.addr}: stop it", best_effort=True),
+    ]
+    argv = fence_command_argv(old, config)
+    if argv:
+        steps.append(
+            Step(
+                StepKind.FENCE_COMMAND,
+                old.key,
+                "local",
+                f"fence {old.key}@{old.addr} with the fence command of host {old.host}, "
+                "if the host fence did not succeed",
+                argv=argv,
+                is_best_effort=True,
+            )
+        )
+    steps.append(
+        Step(
+            StepKind.CONFIRM_FENCED,
+            old.key,
+            old.host,
+            f"no fence, no promotion: confirm {old.key}@{old.addr} can no longer take writes",
+        )
+    )
+    return steps
+
+
+def _fence_paths_text(decision: Promote, old: BrokerConfig, config: WatchdogConfig) -> str:
+    grace = config.failover.fence_grace_seconds
+    paths = [f"rewrite to SLAVE and stop on host {old.host}"]
+    argv = fence_command_argv(old, config)
+    if argv:
+        paths.append("else the fence command " + " ".join(argv))
+    gone = decision.deregistered_for_seconds
+    if decision.old_master_registered_on:
+        paths.append(
+            f"else not the nameservers: {decision.old_master_registered_on} still list it"
+        )
+    elif gone is not None:
+        state = "passed" if gone >= grace else f"not yet ({gone:.1f} s)"
+        paths.append(f"else the nameservers' drop + fence_grace {grace:g} s: {state}")
+    if decision.fenced_by_operator:
+        paths.append("else the operator's confirmation (--fenced-by-operator)")
+    return "; ".join(paths)
 
 
 def plan_fence(
@@ -367,12 +447,13 @@ def plan_fence(
         return Refusal(name, f"fence target {decision.target_key} is not in the configuration")
     free_id = next(i for i in range(1, len(used_ids) + 2) if i not in used_ids)
     steps = [
-        _stop(target, f"fence {target.key}@{target.addr}: stop the second master"),
+        # Rewrite before the stop: a supervisor restart in between must find a slave's file.
         _rewrite(
             target,
             {"brokerId": str(free_id), "brokerRole": "SLAVE"},
             f"fence {target.key}: make it a slave with free id {free_id}",
         ),
+        _stop(target, f"fence {target.key}@{target.addr}: stop the second master"),
     ]
     is_ahead = target_offset is None or promotion_offset is None or target_offset > promotion_offset
     policy = config.failover.old_master_policy

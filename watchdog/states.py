@@ -12,6 +12,8 @@ class GroupState(enum.StrEnum):
     DEGRADED = "DEGRADED"  # master fine, a slave down
     MASTER_SDOWN = "MASTER_SDOWN"  # the watchdog's own probes fail, not yet confirmed
     MASTER_ODOWN = "MASTER_ODOWN"  # confirmed: no vantage point sees it alive, quorum sees it down
+    # objectively down, but not promoting until the old master is fenced (no fence, no promotion)
+    AWAITING_FENCE = "AWAITING_FENCE"
     FAILOVER_RUNNING = "FAILOVER_RUNNING"
     FAILOVER_BLOCKED = "FAILOVER_BLOCKED"
     ISOLATED = "ISOLATED"  # the watchdog reaches neither a nameserver majority nor any slave

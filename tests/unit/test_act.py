@@ -64,7 +64,7 @@ class WorldHost(LocalBackend):
         if argv and argv[0] == "fake-broker":
             action, key = argv[1], argv[2]
             self.commands.append((action, key))
-            if action in self.world.failing_commands:
+            if action in self.world.failing_commands or (action, key) in self.world.failing_commands:
                 return CommandResult(tuple(argv), 1, "", f"{action} failed on purpose")
             if action == "stop":
                 await self.world.stop(key)
@@ -90,7 +90,7 @@ class World:
             A1: self.server.add_broker("broker-a", 1, register_with=self.namesrvs),
         }
         self.is_registering = True  # False: started brokers never show up on the nameservers
-        self.failing_commands: set[str] = set()
+        self.failing_commands: set[str | tuple[str, str]] = set()
         self.host = WorldHost(self)
         self.pool = ClientPool(connect_timeout_seconds=0.3)
         self.canary_calls = 0
@@ -114,7 +114,7 @@ class World:
     def props(self, key: str) -> Path:
         return self.tmp / f"{key.replace(':', '-')}.properties"
 
-    def config(self, **failover: Any) -> WatchdogConfig:
+    def config(self, *, fence_command: Sequence[str] = (), **failover: Any) -> WatchdogConfig:
         settings: dict[str, Any] = {
             "step_timeout": "3s",
             "promote_timeout": "1500ms",
@@ -126,6 +126,7 @@ class World:
                 "cluster_name": "test",
                 "nameservers": [ns.addr for ns in self.namesrvs],
                 "state_dir": str(self.tmp / "state"),
+                "hosts": {"local": {"kind": "local", "fence_command": list(fence_command)}},
                 "probe": {"interval": "1s", "timeout": "500ms", "connect_timeout": "300ms"},
                 "brokers": [
                     {
@@ -184,7 +185,7 @@ class World:
             **kw,
         )
 
-    def promotion(self, config: WatchdogConfig) -> Plan:
+    def promotion(self, config: WatchdogConfig, **decided: Any) -> Plan:
         decision = Promote(
             broker_name="broker-a",
             old_master_key=A0,
@@ -195,6 +196,7 @@ class World:
             expected_loss_bytes=200,
             new_role="ASYNC_MASTER",
             reason="test promotion",
+            **decided,
         )
         files = {key: self.props(key).read_text(encoding="latin-1") for key in self.brokers}
         plan = plan_promotion(decision, config, files, current_epoch=0)
@@ -309,6 +311,105 @@ def test_a_failing_best_effort_step_is_skipped(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- promotions
+
+
+async def cut_off(world: World, key: str) -> None:
+    """The broker is out of the watchdog's reach but still registered (a partition)."""
+    await world.brokers[key].set_fault("refuse")
+
+
+def test_no_fence_no_promotion_in_a_partition(tmp_path: Path) -> None:
+    """The old master cannot be stopped on its host and is still registered: nothing is
+    promoted, the candidate is not touched, the old master's file is as it was, and the next
+    attempt waits fence_retry; no anti-flap block is set (nothing changed)."""
+
+    async def body(world: World) -> None:
+        config = world.config(fence_retry="45s")
+        await cut_off(world, A0)
+        world.failing_commands.add(("stop", A0))
+        result = await world.executor(config).run(world.promotion(config), "fo-1")
+        assert result.outcome == "awaiting_fence", result
+        assert "still registered on 2 nameserver(s)" in result.detail
+        assert ("stop", A1) not in world.host.commands and ("start", A1) not in world.host.commands
+        assert world.masters() == [world.brokers[A0].addr] * 2
+        assert world.props(A0).read_bytes() == world.originals[A0]  # rewrite undone
+        assert world.props(A1).read_bytes() == world.originals[A1]
+        state = StateStore(config.state_dir).load()
+        group = state.group("broker-a")
+        assert group.fence_retry_at is not None and group.blocked_until is None
+        assert "not promoting until broker-a:0 is fenced" in group.fence_wait_reason
+        assert state.running == {} and group.epoch == 0
+        statuses = [(r.kind, r.status) for r in result.steps]
+        assert statuses[:3] == [("rewrite", "done"), ("stop", "skipped"), ("confirm_fenced", "failed")]
+
+    run(body, tmp_path)
+
+
+def test_a_fence_command_fences_when_the_host_cannot(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        marker = tmp_path / "fenced"
+        config = world.config(fence_command=["touch", str(marker) + "-{broker_key}"])
+        await cut_off(world, A0)
+        world.failing_commands.add(("stop", A0))
+        result = await world.executor(config).run(world.promotion(config), "fo-1")
+        assert result.outcome == "succeeded", result
+        assert Path(f"{marker}-{A0}").exists()
+        events = journal_events(config, "fo-1")
+        fenced = [e for e in events if e["event"] == "fenced_by"]
+        assert [e["path"] for e in fenced] == ["command"]
+        ran = [e for e in events if e["event"] == "fence_command"]
+        assert ran and ran[0]["exit_code"] == 0 and ran[0]["argv"][0] == "touch"
+
+    run(body, tmp_path)
+
+
+def test_a_failing_fence_command_is_no_fence(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        config = world.config(fence_command=["false"])
+        await cut_off(world, A0)
+        world.failing_commands.add(("stop", A0))
+        result = await world.executor(config).run(world.promotion(config), "fo-1")
+        assert result.outcome == "awaiting_fence", result
+
+    run(body, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("grace", "outcome"), [("0s", "succeeded"), ("1h", "awaiting_fence")]
+)
+def test_dropped_by_every_nameserver_fences_after_the_grace(
+    tmp_path: Path, grace: str, outcome: str
+) -> None:
+    """The host cannot be reached, but no nameserver lists the master any more."""
+
+    async def body(world: World) -> None:
+        config = world.config(fence_grace=grace)
+        await world.stop(A0)  # refuses and is dropped by both nameservers
+        world.failing_commands.add(("stop", A0))
+        plan = world.promotion(config, deregistered_for_seconds=5.0)
+        result = await world.executor(config).run(plan, "fo-1")
+        assert result.outcome == outcome, result
+        if outcome == "succeeded":
+            fenced = [e for e in journal_events(config, "fo-1") if e["event"] == "fenced_by"]
+            assert fenced[0]["path"] == "nameservers"
+        else:
+            assert "dropped by every answering nameserver only" in result.detail
+
+    run(body, tmp_path)
+
+
+def test_an_operator_confirmation_is_a_fence(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        config = world.config()
+        await cut_off(world, A0)
+        world.failing_commands.add(("stop", A0))
+        plan = world.promotion(config, fenced_by_operator=True)
+        result = await world.executor(config).run(plan, "fo-1")
+        assert result.outcome == "succeeded", result
+        fenced = [e for e in journal_events(config, "fo-1") if e["event"] == "fenced_by"]
+        assert fenced[0]["path"] == "operator"
+
+    run(body, tmp_path)
 
 
 def test_a_promotion_end_to_end(tmp_path: Path) -> None:
@@ -440,13 +541,13 @@ class CrashingExecutor(Executor):
         return record
 
 
-@pytest.mark.parametrize("crash_after", range(1, 9))
+@pytest.mark.parametrize("crash_after", range(1, 10))
 def test_resume_after_each_step(tmp_path: Path, crash_after: int) -> None:
     async def body(world: World) -> None:
         config = world.config()
         await world.stop(A0)
         plan = world.promotion(config)
-        assert len(plan.steps) == 8
+        assert len(plan.steps) == 9
         crashing = world.executor(config, cls=CrashingExecutor)
         assert isinstance(crashing, CrashingExecutor)
         crashing.crash_after = crash_after
@@ -464,7 +565,7 @@ def test_resume_after_each_step(tmp_path: Path, crash_after: int) -> None:
         )
         assert result.outcome == "succeeded", result
         resumed_indexes = [r.index for r in result.steps]
-        assert resumed_indexes == list(range(crash_after, 8))
+        assert resumed_indexes == list(range(crash_after, 9))
         assert world.masters() == [world.brokers[A1].addr] * 2
         assert world.brokers[A1].broker_role == "ASYNC_MASTER"
         state = StateStore(config.state_dir).load()

@@ -76,6 +76,8 @@ def promote(
     addr: str = A1,
     role: str = "",
     unseen: int = 300,
+    registered_on: int = 0,
+    deregistered_for: float | None = 2.0,
 ) -> Promote:
     """`unseen`: the World's master writes 100 B/s and was last heard 3 s before the decision."""
     candidate_id = key.rsplit(":", 1)[1]
@@ -93,6 +95,8 @@ def promote(
         new_role=role or "ASYNC_MASTER",
         reason=f"promoting broker-a id={candidate_id} (offset {offset}, {behind}) because master "
         "unreachable for 3.0 s from 3 of 3 vantage points",
+        old_master_registered_on=registered_on,
+        deregistered_for_seconds=deregistered_for,
     )
 
 
@@ -242,7 +246,7 @@ TABLE: list[tuple[str, World, dict[str, Any], Decision]] = [
         {},
         Promote(
             **{
-                **promote(MIB + 1050, 0).__dict__,
+                **promote(MIB + 1050, 0, registered_on=2, deregistered_for=None).__dict__,
                 "reason": f"promoting broker-a id=1 (offset {MIB + 1050}, 0 bytes behind, "
                 f"{UNSEEN}) because master unreachable for 3.0 s from 1 of 3 vantage points",
             }
@@ -352,7 +356,7 @@ def test_master_offset_never_seen() -> None:
         GroupState.FAILOVER_BLOCKED,
     )
     without_limit = one(world, last=3.0)
-    assert without_limit == promote(MIB, None)
+    assert without_limit == promote(MIB, None, deregistered_for=3.0)
 
 
 # --- split brain ----------------------------------------------------------------------------

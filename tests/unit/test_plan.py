@@ -88,8 +88,9 @@ def test_promotion_steps_in_order_with_hosts_argv_and_edits() -> None:
     plan = plan_of(plan_promotion(promote(), config(), FILES, current_epoch=4))
     kinds = [(s.kind, s.broker_key) for s in plan.steps]
     assert kinds == [
-        (StepKind.STOP, "broker-a:0"),
         (StepKind.REWRITE, "broker-a:0"),
+        (StepKind.STOP, "broker-a:0"),
+        (StepKind.CONFIRM_FENCED, "broker-a:0"),
         (StepKind.STOP, "broker-a:1"),
         (StepKind.REWRITE, "broker-a:1"),
         (StepKind.START, "broker-a:1"),
@@ -97,21 +98,24 @@ def test_promotion_steps_in_order_with_hosts_argv_and_edits() -> None:
         (StepKind.CANARY, "broker-a:1"),
         (StepKind.RECORD_EPOCH, "broker-a:1"),
     ]
-    fence_stop, fence_rewrite, stop, rewrite, start = plan.steps[:5]
-    # Fencing the old master may be impossible (its host is down): best effort only.
+    fence_rewrite, fence_stop, confirm, stop, rewrite, start = plan.steps[:6]
+    # The fence steps may fail (host down, partition); the confirm_fenced gate may not: no
+    # fence, no promotion. The rewrite comes first, so a supervisor restart finds a slave's file.
     assert fence_stop.is_best_effort and fence_rewrite.is_best_effort
     assert not any(s.is_best_effort for s in plan.steps[2:])
     assert fence_stop.argv == ("stop-broker", "0") and fence_stop.host == "h0"
     assert fence_rewrite.edits == (("brokerId", "1"), ("brokerRole", "SLAVE"))
     assert fence_rewrite.path == "/etc/rmq/a0.properties"
+    assert "no fence, no promotion" in confirm.purpose
     assert stop.argv == ("stop-broker", "1") and stop.host == "h1"
     assert rewrite.edits == (("brokerId", "0"), ("brokerRole", "ASYNC_MASTER"))
     assert start.argv == ("start-broker", "1")
-    assert plan.steps[6].path == canary_topic("RMQ_WATCHDOG_CANARY", "broker-a")
+    assert plan.steps[7].path == canary_topic("RMQ_WATCHDOG_CANARY", "broker-a")
     assert plan.epoch == 5 and plan.kind == "promote"
     assert (plan.new_master_key, plan.new_master_addr) == ("broker-a:1", A1)
     assert (plan.old_master_key, plan.old_master_addr) == ("broker-a:0", A0)
     assert (plan.candidate_offset, plan.expected_loss_bytes) == (900, 100)
+    assert "rewrite to SLAVE and stop on host h0" in dict(plan.details)["fence"]
     assert plan.new_role == "ASYNC_MASTER"
 
 
@@ -119,7 +123,7 @@ def test_the_old_master_gets_the_candidates_current_id_from_its_file() -> None:
     # Configured as id 1, but its file says 2 (an earlier failover): the freed id is 2.
     files = {**FILES, "broker-a:1": props(2, "SLAVE")}
     plan = plan_of(plan_promotion(promote(), config(), files, current_epoch=0))
-    assert plan.steps[1].edits == (("brokerId", "2"), ("brokerRole", "SLAVE"))
+    assert plan.steps[0].edits == (("brokerId", "2"), ("brokerRole", "SLAVE"))
     restore = plan.rollback[1]
     assert restore.edits == (("brokerId", "2"), ("brokerRole", "SLAVE"))
 
@@ -140,21 +144,21 @@ def test_rollback_restores_candidate_and_old_master() -> None:
 def test_an_unreadable_old_master_file_still_fences_but_is_not_restored() -> None:
     files = {**FILES, "broker-a:0": None}
     plan = plan_of(plan_promotion(promote(), config(), files, current_epoch=0))
-    assert plan.steps[1].kind is StepKind.REWRITE and plan.steps[1].is_best_effort
+    assert plan.steps[0].kind is StepKind.REWRITE and plan.steps[0].is_best_effort
     assert [s.broker_key for s in plan.rollback] == ["broker-a:1"] * 3
 
 
 def test_no_canary_step_when_disabled() -> None:
     plan = plan_of(plan_promotion(promote(), config(canary=False), FILES, current_epoch=0))
     assert StepKind.CANARY not in [s.kind for s in plan.steps]
-    assert len(plan.steps) == 7
+    assert len(plan.steps) == 8
 
 
 def test_sync_master_alone_is_promoted_async_and_says_why() -> None:
     plan = plan_of(plan_promotion(promote("SYNC_MASTER"), config(), FILES, current_epoch=0))
     assert plan.new_role == "ASYNC_MASTER"
-    assert plan.steps[3].edits == (("brokerId", "0"), ("brokerRole", "ASYNC_MASTER"))
-    assert "ASYNC_MASTER" in plan.steps[4].purpose
+    assert plan.steps[4].edits == (("brokerId", "0"), ("brokerRole", "ASYNC_MASTER"))
+    assert "ASYNC_MASTER" in plan.steps[5].purpose
     why = dict(plan.details)["role"]
     assert "SYNC_MASTER -> ASYNC_MASTER" in why
 
@@ -163,14 +167,14 @@ def test_sync_master_alone_keeps_its_role_when_configured_to() -> None:
     cfg = config(sync_master_without_slave="keep")
     plan = plan_of(plan_promotion(promote("SYNC_MASTER"), cfg, FILES, current_epoch=0))
     assert plan.new_role == "SYNC_MASTER"
-    assert plan.steps[3].edits == (("brokerId", "0"), ("brokerRole", "SYNC_MASTER"))
+    assert plan.steps[4].edits == (("brokerId", "0"), ("brokerRole", "SYNC_MASTER"))
 
 
 def test_sync_master_with_another_slave_stays_sync() -> None:
     files = {**FILES, "broker-a:2": props(2, "SLAVE")}
     plan = plan_of(plan_promotion(promote("SYNC_MASTER"), config(slaves=2), files, current_epoch=0))
     assert plan.new_role == "SYNC_MASTER"
-    assert plan.steps[3].edits == (("brokerId", "0"), ("brokerRole", "SYNC_MASTER"))
+    assert plan.steps[4].edits == (("brokerId", "0"), ("brokerRole", "SYNC_MASTER"))
     assert "role" not in dict(plan.details)
     # No pinned haMasterAddress: the other slave follows the nameservers, nothing to re-point.
     assert [s.broker_key for s in plan.steps].count("broker-a:2") == 0
@@ -288,13 +292,13 @@ def test_fence_demote_moves_a_longer_log_aside() -> None:
     plan = fence_plan(config(), target=2000, point=1500)
     kinds = [s.kind for s in plan.steps]
     assert kinds == [
-        StepKind.STOP,
         StepKind.REWRITE,
+        StepKind.STOP,
         StepKind.MOVE_STORE_ASIDE,
         StepKind.START,
         StepKind.RECORD_EPOCH,
     ]
-    assert plan.steps[1].edits == (("brokerId", "1"), ("brokerRole", "SLAVE"))
+    assert plan.steps[0].edits == (("brokerId", "1"), ("brokerRole", "SLAVE"))
     assert "2000" in plan.steps[2].purpose and "1500" in plan.steps[2].purpose
     assert plan.epoch == 3 and plan.kind == "fence"
     assert (plan.old_master_key, plan.new_master_key) == ("broker-a:0", "broker-a:1")
@@ -314,13 +318,13 @@ def test_fence_with_unknown_offsets_moves_the_store_aside() -> None:
 
 def test_fence_quarantine_leaves_it_stopped() -> None:
     plan = fence_plan(config(old_master_policy="quarantine"), target=2000, point=1500)
-    assert [s.kind for s in plan.steps] == [StepKind.STOP, StepKind.REWRITE, StepKind.RECORD_EPOCH]
+    assert [s.kind for s in plan.steps] == [StepKind.REWRITE, StepKind.STOP, StepKind.RECORD_EPOCH]
     assert "quarantine" in plan.reason
 
 
 def test_fence_takes_the_smallest_free_id() -> None:
     plan = fence_plan(config(), target=1, point=1, used=frozenset({0, 1, 3}))
-    assert plan.steps[1].edits == (("brokerId", "2"), ("brokerRole", "SLAVE"))
+    assert plan.steps[0].edits == (("brokerId", "2"), ("brokerRole", "SLAVE"))
 
 
 def test_fence_refuses_an_unknown_target() -> None:

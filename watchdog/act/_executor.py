@@ -12,7 +12,8 @@ from typing import Any, Protocol
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from ..config import BrokerConfig, WatchdogConfig
-from ..hosts import Host, HostError
+from ..decide import FenceEvidence, fenced_by
+from ..hosts import Host, HostError, LocalBackend
 from ..notify import Event, EventName, HookRunner, WebhookNotifier
 from ..plan import Plan, Step, StepKind
 from ..properties import PropertiesFile
@@ -31,6 +32,20 @@ __all__ = ["Executor", "FailoverResult", "StepFailed", "CanaryRunner", "epoch_fi
 
 class StepFailed(Exception):
     """A step did not reach its goal; the message says why in one phrase."""
+
+
+class NotFenced(StepFailed):
+    """The old master could not be fenced: the promotion must not go on."""
+
+
+@dataclass
+class _FenceProgress:
+    """What the fence steps of one running promotion achieved so far."""
+
+    is_rewritten: bool = False
+    is_stopped: bool = False
+    is_command_fenced: bool = False
+    path: str | None = None
 
 
 class CanaryOutcome(Protocol):
@@ -62,7 +77,9 @@ class FailoverResult:
     failover_id: str
     broker_name: str
     kind: str
-    outcome: str  # succeeded, failed, rolled_back; refused (preflight: nothing was changed)
+    # succeeded, failed, rolled_back; refused (preflight: nothing was changed); awaiting_fence
+    # (the old master could not be fenced: the candidate was not touched, the fence is retried)
+    outcome: str
     detail: str
     duration_seconds: float
     steps: tuple[StepRecord, ...]
@@ -123,6 +140,10 @@ class Executor:
         self.notifier = notifier
         self.hooks = hooks
         self._step_log: dict[str, list[dict[str, Any]]] = {}
+        self._fences: dict[str, _FenceProgress] = {}
+        self._started_at: dict[str, float] = {}
+        # Fence commands run where the watchdog runs, never on the host they fence.
+        self._fence_runner = LocalBackend("watchdog")
 
     def _event(
         self, name: EventName, plan: Plan, failover_id: str, summary: str, **details: Any
@@ -170,6 +191,11 @@ class Executor:
         done = set(resume.done_steps) if resume else set()
         backups = dict(resume.backups) if resume else {}
         self._promotion_offsets[failover_id] = resume.promotion_offset if resume else None
+        self._started_at[failover_id] = started
+        fence = self._fences[failover_id] = _FenceProgress()
+        if resume is not None:
+            for index in resume.done_steps - resume.skipped_steps:
+                self._note_fence_step(plan, plan.steps[index], fence, command_ran=True)
         if resume is None:
             problem = await self._preflight(plan)
             if problem is not None:
@@ -223,6 +249,11 @@ class Executor:
                 continue
             record = await self._run_logged(step, index, "main", plan, failover_id, backups)
             records.append(record)
+            if record.status == "done":
+                ran = "not needed" not in record.detail
+                self._note_fence_step(plan, step, fence, command_ran=ran)
+            if record.status == "failed" and step.kind is StepKind.CONFIRM_FENCED:
+                return await self._await_fence(plan, failover_id, records, backups, started, record)
             if record.status == "failed":
                 if (
                     plan.kind == "promote"
@@ -250,6 +281,56 @@ class Executor:
             if self.crash_after_step is not None and index + 1 == self.crash_after_step:
                 os._exit(70)
         return self._finish(plan, failover_id, records, started, "succeeded", plan.reason)
+
+    def _note_fence_step(
+        self, plan: Plan, step: Step, fence: _FenceProgress, *, command_ran: bool
+    ) -> None:
+        if plan.kind != "promote" or step.broker_key != plan.old_master_key:
+            return
+        if step.kind is StepKind.REWRITE:
+            fence.is_rewritten = True
+        elif step.kind is StepKind.STOP:
+            fence.is_stopped = True
+        elif step.kind is StepKind.FENCE_COMMAND and command_ran:
+            fence.is_command_fenced = True
+
+    async def _await_fence(
+        self,
+        plan: Plan,
+        failover_id: str,
+        records: list[StepRecord],
+        backups: dict[str, str],
+        started: float,
+        record: StepRecord,
+    ) -> FailoverResult:
+        """No fence, no promotion: undo the old master's rewrite (it may come back to serve,
+        and as a slave with the candidate's id it would leave the group without a master),
+        touch nothing else, and let the daemon retry the fence later."""
+        old_key = plan.old_master_key
+        if old_key is not None and old_key in backups:
+            restore = next(
+                (s for s in plan.steps if s.kind is StepKind.REWRITE and s.broker_key == old_key),
+                None,
+            )
+            if restore is not None:
+                undo = replace(
+                    restore,
+                    purpose=f"not fenced: restore {old_key}'s properties (nothing was promoted)",
+                )
+                records.append(
+                    await self._run_logged(
+                        undo, len(plan.steps), "rollback", plan, failover_id, backups,
+                        restore_backup=True,
+                    )
+                )
+        return self._finish(
+            plan,
+            failover_id,
+            records,
+            started,
+            "awaiting_fence",
+            f"not promoting until {old_key} is fenced: {record.detail}",
+        )
 
     async def _preflight(self, plan: Plan) -> str | None:
         """Why the plan cannot run, found before anything changes: each properties file a
@@ -306,9 +387,21 @@ class Executor:
         now = self.wall_clock()
         state = self.store.load()
         record = state.group(plan.broker_name)
-        if plan.kind == "promote":
+        if plan.kind == "promote" and outcome == "awaiting_fence":
+            # Nothing changed on the candidate: no anti-flap block, a retry after fence_retry.
             record = replace(
                 record,
+                fence_retry_at=now + self.config.failover.fence_retry_seconds,
+                fence_wait_reason=detail,
+                last_failover_id=failover_id,
+                last_outcome=outcome,
+                last_failover_at=now,
+            )
+        elif plan.kind == "promote":
+            record = replace(
+                record,
+                fence_retry_at=None,
+                fence_wait_reason="",
                 blocked_until=now + self.config.failover.recovery_block_seconds,
                 block_reason=(
                     f"failover {failover_id} {outcome}; `rmq-watchdog ack` lifts the block"
@@ -330,6 +423,8 @@ class Executor:
         is_ok = outcome == "succeeded"
         if plan.kind == "fence":
             name: EventName = "fenced"
+        elif outcome == "awaiting_fence":
+            name = "awaiting_fence"
         else:
             name = "failover_succeeded" if is_ok else "failover_failed"
         self._notify(
@@ -343,11 +438,17 @@ class Executor:
             )
         )
         self._step_log.pop(failover_id, None)
+        self._fences.pop(failover_id, None)
+        self._started_at.pop(failover_id, None)
         return result
 
     async def run_after_hook(self, result: FailoverResult, plan: Plan) -> None:
         """post_failover after a success, on_failure otherwise; bounded by the hook timeout."""
-        if self.hooks is None or plan.kind != "promote" or result.outcome in ("vetoed", "refused"):
+        if self.hooks is None or plan.kind != "promote" or result.outcome in (
+            "vetoed",
+            "refused",
+            "awaiting_fence",
+        ):
             return
         hook_name: Any = "post_failover" if result.is_success else "on_failure"
         event = self._event(
@@ -428,8 +529,14 @@ class Executor:
         return record
 
     async def _with_retries(self, step: Step, attempt: Callable[[], Awaitable[str]]) -> str:
-        if step.kind in (StepKind.WAIT_MASTER, StepKind.CANARY):
-            return await attempt()  # these wait within their own deadline
+        if step.kind in (
+            StepKind.WAIT_MASTER,
+            StepKind.CANARY,
+            StepKind.CONFIRM_FENCED,
+            StepKind.FENCE_COMMAND,
+        ):
+            # these wait within their own deadline; a fence command is not repeated blindly
+            return await attempt()
         budget = self.config.failover.step_timeout_seconds
         if step.is_best_effort:
             budget = min(budget, 15.0)  # a dead host must not hold the promotion for long
@@ -460,11 +567,16 @@ class Executor:
         backups: dict[str, str],
         restore_backup: bool,
     ) -> str:
+        if step.kind is StepKind.FENCE_COMMAND:
+            return await self._fence_command(step, plan, failover_id)
+        if step.kind is StepKind.CONFIRM_FENCED:
+            return await self._confirm_fenced(step, plan, failover_id)
         host = self.hosts[step.host]
         if step.kind is StepKind.STOP:
             if plan.kind == "promote" and step.broker_key == plan.new_master_key:
                 await self._note_promotion_offset(step, failover_id)
-            return await self._stop(step, host)
+            is_fence = plan.kind == "promote" and step.broker_key == plan.old_master_key
+            return await self._stop(step, host, strict=is_fence)
         if step.kind is StepKind.START:
             return await self._start(step, host)
         if step.kind is StepKind.REWRITE:
@@ -506,7 +618,10 @@ class Executor:
         self._promotion_offsets[failover_id] = offset
         self.journal.append(failover_id, "promotion_offset", offset=offset)
 
-    async def _stop(self, step: Step, host: Host) -> str:
+    async def _stop(self, step: Step, host: Host, *, strict: bool = False) -> str:
+        """Stop a broker; done when it no longer answers. `strict` (a fence): the stop
+        command must also have succeeded, since not answering *us* proves nothing in a
+        partition."""
         broker = self._broker(step.broker_key)
         result = await host.run(
             step.argv, timeout_seconds=self.config.failover.step_timeout_seconds
@@ -515,9 +630,71 @@ class Executor:
             raise StepFailed(f"host {host.name} unreachable: {result.stderr.strip()}")
         if await self._answers(broker.addr):
             raise StepFailed(f"{broker.addr} still answers after stop ({result.summary()})")
+        if strict and not result.is_ok:
+            raise StepFailed(f"stop command on host {host.name} {result.summary()}")
         if not result.is_ok:
             return f"stop command {result.summary()}, but {broker.addr} no longer answers"
         return f"stopped; {broker.addr} no longer answers"
+
+    async def _fence_command(self, step: Step, plan: Plan, failover_id: str) -> str:
+        fence = self._fences.get(failover_id) or _FenceProgress()
+        if fence.is_rewritten and fence.is_stopped:
+            return "not needed: the host fence succeeded"
+        broker = self._broker(step.broker_key)
+        host = self.config.hosts.get(broker.host)
+        timeout = host.fence_timeout_seconds if host is not None else 30.0
+        result = await self._fence_runner.run(step.argv, timeout_seconds=timeout)
+        self.journal.append(
+            failover_id,
+            "fence_command",
+            argv=list(step.argv),
+            exit_code=result.exit_code,
+            stdout=result.stdout[-4000:],
+            stderr=result.stderr[-4000:],
+        )
+        if not result.is_ok:
+            raise StepFailed(f"fence command {result.summary()}")
+        return f"fence command succeeded ({result.summary()})"
+
+    async def _confirm_fenced(self, step: Step, plan: Plan, failover_id: str) -> str:
+        fence = self._fences.get(failover_id) or _FenceProgress()
+        broker = self._broker(step.broker_key)
+        registered_on, answered = 0, 0
+        for addr in self.config.nameservers:
+            try:
+                info = await get_cluster_info(
+                    self.pool.get(addr), timeout_seconds=self.config.probe.timeout_seconds
+                )
+            except RemotingError:
+                continue
+            answered += 1
+            ids = info.broker_addrs.get(plan.broker_name, {})
+            if broker.addr in ids.values():
+                registered_on += 1
+        deregistered_for: float | None = None
+        if registered_on == 0 and answered * 2 > len(self.config.nameservers):
+            # Dropped when planned and still dropped now: the time in between counts (a
+            # resumed run only counts what the plan saw, which is the cautious side).
+            elapsed = self.clock() - self._started_at.get(failover_id, self.clock())
+            deregistered_for = (plan.deregistered_for_seconds or 0.0) + elapsed
+            if plan.deregistered_for_seconds is None:
+                deregistered_for = 0.0
+        evidence = FenceEvidence(
+            is_rewritten=fence.is_rewritten,
+            is_stopped=fence.is_stopped,
+            is_command_fenced=fence.is_command_fenced,
+            deregistered_for_seconds=deregistered_for,
+            registered_on=registered_on,
+            is_operator_confirmed=plan.fenced_by_operator,
+        )
+        path, why = fenced_by(evidence, self.config.failover.fence_grace_seconds)
+        if path is None:
+            raise NotFenced(why)
+        fence.path = path
+        self.journal.append(failover_id, "fenced_by", path=path, detail=why)
+        if path == "operator":
+            self.emit("operator_fence", {"failover_id": failover_id, "detail": why})
+        return f"fenced by {path}: {why}"
 
     async def _start(self, step: Step, host: Host) -> str:
         broker = self._broker(step.broker_key)

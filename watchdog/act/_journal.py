@@ -24,6 +24,7 @@ class JournalProgress:
     outcome: str | None
     backups: dict[str, str]  # broker key -> backup path of its first rewrite
     promotion_offset: int | None  # the candidate's log end when it stopped being a slave
+    skipped_steps: frozenset[int] = frozenset()  # of done_steps, those that failed as best effort
 
 
 class Journal:
@@ -69,12 +70,15 @@ class Journal:
         outcome = None
         backups: dict[str, str] = {}
         promotion_offset: int | None = None
+        skipped: set[int] = set()
         for entry in entries[1:]:
             if event_is(entry, "promotion_offset"):
                 promotion_offset = int(entry["offset"])
             event = entry.get("event")
             if event in ("step_done", "step_skipped") and entry.get("phase", "main") == "main":
                 done.add(int(entry["index"]))
+                if event == "step_skipped":
+                    skipped.add(int(entry["index"]))
             if event == "backup_written":
                 backups.setdefault(str(entry["broker_key"]), str(entry["backup"]))
             if event == "rollback_started":
@@ -83,7 +87,14 @@ class Journal:
                 finished = True
                 outcome = str(entry.get("outcome"))
         return JournalProgress(
-            plan, frozenset(done), finished, rolling_back, outcome, backups, promotion_offset
+            plan,
+            frozenset(done),
+            finished,
+            rolling_back,
+            outcome,
+            backups,
+            promotion_offset,
+            frozenset(skipped),
         )
 
 

@@ -30,6 +30,10 @@ class GroupRecord:
     last_failover_at: float | None = None
     # The deposed master, checked when it answers again: a log past promotion_offset is fenced.
     rejoin_check_key: str | None = None
+    # No fence, no promotion: the last attempt could not fence the old master; the next one
+    # waits until this Unix time, and this sentence says why it stopped.
+    fence_retry_at: float | None = None
+    fence_wait_reason: str = ""
 
     def is_blocked(self, now_wall: float) -> bool:
         return self.blocked_until is not None and now_wall < self.blocked_until
