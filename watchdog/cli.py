@@ -195,9 +195,21 @@ def run(config_path: str, log_format: str, log_level: str) -> None:
     is_flag=True,
     help="Fail over a live master; ignore max_lag_bytes and the anti-flap block.",
 )
+@click.option(
+    "--fenced-by-operator",
+    is_flag=True,
+    help="Confirm that the old master can no longer take writes (you powered it off or cut it "
+    "off from every client): the fence then counts as done. Recorded in the journal.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def failover(
-    config_path: str, broker_name: str, dry_run: bool, to_id: int | None, force: bool, as_json: bool
+    config_path: str,
+    broker_name: str,
+    dry_run: bool,
+    to_id: int | None,
+    force: bool,
+    fenced_by_operator: bool,
+    as_json: bool,
 ) -> None:
     """Fail over a broker group now, or show exactly how it would be done (--dry-run).
 
@@ -229,6 +241,7 @@ def failover(
             force=force,
             as_json=as_json,
             echo=click.echo,
+            fenced_by_operator=fenced_by_operator,
         )
     )
     sys.exit(code)

@@ -593,7 +593,21 @@ class Daemon:
                 }
             )
             return
-        decision = manual_promote(cycle.snapshot, group, self.config, to_key=to_key, force=force)
+        fenced_by_operator = bool(request.get("fenced_by_operator"))
+        if fenced_by_operator:
+            log.warning(
+                "an operator confirmed the old master is fenced (--fenced-by-operator)",
+                broker_name=name,
+                old_master=group.master_key,
+            )
+        decision = manual_promote(
+            cycle.snapshot,
+            group,
+            self.config,
+            to_key=to_key,
+            force=force,
+            fenced_by_operator=fenced_by_operator,
+        )
         if isinstance(decision, Refusal):
             send({"error": decision.reason})
             return

@@ -80,6 +80,7 @@ def render_plan(
             )
         ),
         f"old master: {plan.old_master_key}@{plan.old_master_addr}",
+        "fence (no fence, no promotion): " + (dict(plan.details).get("fence") or "none needed"),
         f"epoch after: {plan.epoch}",
         "",
         "steps:",
@@ -92,7 +93,7 @@ def render_plan(
             edits = ", ".join(f"{k}={v}" for k, v in step.edits)
             lines.append(f"       on host {step.host}: edit {step.path}: {edits}")
         if step.is_best_effort:
-            lines.append("       (best effort: skipped if the host cannot be reached)")
+            lines.append("       (may fail, e.g. host unreachable: the confirm_fenced gate judges)")
     if plan.rollback:
         lines.append(
             "if the candidate does not register as master within "
@@ -117,20 +118,31 @@ async def run_failover(
     force: bool,
     as_json: bool,
     echo: Echo,
+    fenced_by_operator: bool = False,
 ) -> int:
+    if fenced_by_operator:
+        echo(
+            "WARNING: --fenced-by-operator: you confirm the old master can no longer take "
+            "writes (powered off, cut off from every client). If it still can, the group will "
+            "have two masters and acknowledged messages will be lost. Recorded in the journal."
+        )
     if not dry_run:
         lock = DaemonLock(config.state_dir)
         try:
             lock.acquire()
         except LockHeld:
-            return await _ask_daemon(config, broker_name, to_key, force, as_json, echo)
+            return await _ask_daemon(
+                config, broker_name, to_key, force, as_json, echo, fenced_by_operator
+            )
         try:
             return await _plan_and_maybe_run(
-                config, broker_name, dry_run, to_key, force, as_json, echo
+                config, broker_name, dry_run, to_key, force, as_json, echo, fenced_by_operator
             )
         finally:
             lock.release()
-    return await _plan_and_maybe_run(config, broker_name, dry_run, to_key, force, as_json, echo)
+    return await _plan_and_maybe_run(
+        config, broker_name, dry_run, to_key, force, as_json, echo, fenced_by_operator
+    )
 
 
 async def _plan_and_maybe_run(
@@ -141,6 +153,7 @@ async def _plan_and_maybe_run(
     force: bool,
     as_json: bool,
     echo: Echo,
+    fenced_by_operator: bool = False,
 ) -> int:
     pool = client_pool(config)
     hosts: dict[str, Host] = {n: make_host(n, h) for n, h in config.hosts.items()}
@@ -172,7 +185,14 @@ async def _plan_and_maybe_run(
                     f"({record.block_reason}); `rmq-watchdog ack` or --force"
                 )
                 return 1
-        decision = manual_promote(snapshot, group, config, to_key=to_key, force=force)
+        decision = manual_promote(
+            snapshot,
+            group,
+            config,
+            to_key=to_key,
+            force=force,
+            fenced_by_operator=fenced_by_operator,
+        )
         if isinstance(decision, Refusal):
             return _refused(decision.reason, as_json, echo)
         plan, files = await prepare_plan(decision, config, snapshot, hosts, state)
@@ -270,6 +290,7 @@ async def _ask_daemon(
     force: bool,
     as_json: bool,
     echo: Echo,
+    fenced_by_operator: bool = False,
 ) -> int:
     path = control_socket_path(config)
     try:
@@ -277,7 +298,13 @@ async def _ask_daemon(
     except OSError as exc:
         echo(f"error: a daemon holds the lock but its control socket {path} does not answer: {exc}")
         return 2
-    request = {"op": "failover", "broker_name": broker_name, "to_key": to_key, "force": force}
+    request = {
+        "op": "failover",
+        "broker_name": broker_name,
+        "to_key": to_key,
+        "force": force,
+        "fenced_by_operator": fenced_by_operator,
+    }
     writer.write((json.dumps(request) + "\n").encode())
     await writer.drain()
     code = 1

@@ -64,7 +64,10 @@ class WorldHost(LocalBackend):
         if argv and argv[0] == "fake-broker":
             action, key = argv[1], argv[2]
             self.commands.append((action, key))
-            if action in self.world.failing_commands or (action, key) in self.world.failing_commands:
+            if (
+                action in self.world.failing_commands
+                or (action, key) in self.world.failing_commands
+            ):
                 return CommandResult(tuple(argv), 1, "", f"{action} failed on purpose")
             if action == "stop":
                 await self.world.stop(key)
@@ -340,7 +343,11 @@ def test_no_fence_no_promotion_in_a_partition(tmp_path: Path) -> None:
         assert "not promoting until broker-a:0 is fenced" in group.fence_wait_reason
         assert state.running == {} and group.epoch == 0
         statuses = [(r.kind, r.status) for r in result.steps]
-        assert statuses[:3] == [("rewrite", "done"), ("stop", "skipped"), ("confirm_fenced", "failed")]
+        assert statuses[:3] == [
+            ("rewrite", "done"),
+            ("stop", "skipped"),
+            ("confirm_fenced", "failed"),
+        ]
 
     run(body, tmp_path)
 
@@ -374,9 +381,7 @@ def test_a_failing_fence_command_is_no_fence(tmp_path: Path) -> None:
     run(body, tmp_path)
 
 
-@pytest.mark.parametrize(
-    ("grace", "outcome"), [("0s", "succeeded"), ("1h", "awaiting_fence")]
-)
+@pytest.mark.parametrize(("grace", "outcome"), [("0s", "succeeded"), ("1h", "awaiting_fence")])
 def test_dropped_by_every_nameserver_fences_after_the_grace(
     tmp_path: Path, grace: str, outcome: str
 ) -> None:

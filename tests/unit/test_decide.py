@@ -13,6 +13,7 @@ from watchdog.config import BrokerConfig, parse_config
 from watchdog.decide import (
     Decision,
     Fence,
+    FenceEvidence,
     GroupFailoverPolicy,
     NoAction,
     Policy,
@@ -20,6 +21,7 @@ from watchdog.decide import (
     choose_candidate,
     decide,
     describe_loss,
+    fenced_by,
     log_fields,
 )
 from watchdog.detect import ClusterVerdict
@@ -561,3 +563,57 @@ def test_decide_never_raises_and_never_promotes_unsafely(
                 assert d.expected_loss_bytes is not None
                 assert d.expected_loss_bytes <= gpol.max_lag_bytes
             assert gpol.blocked_until is None or snap.taken_at >= gpol.blocked_until
+
+
+# --------------------------------------------------------------------------- the fence rule
+
+
+def test_a_failed_fence_holds_the_group_awaiting_fence_until_the_retry() -> None:
+    policy = gp(fence_retry_at=20.0, fence_wait_reason="its host could not be reached")
+    waiting = one(DEAD, last=13.0, policy=policy)
+    assert waiting == NoAction(
+        "broker-a",
+        "master broker-a:0@127.0.0.1:10911 unreachable from here and dropped by every "
+        "answering nameserver 2.0 s ago; not promoting until it is fenced: its host could not "
+        "be reached; next fence attempt in 7.0 s",
+        GroupState.AWAITING_FENCE,
+    )
+    # Once the retry time has come, the promotion is decided again (and fenced first).
+    assert isinstance(one(DEAD, last=13.0, policy=gp(fence_retry_at=12.0)), Promote)
+
+
+def test_a_master_that_answers_again_ends_the_wait() -> None:
+    healthy = World(base_offset=MIB)
+    decision = one(healthy, policy=gp(fence_retry_at=1e9, fence_wait_reason="x"))
+    assert isinstance(decision, NoAction) and decision.state is GroupState.HEALTHY
+
+
+FENCE_TABLE = [
+    ("stopped on its host", FenceEvidence(is_rewritten=True, is_stopped=True), "host"),
+    ("rewritten, stop failed", FenceEvidence(is_rewritten=True, registered_on=2), None),
+    ("stopped, not rewritten", FenceEvidence(is_stopped=True, registered_on=2), None),
+    ("fence command", FenceEvidence(is_command_fenced=True, registered_on=2), "command"),
+    ("dropped longer than the grace", FenceEvidence(deregistered_for_seconds=40.0), "nameservers"),
+    ("dropped, grace not over", FenceEvidence(deregistered_for_seconds=10.0), None),
+    ("still registered", FenceEvidence(registered_on=1), None),
+    ("operator", FenceEvidence(is_operator_confirmed=True, registered_on=2), "operator"),
+    ("nothing at all", FenceEvidence(), None),
+]
+
+
+@pytest.mark.parametrize(
+    ("evidence", "path"), [(e, p) for _, e, p in FENCE_TABLE], ids=[n for n, _, _ in FENCE_TABLE]
+)
+def test_fenced_by(evidence: FenceEvidence, path: str | None) -> None:
+    found, why = fenced_by(evidence, fence_grace_seconds=35.0)
+    assert found == path
+    assert why  # always one sentence, fenced or not
+    if path is None and evidence.registered_on:
+        assert "still registered" in why
+
+
+def test_a_promotion_carries_what_the_nameservers_said_of_the_old_master() -> None:
+    cut = World(master_down=KILL, base_offset=MIB)  # silent, still listed by both
+    decision = one(cut, last=13.0, quorum=1)
+    assert isinstance(decision, Promote)
+    assert decision.old_master_registered_on == 2 and decision.deregistered_for_seconds is None

@@ -64,6 +64,7 @@ def manual_promote(
     *,
     to_key: str | None,
     force: bool,
+    fenced_by_operator: bool = False,
 ) -> Promote | Refusal:
     """A promotion an operator asked for: what would happen if this group's master died now."""
     name = group.broker_name
@@ -94,6 +95,9 @@ def manual_promote(
         max_loss_bytes=max_loss,
         new_role=group.master_role,
         reason=f"promoting {name} id={obs.broker_id} (offset {offset}, {behind}) because {why}",
+        old_master_registered_on=group.registered_on,
+        deregistered_for_seconds=group.deregistered_for_seconds,
+        fenced_by_operator=fenced_by_operator,
     )
 
 

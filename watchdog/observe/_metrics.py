@@ -130,7 +130,7 @@ class _SnapshotCollector:
             "rmq_watchdog_group_state",
             "1 for the broker group's current state as the watchdog judged it in the last cycle, "
             "0 for every other state (HEALTHY, DEGRADED, MASTER_SDOWN, MASTER_ODOWN, "
-            "FAILOVER_RUNNING, FAILOVER_BLOCKED, ISOLATED).",
+            "AWAITING_FENCE, FAILOVER_RUNNING, FAILOVER_BLOCKED, ISOLATED).",
             labels=["broker_name", "state"],
         )
         isolated = GaugeMetricFamily(
