@@ -109,7 +109,7 @@ def test_a_daemon_killed_after_any_step_finishes_the_failover(
     dry = cli("failover", "-c", str(top.config), "--broker-name", "broker-a", "--dry-run", "--json")
     assert dry.returncode == 0, dry
     steps = len(json.loads(dry.stdout)["plan"]["steps"])
-    assert steps == 8
+    assert steps == 9  # rewrite + stop the old master, the confirm_fenced gate, then 6 more
 
     # 1. One failover, the daemon killed after every step in turn.
     daemon = crash_daemon(top, tmp_path / "chain-1.log", 1)

@@ -88,7 +88,7 @@ def test_webhook_gets_failover_events_and_hooks_run(
     assert final["failover_id"] == done["failover_id"]
     assert final["details"]["new_master"] == "broker-a:1"
     kinds = [s["kind"] for s in final["steps"]]
-    assert kinds[:5] == ["stop", "rewrite", "stop", "rewrite", "start"]
+    assert kinds[:6] == ["rewrite", "stop", "confirm_fenced", "stop", "rewrite", "start"]
     assert all(s["status"] in ("done", "skipped") for s in final["steps"])
     step_events = [p for p in received.payloads if p["event"] == "failover_step"]
     assert len(step_events) == len(final["steps"])
