@@ -216,14 +216,17 @@ class NetnsCluster:
 
     # ---- faults (the topology's; see NetnsTopology)
 
-    def partition(self, *groups: Sequence[str]) -> None:
-        self.net.partition(*groups)
+    def partition(self, *groups: Sequence[str], replace: bool = False) -> None:
+        """Hosts in different groups cannot talk; hosts in no group reach everyone."""
+        self.net.partition(*groups, replace=replace)
 
-    def cut(self, src: str, dst: str) -> None:
-        self.net.cut(src, dst)
+    def cut(self, src: str, dst: str, *, replace: bool = False) -> None:
+        """Packets from src to dst are dropped (one way)."""
+        self.net.cut(src, dst, replace=replace)
 
-    def isolate(self, host: str, *, observer: bool = False) -> None:
-        self.net.isolate(host, observer=observer)
+    def isolate(self, host: str, *, observer: bool = False, replace: bool = False) -> None:
+        """`host` cut from every other host (and from the observer with observer=True)."""
+        self.net.isolate(host, observer=observer, replace=replace)
 
     def heal(self) -> None:
         self.net.heal()
@@ -386,8 +389,10 @@ class Nemesis:
     two groups), one-way cuts, isolated hosts, kill -9 and SIGSTOP of a broker (or nameserver
     with `nameservers=True`), heals (network, and SIGCONT of what is paused), restarts of what
     was killed; one every `gap` seconds (uniform) for `duration_seconds`, then everything is
-    healed and restarted. The seed: `seed`, else $RMQWD_NEMESIS_SEED, else a random one; it is
-    logged first so a failing run can be replayed. Each action is logged (logger tests.netns,
+    healed and restarted. A network fault replaces the one before it (one at a time, switched
+    in one step); process faults stay until a heal or restart step. The seed: `seed`, else
+    $RMQWD_NEMESIS_SEED, else a random one; it is logged first so a failing run can be
+    replayed. Each action is logged (logger tests.netns,
     and `log_path` as JSON lines) with its time.
     """
 
@@ -504,15 +509,15 @@ class Nemesis:
             shuffled = pick.sample(hosts, len(hosts))
             cut_at = pick.randrange(1, len(hosts))
             a, b = sorted(shuffled[:cut_at]), sorted(shuffled[cut_at:])
-            self.cluster.partition(a, b)
+            self.cluster.partition(a, b, replace=True)
             self._note("partition", f"{a} | {b}")
         elif step.kind == "cut":
             src, dst = pick.sample(hosts, 2)
-            self.cluster.cut(src, dst)
+            self.cluster.cut(src, dst, replace=True)
             self._note("cut", f"{src} -> {dst}")
         elif step.kind == "isolate":
             host = pick.choice(hosts)
-            self.cluster.isolate(host)
+            self.cluster.isolate(host, replace=True)
             self._note("isolate", host)
         elif step.kind in ("kill", "pause"):
             alive = [k for k in self._targets() if self.cluster.state(k) == "alive"]

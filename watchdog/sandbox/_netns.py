@@ -8,7 +8,9 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -338,6 +340,39 @@ class NetnsTopology:
             )
         self._blocked = frozenset()
         self._rendered = {}
+        self._check_reachable()
+
+    def _check_reachable(self) -> None:
+        """Every host answers the observer, and the watchdog host answers the others: a TCP
+        connect to port 9 (nothing listens) must be refused at once, not time out."""
+        first = self.hosts[0]
+        probes = [("observer", h.address) for h in self.hosts]
+        probes += [(first.name, h.address) for h in self.hosts[1:]]
+        for source, address in probes:
+            try:
+                if source == "observer":
+                    with socket.create_connection((address, 9), timeout=3.0):
+                        pass
+                else:
+                    code = (
+                        "import socket,sys\n"
+                        "try:\n"
+                        f"    socket.create_connection(({address!r}, 9), timeout=3.0)\n"
+                        "except ConnectionRefusedError:\n"
+                        "    sys.exit(0)\n"
+                        "except OSError as exc:\n"
+                        "    sys.exit(str(exc))\n"
+                    )
+                    _run(self.exec_argv(source, [sys.executable, "-c", code]))
+                    continue
+            except ConnectionRefusedError:
+                continue
+            except (OSError, SandboxError) as exc:
+                raise SandboxError(
+                    f"{address} does not answer from {source} across bridge {self.bridge} "
+                    f"({exc}); does a firewall in the root namespace drop bridged traffic "
+                    "(net.bridge.bridge-nf-call-iptables with a FORWARD policy of DROP)?"
+                ) from None
 
     def pids(self) -> dict[str, list[int]]:
         """The pids running in each existing namespace of ours, by host name."""
@@ -405,15 +440,16 @@ class NetnsTopology:
             if name != OBSERVER:
                 self.host(name)
 
-    def cut(self, src: str, dst: str) -> None:
+    def cut(self, src: str, dst: str, *, replace: bool = False) -> None:
         """One way: packets from src to dst are dropped (dst's replies to src still flow, but
-        nothing src sends reaches dst, so no TCP connection between them completes)."""
+        nothing src sends reaches dst, so no TCP connection between them completes).
+        replace=True: this fault instead of the current ones (in one step, no heal between)."""
         self._known(src, dst)
         if src == dst:
             raise SandboxError(f"cannot cut {src} from itself")
-        self._block({(src, dst)})
+        self._block({(src, dst)}, replace)
 
-    def partition(self, *groups: Iterable[str]) -> None:
+    def partition(self, *groups: Iterable[str], replace: bool = False) -> None:
         """Hosts in different groups cannot talk, either way. Hosts named in no group (and the
         observer, unless named) keep talking to everyone: the split is not transitive, as with
         a host that still sees both sides of a broken network."""
@@ -432,23 +468,23 @@ class NetnsTopology:
             for a in ga
             for b in gb
         }
-        self._block(pairs)
+        self._block(pairs, replace)
 
-    def isolate(self, host: str, *, observer: bool = False) -> None:
+    def isolate(self, host: str, *, observer: bool = False, replace: bool = False) -> None:
         """Cut `host` from every other host, both ways; from the observer too if asked."""
         self._known(host)
         others = [n for n in self.names if n != host]
         if observer:
             others.append(OBSERVER)
-        self._block({(host, o) for o in others} | {(o, host) for o in others})
+        self._block({(host, o) for o in others} | {(o, host) for o in others}, replace)
 
     def heal(self) -> None:
         """Remove every fault."""
         self._blocked = frozenset()
         self._apply()
 
-    def _block(self, pairs: set[tuple[str, str]]) -> None:
-        self._blocked = self._blocked | frozenset(pairs)
+    def _block(self, pairs: set[tuple[str, str]], replace: bool = False) -> None:
+        self._blocked = frozenset(pairs) if replace else self._blocked | frozenset(pairs)
         self._apply()
 
     def _apply(self) -> None:
