@@ -547,7 +547,8 @@ class Nemesis:
         try:
             action()
         except Exception as exc:
-            self._note("skipped", f"{detail}: {exc}")
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            self._note("skipped", f"{detail}: {first[:300]}")
             return
         self._note(kind, detail)
 

@@ -17,6 +17,13 @@ from ._cluster import (
     unbindable_ports,
     watchdog_toml_text,
 )
+from ._netns import (
+    OBSERVER,
+    NetnsHost,
+    NetnsTopology,
+    check_netns_support,
+    netns_topology,
+)
 from ._runtime import (
     DEFAULT_VERSION,
     JAVA_MODULE_OPTIONS,
@@ -34,8 +41,11 @@ __all__ = [
     "DEFAULT_VERSION",
     "JAVA_MODULE_OPTIONS",
     "NAMESRV_MAIN",
+    "OBSERVER",
     "PORT_RANGE_ENV",
     "BrokerPlan",
+    "NetnsHost",
+    "NetnsTopology",
     "ProcessStatus",
     "Sandbox",
     "SandboxError",
@@ -44,9 +54,11 @@ __all__ = [
     "auto_port_range",
     "broker_properties_text",
     "cache_root",
+    "check_netns_support",
     "ensure_rocketmq",
     "find_java",
     "java_argv",
+    "netns_topology",
     "pick_base_port",
     "plan_topology",
     "sandbox",
