@@ -195,13 +195,11 @@ def stop_sshd(record: SshdRecord) -> bool:
         return False
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline:
-        try:
-            if os.waitpid(record.pid, os.WNOHANG)[0] == record.pid:
-                return True
-        except ChildProcessError:
-            if not Path(f"/proc/{record.pid}").exists():
-                return True
-        time.sleep(0.05)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(record.pid, os.WNOHANG)  # our child when this process started it
+        if not _alive(record):  # gone, or a zombie its parent has yet to reap
+            return True
+        time.sleep(0.02)
     with contextlib.suppress(ProcessLookupError):
         os.kill(record.pid, signal.SIGKILL)
     return True
