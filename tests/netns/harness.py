@@ -153,6 +153,10 @@ class NetnsCluster:
                 return row.addr
         return self.sandbox.resolve_nameserver(key)
 
+    def exec_prefix(self, host: str) -> list[str]:
+        """The argv prefix of `host`: ["ip", "netns", "exec", NS] ([] for "observer")."""
+        return self.exec_argv(host, [])
+
     def exec_argv(self, host: str, argv: Sequence[str]) -> list[str]:
         """argv inside `host`: ["ip", "netns", "exec", NS, *argv]; "observer" = as is."""
         return list(argv) if host == OBSERVER else self.net.exec_argv(host, argv)
@@ -330,8 +334,14 @@ def netns_cluster_in(directory: Path, tmp: Path, *options: str) -> Iterator[Netn
     result = sandbox_cli("up", "--netns", "--dir", str(directory), "--tls", "disabled", *options,
                          timeout_seconds=UP_TIMEOUT_SECONDS)  # fmt: skip
     if result.returncode != 0:
-        _down(directory)
-        pytest.fail(f"sandbox up --netns failed (exit {result.returncode}):\n{result.stderr}")
+        cleanup = ""
+        try:
+            _down(directory)  # `up` removes what it made; this is for an `up` killed midway
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            cleanup = f"\n(and the cleanup failed: {exc})"
+        pytest.fail(
+            f"sandbox up --netns failed (exit {result.returncode}):\n{result.stderr}{cleanup}"
+        )
     box = Sandbox(directory)
     net = box.netns()
     assert net is not None
