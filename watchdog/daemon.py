@@ -495,6 +495,18 @@ class Daemon:
             )
         elif event == "rollback_started":
             log.error("rolling back", failover_id=failover_id, reason=fields.get("reason"))
+        elif event == "store_moved_aside":
+            log.warning(
+                f"moved the deposed master's store aside: {fields.get('messages')} message(s), "
+                f"{fields.get('bytes')} bytes past the promotion point, kept in "
+                f"{fields.get('path')}",
+                failover_id=failover_id,
+                broker=fields.get("broker_key"),
+                summary=fields.get("summary"),
+            )
+            self.metrics.record_moved_aside(
+                str(fields.get("broker_name")), fields.get("bytes"), fields.get("messages")
+            )
         elif event == "failover_finished":
             result: FailoverResult = fields["result"]
             method = log.warning if result.is_success else log.error

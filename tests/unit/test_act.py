@@ -638,3 +638,48 @@ def test_a_new_process_follows_the_recorded_master(tmp_path: Path) -> None:
         )
 
     run(body, tmp_path)
+
+
+# --------------------------------------------------------------------------- stores moved aside
+
+
+def test_a_store_moved_aside_is_counted_in_bytes_and_messages(tmp_path: Path) -> None:
+    """The deposed master's log past the promotion point: how many bytes and messages went
+    aside, and where, in the step detail, the journal and the fence's webhook event."""
+    from tests.unit.test_commitlog import build_log
+
+    async def body(world: World) -> None:
+        config = world.config()
+        store = tmp_path / "store-a0"
+        (store / "commitlog").mkdir(parents=True)
+        log, spans = build_log([("T", b"x" * 100)] * 5 + [("LATE", b"y" * 50)] * 3)
+        (store / "commitlog" / f"{0:020d}").write_bytes(log + bytes(4096))
+        with world.props(A0).open("a") as fh:
+            fh.write(f"storePathRootDir={store}\r\n")
+        point = spans[5][0]  # the new master was promoted after the fifth message
+        step = Step(
+            StepKind.MOVE_STORE_ASIDE, A0, "local", "move it aside", path=str(world.props(A0))
+        )
+        plan = Plan(
+            "fence",
+            "broker-a",
+            "test",
+            1,
+            (step,),
+            details=(("target_offset", str(len(log))), ("promotion_offset", str(point))),
+        )
+        events: list[tuple[str, dict[str, Any]]] = []
+        executor = world.executor(config, emit=lambda e, f: events.append((e, dict(f))))
+        result = await executor.run(plan, "fo-1")
+        assert result.outcome == "succeeded", result
+        aside = f"{store}.rmq-watchdog-aside-fo-1"
+        assert Path(aside).is_dir() and not store.exists()
+        assert f"3 message(s), {len(log) - point} bytes past the promotion point" in (
+            result.steps[0].detail
+        )
+        [entry] = [e for e in journal_events(config, "fo-1") if e["event"] == "store_moved_aside"]
+        assert (entry["messages"], entry["bytes"], entry["path"]) == (3, len(log) - point, aside)
+        assert "LATE 3" in entry["summary"]
+        assert [f["messages"] for e, f in events if e == "store_moved_aside"] == [3]
+
+    run(body, tmp_path)

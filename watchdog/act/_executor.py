@@ -24,6 +24,7 @@ from ..remoting import (
     get_cluster_info,
     put_kv_config,
 )
+from ._commitlog import CommitLogError, read_commitlog_tail
 from ._journal import Journal, JournalProgress
 from ._state import StateStore
 
@@ -141,6 +142,7 @@ class Executor:
         self.hooks = hooks
         self._step_log: dict[str, list[dict[str, Any]]] = {}
         self._fences: dict[str, _FenceProgress] = {}
+        self._moved_aside: dict[str, dict[str, Any]] = {}
         self._started_at: dict[str, float] = {}
         # Fence commands run where the watchdog runs, never on the host they fence.
         self._fence_runner = LocalBackend("watchdog")
@@ -319,7 +321,12 @@ class Executor:
                 )
                 records.append(
                     await self._run_logged(
-                        undo, len(plan.steps), "rollback", plan, failover_id, backups,
+                        undo,
+                        len(plan.steps),
+                        "rollback",
+                        plan,
+                        failover_id,
+                        backups,
                         restore_backup=True,
                     )
                 )
@@ -435,6 +442,7 @@ class Executor:
                 f"{plan.broker_name}: {detail}",
                 outcome=outcome,
                 duration_seconds=round(duration, 3),
+                moved_aside=self._moved_aside.pop(failover_id, None),
             )
         )
         self._step_log.pop(failover_id, None)
@@ -444,10 +452,15 @@ class Executor:
 
     async def run_after_hook(self, result: FailoverResult, plan: Plan) -> None:
         """post_failover after a success, on_failure otherwise; bounded by the hook timeout."""
-        if self.hooks is None or plan.kind != "promote" or result.outcome in (
-            "vetoed",
-            "refused",
-            "awaiting_fence",
+        if (
+            self.hooks is None
+            or plan.kind != "promote"
+            or result.outcome
+            in (
+                "vetoed",
+                "refused",
+                "awaiting_fence",
+            )
         ):
             return
         hook_name: Any = "post_failover" if result.is_success else "on_failure"
@@ -582,7 +595,7 @@ class Executor:
         if step.kind is StepKind.REWRITE:
             return await self._rewrite(step, host, failover_id, backups, restore_backup)
         if step.kind is StepKind.MOVE_STORE_ASIDE:
-            return await self._move_store_aside(step, host, failover_id)
+            return await self._move_store_aside(step, plan, host, failover_id)
         if step.kind is StepKind.WAIT_MASTER:
             return await self._wait_master(plan, self._broker(step.broker_key))
         if step.kind is StepKind.CANARY:
@@ -741,7 +754,7 @@ class Executor:
         await host.write_file(step.path, new.encode("latin-1"))
         return f"rewrote {step.path}: " + ", ".join(f"{k}={v}" for k, v in step.edits)
 
-    async def _move_store_aside(self, step: Step, host: Host, failover_id: str) -> str:
+    async def _move_store_aside(self, step: Step, plan: Plan, host: Host, failover_id: str) -> str:
         props = PropertiesFile.parse((await host.read_file(step.path)).decode("latin-1"))
         root = props.get("storePathRootDir")
         if not root:
@@ -754,14 +767,73 @@ class Executor:
         if not moved.is_ok:
             raise StepFailed(f"mv {root} {aside}: {moved.summary()}")
         commitlog = props.get("storePathCommitLog")
+        moved_log: str | None = None
         if commitlog and not commitlog.startswith(root.rstrip("/") + "/"):
-            moved_log = await host.run(
-                ["mv", commitlog, f"{commitlog.rstrip('/')}.aside-{failover_id}"],
-                timeout_seconds=120,
-            )
-            if not moved_log.is_ok:
-                raise StepFailed(f"mv {commitlog}: {moved_log.summary()}")
-        return f"moved {root} to {aside}"
+            moved_log = f"{commitlog.rstrip('/')}.aside-{failover_id}"
+            moved_cmd = await host.run(["mv", commitlog, moved_log], timeout_seconds=120)
+            if not moved_cmd.is_ok:
+                raise StepFailed(f"mv {commitlog}: {moved_cmd.summary()}")
+        elif commitlog:
+            moved_log = aside + commitlog[len(root.rstrip("/")) :]
+        else:
+            moved_log = f"{aside}/commitlog"
+        accounted = await self._account_moved_aside(
+            plan, host, failover_id, step.broker_key, aside, moved_log
+        )
+        return f"moved {root} to {aside}" + (f"; {accounted}" if accounted else "")
+
+    async def _account_moved_aside(
+        self,
+        plan: Plan,
+        host: Host,
+        failover_id: str,
+        broker_key: str,
+        aside: str,
+        commitlog_dir: str,
+    ) -> str:
+        """What the moved store held past the promotion point, in bytes and messages: the
+        acknowledged writes a deposed master took that the group no longer serves."""
+        details = dict(plan.details)
+
+        def as_int(key: str) -> int | None:
+            value = details.get(key, "")
+            return int(value) if value.lstrip("-").isdigit() else None
+
+        target, point = as_int("target_offset"), as_int("promotion_offset")
+        if point is None:
+            return ""
+        past = None if target is None else max(target - point, 0)
+        messages: int | None = None
+        summary = ""
+        try:
+            tail = await read_commitlog_tail(host, commitlog_dir, point, None)
+            messages = tail.messages + (1 if tail.straddles else 0)
+            summary = tail.summary()
+            if past is None or tail.last_end_offset is not None:
+                past = max((tail.last_end_offset or point) - point, past or 0)
+        except (CommitLogError, HostError) as exc:
+            summary = f"messages not counted: {exc}"
+        record = {
+            "broker_key": broker_key,
+            "path": aside,
+            "commitlog": commitlog_dir,
+            "promotion_offset": point,
+            "bytes": past,
+            "messages": messages,
+            "summary": summary,
+        }
+        self.journal.append(failover_id, "store_moved_aside", **record)
+        self.emit(
+            "store_moved_aside",
+            {"failover_id": failover_id, "broker_name": plan.broker_name, **record},
+        )
+        self._moved_aside[failover_id] = record
+        bytes_text = "unknown" if past is None else str(past)
+        count = "an unknown number of" if messages is None else str(messages)
+        return (
+            f"{count} message(s), {bytes_text} bytes past the promotion point {point} moved "
+            f"aside to {aside} ({summary})"
+        )
 
     async def _wait_master(self, plan: Plan, broker: BrokerConfig) -> str:
         deadline = self.clock() + self.config.failover.promote_timeout_seconds

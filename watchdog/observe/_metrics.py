@@ -251,6 +251,19 @@ class WatchdogMetrics:
             ["broker_name"],
             registry=registry,
         )
+        self.moved_aside_bytes_total = Counter(
+            "rmq_watchdog_moved_aside_bytes_total",
+            "Bytes of commit log past the promotion point that a deposed master held when its "
+            "store was moved aside: acknowledged writes the group no longer serves.",
+            ["broker_name"],
+            registry=registry,
+        )
+        self.moved_aside_messages_total = Counter(
+            "rmq_watchdog_moved_aside_messages_total",
+            "Messages past the promotion point in stores moved aside (counted from the log).",
+            ["broker_name"],
+            registry=registry,
+        )
         # Pre-created so rate() and histogram_quantile() work before the first probe, and kept:
         # labels() costs a lock and a tuple per call, thousands of times a cycle.
         self._probe_children = {
@@ -319,6 +332,16 @@ class WatchdogMetrics:
         self.failovers_total.labels(broker_name=broker_name, outcome=outcome).inc()
         self.failover_duration_seconds.observe(duration_seconds)
         self.last_failover_timestamp_seconds.labels(broker_name=broker_name).set(finished_at)
+
+
+    def record_moved_aside(
+        self, broker_name: str, bytes_past: int | None, messages: int | None
+    ) -> None:
+        """Count a store moved aside with what it held past the promotion point."""
+        if bytes_past:
+            self.moved_aside_bytes_total.labels(broker_name=broker_name).inc(bytes_past)
+        if messages:
+            self.moved_aside_messages_total.labels(broker_name=broker_name).inc(messages)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
