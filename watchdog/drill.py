@@ -270,6 +270,9 @@ class DrillReport:
     old_master_detail: str = ""
     old_master_fenced: bool = False
     old_master_safe_after_seconds: float | None = None  # from its start command
+    # Stores moved aside during the drill: what each held past the promotion point and where
+    # it went ({"broker_key", "path", "bytes", "messages", "summary"} from the journal).
+    moved_aside: tuple[Mapping[str, Any], ...] = ()
     master_key: str | None = None
     master_addr: str | None = None
     files: Mapping[str, str] = field(default_factory=dict)
@@ -308,6 +311,7 @@ class DrillReport:
                 "fenced": self.old_master_fenced,
                 "seconds_from_start": r(self.old_master_safe_after_seconds),
                 "detail": self.old_master_detail,
+                "moved_aside": [dict(m) for m in self.moved_aside],
             },
             "one_master": {"key": self.master_key, "addr": self.master_addr},
             "timeline": [
@@ -913,6 +917,13 @@ def build_report(obs: DrillObservations) -> DrillReport:
         _plan(e).get("kind") == "fence" and _plan(e).get("broker_name") == obs.broker_name
         for e in obs.journals.values()
     )
+    moved_aside = tuple(
+        {k: entry.get(k) for k in ("broker_key", "path", "bytes", "messages", "summary")}
+        for entries in obs.journals.values()
+        if _plan(entries).get("broker_name") == obs.broker_name
+        for entry in entries
+        if entry.get("event") == "store_moved_aside"
+    )
 
     outage, first, failed_between = write_outage(obs.sends, t0)
     if first is None:
@@ -998,6 +1009,7 @@ def build_report(obs: DrillObservations) -> DrillReport:
         old_master_safe=is_safe,
         old_master_detail=judgement.detail if judgement else "not started again",
         old_master_fenced=fenced,
+        moved_aside=moved_aside,
         old_master_safe_after_seconds=safe_after if is_safe else None,
         master_key=judgement.master_key if judgement and is_safe else None,
         master_addr=judgement.master_addr if judgement and is_safe else None,
@@ -1071,6 +1083,11 @@ def render_report(report: DrillReport) -> str:
         )
         + f": {report.old_master_detail}"
     )
+    for moved in report.moved_aside:
+        lines.append(
+            f"  moved aside: {moved.get('messages')} message(s), {moved.get('bytes')} bytes past "
+            f"the promotion point, from {moved.get('broker_key')} to {moved.get('path')}"
+        )
     lines.append("")
     if report.is_ok:
         lines.append("drill passed")
