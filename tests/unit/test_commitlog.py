@@ -379,6 +379,9 @@ def test_reading_a_store_on_a_host(tmp_path: Path, host: LocalBackend) -> None:
     # at a file start
     at_file = asyncio.run(read_commitlog_tail(host, d, file_size, None))
     assert at_file.messages == 3 and at_file.straddles is False and at_file.is_exact
+    # past the end of the last file
+    past = asyncio.run(read_commitlog_tail(host, d, 3 * file_size + 100, None, lookback_bytes=0))
+    assert past.messages == 0 and not past.partial and past.end_offset == past.start_offset
     # bounded by max_bytes
     capped = asyncio.run(read_commitlog_tail(host, d, 0, None, max_bytes=700))
     assert capped.partial and "max_bytes" in capped.note and capped.messages == 700 // spans[0][1]
