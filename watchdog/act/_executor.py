@@ -805,10 +805,12 @@ class Executor:
         past = None if target is None else max(target - point, 0)
         messages: int | None = None
         summary = ""
+        at_least = ""
         try:
-            tail = await read_commitlog_tail(host, commitlog_dir, point, None)
+            tail = await read_commitlog_tail(host, commitlog_dir, point, target)
             messages = tail.messages + (1 if tail.straddles else 0)
             summary = tail.summary()
+            at_least = "" if tail.is_exact else "at least "
             if past is None or tail.last_end_offset is not None:
                 past = max((tail.last_end_offset or point) - point, past or 0)
         except (CommitLogError, HostError) as exc:
@@ -829,7 +831,7 @@ class Executor:
         )
         self._moved_aside[failover_id] = record
         bytes_text = "unknown" if past is None else str(past)
-        count = "an unknown number of" if messages is None else str(messages)
+        count = "an unknown number of" if messages is None else f"{at_least}{messages}"
         return (
             f"{count} message(s), {bytes_text} bytes past the promotion point {point} moved "
             f"aside to {aside} ({summary})"
