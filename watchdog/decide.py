@@ -62,6 +62,9 @@ class Promote:
     old_master_registered_on: int = 0
     deregistered_for_seconds: float | None = None
     fenced_by_operator: bool = False  # an operator confirmed the old master cannot take writes
+    # The old master's peak write rate (bytes/s): until it is fenced it may go on storing
+    # writes at this rate, so max_loss_bytes grows by it for every second the fence takes.
+    master_write_rate: float = 0.0
 
     kind: ClassVar[str] = "promote"
 
@@ -308,6 +311,7 @@ def _decide_group(
         max_loss_bytes=max_loss,
         old_master_registered_on=g.registered_on,
         deregistered_for_seconds=g.deregistered_for_seconds,
+        master_write_rate=g.master_peak_rate,
     )
 
 

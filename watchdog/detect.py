@@ -92,6 +92,9 @@ class GroupVerdict:
     # An estimate of what the master may have stored since it last answered: its peak write
     # rate over the last WRITE_RATE_WINDOW_SECONDS times its silence (0 while it answers).
     master_unseen_bytes: int | None = None
+    # The master's peak write rate over the last WRITE_RATE_WINDOW_SECONDS (bytes per second):
+    # what it may keep storing each second until it is fenced.
+    master_peak_rate: float = 0.0
     other_masters: tuple[tuple[str, str], ...] = ()  # (key, addr) also answering as master
     registered_on: int = 0  # answering nameservers that still list the master
     # How long no answering nameserver (a majority answering) has listed the master; None
@@ -363,6 +366,9 @@ def detect(
                 else _unseen_bytes(
                     kept_rates.get(master.addr, ()), now - last_answered.get(master.addr, now)
                 ),
+                master_peak_rate=0.0
+                if master is None
+                else max((r for _, r in kept_rates.get(master.addr, ())), default=0.0),
                 deregistered_for_seconds=None
                 if master is None or master.addr not in deregistered_since
                 else now - deregistered_since[master.addr],
@@ -420,6 +426,7 @@ def _judge_group(
     master_role: str,
     master_offset: int | None,
     master_unseen_bytes: int | None,
+    master_peak_rate: float,
     deregistered_for_seconds: float | None,
 ) -> GroupVerdict:
     now = snapshot.taken_at
@@ -459,6 +466,7 @@ def _judge_group(
             master_role=master_role,
             master_offset=master_offset,
             master_unseen_bytes=master_unseen_bytes,
+            master_peak_rate=master_peak_rate,
             other_masters=tuple((b.key, b.addr) for b in others),
             registered_on=listed,
             deregistered_for_seconds=deregistered_for_seconds,

@@ -99,6 +99,7 @@ class Plan:
     old_master_registered_on: int = 0
     deregistered_for_seconds: float | None = None
     fenced_by_operator: bool = False
+    master_write_rate: float = 0.0  # bytes/s; max_loss_bytes grows by it until the fence
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -118,6 +119,7 @@ class Plan:
             "old_master_registered_on": self.old_master_registered_on,
             "deregistered_for_seconds": self.deregistered_for_seconds,
             "fenced_by_operator": self.fenced_by_operator,
+            "master_write_rate": self.master_write_rate,
             "steps": [s.to_json() for s in self.steps],
             "rollback": [s.to_json() for s in self.rollback],
         }
@@ -151,6 +153,7 @@ class Plan:
             if data.get("deregistered_for_seconds") is None
             else float(data["deregistered_for_seconds"]),
             fenced_by_operator=bool(data.get("fenced_by_operator", False)),
+            master_write_rate=float(data.get("master_write_rate") or 0.0),
         )
 
 
@@ -349,6 +352,7 @@ def plan_promotion(
         old_master_registered_on=decision.old_master_registered_on,
         deregistered_for_seconds=decision.deregistered_for_seconds,
         fenced_by_operator=decision.fenced_by_operator,
+        master_write_rate=decision.master_write_rate,
     )
 
 

@@ -358,7 +358,9 @@ def test_a_fence_command_fences_when_the_host_cannot(tmp_path: Path) -> None:
         config = world.config(fence_command=["touch", str(marker) + "-{broker_key}"])
         await cut_off(world, A0)
         world.failing_commands.add(("stop", A0))
-        result = await world.executor(config).run(world.promotion(config), "fo-1")
+        # 1 MB/s: the bound grows by what the master may have stored while it was fenced.
+        plan = world.promotion(config, max_loss_bytes=1000, master_write_rate=1e6)
+        result = await world.executor(config).run(plan, "fo-1")
         assert result.outcome == "succeeded", result
         assert Path(f"{marker}-{A0}").exists()
         events = journal_events(config, "fo-1")
@@ -366,6 +368,8 @@ def test_a_fence_command_fences_when_the_host_cannot(tmp_path: Path) -> None:
         assert [e["path"] for e in fenced] == ["command"]
         ran = [e for e in events if e["event"] == "fence_command"]
         assert ran and ran[0]["exit_code"] == 0 and ran[0]["argv"][0] == "touch"
+        [grown] = [e for e in events if e["event"] == "max_loss_bytes"]
+        assert grown["planned"] == 1000 and grown["max_loss_bytes"] > 1000 + 1e6 * 0.1
 
     run(body, tmp_path)
 

@@ -99,6 +99,7 @@ def promote(
         "unreachable for 3.0 s from 3 of 3 vantage points",
         old_master_registered_on=registered_on,
         deregistered_for_seconds=deregistered_for,
+        master_write_rate=100.0,  # the World's master writes 100 B/s
     )
 
 
@@ -358,7 +359,9 @@ def test_master_offset_never_seen() -> None:
         GroupState.FAILOVER_BLOCKED,
     )
     without_limit = one(world, last=3.0)
-    assert without_limit == promote(MIB, None, deregistered_for=3.0)
+    # The master never answered, so no write rate was ever seen.
+    expected = promote(MIB, None, deregistered_for=3.0)
+    assert without_limit == Promote(**{**expected.__dict__, "master_write_rate": 0.0})
 
 
 # --- split brain ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -143,6 +144,7 @@ class Executor:
         self._step_log: dict[str, list[dict[str, Any]]] = {}
         self._fences: dict[str, _FenceProgress] = {}
         self._moved_aside: dict[str, dict[str, Any]] = {}
+        self._max_loss: dict[str, int] = {}  # max_loss_bytes grown by the time the fence took
         self._started_at: dict[str, float] = {}
         # Fence commands run where the watchdog runs, never on the host they fence.
         self._fence_runner = LocalBackend("watchdog")
@@ -164,7 +166,7 @@ class Executor:
                 "new_master": plan.new_master_key,
                 "new_master_addr": plan.new_master_addr,
                 "expected_loss_bytes": plan.expected_loss_bytes,
-                "max_loss_bytes": plan.max_loss_bytes,
+                "max_loss_bytes": self._max_loss.get(failover_id, plan.max_loss_bytes),
                 **details,
             },
         )
@@ -448,6 +450,7 @@ class Executor:
         self._step_log.pop(failover_id, None)
         self._fences.pop(failover_id, None)
         self._started_at.pop(failover_id, None)
+        self._max_loss.pop(failover_id, None)
         return result
 
     async def run_after_hook(self, result: FailoverResult, plan: Plan) -> None:
@@ -705,6 +708,19 @@ class Executor:
             raise NotFenced(why)
         fence.path = path
         self.journal.append(failover_id, "fenced_by", path=path, detail=why)
+        if plan.max_loss_bytes is not None and plan.master_write_rate > 0:
+            # The old master could take writes until now: the bound grows with the time the
+            # fence took, at its peak rate.
+            elapsed = self.clock() - self._started_at.get(failover_id, self.clock())
+            grown = plan.max_loss_bytes + math.ceil(plan.master_write_rate * elapsed)
+            self._max_loss[failover_id] = grown
+            self.journal.append(
+                failover_id,
+                "max_loss_bytes",
+                max_loss_bytes=grown,
+                planned=plan.max_loss_bytes,
+                fence_seconds=round(elapsed, 3),
+            )
         if path == "operator":
             self.emit("operator_fence", {"failover_id": failover_id, "detail": why})
         return f"fenced by {path}: {why}"

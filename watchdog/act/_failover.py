@@ -98,6 +98,7 @@ def manual_promote(
         old_master_registered_on=group.registered_on,
         deregistered_for_seconds=group.deregistered_for_seconds,
         fenced_by_operator=fenced_by_operator,
+        master_write_rate=group.master_peak_rate,
     )
 
 
