@@ -215,7 +215,7 @@ _ASCII_DIGITS = frozenset("0123456789")
 def _java_long(text: str, *, signed: bool = True) -> int | None:
     """``text`` as Java's Long.parseLong reads it (ASCII digits, optional '-'), else None.
 
-    Python's int() also takes ' 7', '+7', '1_0' and other scripts' digits ('\u0661' is 1),
+    Python's int() also takes ' 7', '+7', '1_0' and other scripts' digits (int('\\u0661') is 1),
     so a garbled number could pass for a broker id or an offset it does not spell.
     """
     digits = text[1:] if signed and text.startswith("-") else text
