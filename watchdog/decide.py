@@ -65,6 +65,9 @@ class Promote:
     # The old master's peak write rate (bytes/s): until it is fenced it may go on storing
     # writes at this rate, so max_loss_bytes grows by it for every second the fence takes.
     master_write_rate: float = 0.0
+    # False for an operator's promotion of a master that answers (failover --force): then a
+    # master answering during the fence does not call the promotion off.
+    requires_master_down: bool = True
 
     kind: ClassVar[str] = "promote"
 

@@ -100,6 +100,9 @@ class Plan:
     deregistered_for_seconds: float | None = None
     fenced_by_operator: bool = False
     master_write_rate: float = 0.0  # bytes/s; max_loss_bytes grows by it until the fence
+    # Decided because the master was unreachable (not an operator's --force of a live one):
+    # called off if the old master answers again before it is stopped.
+    requires_master_down: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -120,6 +123,7 @@ class Plan:
             "deregistered_for_seconds": self.deregistered_for_seconds,
             "fenced_by_operator": self.fenced_by_operator,
             "master_write_rate": self.master_write_rate,
+            "requires_master_down": self.requires_master_down,
             "steps": [s.to_json() for s in self.steps],
             "rollback": [s.to_json() for s in self.rollback],
         }
@@ -154,6 +158,7 @@ class Plan:
             else float(data["deregistered_for_seconds"]),
             fenced_by_operator=bool(data.get("fenced_by_operator", False)),
             master_write_rate=float(data.get("master_write_rate") or 0.0),
+            requires_master_down=bool(data.get("requires_master_down", True)),
         )
 
 
@@ -353,6 +358,7 @@ def plan_promotion(
         deregistered_for_seconds=decision.deregistered_for_seconds,
         fenced_by_operator=decision.fenced_by_operator,
         master_write_rate=decision.master_write_rate,
+        requires_master_down=decision.requires_master_down,
     )
 
 

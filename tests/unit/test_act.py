@@ -340,7 +340,7 @@ def test_no_fence_no_promotion_in_a_partition(tmp_path: Path) -> None:
         state = StateStore(config.state_dir).load()
         group = state.group("broker-a")
         assert group.fence_retry_at is not None and group.blocked_until is None
-        assert "not promoting until broker-a:0 is fenced" in group.fence_wait_reason
+        assert group.fence_wait_reason.startswith("its properties were rewritten but its stop")
         assert state.running == {} and group.epoch == 0
         statuses = [(r.kind, r.status) for r in result.steps]
         assert statuses[:3] == [
@@ -685,5 +685,34 @@ def test_a_store_moved_aside_is_counted_in_bytes_and_messages(tmp_path: Path) ->
         assert (entry["messages"], entry["bytes"], entry["path"]) == (3, len(log) - point, aside)
         assert "LATE 3" in entry["summary"]
         assert [f["messages"] for e, f in events if e == "store_moved_aside"] == [3]
+
+    run(body, tmp_path)
+
+
+def test_a_master_answering_again_before_its_stop_calls_the_promotion_off(
+    tmp_path: Path,
+) -> None:
+    """Decided while the master was unreachable; by its fence it answers again (a partition
+    healed): it is not stopped, its file is restored, the slave is not touched."""
+
+    async def body(world: World) -> None:
+        config = world.config()
+        result = await world.executor(config).run(world.promotion(config), "fo-1")
+        assert result.outcome == "awaiting_fence", result
+        assert "answers again" in result.detail
+        assert ("stop", A0) not in world.host.commands and ("stop", A1) not in world.host.commands
+        assert world.props(A0).read_bytes() == world.originals[A0]
+        assert world.masters() == [world.brokers[A0].addr] * 2
+
+    run(body, tmp_path)
+
+
+def test_an_operators_forced_promotion_of_a_live_master_goes_on(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        config = world.config()
+        plan = world.promotion(config, requires_master_down=False)
+        result = await world.executor(config).run(plan, "fo-1")
+        assert result.outcome == "succeeded", result
+        assert world.masters() == [world.brokers[A1].addr] * 2
 
     run(body, tmp_path)

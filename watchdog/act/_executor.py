@@ -47,6 +47,7 @@ class _FenceProgress:
     is_rewritten: bool = False
     is_stopped: bool = False
     is_command_fenced: bool = False
+    answers_again: bool = False  # the old master answered before its stop: call it off
     path: str | None = None
 
 
@@ -401,7 +402,7 @@ class Executor:
             record = replace(
                 record,
                 fence_retry_at=now + self.config.failover.fence_retry_seconds,
-                fence_wait_reason=detail,
+                fence_wait_reason=detail.partition(" is fenced: ")[2] or detail,
                 last_failover_id=failover_id,
                 last_outcome=outcome,
                 last_failover_at=now,
@@ -592,6 +593,8 @@ class Executor:
             if plan.kind == "promote" and step.broker_key == plan.new_master_key:
                 await self._note_promotion_offset(step, failover_id)
             is_fence = plan.kind == "promote" and step.broker_key == plan.old_master_key
+            if is_fence and plan.requires_master_down:
+                await self._refuse_a_live_master(step, failover_id)
             return await self._stop(step, host, strict=is_fence)
         if step.kind is StepKind.START:
             return await self._start(step, host)
@@ -652,10 +655,23 @@ class Executor:
             return f"stop command {result.summary()}, but {broker.addr} no longer answers"
         return f"stopped; {broker.addr} no longer answers"
 
+    async def _refuse_a_live_master(self, step: Step, failover_id: str) -> None:
+        """A promotion decided because the master was unreachable is called off when it answers
+        again before it is stopped (a partition healed while the fence was tried): stopping a
+        healthy master would turn a blip into a failover, and lose what the slave lacks."""
+        broker = self._broker(step.broker_key)
+        if await self._answers(broker.addr, attempts=2):
+            fence = self._fences.get(failover_id)
+            if fence is not None:
+                fence.answers_again = True
+            raise StepFailed(f"{broker.addr} answers again: not stopping a live master")
+
     async def _fence_command(self, step: Step, plan: Plan, failover_id: str) -> str:
         fence = self._fences.get(failover_id) or _FenceProgress()
         if fence.is_rewritten and fence.is_stopped:
             return "not needed: the host fence succeeded"
+        if fence.answers_again:
+            raise StepFailed("not run: the old master answers again")
         broker = self._broker(step.broker_key)
         host = self.config.hosts.get(broker.host)
         timeout = host.fence_timeout_seconds if host is not None else 30.0
@@ -674,6 +690,8 @@ class Executor:
 
     async def _confirm_fenced(self, step: Step, plan: Plan, failover_id: str) -> str:
         fence = self._fences.get(failover_id) or _FenceProgress()
+        if fence.answers_again:
+            raise NotFenced("the old master answers again; the promotion is called off")
         broker = self._broker(step.broker_key)
         registered_on, answered = 0, 0
         for addr in self.config.nameservers:

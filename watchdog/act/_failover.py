@@ -99,6 +99,7 @@ def manual_promote(
         deregistered_for_seconds=group.deregistered_for_seconds,
         fenced_by_operator=fenced_by_operator,
         master_write_rate=group.master_peak_rate,
+        requires_master_down=group.is_odown,
     )
 
 
