@@ -405,3 +405,25 @@ def test_client_survives_being_used_from_a_second_event_loop() -> None:
             await client.close()
 
     run(serve_twice())
+
+
+def test_a_connection_silent_past_the_stall_window_is_dropped_and_redialled() -> None:
+    """A partition leaves the TCP connection open with nothing coming back: once requests time
+    out with nothing received for STALLED_SECONDS, the next request connects afresh (and a
+    healed server answers it), instead of waiting minutes for TCP to give up."""
+
+    async def scenario(_: StandinServer, ns: StandinNamesrv, broker: StandinBroker) -> None:
+        broker.queue_offsets = {("T", 2): 222}
+        client = RemotingClient(broker.addr)
+        assert await max_offset(client, 2) == 222
+        await broker.set_fault("hang")
+        began = time.monotonic()
+        while time.monotonic() - began < 2.6:
+            with pytest.raises(RemotingTimeout):
+                await max_offset(client, 2, timeout=0.4)
+        await broker.set_fault("ok")
+        assert await max_offset(client, 2) == 222
+        assert client.connects == 2  # redialled once the connection was taken for dead
+        await client.close()
+
+    with_standin(scenario)

@@ -22,6 +22,10 @@ __all__ = ["RemotingClient", "ClientPool", "parse_addr"]
 _REQUEST_CODE_NOT_SUPPORTED = 3
 
 
+# A connection with requests timing out and nothing received for this long is taken for dead.
+STALLED_SECONDS = 2.0
+
+
 def parse_addr(addr: str) -> tuple[str, int]:
     """Split ``"host:port"`` (``"[::1]:9876"`` for IPv6); ValueError names what is wrong."""
     host, sep, port_text = addr.rpartition(":")
@@ -60,12 +64,15 @@ class _Connection(asyncio.Protocol):
         self.decoder = FrameDecoder()
         self.is_lost = False
         self.ignored_requests = 0
+        self.last_received_at = 0.0  # loop time of the last bytes from the server
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.last_received_at = asyncio.get_running_loop().time()  # silence counts from here
 
     def data_received(self, data: bytes) -> None:
+        self.last_received_at = asyncio.get_running_loop().time()
         try:
             commands = self.decoder.feed(data)
         except ProtocolError as exc:
@@ -113,6 +120,15 @@ class _Connection(asyncio.Protocol):
         self.is_lost = True
         if self.transport is not None:
             self.transport.abort()
+
+    def abort_if_stalled(self, since: float, now: float) -> None:
+        """A request timed out, not one byte arrived since `since` (when it was sent) and the
+        connection has been silent for STALLED_SECONDS: it may be dead without a FIN or RST (a
+        partition, a host gone). Drop it, so the next request connects afresh instead of
+        writing into a black hole until TCP gives up minutes later; a slow server that
+        answers anything keeps its connection."""
+        if self.last_received_at < since and now - self.last_received_at >= STALLED_SECONDS:
+            self.abort()
 
     @property
     def is_usable(self) -> bool:
@@ -209,6 +225,7 @@ class RemotingClient:
             conn.transport.write(frame)
             return await future
         except _Expired:
+            conn.abort_if_stalled(deadline - timeout_seconds, loop.time())
             raise self._timed_out(cmd.code, timeout_seconds) from None
         finally:
             timer.cancel()
@@ -253,6 +270,9 @@ class RemotingClient:
                 if waiting is future:
                     del conn.pending[opaque]
                     break
+            if self._loop is not None and not self._loop.is_closed():
+                now = self._loop.time()
+                conn.abort_if_stalled(now - timeout_seconds, now)
         future.cancel()
         return self._timed_out(code, timeout_seconds)
 
