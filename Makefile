@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 RERUNS ?= --reruns 1 --reruns-delay 5
 
 .PHONY: all venv system-deps rocketmq test test-docker unit integration lint typecheck demo demo-down \
-	bench clean
+	bench clean chaos
 
 all: test
 
@@ -86,6 +86,14 @@ demo: rocketmq
 
 demo-down: venv
 	$(BIN)/rmq-watchdog sandbox down --dir $(DEMO_DIR)
+
+# The long nemesis: a random fault schedule for NEMESIS_SECONDS against a SYNC_MASTER group on
+# the network-namespace hosts, the daemon acting, a real producer writing; RMQWD_NEMESIS_SEED=N
+# replays a run (its seed is printed first). `make test` plays a short fixed schedule.
+NEMESIS_SECONDS ?= 1800
+chaos: rocketmq
+	RMQWD_NEMESIS_SECONDS=$(NEMESIS_SECONDS) RMQWD_NEMESIS_SEED=$${RMQWD_NEMESIS_SEED:-$$RANDOM$$RANDOM} \
+	  $(BIN)/pytest -s tests/netns/test_nemesis.py tests/chaos $(PYTEST_ARGS)
 
 # Heavy (fresh sandboxes, JVM restarts): run on a quiet machine; results go to bench/results/.
 bench: rocketmq
