@@ -68,6 +68,7 @@ class Promote:
     # False for an operator's promotion of a master that answers (failover --force): then a
     # master answering during the fence does not call the promotion off.
     requires_master_down: bool = True
+    decided_at: float | None = None  # wall time of the decision (the loss bound counts from it)
 
     kind: ClassVar[str] = "promote"
 
@@ -315,6 +316,7 @@ def _decide_group(
         old_master_registered_on=g.registered_on,
         deregistered_for_seconds=g.deregistered_for_seconds,
         master_write_rate=g.master_peak_rate,
+        decided_at=now,
     )
 
 

@@ -103,6 +103,7 @@ class Plan:
     # Decided because the master was unreachable (not an operator's --force of a live one):
     # called off if the old master answers again before it is stopped.
     requires_master_down: bool = True
+    decided_at: float | None = None  # wall time of the decision
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -124,6 +125,7 @@ class Plan:
             "fenced_by_operator": self.fenced_by_operator,
             "master_write_rate": self.master_write_rate,
             "requires_master_down": self.requires_master_down,
+            "decided_at": self.decided_at,
             "steps": [s.to_json() for s in self.steps],
             "rollback": [s.to_json() for s in self.rollback],
         }
@@ -159,6 +161,7 @@ class Plan:
             fenced_by_operator=bool(data.get("fenced_by_operator", False)),
             master_write_rate=float(data.get("master_write_rate") or 0.0),
             requires_master_down=bool(data.get("requires_master_down", True)),
+            decided_at=None if data.get("decided_at") is None else float(data["decided_at"]),
         )
 
 
@@ -359,6 +362,7 @@ def plan_promotion(
         fenced_by_operator=decision.fenced_by_operator,
         master_write_rate=decision.master_write_rate,
         requires_master_down=decision.requires_master_down,
+        decided_at=decision.decided_at,
     )
 
 

@@ -80,6 +80,7 @@ def promote(
     unseen: int = 300,
     registered_on: int = 0,
     deregistered_for: float | None = 2.0,
+    decided_at: float = 13.0,
 ) -> Promote:
     """`unseen`: the World's master writes 100 B/s and was last heard 3 s before the decision."""
     candidate_id = key.rsplit(":", 1)[1]
@@ -100,6 +101,7 @@ def promote(
         old_master_registered_on=registered_on,
         deregistered_for_seconds=deregistered_for,
         master_write_rate=100.0,  # the World's master writes 100 B/s
+        decided_at=decided_at,
     )
 
 
@@ -360,7 +362,7 @@ def test_master_offset_never_seen() -> None:
     )
     without_limit = one(world, last=3.0)
     # The master never answered, so no write rate was ever seen.
-    expected = promote(MIB, None, deregistered_for=3.0)
+    expected = promote(MIB, None, deregistered_for=3.0, decided_at=3.0)
     assert without_limit == Promote(**{**expected.__dict__, "master_write_rate": 0.0})
 
 

@@ -730,6 +730,9 @@ class Executor:
             # The old master could take writes until now: the bound grows with the time the
             # fence took, at its peak rate.
             elapsed = self.clock() - self._started_at.get(failover_id, self.clock())
+            if plan.decided_at is not None:
+                # Planning (reading files from an unreachable host) takes time too.
+                elapsed = max(elapsed, self.wall_clock() - plan.decided_at)
             grown = plan.max_loss_bytes + math.ceil(plan.master_write_rate * elapsed)
             self._max_loss[failover_id] = grown
             self.journal.append(

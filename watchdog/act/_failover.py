@@ -100,6 +100,7 @@ def manual_promote(
         fenced_by_operator=fenced_by_operator,
         master_write_rate=group.master_peak_rate,
         requires_master_down=group.is_odown,
+        decided_at=time.time(),
     )
 
 
