@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -130,6 +131,61 @@ def _broker_findings(
     return found
 
 
+# Loaded in a child process, as the canary does: a native library that crashes must not take
+# `check` down with it.
+_CLIENT_PROBE = "from rocketmq.client import Producer, PullConsumer; print('ok')"
+
+
+async def _check_canary_client() -> Finding:
+    """The canary's RocketMQ client (librocketmq through ctypes) loads on this machine."""
+    subject = "canary client"
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _CLIENT_PROBE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    except (OSError, TimeoutError) as exc:
+        return Finding("error", subject, f"cannot start {sys.executable}: {exc}", True)
+    if proc.returncode == 0 and out.strip() == b"ok":
+        return Finding("ok", subject, "the rocketmq client (librocketmq) loads")
+    last = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+    return Finding(
+        "error",
+        subject,
+        f"the rocketmq client does not load ({last}): every failover would fail at its canary "
+        "step after promoting; install the package's dependencies (`pip install rmq-watchdog` "
+        "brings rocketmq==0.4.4 on Linux x86_64) or set [failover] canary = false",
+        True,
+    )
+
+
+def _fence_finding(config: WatchdogConfig, name: str, master_addr: str) -> Finding:
+    """How the current master would be fenced before a promotion (no fence, no promotion)."""
+    broker = next((b for b in config.group(name) if b.addr == master_addr), None)
+    subject = f"group {name}"
+    if broker is None:
+        return Finding("warn", subject, f"master {master_addr} is not in the configuration")
+    host = config.hosts.get(broker.host)
+    grace = config.failover.fence_grace_seconds
+    paths = [f"rewrite + stop on host {broker.host}"]
+    if host is not None and host.fence_command:
+        paths.append(f"fence command {' '.join(host.fence_command)}")
+    paths.append(f"the nameservers' drop + fence_grace {grace:g} s")
+    text = "fence paths for " + broker.key + ": " + "; ".join(paths)
+    if host is None or not host.fence_command:
+        return Finding(
+            "ok",
+            subject,
+            text + " (no fence_command: a master hung on a host that cannot be reached waits "
+            "for the nameservers' 120 s)",
+        )
+    return Finding("ok", subject, text)
+
+
 async def run_checks(
     config: WatchdogConfig, snapshot: ClusterSnapshot, hosts: Mapping[str, Host]
 ) -> list[Finding]:
@@ -157,6 +213,9 @@ async def run_checks(
         obs = next(o for o in snapshot.brokers if o.addr == b.addr)
         findings.extend(_broker_findings(snapshot, obs, b.broker_id))
         findings.extend(c.findings)
+
+    if config.failover.canary:
+        findings.append(await _check_canary_client())
 
     for name in config.group_names():
         subject = f"group {name}"
@@ -186,4 +245,6 @@ async def run_checks(
                     True,
                 )
             )
+        if master is not None:
+            findings.append(_fence_finding(config, name, master.addr))
     return findings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -100,7 +101,31 @@ def test_check_passes_on_a_healthy_sandbox(sandbox_cluster: Any) -> None:
     result = cli("check", "-c", str(sandbox_cluster.config_path), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "promotable slave(s): broker-a:1" in result.stdout
+    assert "[ok  ] canary client: the rocketmq client (librocketmq) loads" in result.stdout
+    assert "fence paths for broker-a:0: rewrite + stop on host local" in result.stdout
     assert "FAIL" not in result.stdout
+
+
+def test_check_fails_when_the_canary_client_cannot_load(
+    sandbox_cluster: Any, tmp_path: Path
+) -> None:
+    """The install trap: without the client every failover would end failed at its canary,
+    after the promotion. A `rocketmq` package that cannot load shadows the real one here."""
+    fake = tmp_path / "rocketmq"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('librocketmq.so: cannot open')\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "watchdog", "check", "-c", str(sandbox_cluster.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    [line] = [ln for ln in result.stdout.splitlines() if "canary client" in ln]
+    assert line.startswith("[FAIL] canary client: the rocketmq client does not load"), line
+    assert "librocketmq.so: cannot open" in line
 
 
 def test_killed_slave_shows_down_within_one_probe_and_check_fails(fresh_sandbox: Any) -> None:
