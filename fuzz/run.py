@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("targets", nargs="+", choices=["all", *names])
     parser.add_argument("--seconds", type=int, default=60, help="time budget per target")
+    parser.add_argument("--summary", type=Path, default=WORK / "summary.json")
     args = parser.parse_args(argv)
     targets = names if "all" in args.targets else args.targets
     results = []
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "results": results,
     }
-    (WORK / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    args.summary.parent.mkdir(parents=True, exist_ok=True)
+    args.summary.write_text(json.dumps(summary, indent=2) + "\n")
     failed = [r["target"] for r in results if r["findings"] or r["exit_code"] != 0]
     if failed:
         print(f"findings or failures in: {', '.join(failed)} (see fuzz/work/<target>/log.txt)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import struct
 from typing import Any
 
@@ -302,10 +303,33 @@ _CONFIG_VALUES = [
     '"h:\u0661"',
     '"h:99999"',
     "[" * 40 + "]" * 40,
+    "[" * 1100 + "]" * 1100,  # deeper than the recursion limit
+    "{a=" * 600 + "1" + "}" * 600,
+    "9" * 4301,  # longer than Python's int() digit limit
     '"\\ud800"',
     '["a", 1]',
     "2024-01-01",
     '"a\\u0000b"',
+]
+
+
+_DURATION = re.compile(r'\s*"[0-9.]+(ms|s|m|h)"')
+_DURATION_VALUES = [
+    '"0ms"',
+    '"1.5s"',
+    '"2m"',
+    '"1h"',
+    '"1.s"',
+    '".5s"',
+    '"1e3s"',
+    '"-1s"',
+    '"1 s"',
+    '"1sec"',
+    '"\u0663s"',
+    '"\uff13s"',
+    '"' + "9" * 309 + 's"',
+    '"' + "9" * 400 + 'ms"',
+    '"0.' + "0" * 400 + '1s"',
 ]
 
 
@@ -316,12 +340,18 @@ def configs(draw: st.DrawFn) -> bytes:
     for _ in range(draw(st.integers(1, 4))):
         if not lines:
             break
-        i = draw(st.integers(0, len(lines) - 1))
+        settings = [n for n, text in enumerate(lines) if "=" in text and not text.startswith("#")]
+        if draw(st.booleans()) and settings:  # half the edits change a value
+            i, op = draw(st.sampled_from(settings)), 0
+        else:
+            i, op = draw(st.integers(0, len(lines) - 1)), draw(st.integers(0, 3))
         line = lines[i]
-        op = draw(st.integers(0, 3))
         if op == 0 and "=" in line:
-            key = line.split("=", 1)[0]
-            value = draw(st.sampled_from(_CONFIG_VALUES) | edge_ints.map(str))
+            key, value = line.split("=", 1)
+            if _DURATION.match(value) and draw(st.booleans()):
+                value = draw(st.sampled_from(_DURATION_VALUES))  # durations have a grammar
+            else:
+                value = draw(st.sampled_from(_CONFIG_VALUES) | edge_ints.map(str))
             lines[i] = f"{key}= {value}"
         elif op == 1:
             del lines[i]

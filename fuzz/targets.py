@@ -233,7 +233,12 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 def fuzz_client(data: bytes) -> None:
     """A connection's data_received: bytes from a server never raise into asyncio, and every
     pending request ends with its own reply or a RemotingError."""
-    loop = _event_loop()
+    # Inside a running loop, as asyncio calls a protocol (it reads the loop's clock).
+    _event_loop().run_until_complete(_client_case(data))
+
+
+async def _client_case(data: bytes) -> None:
+    loop = asyncio.get_running_loop()
     conn = _Connection("fuzz:1")
     transport = _Transport()
     conn.connection_made(transport)

@@ -108,8 +108,11 @@ def test_server_request_with_opaque_beyond_int32_does_not_break_the_connection()
         def is_closing(self) -> bool:
             return bool(aborted)
 
-    conn.connection_made(Transport())
-    conn.data_received(corpus("client", "opaque_beyond_int32")[1:])
+    async def receive() -> None:  # as asyncio calls a protocol: in its running loop
+        conn.connection_made(Transport())
+        conn.data_received(corpus("client", "opaque_beyond_int32")[1:])
+
+    asyncio.run(receive())
     assert aborted and conn.is_lost
 
 
