@@ -148,6 +148,11 @@ class BrokerConfig(_Strict):
     host: str = "local"
     start: tuple[str, ...] = Field(min_length=1)
     stop: tuple[str, ...] = Field(min_length=1)
+    # Optional: end the broker at once, without its graceful shutdown (kill -9). Used to fence a
+    # second master: a graceful stop unregisters its brokerId (0, the new master's id too) from
+    # every nameserver, which leaves the group without a route until the new master's next
+    # 30 s heartbeat.
+    kill: tuple[str, ...] = ()
     priority: int = 0
     no_promote: bool = False
 
@@ -323,7 +328,9 @@ def _check_docker_commands(broker: BrokerConfig, host: HostConfig) -> None:
     that host's own container: found here rather than in the middle of a failover."""
     if not isinstance(host, DockerHost):
         return
-    for what, argv in (("start", broker.start), ("stop", broker.stop)):
+    for what, argv in (("start", broker.start), ("stop", broker.stop), ("kill", broker.kill)):
+        if not argv:
+            continue
         try:
             command = parse_docker_cli(argv)
         except DockerCliError as exc:

@@ -467,7 +467,16 @@ def plan_fence(
             {"brokerId": str(free_id), "brokerRole": "SLAVE"},
             f"fence {target.key}: make it a slave with free id {free_id}",
         ),
-        _stop(target, f"fence {target.key}@{target.addr}: stop the second master"),
+        _stop(target, f"fence {target.key}@{target.addr}: stop the second master")
+        if not target.kill
+        else Step(
+            StepKind.STOP,
+            target.key,
+            target.host,
+            f"fence {target.key}@{target.addr}: kill the second master (a graceful stop would "
+            "unregister brokerId 0, the kept master's id, from every nameserver)",
+            argv=target.kill,
+        ),
     ]
     is_ahead = target_offset is None or promotion_offset is None or target_offset > promotion_offset
     policy = config.failover.old_master_policy

@@ -21,7 +21,7 @@ from watchdog.plan import (
 A0, A1, A2 = "127.0.0.1:10911", "127.0.0.1:10921", "127.0.0.1:10931"
 
 
-def config(*, slaves: int = 1, **failover: Any) -> WatchdogConfig:
+def config(*, slaves: int = 1, kill: bool = False, **failover: Any) -> WatchdogConfig:
     addrs = [A0, A1, A2][: slaves + 1]
     return parse_config(
         {
@@ -37,6 +37,7 @@ def config(*, slaves: int = 1, **failover: Any) -> WatchdogConfig:
                     "host": f"h{i}",
                     "start": ["start-broker", str(i)],
                     "stop": ["stop-broker", str(i)],
+                    **({"kill": ["kill-broker", str(i)]} if kill else {}),
                 }
                 for i, addr in enumerate(addrs)
             ],
@@ -320,6 +321,17 @@ def test_fence_quarantine_leaves_it_stopped() -> None:
     plan = fence_plan(config(old_master_policy="quarantine"), target=2000, point=1500)
     assert [s.kind for s in plan.steps] == [StepKind.REWRITE, StepKind.STOP, StepKind.RECORD_EPOCH]
     assert "quarantine" in plan.reason
+
+
+def test_fence_kills_a_second_master_when_a_kill_command_is_configured() -> None:
+    """A graceful stop would unregister brokerId 0 -- the kept master's id -- from every
+    nameserver (4.x removes by id, whatever the address): the group would have no route until
+    the kept master's next heartbeat."""
+    plan = fence_plan(config(kill=True), target=2000, point=1500)
+    stop = plan.steps[1]
+    assert stop.kind is StepKind.STOP and stop.argv == ("kill-broker", "0")
+    assert "unregister" in stop.purpose
+    assert fence_plan(config(), target=2000, point=1500).steps[1].argv == ("stop-broker", "0")
 
 
 def test_fence_takes_the_smallest_free_id() -> None:

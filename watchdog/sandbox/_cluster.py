@@ -316,6 +316,7 @@ def watchdog_toml_text(directory: Path, topology: Topology, python: str | None =
             'host = "local"',
             f"start = {_toml_list([*command, 'start', *tail])}",
             f"stop = {_toml_list([*command, 'stop', *tail])}",
+            f"kill = {_toml_list([*command, 'kill', *tail, '--signal', 'KILL'])}",
         ]
     return "\n".join(out) + "\n"
 

@@ -654,6 +654,7 @@ def netns_watchdog_toml_text(
             f"host = {_toml_str(PROCESS_HOSTS[proc])}",
             f"start = {_toml_list([*command, 'start', *tail])}",
             f"stop = {_toml_list([*command, 'stop', *tail])}",
+            f"kill = {_toml_list([*command, 'kill', *tail, '--signal', 'KILL'])}",
         ]
     return "\n".join(out) + "\n"
 
