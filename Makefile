@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 RERUNS ?= --reruns 1 --reruns-delay 5
 
 .PHONY: all venv system-deps rocketmq test test-docker unit integration lint typecheck demo demo-down \
-	bench clean chaos
+	bench clean chaos fuzz
 
 all: test
 
@@ -51,7 +51,7 @@ rocketmq: venv system-deps
 	$(BIN)/rmq-watchdog sandbox fetch --version $(ROCKETMQ_VERSION)
 
 lint: venv
-	$(BIN)/ruff check watchdog tests bench
+	$(BIN)/ruff check watchdog tests bench fuzz
 
 typecheck: venv
 	$(BIN)/mypy
@@ -86,6 +86,17 @@ demo: rocketmq
 
 demo-down: venv
 	$(BIN)/rmq-watchdog sandbox down --dir $(DEMO_DIR)
+
+FUZZ_SECONDS ?= 60
+FUZZ_EXAMPLES ?= 40000
+
+# Coverage-guided fuzzing (atheris) of every parser of untrusted bytes, FUZZ_SECONDS per target,
+# then FUZZ_EXAMPLES hypothesis inputs per target; see fuzz/README.md. `make test` replays the
+# committed corpus and a few thousand generated inputs per target (tests/unit/test_fuzz_short.py).
+fuzz: venv
+	$(BIN)/pip install -q -r fuzz/requirements.txt
+	$(BIN)/python -m fuzz.run all --seconds $(FUZZ_SECONDS)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/unit/test_fuzz_short.py -k generated -q
 
 # The long nemesis: a random fault schedule for NEMESIS_SECONDS against a SYNC_MASTER group on
 # the network-namespace hosts, the daemon acting, a real producer writing; RMQWD_NEMESIS_SEED=N

@@ -392,6 +392,11 @@ def load_config(path: str | Path) -> WatchdogConfig:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: not UTF-8 text") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: arrays or tables nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    except ValueError as exc:
+        # Python refuses integers of more than 4300 digits: no config value is one.
+        raise ConfigError(f"{p}: not a usable TOML value: {str(exc).split(';')[0]}") from None
     return parse_config(data, str(p))

@@ -7,7 +7,10 @@ import re
 __all__ = ["parse_duration", "format_seconds"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)\s*$")
+# About 31,700 years: long enough for any recovery block, short enough to stay a number a
+# clock can be added to (a 309-digit duration is inf seconds).
+_MAX_SECONDS = 1e12
 
 
 def parse_duration(text: str) -> float:
@@ -20,7 +23,10 @@ def parse_duration(text: str) -> float:
         raise ValueError(
             f"invalid duration {text!r}: write a number with a unit, e.g. '800ms', '3s', '5m', '1h'"
         )
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > _MAX_SECONDS:
+        raise ValueError(f"invalid duration {text!r}: more than {_MAX_SECONDS:.0e} seconds")
+    return seconds
 
 
 def format_seconds(seconds: float) -> str:

@@ -263,3 +263,25 @@ def test_topic_route_ints_stay_java_ints() -> None:
     replay("topic_route", "sys_flag_beyond_int32")
     with pytest.raises(ProtocolError, match="32-bit"):
         parse_topic_route(corpus("topic_route", "sys_flag_beyond_int32"))
+
+
+# --- config ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('cluster_name = "C"\nx = ' + "[" * 1000 + "]" * 1000, "nested too deeply"),
+        ("broker_id = " + "9" * 4301, "4300 digits"),
+        ('[probe]\ninterval = "' + "9" * 309 + 's"\n', "invalid duration"),
+        ('[probe]\ninterval = "\u0663s"\n', "invalid duration"),
+    ],
+    ids=["deep nesting", "huge integer", "infinite duration", "non-ASCII digit"],
+)
+def test_a_hostile_config_is_one_config_error(tmp_path: Path, text: str, message: str) -> None:
+    from watchdog.config import ConfigError, load_config
+
+    path = tmp_path / "watchdog.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
