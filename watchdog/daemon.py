@@ -516,9 +516,12 @@ class Daemon:
                 broker_name=result.broker_name,
                 duration_seconds=round(result.duration_seconds, 3),
             )
-            self.metrics.record_failover(
-                result.broker_name, result.outcome, result.duration_seconds, self.wall_clock()
-            )
+            if result.kind == "fence":
+                self.metrics.record_fence(result.broker_name, result.outcome)
+            else:
+                self.metrics.record_failover(
+                    result.broker_name, result.outcome, result.duration_seconds, self.wall_clock()
+                )
         listeners = getattr(self, "_listeners", {}).get(failover_id, ())
         for listener in listeners:
             listener({"event": event, **_jsonable(fields)})

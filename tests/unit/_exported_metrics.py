@@ -40,6 +40,7 @@ def exported_metric_names() -> frozenset[str]:
     metrics.record_decision("broker-a", "no_action")
     metrics.record_failover("broker-a", "succeeded", duration_seconds=5.0, finished_at=1.7e9)
     metrics.record_moved_aside("broker-a", bytes_past=4096, messages=3)
+    metrics.record_fence("broker-a", "succeeded")
     text = generate_latest(metrics.registry).decode()
     names = {
         re.split(r"[{ ]", line, maxsplit=1)[0]

@@ -239,6 +239,13 @@ class WatchdogMetrics:
             ["broker_name", "outcome"],
             registry=registry,
         )
+        self.fences_total = Counter(
+            "rmq_watchdog_fences_total",
+            "Fences of a second master (a returning old master, a split brain) that ended, per "
+            "broker group, by outcome; promotions are counted in rmq_watchdog_failovers_total.",
+            ["broker_name", "outcome"],
+            registry=registry,
+        )
         self.failover_duration_seconds = Histogram(
             "rmq_watchdog_failover_duration_seconds",
             "Wall time from the start of a failover to its end, whatever the outcome.",
@@ -333,6 +340,12 @@ class WatchdogMetrics:
         self.failover_duration_seconds.observe(duration_seconds)
         self.last_failover_timestamp_seconds.labels(broker_name=broker_name).set(finished_at)
 
+
+    def record_fence(self, broker_name: str, outcome: str) -> None:
+        """Count a finished fence of a second master (not a failover)."""
+        if not outcome:
+            raise ValueError("fence outcome must be a non-empty word")
+        self.fences_total.labels(broker_name=broker_name, outcome=outcome).inc()
 
     def record_moved_aside(
         self, broker_name: str, bytes_past: int | None, messages: int | None
