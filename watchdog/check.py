@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -14,7 +15,7 @@ from .properties import PropertiesFile
 from .snapshot import BrokerObservation, ClusterSnapshot
 from .status import group_master
 
-__all__ = ["Finding", "run_checks", "can_fail_over"]
+__all__ = ["Finding", "block_findings", "run_checks", "can_fail_over"]
 
 Severity = Literal["ok", "warn", "error"]
 
@@ -129,6 +130,31 @@ def _broker_findings(
                 )
             )
     return found
+
+
+def block_findings(
+    config: WatchdogConfig, state_dir_state: object, now_wall: float
+) -> list[Finding]:
+    """Groups whose automatic failovers are blocked after one (anti-flap), from state.json."""
+    from .act import WatchdogState
+
+    if not isinstance(state_dir_state, WatchdogState):
+        return []
+    findings = []
+    for name in config.group_names():
+        record = state_dir_state.group(name)
+        if record.is_blocked(now_wall) and record.blocked_until is not None:
+            until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.blocked_until))
+            findings.append(
+                Finding(
+                    "error",
+                    f"group {name}",
+                    f"automatic failovers blocked until {until} ({record.block_reason}); "
+                    f"`rmq-watchdog ack -c FILE --broker-name {name}` lifts the block",
+                    True,
+                )
+            )
+    return findings
 
 
 # Loaded in a child process, as the canary does: a native library that crashes must not take

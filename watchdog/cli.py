@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -92,7 +93,8 @@ def check(config_path: str) -> None:
     """
     config = load_or_exit(config_path)
 
-    from .check import can_fail_over, run_checks
+    from .act import StateError, StateStore
+    from .check import Finding, block_findings, can_fail_over, run_checks
     from .hosts import make_host
     from .probe import Prober, client_pool
 
@@ -102,6 +104,12 @@ def check(config_path: str) -> None:
         try:
             snapshot = await Prober(config, pool).snapshot()
             findings = await run_checks(config, snapshot, hosts)
+            try:
+                state: object = StateStore(config.state_dir).load()
+            except StateError as exc:
+                findings.append(Finding("warn", "state", str(exc)))
+                state = None
+            findings.extend(block_findings(config, state, time.time()))
         finally:
             await pool.close_all()
             for host in hosts.values():

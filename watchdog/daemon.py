@@ -328,7 +328,14 @@ class Daemon:
             event = str(fields.pop("event"))
             if self.config.dry_run and not isinstance(decision, NoAction):
                 event = f"dry run, would act: {event}"
-            cycle_log.info(
+            # A group that needs a failover the watchdog will not do now is an operator's
+            # business: blocked (anti-flap, no candidate, failover off) or awaiting its fence.
+            emit = (
+                cycle_log.warning
+                if decision.state in (GroupState.FAILOVER_BLOCKED, GroupState.AWAITING_FENCE)
+                else cycle_log.info
+            )
+            emit(
                 event,
                 cycle=number,
                 master_role=master_roles.get(decision.broker_name),
@@ -338,6 +345,11 @@ class Daemon:
             if isinstance(decision, Promote | Fence) and not self.config.dry_run:
                 self._start_failover(decision, snapshot)
         self.metrics.update(snapshot, group_states, verdict.is_isolated)
+        for name in group_states:
+            record = state.group(name)
+            self.metrics.set_blocked_until(
+                name, record.blocked_until if record.is_blocked(now_wall) else None
+            )
         self.cycle = _Cycle(number, snapshot, verdict, decisions)
         summary = ", ".join(f"{n} {s}" for n, s in group_states.items())
         if not self._is_ready:

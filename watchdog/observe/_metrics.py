@@ -239,6 +239,13 @@ class WatchdogMetrics:
             ["broker_name", "outcome"],
             registry=registry,
         )
+        self.failover_blocked_until_timestamp_seconds = Gauge(
+            "rmq_watchdog_failover_blocked_until_timestamp_seconds",
+            "Unix time until which automatic failovers of the broker group are blocked after "
+            "one (anti-flap; `rmq-watchdog ack` lifts it); 0 when not blocked.",
+            ["broker_name"],
+            registry=registry,
+        )
         self.fences_total = Counter(
             "rmq_watchdog_fences_total",
             "Fences of a second master (a returning old master, a split brain) that ended, per "
@@ -340,6 +347,11 @@ class WatchdogMetrics:
         self.failover_duration_seconds.observe(duration_seconds)
         self.last_failover_timestamp_seconds.labels(broker_name=broker_name).set(finished_at)
 
+
+    def set_blocked_until(self, broker_name: str, until: float | None) -> None:
+        self.failover_blocked_until_timestamp_seconds.labels(broker_name=broker_name).set(
+            until or 0.0
+        )
 
     def record_fence(self, broker_name: str, outcome: str) -> None:
         """Count a finished fence of a second master (not a failover)."""
