@@ -137,10 +137,16 @@ def ping(addr: str, timeout: str) -> None:
     from .durations import parse_duration
     from .ping import ping as ping_broker
 
+    from .remoting import parse_addr
+
     try:
         timeout_seconds = parse_duration(timeout)
     except ValueError as exc:
         raise BadInput(f"--timeout: {exc}") from None
+    try:
+        parse_addr(addr)
+    except ValueError as exc:
+        raise BadInput(f"ADDR: {exc}") from None
     alive, detail = run_async(lambda: ping_broker(addr, timeout_seconds=timeout_seconds))
     click.echo(f"{addr} {'alive' if alive else 'down'}: {detail}")
     sys.exit(0 if alive else 1)

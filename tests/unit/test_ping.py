@@ -52,3 +52,13 @@ def test_bad_usage_exits_2_with_one_line() -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == "rmq-watchdog-ping: 'not-an-address' is not host:port"
     assert main(["127.0.0.1:1", "--timeout", "soon"]) == 2
+
+
+def test_the_cli_ping_refuses_a_bad_address_in_one_line_with_exit_2() -> None:
+    from click.testing import CliRunner
+
+    from watchdog.cli import cli
+
+    result = CliRunner().invoke(cli, ["ping", "nohost"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == "Error: ADDR: address 'nohost' is not host:port"
