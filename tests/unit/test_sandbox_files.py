@@ -315,3 +315,16 @@ def test_liveness_reads_proc_stat_so_a_zombie_is_dead(tmp_path: Path) -> None:
         assert other.state() == "stopped"
     finally:
         child.wait()
+
+
+def test_sandbox_timeouts_take_durations_like_every_other_command() -> None:
+    from click.testing import CliRunner
+
+    from watchdog.cli import cli
+
+    bad = CliRunner().invoke(cli, ["sandbox", "up", "--dir", "/nonexistent/x", "--timeout", "0.5s"])
+    assert bad.exit_code == 2 and "'0.5s' is less than 1s" in bad.output
+    worse = CliRunner().invoke(
+        cli, ["sandbox", "down", "--dir", "/nonexistent/x", "--timeout", "5x"]
+    )
+    assert worse.exit_code == 2 and "invalid duration '5x'" in worse.output

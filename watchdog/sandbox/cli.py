@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from ..durations import parse_duration
 from ._cluster import SIGNALS, Sandbox
 from ._runtime import DEFAULT_VERSION, SandboxError, ensure_rocketmq
 
@@ -44,14 +45,48 @@ def _dir_option(func: F) -> F:
     )(func)
 
 
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[float]
+else:  # generic only in newer click releases
+    _ParamType = click.ParamType
+
+
+class _Duration(_ParamType):
+    """A duration as every other command takes it ("30s", "800ms", "2m"); a bare number is
+    read as seconds, as earlier versions of these commands took it."""
+
+    name = "duration"
+
+    def __init__(self, minimum_seconds: float) -> None:
+        self.minimum_seconds = minimum_seconds
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        else:
+            text = str(value).strip()
+            try:
+                seconds = float(text)
+            except ValueError:
+                try:
+                    seconds = parse_duration(text)
+                except ValueError as exc:
+                    self.fail(str(exc), param, ctx)
+        if seconds < self.minimum_seconds:
+            self.fail(f"{value!r} is less than {self.minimum_seconds:g}s", param, ctx)
+        return seconds
+
+
 def _term_timeout_option(func: F) -> F:
     return click.option(
         "--timeout",
         "timeout_seconds",
-        type=click.FloatRange(0),
-        default=30.0,
+        type=_Duration(0),
+        default="30s",
         show_default=True,
-        help="Seconds to wait after TERM before KILL.",
+        help="How long to wait after TERM before KILL (e.g. 30s).",
     )(func)
 
 
@@ -149,10 +184,10 @@ def fetch(version: str) -> None:
 @click.option(
     "--timeout",
     "timeout_seconds",
-    type=click.FloatRange(1),
-    default=180.0,
+    type=_Duration(1),
+    default="180s",
     show_default=True,
-    help="Seconds until every broker is registered everywhere.",
+    help="How long until every broker is registered everywhere (e.g. 3m).",
 )
 @click.option(
     "--netns",
@@ -284,7 +319,12 @@ def stop(
     "--wait-registered", is_flag=True, help="Also wait until every nameserver lists the broker."
 )
 @click.option(
-    "--timeout", "timeout_seconds", type=click.FloatRange(1), default=90.0, show_default=True
+    "--timeout",
+    "timeout_seconds",
+    type=_Duration(1),
+    default="90s",
+    show_default=True,
+    help="How long until it listens (e.g. 90s).",
 )
 def start(
     directory: str,
