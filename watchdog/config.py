@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from collections.abc import Iterator
@@ -368,9 +369,40 @@ def _errors(exc: ValidationError, data: Any) -> Iterator[str]:
         ):
             continue
         msg = str(err["msg"]).removeprefix("Value error, ")
+        loc = tuple(err["loc"])
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        yield f"{_field_path(tuple(err['loc']), data)}: {msg}"
+            msg = "unknown key" + _did_you_mean(loc)
+        elif err["type"] == "too_short":
+            least = (err.get("ctx") or {}).get("min_length", 1)
+            msg = f"must list at least {least} item{'s' if least != 1 else ''}"
+        yield f"{_field_path(loc, data)}: {msg}"
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    """The known key closest to an unknown one, from the table it was written in."""
+    branches: dict[str, Any] = {"local": LocalHost, "ssh": SshHost, "docker": DockerHost}
+    model: Any = WatchdogConfig
+    for item in loc[:-1]:
+        if isinstance(item, int):
+            continue
+        if item in branches:
+            model = branches[str(item)]
+            continue
+        field = getattr(model, "model_fields", {}).get(str(item)) if model is not None else None
+        if field is None:
+            continue  # a [hosts.NAME] / [groups.NAME] key: the model stays that of its values
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        models = [a for a in args if hasattr(a, "model_fields")]
+        if hasattr(annotation, "model_fields"):
+            model = annotation
+        elif models:
+            model = models[-1]
+    if model is None or not hasattr(model, "model_fields"):
+        return ""
+    names = [f.alias or n for n, f in model.model_fields.items()]
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> WatchdogConfig:

@@ -67,7 +67,12 @@ BAD: list[tuple[str, str, str]] = [
     (
         "typo key",
         GOOD.replace('down_after = "3s"', 'down_afer = "3s"'),
-        "detect.down_afer: unknown key",
+        "detect.down_afer: unknown key; did you mean 'down_after'?",
+    ),
+    (
+        "no nameserver",
+        GOOD.replace('nameservers = ["127.0.0.1:9876", "127.0.0.1:9877"]', "nameservers = []"),
+        "nameservers: must list at least 1 item",
     ),
     ("no unit", GOOD.replace('interval = "1s"', "interval = 1"), "probe.interval"),
     ("dup broker", GOOD.replace("broker_id = 1", "broker_id = 0"), "listed twice"),
