@@ -31,7 +31,7 @@ def parse_duration(text: str) -> float:
 
 def format_seconds(seconds: float) -> str:
     """Render seconds the way reasons are written: "850 ms", "3.2 s", "4.0 min"."""
-    if seconds < 1.0:
+    if seconds < 0.9995:  # 0.9996 s would print as "1000 ms"
         return f"{seconds * 1000:.0f} ms"
     if seconds < 120.0:
         return f"{seconds:.1f} s"

@@ -23,3 +23,10 @@ def test_format() -> None:
     assert format_seconds(0.25) == "250 ms"
     assert format_seconds(3.21) == "3.2 s"
     assert format_seconds(600) == "10.0 min"
+
+
+def test_just_under_a_second_is_said_in_seconds_not_as_1000_ms() -> None:
+    from watchdog.durations import format_seconds
+
+    assert format_seconds(0.9996) == "1.0 s"
+    assert format_seconds(0.9994) == "999 ms"
