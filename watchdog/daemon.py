@@ -486,7 +486,7 @@ class Daemon:
         if event == "failover_started":
             plan: Plan = fields["plan"]
             log.warning(
-                "failover started",
+                "fence started" if plan.kind == "fence" else "failover started",
                 failover_id=failover_id,
                 broker_name=plan.broker_name,
                 reason=plan.reason,
@@ -522,8 +522,9 @@ class Daemon:
         elif event == "failover_finished":
             result: FailoverResult = fields["result"]
             method = log.warning if result.is_success else log.error
+            noun = "fence" if result.kind == "fence" else "failover"
             method(
-                f"failover {result.outcome}: {result.detail}",
+                f"{noun} {result.outcome}: {result.detail}",
                 failover_id=failover_id,
                 broker_name=result.broker_name,
                 duration_seconds=round(result.duration_seconds, 3),
