@@ -328,3 +328,25 @@ def test_sandbox_timeouts_take_durations_like_every_other_command() -> None:
         cli, ["sandbox", "down", "--dir", "/nonexistent/x", "--timeout", "5x"]
     )
     assert worse.exit_code == 2 and "invalid duration '5x'" in worse.output
+
+
+def test_a_stopped_sandbox_starts_again_with_a_watchdog_that_remembers_nothing(
+    tmp_path: Path,
+) -> None:
+    """A second `make demo`: the last run's block, epoch and master, its backups and epoch
+    files would make the next kill do nothing for an hour."""
+    from watchdog.sandbox import Sandbox
+
+    d = tmp_path / "box"
+    (d / "watchdog-state" / "failovers").mkdir(parents=True)
+    (d / "watchdog-state" / "state.json").write_text("{}")
+    (d / "store" / "broker-a-0.rmq-watchdog-aside-X").mkdir(parents=True)
+    (d / "cluster.json").write_text('{"nameservers": [], "brokers": []}')
+    (d / "sandbox.json").write_text('{"processes": {}}')
+    kept = d / "broker-a.properties"
+    kept.write_text("brokerId=0\n")
+    for name in ("broker-a.properties.rmq-watchdog-X.bak", "broker-a.properties.epoch"):
+        (d / name).write_text("x")
+    Sandbox(d)._prepare_dir()
+    assert sorted(p.name for p in d.iterdir()) == ["broker-a.properties", "cluster.json",
+                                                    "sandbox.json"]  # fmt: skip

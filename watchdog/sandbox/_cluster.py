@@ -891,9 +891,16 @@ class Sandbox:
                     f"a sandbox already runs in {self.dir} ({', '.join(running)}); "
                     "run `sandbox down` first"
                 )
-            # A stopped sandbox: start over with empty stores (the logs are appended to).
-            for sub in ("store", "home"):
+            # A stopped sandbox: start over with empty stores and a watchdog that remembers
+            # nothing of the last run (its anti-flap block, epoch and master would otherwise
+            # make the next kill do nothing for an hour); the logs are appended to.
+            for sub in ("store", "home", "watchdog-state"):
                 shutil.rmtree(self.dir / sub, ignore_errors=True)
+            for leftover in (
+                *self.dir.glob("*.properties.rmq-watchdog-*.bak"),
+                *self.dir.glob("*.properties.epoch"),
+            ):
+                leftover.unlink(missing_ok=True)
         elif self.dir.exists():
             if not self.dir.is_dir():
                 raise SandboxError(f"{self.dir} exists and is not a folder")
