@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # pytest reports every rerun ("R"), so a flake stays visible instead of failing CI silently.
 RERUNS ?= --reruns 1 --reruns-delay 5
 
-.PHONY: all venv system-deps rocketmq test test-docker unit integration lint typecheck demo demo-down \
+.PHONY: all venv demo-deps system-deps rocketmq test test-docker unit integration lint typecheck demo demo-down \
 	bench clean chaos fuzz
 
 all: test
@@ -28,11 +28,20 @@ $(BIN)/rmq-watchdog: pyproject.toml
 
 venv: $(BIN)/rmq-watchdog
 
-# Java, Maven, sshd, Prometheus/promtool and systemd-analyze come from Debian packages.
-system-deps:
+# What the demo needs: Java and Maven (RocketMQ's jars are fetched with Maven), from Debian.
+demo-deps:
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# The tests need more: sshd, Prometheus/promtool, systemd-analyze, ip/nft, dockerd, busybox.
+system-deps: demo-deps
+	@missing=""; \
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
@@ -77,11 +86,20 @@ test-docker: venv
 	DOCKER_GID=$$(stat -c %g "$${DOCKER_HOST#unix://}" 2>/dev/null || stat -c %g /var/run/docker.sock) \
 	  RMQWD_DOCKER_COMPOSE=1 $(BIN)/pytest tests/docker $(DOCKER_TEST_ARGS) $(PYTEST_ARGS)
 
-demo: rocketmq
-	$(BIN)/rmq-watchdog sandbox down --dir $(DEMO_DIR) >/dev/null 2>&1 || true
+# A demo that already runs is refused by `sandbox up` (stop it with `make demo-down`); a stopped
+# one starts again from fresh stores and fresh watchdog state.
+demo: venv demo-deps
+	$(BIN)/rmq-watchdog sandbox fetch --version $(ROCKETMQ_VERSION)
 	$(BIN)/rmq-watchdog sandbox up --dir $(DEMO_DIR)
-	@echo "sandbox up in $(DEMO_DIR); stop it with: make demo-down"
 	$(BIN)/rmq-watchdog status -c $(DEMO_DIR)/watchdog.toml
+	@echo
+	@echo "The watchdog runs below (Ctrl-C stops it; the cluster keeps running). In another terminal:"
+	@echo "  $(BIN)/rmq-watchdog sandbox kill --dir $(DEMO_DIR) --broker broker-a:0   # kill -9 the master: watch the failover"
+	@echo "  $(BIN)/rmq-watchdog status -c $(DEMO_DIR)/watchdog.toml"
+	@echo "  $(BIN)/rmq-watchdog sandbox start --dir $(DEMO_DIR) --broker broker-a:0  # it comes back as a slave"
+	@echo "  metrics: http://$$(sed -n 's/^listen = "\(.*\)"/\1/p' $(DEMO_DIR)/watchdog.toml)/metrics"
+	@echo "  make demo-down                                     # stop the cluster"
+	@echo
 	$(BIN)/rmq-watchdog run -c $(DEMO_DIR)/watchdog.toml
 
 demo-down: venv
