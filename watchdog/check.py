@@ -135,7 +135,8 @@ def _broker_findings(
 def block_findings(
     config: WatchdogConfig, state_dir_state: object, now_wall: float
 ) -> list[Finding]:
-    """Groups whose automatic failovers are blocked after one (anti-flap), from state.json."""
+    """From state.json: groups whose automatic failovers are blocked after one (anti-flap),
+    and groups whose master role a failover lowered."""
     from .act import WatchdogState
 
     if not isinstance(state_dir_state, WatchdogState):
@@ -143,6 +144,16 @@ def block_findings(
     findings = []
     for name in config.group_names():
         record = state_dir_state.group(name)
+        if record.lowered_from:
+            findings.append(
+                Finding(
+                    "warn",
+                    f"group {name}",
+                    f"master role lowered from {record.lowered_from} by failover "
+                    f"{record.lowered_by} (no slave was left): set brokerRole="
+                    f"{record.lowered_from} again once a slave is in sync",
+                )
+            )
         if record.is_blocked(now_wall) and record.blocked_until is not None:
             until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.blocked_until))
             findings.append(

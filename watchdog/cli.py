@@ -136,7 +136,6 @@ def ping(addr: str, timeout: str) -> None:
     """
     from .durations import parse_duration
     from .ping import ping as ping_broker
-
     from .remoting import parse_addr
 
     try:

@@ -314,8 +314,14 @@ class Daemon:
                 n: r.fence_retry_at for n, r in state.groups.items() if r.fence_retry_at
             },
             fence_wait_reason={n: r.fence_wait_reason for n, r in state.groups.items()},
+            lowered={
+                n: (r.lowered_from, r.lowered_by or "?")
+                for n, r in state.groups.items()
+                if r.lowered_from
+            },
         )
         self._clear_clean_rejoins(snapshot, state)
+        self._clear_restored_roles(verdict, state)
         decisions = decide(snapshot, verdict, self.config.brokers, policy, now_wall)
         group_states: dict[str, GroupState] = {}
         # Bound once per cycle: the lazy proxy re-binds on every call, a line per group.
@@ -350,6 +356,7 @@ class Daemon:
             self.metrics.set_blocked_until(
                 name, record.blocked_until if record.is_blocked(now_wall) else None
             )
+            self.metrics.set_role_lowered(name, record.lowered_from is not None)
         self.cycle = _Cycle(number, snapshot, verdict, decisions)
         summary = ", ".join(f"{n} {s}" for n, s in group_states.items())
         if not self._is_ready:
@@ -375,6 +382,20 @@ class Daemon:
             self.notifier_webhooks.dispatch(
                 Event(name, decision.broker_name, None, now_wall, decision.reason)
             )
+
+    def _clear_restored_roles(self, verdict: ClusterVerdict, state: WatchdogState) -> None:
+        """A master that answers with the role a failover lowered has it back: done."""
+        for name, record in state.groups.items():
+            g = verdict.group(name)
+            if record.lowered_from and g is not None and g.master_role == record.lowered_from:
+                log.info(
+                    f"{name}'s master role is {record.lowered_from} again", broker_name=name
+                )
+                self.store.save(
+                    self.store.load().with_group(
+                        name, replace(record, lowered_from=None, lowered_by=None)
+                    )
+                )
 
     def _clear_clean_rejoins(self, snapshot: ClusterSnapshot, state: WatchdogState) -> None:
         """A deposed master seen back as a slave within the promotion point is a clean prefix
@@ -487,6 +508,8 @@ class Daemon:
             plan: Plan = fields["plan"]
             log.warning(
                 "fence started" if plan.kind == "fence" else "failover started",
+                new_role=plan.new_role,
+                role_lowered_from=plan.lowered_from,
                 failover_id=failover_id,
                 broker_name=plan.broker_name,
                 reason=plan.reason,

@@ -26,6 +26,7 @@ __all__ = [
     "choose_candidate",
     "describe_loss",
     "fenced_by",
+    "role_lowered",
     "max_loss_bytes",
     "log_fields",
 ]
@@ -106,6 +107,8 @@ class GroupFailoverPolicy:
     # time, and the sentence that said why.
     fence_retry_at: float | None = None
     fence_wait_reason: str = ""
+    # (role the master had, failover id): a failover lowered the group's master role.
+    lowered: tuple[str, str] | None = None
 
 
 FencePath = Literal["host", "command", "nameservers", "operator"]
@@ -178,6 +181,7 @@ class Policy:
         rejoin_checks: Mapping[str, tuple[str, int]] | None = None,
         fence_retry_at: Mapping[str, float] | None = None,
         fence_wait_reason: Mapping[str, str] | None = None,
+        lowered: Mapping[str, tuple[str, str]] | None = None,
     ) -> Policy:
         """Per-group policy from [failover]/[groups.*] plus the anti-flap and actor state."""
         blocked_until = blocked_until or {}
@@ -193,6 +197,7 @@ class Policy:
                     rejoin_check=(rejoin_checks or {}).get(name),
                     fence_retry_at=(fence_retry_at or {}).get(name),
                     fence_wait_reason=(fence_wait_reason or {}).get(name, ""),
+                    lowered=(lowered or {}).get(name),
                 )
                 for name in config.group_names()
             }
@@ -259,7 +264,12 @@ def _decide_group(
         return rejoined
 
     if not g.is_odown:
-        return NoAction(name, f"no action: {g.reason}", g.state)
+        lowered = role_lowered(g, gp)
+        if lowered and g.state is GroupState.HEALTHY:
+            return NoAction(name, f"no action: {g.reason}; {lowered}", GroupState.DEGRADED)
+        return NoAction(
+            name, f"no action: {g.reason}" + (f"; {lowered}" if lowered else ""), g.state
+        )
 
     if gp.blocked_until is not None and now < gp.blocked_until:
         left = format_seconds(gp.blocked_until - now)
@@ -317,6 +327,21 @@ def _decide_group(
         deregistered_for_seconds=g.deregistered_for_seconds,
         master_write_rate=g.master_peak_rate,
         decided_at=now,
+    )
+
+
+def role_lowered(g: GroupVerdict, gp: GroupFailoverPolicy) -> str:
+    """The sentence for a group whose master role a failover lowered and nobody restored
+    ("" when it was not, or when the master has its role again): such a group is not
+    HEALTHY, since its next failover may lose what its operator believes protected."""
+    if gp.lowered is None:
+        return ""
+    was, failover_id = gp.lowered
+    if g.master_role == was:
+        return ""
+    return (
+        f"{was} lowered to {g.master_role} since failover {failover_id} (no slave was left); "
+        f"set brokerRole={was} again once a slave is in sync"
     )
 
 

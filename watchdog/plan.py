@@ -104,6 +104,9 @@ class Plan:
     # called off if the old master answers again before it is stopped.
     requires_master_down: bool = True
     decided_at: float | None = None  # wall time of the decision
+    # The old master's role when the new master gets a lower one (SYNC_MASTER promoted as
+    # ASYNC_MASTER: no slave left); None when the role is kept.
+    lowered_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -126,6 +129,7 @@ class Plan:
             "master_write_rate": self.master_write_rate,
             "requires_master_down": self.requires_master_down,
             "decided_at": self.decided_at,
+            "lowered_from": self.lowered_from,
             "steps": [s.to_json() for s in self.steps],
             "rollback": [s.to_json() for s in self.rollback],
         }
@@ -162,6 +166,7 @@ class Plan:
             master_write_rate=float(data.get("master_write_rate") or 0.0),
             requires_master_down=bool(data.get("requires_master_down", True)),
             decided_at=None if data.get("decided_at") is None else float(data["decided_at"]),
+            lowered_from=opt_str(data.get("lowered_from")),
         )
 
 
@@ -363,6 +368,7 @@ def plan_promotion(
         master_write_rate=decision.master_write_rate,
         requires_master_down=decision.requires_master_down,
         decided_at=decision.decided_at,
+        lowered_from=decision.new_role if new_role != decision.new_role else None,
     )
 
 

@@ -153,6 +153,7 @@ def test_sync_failover_then_anti_flap(fresh_sandbox: Any, tmp_path: Path) -> Non
         group = states.group("broker-a")
         assert group["epoch"] == 1 and group["master_key"] == A1
         assert group["last_outcome"] == "succeeded"
+        assert (group["lowered_from"], group["lowered_by"]) == ("SYNC_MASTER", first)
         assert group["blocked_until"] > time.time() + 3000
         assert states.state()["running"] == {}
         epoch_a1 = Path(f"{top.properties[A1]}.epoch").read_text()
@@ -174,7 +175,15 @@ def test_sync_failover_then_anti_flap(fresh_sandbox: Any, tmp_path: Path) -> Non
     # only reports FAILOVER_BLOCKED.
     daemon = Daemon(top.config, tmp_path / "daemon-2.log")
     try:
-        wait_healthy(daemon)
+        # Not HEALTHY: the group runs ASYNC_MASTER since the failover lowered it.
+        daemon.wait_event(
+            lambda e: (
+                e.get("state") == "DEGRADED"
+                and "SYNC_MASTER lowered to ASYNC_MASTER since failover" in e.get("event", "")
+            ),
+            60,
+            "a cycle saying the role was lowered",
+        )
         box.kill(A1, "KILL")
         second_kill = time.time()
         daemon.wait_event(

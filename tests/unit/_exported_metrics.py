@@ -42,6 +42,7 @@ def exported_metric_names() -> frozenset[str]:
     metrics.record_moved_aside("broker-a", bytes_past=4096, messages=3)
     metrics.record_fence("broker-a", "succeeded")
     metrics.set_blocked_until("broker-a", 1.7e9 + 3600)
+    metrics.set_role_lowered("broker-a", True)
     text = generate_latest(metrics.registry).decode()
     names = {
         re.split(r"[{ ]", line, maxsplit=1)[0]

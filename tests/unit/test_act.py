@@ -197,7 +197,7 @@ class World:
             candidate_addr=self.brokers[A1].addr,
             candidate_offset=4800,
             expected_loss_bytes=200,
-            new_role="ASYNC_MASTER",
+            new_role=decided.pop("new_role", "ASYNC_MASTER"),
             reason="test promotion",
             **decided,
         )
@@ -714,5 +714,19 @@ def test_an_operators_forced_promotion_of_a_live_master_goes_on(tmp_path: Path) 
         result = await world.executor(config).run(plan, "fo-1")
         assert result.outcome == "succeeded", result
         assert world.masters() == [world.brokers[A1].addr] * 2
+
+    run(body, tmp_path)
+
+
+def test_a_sync_master_promoted_as_async_is_recorded_as_lowered(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        config = world.config()
+        await world.stop(A0)
+        plan = world.promotion(config, new_role="SYNC_MASTER")
+        assert plan.new_role == "ASYNC_MASTER" and plan.lowered_from == "SYNC_MASTER"
+        result = await world.executor(config).run(plan, "fo-1")
+        assert result.outcome == "succeeded", result
+        group = StateStore(config.state_dir).load().group("broker-a")
+        assert (group.lowered_from, group.lowered_by) == ("SYNC_MASTER", "fo-1")
 
     run(body, tmp_path)

@@ -622,3 +622,23 @@ def test_a_promotion_carries_what_the_nameservers_said_of_the_old_master() -> No
     decision = one(cut, last=13.0, quorum=1)
     assert isinstance(decision, Promote)
     assert decision.old_master_registered_on == 2 and decision.deregistered_for_seconds is None
+
+
+# --------------------------------------------------------------------------- a lowered role
+
+
+def test_a_group_whose_role_a_failover_lowered_is_not_healthy() -> None:
+    healthy = World(base_offset=MIB)  # its master answers as ASYNC_MASTER
+    policy = gp(lowered=("SYNC_MASTER", "F1"))
+    decision = one(healthy, policy=policy)
+    assert decision.state is GroupState.DEGRADED
+    assert decision.reason.endswith(
+        "SYNC_MASTER lowered to ASYNC_MASTER since failover F1 (no slave was left); "
+        "set brokerRole=SYNC_MASTER again once a slave is in sync"
+    )
+
+
+def test_a_restored_role_is_healthy_again() -> None:
+    healthy = World(base_offset=MIB)
+    decision = one(healthy, policy=gp(lowered=("ASYNC_MASTER", "F1")))  # it has that role
+    assert decision.state is GroupState.HEALTHY and "lowered" not in decision.reason

@@ -162,12 +162,14 @@ def test_sync_master_alone_is_promoted_async_and_says_why() -> None:
     assert "ASYNC_MASTER" in plan.steps[5].purpose
     why = dict(plan.details)["role"]
     assert "SYNC_MASTER -> ASYNC_MASTER" in why
+    assert plan.lowered_from == "SYNC_MASTER"
+    assert Plan.from_json(plan.to_json()).lowered_from == "SYNC_MASTER"
 
 
 def test_sync_master_alone_keeps_its_role_when_configured_to() -> None:
     cfg = config(sync_master_without_slave="keep")
     plan = plan_of(plan_promotion(promote("SYNC_MASTER"), cfg, FILES, current_epoch=0))
-    assert plan.new_role == "SYNC_MASTER"
+    assert plan.new_role == "SYNC_MASTER" and plan.lowered_from is None
     assert plan.steps[4].edits == (("brokerId", "0"), ("brokerRole", "SYNC_MASTER"))
 
 

@@ -941,6 +941,8 @@ class Executor:
                 master_addr=master.addr,
                 promotion_offset=promotion_offset,
                 rejoin_check_key=plan.old_master_key,
+                lowered_from=plan.lowered_from,
+                lowered_by=failover_id if plan.lowered_from else None,
             )
         else:
             restarted = any(s.kind is StepKind.START for s in plan.steps)

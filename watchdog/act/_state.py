@@ -34,6 +34,10 @@ class GroupRecord:
     # waits until this Unix time, and this sentence says why it stopped.
     fence_retry_at: float | None = None
     fence_wait_reason: str = ""
+    # The master's role was lowered by a failover (SYNC_MASTER promoted as ASYNC_MASTER): the
+    # role it had, and the failover that lowered it; cleared once the master has it again.
+    lowered_from: str | None = None
+    lowered_by: str | None = None
 
     def is_blocked(self, now_wall: float) -> bool:
         return self.blocked_until is not None and now_wall < self.blocked_until

@@ -246,6 +246,13 @@ class WatchdogMetrics:
             ["broker_name"],
             registry=registry,
         )
+        self.master_role_lowered = Gauge(
+            "rmq_watchdog_master_role_lowered",
+            "1 while a failover's lowering of the group's master role (SYNC_MASTER promoted as "
+            "ASYNC_MASTER, no slave left) is not undone; 0 otherwise.",
+            ["broker_name"],
+            registry=registry,
+        )
         self.fences_total = Counter(
             "rmq_watchdog_fences_total",
             "Fences of a second master (a returning old master, a split brain) that ended, per "
@@ -352,6 +359,9 @@ class WatchdogMetrics:
         self.failover_blocked_until_timestamp_seconds.labels(broker_name=broker_name).set(
             until or 0.0
         )
+
+    def set_role_lowered(self, broker_name: str, is_lowered: bool) -> None:
+        self.master_role_lowered.labels(broker_name=broker_name).set(1 if is_lowered else 0)
 
     def record_fence(self, broker_name: str, outcome: str) -> None:
         """Count a finished fence of a second master (not a failover)."""
