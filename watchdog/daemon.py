@@ -31,7 +31,16 @@ from .act import (
     prepare_plan,
 )
 from .config import ConfigError, WatchdogConfig, load_config
-from .decide import Decision, Fence, NoAction, Policy, Promote, decide, log_fields
+from .decide import (
+    Decision,
+    Fence,
+    NoAction,
+    Policy,
+    Promote,
+    decide,
+    log_fields,
+    rejoin_offset,
+)
 from .detect import ClusterVerdict, DetectorState, detect
 from .hosts import Host, make_host
 from .notify import Event, EventName, HookRunner, WebhookNotifier
@@ -320,7 +329,7 @@ class Daemon:
                 if r.lowered_from
             },
         )
-        self._clear_clean_rejoins(snapshot, state)
+        self._clear_clean_rejoins(snapshot, verdict, state)
         self._clear_restored_roles(verdict, state)
         decisions = decide(snapshot, verdict, self.config.brokers, policy, now_wall)
         group_states: dict[str, GroupState] = {}
@@ -397,15 +406,19 @@ class Daemon:
                     )
                 )
 
-    def _clear_clean_rejoins(self, snapshot: ClusterSnapshot, state: WatchdogState) -> None:
+    def _clear_clean_rejoins(
+        self, snapshot: ClusterSnapshot, verdict: ClusterVerdict, state: WatchdogState
+    ) -> None:
         """A deposed master seen back as a slave within the promotion point is a clean prefix
-        of the new master's log: nothing more to check."""
+        of the new master's log: nothing more to check. It is judged by the log end it came
+        back with, even if it came back while the failover still ran."""
         for name, record in state.groups.items():
             key, point = record.rejoin_check_key, record.promotion_offset
-            if key is None or point is None or name in state.running:
+            g = verdict.group(name)
+            if key is None or point is None or name in state.running or g is None:
                 continue
             for obs in snapshot.group(name):
-                offset = obs.commitlog_max_offset
+                offset = rejoin_offset(g, obs)
                 is_clean = obs.key == key and obs.is_up and obs.role == "SLAVE"
                 if is_clean and offset is not None and offset <= point:
                     log.info(

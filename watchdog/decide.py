@@ -26,6 +26,7 @@ __all__ = [
     "choose_candidate",
     "describe_loss",
     "fenced_by",
+    "rejoin_offset",
     "role_lowered",
     "max_loss_bytes",
     "log_fields",
@@ -385,7 +386,7 @@ def _rejoined_ahead(
     for obs in snapshot.group(g.broker_name):
         if obs.key != key or not obs.is_up or obs.addr == g.master_addr:
             continue
-        offset = obs.commitlog_max_offset
+        offset = rejoin_offset(g, obs)
         if offset is not None and offset > promotion_offset:
             return Fence(
                 g.broker_name,
@@ -398,6 +399,14 @@ def _rejoined_ahead(
                 g.state,
             )
     return None
+
+
+def rejoin_offset(g: GroupVerdict, obs: BrokerObservation) -> int | None:
+    """The log end a deposed master is judged by: the one it came back with (seen at its first
+    answer after its silence), not what it has replicated from the new master since, which
+    may reach past the promotion point with the new master's own writes."""
+    returned = dict(g.returned_offsets).get(obs.key)
+    return returned if returned is not None else obs.commitlog_max_offset
 
 
 def choose_candidate(

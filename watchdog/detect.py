@@ -53,6 +53,9 @@ class DetectorState:
     # addr -> since when no answering nameserver (a majority answering) lists it: the clock
     # of the nameservers' fence path (a broker heartbeating anywhere resets it)
     deregistered_since: Mapping[str, float] = field(default_factory=dict)
+    # addr -> the log end a broker answered with when it came back after failed probes: what a
+    # deposed master is judged by, not what it replicated from the new master since
+    returned_offset: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def initial(cls) -> DetectorState:
@@ -96,6 +99,8 @@ class GroupVerdict:
     # what it may keep storing each second until it is fenced.
     master_peak_rate: float = 0.0
     other_masters: tuple[tuple[str, str], ...] = ()  # (key, addr) also answering as master
+    # (broker key, log end) of group members as they came back after failed probes
+    returned_offsets: tuple[tuple[str, int], ...] = ()
     registered_on: int = 0  # answering nameservers that still list the master
     # How long no answering nameserver (a majority answering) has listed the master; None
     # while one still does or too few answer to say.
@@ -269,6 +274,7 @@ def detect(
             last_answered[addr] = now
         first_failed.clear()
         history.clear()  # offsets across the pause cannot show what happened when
+    returned = dict(state.returned_offset)
     for b in snapshot.brokers:
         if b.addr in answered:
             if not b.is_up:
@@ -276,6 +282,8 @@ def detect(
             last_answered[b.addr] = now
             first_failed.pop(b.addr, None)
             offset = _valid_offset(b)
+            if offset is not None and b.addr in state.first_failed_at:
+                returned[b.addr] = offset
             if offset is not None:
                 last_offset[b.addr] = offset
                 samples = history.setdefault(b.addr, [])
@@ -372,6 +380,9 @@ def detect(
                 deregistered_for_seconds=None
                 if master is None or master.addr not in deregistered_since
                 else now - deregistered_since[master.addr],
+                returned_offsets=tuple(
+                    (b.key, returned[b.addr]) for b in snapshot.group(name) if b.addr in returned
+                ),
             )
         )
 
@@ -388,6 +399,7 @@ def detect(
         known_master=known_master,
         master_role=master_role,
         deregistered_since=deregistered_since,
+        returned_offset=returned,
     )
     verdict = ClusterVerdict(
         taken_at=now,
@@ -428,6 +440,7 @@ def _judge_group(
     master_unseen_bytes: int | None,
     master_peak_rate: float,
     deregistered_for_seconds: float | None,
+    returned_offsets: tuple[tuple[str, int], ...],
 ) -> GroupVerdict:
     now = snapshot.taken_at
     down_after = settings.down_after_seconds
@@ -470,6 +483,7 @@ def _judge_group(
             other_masters=tuple((b.key, b.addr) for b in others),
             registered_on=listed,
             deregistered_for_seconds=deregistered_for_seconds,
+            returned_offsets=returned_offsets,
         )
 
     ns_up = snapshot.nameservers_up()
