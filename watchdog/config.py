@@ -290,6 +290,14 @@ class WatchdogConfig(_Strict):
                 raise ValueError(
                     f"secondary check {check.name!r} names unknown host {check.host!r}"
                 )
+        vantage_points = 1 + len(self.nameservers) + len(self.secondary_checks)
+        if self.detect.quorum > vantage_points:
+            raise ValueError(
+                f"detect.quorum {self.detect.quorum} can never be reached: there are at most "
+                f"{vantage_points} vantage points (the watchdog's own probe, "
+                f"{len(self.nameservers)} nameserver(s), {len(self.secondary_checks)} secondary "
+                "check(s)), so no master would ever be judged down"
+            )
         return self
 
     def group_names(self) -> tuple[str, ...]:

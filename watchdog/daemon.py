@@ -151,6 +151,7 @@ class Daemon:
         self._reload_requested = False
         self._is_ready = False
         self._group_states: dict[str, GroupState] = {}
+        self._has_nameserver_majority = True
         self._build(config)
 
     def _build(self, config: WatchdogConfig) -> None:
@@ -359,6 +360,7 @@ class Daemon:
             self.metrics.record_decision(decision.broker_name, cast(DecisionKind, decision.kind))
             if isinstance(decision, Promote | Fence) and not self.config.dry_run:
                 self._start_failover(decision, snapshot)
+        self._announce_nameserver_majority(verdict)
         self.metrics.update(snapshot, group_states, verdict.is_isolated)
         for name in group_states:
             record = state.group(name)
@@ -375,6 +377,21 @@ class Daemon:
             self.notifier.status(f"cycle {number}: {summary}")
         self.notifier.watchdog()
         return self.cycle
+
+    def _announce_nameserver_majority(self, verdict: ClusterVerdict) -> None:
+        """One warning when most nameservers stop answering, one line when they are back."""
+        up, total = verdict.nameservers_up, verdict.nameservers_total
+        has_majority = up * 2 >= total  # "most are down" only when more than half are
+        if has_majority == self._has_nameserver_majority:
+            return
+        self._has_nameserver_majority = has_majority
+        if has_majority:
+            log.info(f"a majority of nameservers answers again ({up}/{total})")
+        else:
+            log.warning(
+                f"only {up}/{total} nameservers answer: clients get no routes from the others "
+                "and no promotion could be verified on a majority"
+            )
 
     def _announce_transition(self, decision: Decision, now_wall: float) -> None:
         """Webhook events for a group entering MASTER_ODOWN or FAILOVER_BLOCKED (once each)."""

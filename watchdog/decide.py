@@ -265,6 +265,9 @@ def _decide_group(
         return rejoined
 
     if not g.is_odown:
+        few = _few_nameservers(verdict)
+        if few and g.state is GroupState.HEALTHY:
+            return NoAction(name, f"no action: {g.reason}; {few}", GroupState.DEGRADED)
         lowered = role_lowered(g, gp)
         if lowered and g.state is GroupState.HEALTHY:
             return NoAction(name, f"no action: {g.reason}; {lowered}", GroupState.DEGRADED)
@@ -329,6 +332,15 @@ def _decide_group(
         master_write_rate=g.master_peak_rate,
         decided_at=now,
     )
+
+
+def _few_nameservers(verdict: ClusterVerdict) -> str:
+    """Why a group cannot be called healthy when most nameservers do not answer: clients get
+    no routes from them, and a promotion could not be verified on a majority."""
+    up, total = verdict.nameservers_up, verdict.nameservers_total
+    if total == 0 or up * 2 >= total:
+        return ""
+    return f"only {up}/{total} nameservers answer: a promotion could not be verified"
 
 
 def role_lowered(g: GroupVerdict, gp: GroupFailoverPolicy) -> str:

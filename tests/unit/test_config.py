@@ -70,6 +70,11 @@ BAD: list[tuple[str, str, str]] = [
         "detect.down_afer: unknown key; did you mean 'down_after'?",
     ),
     (
+        "unreachable quorum",
+        GOOD.replace('down_after = "3s"', 'down_after = "3s"\nquorum = 9'),
+        "detect.quorum 9 can never be reached: there are at most",
+    ),
+    (
         "no nameserver",
         GOOD.replace('nameservers = ["127.0.0.1:9876", "127.0.0.1:9877"]', "nameservers = []"),
         "nameservers: must list at least 1 item",

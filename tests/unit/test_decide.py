@@ -642,3 +642,13 @@ def test_a_restored_role_is_healthy_again() -> None:
     healthy = World(base_offset=MIB)
     decision = one(healthy, policy=gp(lowered=("ASYNC_MASTER", "F1")))  # it has that role
     assert decision.state is GroupState.HEALTHY and "lowered" not in decision.reason
+
+
+def test_a_group_is_not_healthy_when_most_nameservers_do_not_answer() -> None:
+    decision = one(World(ns_down=BOTH, base_offset=MIB))
+    assert decision.state is GroupState.DEGRADED
+    assert decision.reason.endswith(
+        "only 0/2 nameservers answer: a promotion could not be verified"
+    )
+    # Half of them down is not most of them: the other still gives clients their routes.
+    assert one(World(ns_down=(NS1,), base_offset=MIB)).state is GroupState.HEALTHY
