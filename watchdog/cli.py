@@ -262,6 +262,28 @@ def failover(
 
 @cli.command()
 @config_option
+@click.option("--broker-name", default=None, help="Only this broker group.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def history(config_path: str, broker_name: str | None, as_json: bool) -> None:
+    """List past failovers and fences from the journals in state_dir/failovers: id, kind,
+    group, outcome, duration, expected/max loss, fence path, messages moved aside, steps."""
+    from .observe import read_history, render_history
+
+    config = load_or_exit(config_path)
+    if broker_name is not None and broker_name not in config.group_names():
+        raise BadInput(
+            f"--broker-name: unknown broker group {broker_name!r}; configured: "
+            + ", ".join(config.group_names())
+        )
+    rows = read_history(config.state_dir, broker_name)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+    else:
+        click.echo(render_history(rows))
+
+
+@cli.command()
+@config_option
 @click.option("--broker-name", required=True, help="The broker group whose block to lift.")
 def ack(config_path: str, broker_name: str) -> None:
     """Acknowledge a failover: lift the anti-flap block on automatic failovers of a group."""

@@ -730,3 +730,53 @@ def test_a_sync_master_promoted_as_async_is_recorded_as_lowered(tmp_path: Path) 
         assert (group.lowered_from, group.lowered_by) == ("SYNC_MASTER", "fo-1")
 
     run(body, tmp_path)
+
+
+def test_history_lists_failovers_and_waits_for_a_fence_from_the_journals(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from watchdog.cli import cli
+    from watchdog.observe import read_history, render_history
+
+    async def body(world: World) -> None:
+        config = world.config()
+        await cut_off(world, A0)
+        world.failing_commands.add(("stop", A0))
+        await world.executor(config).run(world.promotion(config), "fo-1")  # awaiting_fence
+        world.failing_commands.clear()
+        await world.stop(A0)
+        await world.executor(config).run(world.promotion(config), "fo-2")  # succeeded
+
+    run(body, tmp_path)
+    config_path = tmp_path / "watchdog.toml"
+    rows = read_history(tmp_path / "state")
+    assert [(r.failover_id, r.outcome, r.fenced_by) for r in rows] == [
+        ("fo-1", "awaiting_fence", None),
+        ("fo-2", "succeeded", "host"),
+    ]
+    assert rows[1].steps_done == rows[1].steps == 9 and rows[1].new_master == A1
+    table = render_history(rows)
+    assert table.splitlines()[0].split()[:3] == ["started", "(UTC)", "id"]
+    assert "awaiting_fence" in table and "broker-a:0 -> broker-a:1" in table
+    # The command: a config whose state_dir holds these journals.
+    config_path.write_text(
+        "\n".join(
+            [
+                'cluster_name = "c"',
+                'nameservers = ["127.0.0.1:1"]',
+                f'state_dir = "{tmp_path / "state"}"',
+                "[[brokers]]",
+                'broker_name = "broker-a"',
+                "broker_id = 0",
+                'addr = "127.0.0.1:2"',
+                'properties = "/p"',
+                'start = ["x"]',
+                'stop = ["y"]',
+            ]
+        )
+    )
+    result = CliRunner().invoke(cli, ["history", "-c", str(config_path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["outcome"] for r in json.loads(result.output)] == ["awaiting_fence", "succeeded"]
+    bad = CliRunner().invoke(cli, ["history", "-c", str(config_path), "--broker-name", "nope"])
+    assert bad.exit_code == 2 and "unknown broker group 'nope'" in bad.output

@@ -1,11 +1,13 @@
-"""Observe: Prometheus metrics, structured logging and systemd notification for the daemon."""
+"""Observe: Prometheus metrics, structured logging, systemd notification, failover history."""
 
+from ._history import FailoverRow, read_history, render_history
 from ._logging import LogFormat, configure_logging
 from ._metrics import Decision, MetricsServer, ProbeTarget, WatchdogMetrics, parse_listen
 from ._systemd import SystemdNotifier
 
 __all__ = [
     "Decision",
+    "FailoverRow",
     "LogFormat",
     "MetricsServer",
     "ProbeTarget",
@@ -13,4 +15,6 @@ __all__ = [
     "WatchdogMetrics",
     "configure_logging",
     "parse_listen",
+    "read_history",
+    "render_history",
 ]
