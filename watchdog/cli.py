@@ -206,13 +206,23 @@ def run(config_path: str, log_format: str, log_level: str) -> None:
 @click.option(
     "--force",
     is_flag=True,
-    help="Fail over a live master; ignore max_lag_bytes and the anti-flap block.",
+    help="Fail over a live master (it waits up to 30 s for the candidate to catch up, asks "
+    "first, and rejoins the old master as a slave); ignore max_lag_bytes and the block.",
 )
 @click.option(
     "--fenced-by-operator",
     is_flag=True,
     help="Confirm that the old master can no longer take writes (you powered it off or cut it "
     "off from every client): the fence then counts as done. Recorded in the journal.",
+)
+@click.option(
+    "--allow-loss",
+    is_flag=True,
+    help="With --force on a master that answers: promote even if the candidate has not caught "
+    "up within 30 s (what it lacks is lost).",
+)
+@click.option(
+    "--yes", "assume_yes", is_flag=True, help="Do not ask before stopping a master that answers."
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def failover(
@@ -222,6 +232,8 @@ def failover(
     to_id: int | None,
     force: bool,
     fenced_by_operator: bool,
+    allow_loss: bool,
+    assume_yes: bool,
     as_json: bool,
 ) -> None:
     """Fail over a broker group now, or show exactly how it would be done (--dry-run).
@@ -255,9 +267,16 @@ def failover(
             as_json=as_json,
             echo=click.echo,
             fenced_by_operator=fenced_by_operator,
+            allow_loss=allow_loss,
+            assume_yes=assume_yes,
+            confirm=_ask if sys.stdin.isatty() else None,
         )
     )
     sys.exit(code)
+
+
+def _ask(question: str) -> bool:
+    return click.confirm(question, default=False)
 
 
 @cli.command()

@@ -21,6 +21,7 @@ from .act import (
 )
 from .config import WatchdogConfig
 from .daemon import DaemonLock, LockHeld, _jsonable, control_socket_path
+from .decide import GroupFailoverPolicy, choose_candidate
 from .detect import ClusterVerdict, DetectorState, GroupVerdict, detect
 from .hosts import Host, make_host
 from .notify import HookRunner, WebhookNotifier
@@ -119,7 +120,16 @@ async def run_failover(
     as_json: bool,
     echo: Echo,
     fenced_by_operator: bool = False,
+    allow_loss: bool = False,
+    assume_yes: bool = False,
+    confirm: Callable[[str], bool] | None = None,
 ) -> int:
+    if force and not dry_run:
+        refused = await _check_live_master(
+            config, broker_name, to_key, allow_loss, assume_yes, confirm, echo
+        )
+        if refused is not None:
+            return refused
     if fenced_by_operator:
         echo(
             "WARNING: --fenced-by-operator: you confirm the old master can no longer take "
@@ -143,6 +153,66 @@ async def run_failover(
     return await _plan_and_maybe_run(
         config, broker_name, dry_run, to_key, force, as_json, echo, fenced_by_operator
     )
+
+
+# How long a forced failover of a master that answers waits for the candidate to catch up.
+CATCH_UP_SECONDS = 30.0
+
+
+async def _check_live_master(
+    config: WatchdogConfig,
+    broker_name: str,
+    to_key: str | None,
+    allow_loss: bool,
+    assume_yes: bool,
+    confirm: Callable[[str], bool] | None,
+    echo: Echo,
+) -> int | None:
+    """`--force` on a master that answers: wait (bounded) until the candidate holds the
+    master's log, refuse a lag without --allow-loss, and ask (or need --yes) before stopping a
+    live master. None: go on; else the exit code."""
+    pool = client_pool(config)
+    try:
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while True:
+            snapshot, verdict = await _observe(config, pool, cycles=1)
+            group = next((g for g in verdict.groups if g.broker_name == broker_name), None)
+            master = None if group is None else snapshot.broker_at(group.master_addr or "")
+            if group is None or group.is_odown or master is None or not master.is_up:
+                return None  # not a live master: the usual rules apply
+            chosen, rejected = choose_candidate(
+                snapshot, group, config.brokers, GroupFailoverPolicy(), only_key=to_key
+            )
+            if chosen is None:
+                return None  # refused later with the reasons
+            obs, offset, _ = chosen
+            behind = max((master.commitlog_max_offset or 0) - offset, 0)
+            if behind == 0 or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(config.probe.interval_seconds)
+    finally:
+        await pool.close_all()
+    who = f"{group.master_key}@{group.master_addr}"
+    if behind and not allow_loss:
+        echo(
+            f"refused: the master {who} answers and {obs.key} is still {behind} bytes behind it "
+            f"after {CATCH_UP_SECONDS:g} s; promoting now loses them (--allow-loss to accept)"
+        )
+        return 1
+    question = (
+        f"The master {who} answers. Stop it, promote {obs.key}@{obs.addr}"
+        + (f" ({behind} bytes behind: they will be lost)" if behind else " (caught up)")
+        + " and rejoin the old master as its slave?"
+    )
+    if assume_yes:
+        return None
+    if confirm is None:
+        echo(f"refused: {question} Confirm with --yes (no terminal to ask on).")
+        return 1
+    if not confirm(question):
+        echo("not confirmed; nothing was changed")
+        return 1
+    return None
 
 
 async def _plan_and_maybe_run(

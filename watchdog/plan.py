@@ -317,6 +317,12 @@ def plan_promotion(
             f"record epoch {current_epoch + 1}: {name} master is {candidate.key}@{candidate.addr}",
         )
     )
+    if old is not None and old.key != candidate.key and not decision.requires_master_down:
+        # An operator's switch away from a live master: it was healthy, so it comes back at
+        # once, as a slave of the new master (its file says SLAVE since the fence).
+        steps.append(
+            _start(old, f"rejoin the old master {old.key} as a slave of {candidate.key}")
+        )
     original = PropertiesFile.parse(files[candidate.key] or "")
     rollback = [
         _stop(candidate, f"roll back: stop {candidate.key}"),

@@ -214,7 +214,9 @@ def test_sync_failover_then_anti_flap(fresh_sandbox: Any, tmp_path: Path) -> Non
         box.start(A1)
         wait_slave(top, A1, 120)  # fenced first if its log reached past the promotion point
         wait_until(lambda: caught_up(top, A1, A0), 60, f"{A1} catching up with {A0}")
-        forced = cli("failover", "-c", str(top.config), "--broker-name", "broker-a", "--force")
+        forced = cli(
+            "failover", "-c", str(top.config), "--broker-name", "broker-a", "--force", "--yes"
+        )
         assert forced.returncode == 0, forced
         assert "failover succeeded" in forced.stdout, forced.stdout
         ids = states.failover_ids()
@@ -353,7 +355,7 @@ def test_bad_inputs_change_nothing_and_dry_run_equals_executed_plan(
 
     # Unreachable host: the candidate's properties cannot be read; the error names the host.
     far = far_config(top, tmp_path, unused_port())
-    unreachable = cli("failover", "-c", str(far), "--broker-name", "broker-a", "--force")
+    unreachable = cli("failover", "-c", str(far), "--broker-name", "broker-a", "--force", "--yes")
     assert unreachable.returncode == 1, unreachable
     assert unreachable.stdout.strip().splitlines() == [unreachable.stdout.strip().splitlines()[0]]
     assert "refused" in unreachable.stdout and "on far" in unreachable.stdout, unreachable
@@ -362,7 +364,7 @@ def test_bad_inputs_change_nothing_and_dry_run_equals_executed_plan(
     # the first step, so the live master is never stopped.
     subprocess.run(["chattr", "+i", str(top.properties[A1])], check=True)
     try:
-        unwritable = cli("failover", "-c", config, "--broker-name", "broker-a", "--force")
+        unwritable = cli("failover", "-c", config, "--broker-name", "broker-a", "--force", "--yes")
     finally:
         subprocess.run(["chattr", "-i", str(top.properties[A1])], check=True)
     assert unwritable.returncode == 1, unwritable
@@ -374,7 +376,7 @@ def test_bad_inputs_change_nothing_and_dry_run_equals_executed_plan(
 
     # No promotable slave: refused, nothing changed.
     box.kill(A1, "KILL")
-    no_slave = cli("failover", "-c", config, "--broker-name", "broker-a", "--force")
+    no_slave = cli("failover", "-c", config, "--broker-name", "broker-a", "--force", "--yes")
     assert no_slave.returncode == 1, no_slave
     assert "no slave of broker-a can be promoted" in no_slave.stdout
     assert "broker-a:1 not answering" in no_slave.stdout
@@ -382,6 +384,12 @@ def test_bad_inputs_change_nothing_and_dry_run_equals_executed_plan(
     assert hashes == healthy[0] and pids[A0] == healthy[1][A0]
     box.start(A1)
     wait_slave(top, A1)
+    assert states.failover_ids() == []
+
+    # --force on a live master without a terminal to ask on and without --yes: refused.
+    unconfirmed = cli("failover", "-c", config, "--broker-name", "broker-a", "--force")
+    assert unconfirmed.returncode == 1, unconfirmed
+    assert "Confirm with --yes" in unconfirmed.stdout and "(caught up)" in unconfirmed.stdout
     assert states.failover_ids() == []
 
     # Dry run on the healthy cluster: the plan and diffs, nothing changed.
@@ -396,7 +404,7 @@ def test_bad_inputs_change_nothing_and_dry_run_equals_executed_plan(
 
     # The same failover for real (no daemon: it takes the lock and acts itself).
     started = time.monotonic()
-    forced = cli("failover", "-c", config, "--broker-name", "broker-a", "--force")
+    forced = cli("failover", "-c", config, "--broker-name", "broker-a", "--force", "--yes")
     assert forced.returncode == 0, forced
     report("forced failover of a live master (no daemon)", time.monotonic() - started)
     [executed_id] = states.failover_ids()
@@ -416,7 +424,9 @@ def test_bad_inputs_change_nothing_and_dry_run_equals_executed_plan(
     ]
     assert sorted(now) == sorted(doc["diffs"])
     one_master_everywhere(top, top.addrs[A1])
-    assert box.pid(A0) is None  # a live old master is stopped, not left running as master
+    # The live old master was stopped, then rejoined as a slave of the new one.
+    rejoined = wait_slave(top, A0)
+    assert rejoined["brokerId"] == "1"
 
 
 # --------------------------------------------------------------------------- 5
