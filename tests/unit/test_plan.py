@@ -227,9 +227,7 @@ def test_the_plan_carries_both_loss_figures_to_the_journal_and_dry_run() -> None
     from watchdog.manual import render_plan
     from watchdog.states import GroupState
 
-    plan = plan_of(
-        plan_promotion(promote(max_loss_bytes=700), config(), FILES, current_epoch=0)
-    )
+    plan = plan_of(plan_promotion(promote(max_loss_bytes=700), config(), FILES, current_epoch=0))
     assert (plan.expected_loss_bytes, plan.max_loss_bytes) == (100, 700)
     doc = plan.to_json()
     assert (doc["expected_loss_bytes"], doc["max_loss_bytes"]) == (100, 700)
@@ -352,3 +350,18 @@ def test_fence_refuses_an_unknown_target() -> None:
         used_ids=frozenset({0}),
     )
     assert isinstance(result, Refusal) and "not in the configuration" in result.reason
+
+
+def test_an_operators_switch_from_a_live_master_rejoins_it_as_a_slave() -> None:
+    live = plan_of(
+        plan_promotion(promote(requires_master_down=False), config(), FILES, current_epoch=0)
+    )
+    last = live.steps[-1]
+    assert (last.kind, last.broker_key, last.argv) == (
+        StepKind.START,
+        "broker-a:0",
+        ("start-broker", "0"),
+    )
+    assert "rejoin the old master" in last.purpose
+    dead = plan_of(plan_promotion(promote(), config(), FILES, current_epoch=0))
+    assert dead.steps[-1].kind is StepKind.RECORD_EPOCH  # a dead master is left to its owner
