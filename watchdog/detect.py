@@ -264,8 +264,17 @@ def detect(
         rate_samples = rates.setdefault(b.addr, [])
         if not rate_samples or rate_samples[-1][0] != now:
             rate_samples.append((now, max(offset - before, 0) / (now - seen_at)))
+    # The window ends when the broker last answered: a master silent for minutes keeps the
+    # rates it wrote at before its silence (what it may have gone on writing at, unseen).
     kept_rates = {
-        a: tuple(r for r in rs if now - WRITE_RATE_WINDOW_SECONDS <= r[0] <= now)
+        a: tuple(
+            r
+            for r in rs
+            if (now if a in answered else state.last_answered_at.get(a, now))
+            - WRITE_RATE_WINDOW_SECONDS
+            <= r[0]
+            <= now
+        )
         for a, rs in rates.items()
     }
     kept_rates = {a: r for a, r in kept_rates.items() if r}

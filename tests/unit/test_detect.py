@@ -454,6 +454,16 @@ def test_unseen_bytes_use_the_peak_rate_of_the_last_minute_only() -> None:
     assert verdict.groups[0].master_unseen_bytes == 0
 
 
+def test_a_master_silent_for_minutes_keeps_the_rate_it_wrote_at() -> None:
+    """The rate window ends at its last answer: two minutes of silence is two minutes of what
+    it may have written unseen, not nothing because its samples grew old."""
+    replay = Replay()
+    world = World(master_down=KILL, deregistered_by=BOTH)
+    replay.run(world, seconds(0, 10))
+    verdict = replay.run(world, seconds(11, 130))
+    assert verdict.groups[0].master_unseen_bytes == 100 * 120  # 100 B/s, silent since t=10
+
+
 def test_a_slaves_replication_is_no_write_rate() -> None:
     """A slave resyncing from scratch grows by megabytes a second; promoted, and killed in its
     turn, only its growth as a master counts (100 B/s, silent for 2 s)."""
