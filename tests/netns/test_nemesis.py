@@ -22,7 +22,7 @@ from .writers import account, writing
 
 pytestmark = pytest.mark.integration
 
-SECONDS = float(os.environ.get("RMQWD_NEMESIS_SECONDS", "60"))
+SECONDS = float(os.environ.get("RMQWD_NEMESIS_SECONDS", "40"))
 # The short run in `make test` is the same every time; `make chaos` sets its own or none.
 SEED = int(os.environ.get(NEMESIS_SEED_ENV, "20261202"))
 
