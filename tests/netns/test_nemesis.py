@@ -38,6 +38,7 @@ def sync_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsClus
         yield c
 
 
+@pytest.mark.timeout(SECONDS + 900)  # make chaos plays 30 minutes
 def test_a_seeded_nemesis_never_makes_two_masters_nor_loses_an_acked_message(
     sync_cluster: NetnsCluster,
 ) -> None:
