@@ -395,7 +395,9 @@ def test_bad_inputs_change_nothing_and_dry_run_equals_executed_plan(
     # Dry run on the healthy cluster: the plan and diffs, nothing changed.
     before = snapshot()
     originals = {p: p.read_text() for p in top.all_properties()}
-    dry = cli("failover", "-c", config, "--broker-name", "broker-a", "--dry-run", "--json")
+    dry = cli(
+        "failover", "-c", config, "--broker-name", "broker-a", "--force", "--dry-run", "--json"
+    )
     assert dry.returncode == 0, dry
     doc = json.loads(dry.stdout)
     assert doc["dry_run"] is True and doc["group_state"] == "HEALTHY"

@@ -99,7 +99,10 @@ def manual_promote(
         deregistered_for_seconds=group.deregistered_for_seconds,
         fenced_by_operator=fenced_by_operator,
         master_write_rate=group.master_peak_rate,
-        requires_master_down=group.is_odown,
+        # An operator's --force on a master that answers is a switch (the old master rejoins
+        # as a slave); anything else, a dry run on a healthy group included, plans what
+        # happens when the master has died.
+        requires_master_down=group.is_odown or not force,
         decided_at=time.time(),
     )
 
