@@ -700,15 +700,10 @@ class Executor:
             raise NotFenced("the old master answers again; the promotion is called off")
         broker = self._broker(step.broker_key)
         registered_on, answered = 0, 0
-        for addr in self.config.nameservers:
-            try:
-                info = await get_cluster_info(
-                    self.pool.get(addr), timeout_seconds=self.config.probe.timeout_seconds
-                )
-            except RemotingError:
+        for _, ids in await self._group_on_nameservers(plan.broker_name):
+            if isinstance(ids, RemotingError):
                 continue
             answered += 1
-            ids = info.broker_addrs.get(plan.broker_name, {})
             if broker.addr in ids.values():
                 registered_on += 1
         deregistered_for: float | None = None
@@ -882,21 +877,35 @@ class Executor:
             f"aside to {aside} ({summary})"
         )
 
+    async def _group_on_nameservers(
+        self, broker_name: str
+    ) -> list[tuple[str, Mapping[int, str] | RemotingError]]:
+        """Each configured nameserver's brokerId -> addr map of the group, or why it did not
+        answer: what the promotion's verification and the fence gate both read."""
+        out: list[tuple[str, Mapping[int, str] | RemotingError]] = []
+        for addr in self.config.nameservers:
+            try:
+                info = await get_cluster_info(
+                    self.pool.get(addr), timeout_seconds=self.config.probe.timeout_seconds
+                )
+            except RemotingError as exc:
+                out.append((addr, exc))
+                continue
+            out.append((addr, info.broker_addrs.get(broker_name, {})))
+        return out
+
     async def _wait_master(self, plan: Plan, broker: BrokerConfig) -> str:
         deadline = self.clock() + self.config.failover.promote_timeout_seconds
-        timeout = self.config.probe.timeout_seconds
         missing: list[str] = []
         while True:
             missing = []
             answered = 0
-            for addr in self.config.nameservers:
-                try:
-                    info = await get_cluster_info(self.pool.get(addr), timeout_seconds=timeout)
-                except RemotingError as exc:
-                    missing.append(f"{addr} unreachable ({type(exc).__name__})")
+            for addr, ids in await self._group_on_nameservers(plan.broker_name):
+                if isinstance(ids, RemotingError):
+                    missing.append(f"{addr} unreachable ({type(ids).__name__})")
                     continue
                 answered += 1
-                listed = info.broker_addrs.get(plan.broker_name, {}).get(0)
+                listed = ids.get(0)
                 if listed != broker.addr:
                     missing.append(f"{addr} lists id 0 as {listed}")
             majority = answered * 2 > len(self.config.nameservers)
