@@ -11,6 +11,7 @@ from typing import Literal
 
 from .config import BrokerConfig, WatchdogConfig
 from .hosts import Host, HostError
+from .plan import fence_command_argv
 from .properties import PropertiesFile
 from .snapshot import BrokerObservation, ClusterSnapshot
 from .status import group_master
@@ -206,14 +207,14 @@ def _fence_finding(config: WatchdogConfig, name: str, master_addr: str) -> Findi
     subject = f"group {name}"
     if broker is None:
         return Finding("warn", subject, f"master {master_addr} is not in the configuration")
-    host = config.hosts.get(broker.host)
     grace = config.failover.fence_grace_seconds
     paths = [f"rewrite + stop on host {broker.host}"]
-    if host is not None and host.fence_command:
-        paths.append(f"fence command {' '.join(host.fence_command)}")
+    command = fence_command_argv(broker, config)
+    if command:
+        paths.append(f"fence command {' '.join(command)}")
     paths.append(f"the nameservers' drop + fence_grace {grace:g} s")
     text = "fence paths for " + broker.key + ": " + "; ".join(paths)
-    if host is None or not host.fence_command:
+    if not command:
         return Finding(
             "ok",
             subject,
