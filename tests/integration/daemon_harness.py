@@ -122,12 +122,20 @@ class Topology:
 class Daemon:
     """One `rmq-watchdog run` child; its JSON log is read back from a file."""
 
-    def __init__(self, config: Path, log: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        prefix: Sequence[str] = (),
+    ) -> None:
+        """`prefix` runs it through another program that execs it (e.g. ip netns exec)."""
         self.config = config
         self.log_path = log
         with log.open("ab") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "watchdog", "run", "-c", str(config)]
+                [*prefix, sys.executable, "-m", "watchdog", "run", "-c", str(config)]
                 + ["--log-format", "json"],
                 stdout=fh,
                 stderr=subprocess.STDOUT,

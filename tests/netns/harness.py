@@ -84,19 +84,7 @@ class NetnsDaemon(Daemon):
         log_path: Path,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self.config = config
-        self.log_path = log_path
-        with log_path.open("ab") as fh:
-            self.proc = subprocess.Popen(
-                [*prefix, sys.executable, "-m", "watchdog", "run", "-c", str(config)]
-                + ["--log-format", "json"],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=watchdog_env(env),
-                cwd=REPO,
-            )
-        self.pid = self.proc.pid
+        super().__init__(config, log_path, env, prefix=prefix)
 
 
 @dataclass
