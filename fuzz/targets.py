@@ -61,6 +61,7 @@ __all__ = [
     "Finding",
     "TARGETS",
     "CORPUS_DIR",
+    "Reply",
     "corpus_files",
 ]
 
@@ -412,7 +413,7 @@ def fuzz_topic_route(data: bytes) -> None:
 # --- every typed call on whatever reply a server sends ----------------------------------------
 
 
-class _Reply:
+class Reply:
     """A Requester answering every request with one command, at once."""
 
     def __init__(self, reply: RemotingCommand) -> None:
@@ -456,7 +457,7 @@ def _check_config(config: object) -> None:
         _check(_is_decimal(broker_id, signed=True), f"brokerId={broker_id!r:.40}")
 
 
-_CALLS: tuple[tuple[Callable[[_Reply], Coroutine[Any, Any, Any]], Callable[[Any], None]], ...] = (
+_CALLS: tuple[tuple[Callable[[Reply], Coroutine[Any, Any, Any]], Callable[[Any], None]], ...] = (
     (lambda r: get_cluster_info(r, timeout_seconds=1), check_cluster_info),
     (lambda r: get_topic_route(r, "T", timeout_seconds=1), check_topic_route),
     (lambda r: get_kv_config(r, "ns", "k", timeout_seconds=1), _check_kv_value),
@@ -477,7 +478,7 @@ def fuzz_replies(data: bytes) -> None:
     for reply in replies[:4]:
         for call, check in _CALLS:
             try:
-                value = _run(call(_Reply(reply)))
+                value = _run(call(Reply(reply)))
             except RemotingError:
                 continue
             check(value)

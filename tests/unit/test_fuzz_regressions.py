@@ -7,13 +7,13 @@ import asyncio
 import json
 import struct
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fuzz.targets import CORPUS_DIR, TARGETS
+from fuzz.targets import CORPUS_DIR, TARGETS, Reply
 from watchdog.remoting import (
     FLAG_RESPONSE,
     FrameDecoder,
@@ -46,21 +46,6 @@ def replay(target: str, name: str) -> None:
 
 def json_frame(header: bytes, body: bytes = b"") -> bytes:
     return struct.pack(">ii", 4 + len(header) + len(body), len(header)) + header + body
-
-
-class _Reply:
-    def __init__(self, reply: RemotingCommand) -> None:
-        self.reply = reply
-
-    async def request(
-        self,
-        code: int,
-        ext_fields: Mapping[str, str] | None = None,
-        body: bytes = b"",
-        *,
-        timeout_seconds: float,
-    ) -> RemotingCommand:
-        return self.reply
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -232,19 +217,19 @@ def test_runtime_info_min_offset_minus_one_is_what_a_fresh_broker_says() -> None
 def test_max_offset_ext_field_must_be_a_non_negative_long(value: str) -> None:
     replay("replies", "max_offset_negative")
     with pytest.raises(ProtocolError, match="offset="):
-        run(get_max_offset(_Reply(response(offset=value)), "T", 0, timeout_seconds=1))
+        run(get_max_offset(Reply(response(offset=value)), "T", 0, timeout_seconds=1))
 
 
 def test_max_offset_negative_reply_is_a_protocol_error() -> None:
     (reply,) = FrameDecoder().feed(corpus("replies", "max_offset_negative"))
     with pytest.raises(ProtocolError, match="offset='-1'"):
-        run(get_max_offset(_Reply(reply), "T", 0, timeout_seconds=1))
+        run(get_max_offset(Reply(reply), "T", 0, timeout_seconds=1))
 
 
 def test_wipe_count_must_be_a_count() -> None:
     with pytest.raises(ProtocolError, match="wipeTopicCount"):
         run(
-            wipe_write_perm_of_broker(_Reply(response(wipeTopicCount="-3")), "b", timeout_seconds=1)
+            wipe_write_perm_of_broker(Reply(response(wipeTopicCount="-3")), "b", timeout_seconds=1)
         )
 
 
