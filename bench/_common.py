@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from watchdog.sandbox import DEFAULT_VERSION, Sandbox, find_java
+from watchdog.tools.sandbox import DEFAULT_VERSION, Sandbox, find_java
 
 __all__ = [
     "REPO_ROOT",

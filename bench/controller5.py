@@ -52,7 +52,7 @@ from bench._common import (  # noqa: E402
     write_result,
 )
 from watchdog.config import load_config  # noqa: E402
-from watchdog.remoting import (  # noqa: E402
+from watchdog.remoting import (
     RemotingClient,
     RemotingCommand,
     RemotingError,
@@ -61,7 +61,7 @@ from watchdog.remoting import (  # noqa: E402
     get_cluster_info,
     invoke,
 )
-from watchdog.sandbox import Sandbox, ensure_rocketmq, java_argv  # noqa: E402
+from watchdog.tools.sandbox import Sandbox, ensure_rocketmq, java_argv  # noqa: E402
 
 NAME = "controller5"
 WATCHDOG = "rmq-watchdog + 4.9.7"

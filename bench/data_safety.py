@@ -53,8 +53,8 @@ from bench._common import (  # noqa: E402
     terminate,
     write_result,
 )
-from watchdog.properties import PropertiesFile  # noqa: E402
-from watchdog.remoting import (  # noqa: E402
+from watchdog.model import PropertiesFile  # noqa: E402
+from watchdog.remoting import (
     ClientPool,
     RemotingError,
     RequestCode,
@@ -66,7 +66,7 @@ from watchdog.remoting import (  # noqa: E402
     invoke,
     update_broker_config,
 )
-from watchdog.sandbox import Sandbox  # noqa: E402
+from watchdog.tools.sandbox import Sandbox  # noqa: E402
 
 T = TypeVar("T")
 

@@ -38,7 +38,7 @@ from bench._common import (  # noqa: E402
     write_result,
 )
 from watchdog.config import load_config  # noqa: E402
-from watchdog.sandbox import Sandbox  # noqa: E402
+from watchdog.tools.sandbox import Sandbox  # noqa: E402
 
 NAME = "detection"
 GROUP = "broker-a"

@@ -54,13 +54,7 @@ from bench._common import (  # noqa: E402
     write_result,
 )
 from watchdog.config import load_config  # noqa: E402
-from watchdog.remoting import (  # noqa: E402
-    ClientPool,
-    RequestCode,
-    create_topic,
-    get_topic_route,
-    invoke,
-)
+from watchdog.remoting import ClientPool, RequestCode, create_topic, get_topic_route, invoke
 
 NAME = "failover"
 GROUP = "broker-a"

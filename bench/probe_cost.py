@@ -36,11 +36,11 @@ from bench._common import (  # noqa: E402
     write_result,
 )
 from watchdog.config import WatchdogConfig, load_config  # noqa: E402
+from watchdog.model import ClusterSnapshot  # noqa: E402
+from watchdog.observe import render_status, status_report  # noqa: E402
 from watchdog.probe import Prober  # noqa: E402
 from watchdog.remoting import ClientPool  # noqa: E402
-from watchdog.sandbox import ensure_rocketmq, java_argv  # noqa: E402
-from watchdog.snapshot import ClusterSnapshot  # noqa: E402
-from watchdog.status import render_status, status_report  # noqa: E402
+from watchdog.tools.sandbox import ensure_rocketmq, java_argv  # noqa: E402
 
 NAME = "probe_cost"
 MQADMIN_MAIN = "org.apache.rocketmq.tools.command.MQAdminStartup"

@@ -13,6 +13,7 @@ import json
 import struct
 from pathlib import Path
 
+from fuzz.targets import CORPUS_DIR
 from watchdog.remoting._codec import (
     FLAG_RESPONSE,
     FrameDecoder,
@@ -20,8 +21,6 @@ from watchdog.remoting._codec import (
     SerializeType,
     encode_frame,
 )
-
-from .targets import CORPUS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "unit" / "golden"
@@ -121,7 +120,7 @@ def seeds() -> dict[str, dict[str, bytes]]:
 
 
 def _targets() -> list[str]:
-    from .targets import TARGETS
+    from fuzz.targets import TARGETS
 
     return list(TARGETS)
 

@@ -38,7 +38,7 @@ _RSS_LIMIT_MB = 2048
 
 
 def _target_names() -> list[str]:
-    from .targets import TARGETS
+    from fuzz.targets import TARGETS
 
     return list(TARGETS)
 

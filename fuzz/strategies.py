@@ -15,6 +15,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from fuzz.targets import corpus_files
 from watchdog.remoting import _fastjson
 from watchdog.remoting._codec import (
     FLAG_RESPONSE,
@@ -23,8 +24,6 @@ from watchdog.remoting._codec import (
     SerializeType,
     encode_frame,
 )
-
-from .targets import corpus_files
 
 __all__ = ["INPUTS", "mutate"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .sshd import SshdServer, start_sshd
+from tests.sshd import SshdServer, start_sshd
 
 
 @pytest.fixture(scope="session")

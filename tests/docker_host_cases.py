@@ -15,8 +15,7 @@ from typing import Any, TypeVar
 import pytest
 
 from watchdog.config import DockerHost
-from watchdog.docker_host import DockerBackend
-from watchdog.hosts import HostError
+from watchdog.hosts import DockerBackend, HostError
 
 _T = TypeVar("_T")
 

@@ -1,5 +1,5 @@
 """`python -m watchdog` runs the rmq-watchdog command line."""
 
-from .cli import main
+from .commands import main
 
 main()

@@ -20,8 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from .docker_cli import CONTAINER_NAME, DockerCliError, parse_docker_cli
-from .durations import parse_duration
+from .model import CONTAINER_NAME, DockerCliError, parse_docker_cli, parse_duration
 
 __all__ = [
     "ConfigError",

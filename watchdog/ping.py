@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import sys
 
-from .durations import parse_duration
+from .model import parse_duration
 from .remoting import ClientPool, RemotingError, describe_error, get_broker_runtime_info
 
 __all__ = ["ping", "main"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from watchdog.sandbox import Sandbox
+from watchdog.tools.sandbox import Sandbox
 
 UP_TIMEOUT_SECONDS = 300
 DOWN_TIMEOUT_SECONDS = 120

@@ -29,12 +29,7 @@ from watchdog.canary import (
     run_canary_client,
     send_probe_messages,
 )
-from watchdog.remoting import (
-    ClientPool,
-    RemoteError,
-    get_broker_runtime_info,
-    get_topic_route,
-)
+from watchdog.remoting import ClientPool, RemoteError, get_broker_runtime_info, get_topic_route
 
 pytestmark = pytest.mark.integration
 

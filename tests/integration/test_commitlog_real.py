@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 
+from tests.integration.daemon_harness import runtime_info, send_keyed
 from watchdog.act._commitlog import commitlog_dir, read_commitlog_tail
 from watchdog.hosts import LocalBackend
-from watchdog.properties import PropertiesFile
-
-from .daemon_harness import runtime_info, send_keyed
+from watchdog.model import PropertiesFile
 
 pytestmark = pytest.mark.integration
 

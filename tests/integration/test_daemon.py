@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from .daemon_harness import Daemon, running_daemon
-from .prometheus_harness import run_prometheus
+from tests.integration.daemon_harness import Daemon, running_daemon
+from tests.integration.prometheus_harness import run_prometheus
 
 pytestmark = pytest.mark.integration
 

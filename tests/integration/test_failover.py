@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .daemon_harness import (
+from tests.integration.daemon_harness import (
     Daemon,
     Topology,
     append_config,
@@ -47,7 +47,7 @@ def report(what: str, seconds: float) -> None:
 
 
 def group_states(daemon: Daemon, after: float) -> list[str]:
-    from .daemon_harness import _event_time
+    from tests.integration.daemon_harness import _event_time
 
     return [
         str(e["state"])
@@ -417,7 +417,7 @@ def test_bad_inputs_change_nothing_and_dry_run_equals_executed_plan(
     same = ("kind", "epoch", "old_master_key", "new_master_key", "new_role", "candidate_offset")
     assert {k: executed[k] for k in same} == {k: planned[k] for k in same}
     # The files changed exactly as the dry run's diffs said.
-    from watchdog.properties import unified_diff
+    from watchdog.model import unified_diff
 
     now = [
         unified_diff(originals[p], p.read_text(), f"local:{p}")

@@ -19,9 +19,7 @@ from typing import Any
 
 import pytest
 
-from watchdog.properties import PropertiesFile
-
-from .daemon_harness import (
+from tests.integration.daemon_harness import (
     Daemon,
     Topology,
     append_config,
@@ -30,6 +28,7 @@ from .daemon_harness import (
     registrations,
     wait_until,
 )
+from watchdog.model import PropertiesFile
 
 pytestmark = pytest.mark.integration
 

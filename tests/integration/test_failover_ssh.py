@@ -13,9 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.sshd import SshdServer
-
-from .daemon_harness import (
+from tests.integration.daemon_harness import (
     Daemon,
     Topology,
     broker_config,
@@ -27,6 +25,7 @@ from .daemon_harness import (
     write_until_ok,
     writer_result,
 )
+from tests.sshd import SshdServer
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,9 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.integration.prometheus_harness import DEFAULT_PORTS, Vector, free_port, run_prometheus
+from watchdog.model import BrokerObservation, ClusterSnapshot, GroupState, NamesrvObservation
 from watchdog.observe import MetricsServer, WatchdogMetrics
-from watchdog.snapshot import BrokerObservation, ClusterSnapshot, NamesrvObservation
-from watchdog.states import GroupState
-
-from .prometheus_harness import DEFAULT_PORTS, Vector, free_port, run_prometheus
 
 pytestmark = pytest.mark.integration
 

@@ -14,12 +14,11 @@ from typing import Any
 
 import pytest
 
+from tests.integration.conftest import sandbox_cli
 from watchdog.config import load_config
-from watchdog.properties import PropertiesFile
+from watchdog.model import PropertiesFile
 from watchdog.remoting import RemotingClient, get_cluster_info
-from watchdog.sandbox import Sandbox
-
-from .conftest import sandbox_cli
+from watchdog.tools.sandbox import Sandbox
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .clients import send_messages
+from tests.integration.clients import send_messages
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .daemon_harness import running_daemon
+from tests.integration.daemon_harness import running_daemon
 
 pytestmark = pytest.mark.integration
 

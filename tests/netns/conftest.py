@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .harness import NetnsCluster, netns_cluster_in
+from tests.netns.harness import NetnsCluster, netns_cluster_in
 
 
 @pytest.fixture

@@ -27,8 +27,8 @@ from tests.integration.daemon_harness import (
     registrations,
     watchdog_env,
 )
-from watchdog.sandbox import Sandbox
-from watchdog.sandbox._netns import OBSERVER, NetnsTopology
+from watchdog.tools.sandbox import Sandbox
+from watchdog.tools.sandbox._netns import OBSERVER, NetnsTopology
 
 __all__ = [
     "NEMESIS_SEED_ENV",

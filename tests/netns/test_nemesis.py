@@ -15,10 +15,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.daemon_harness import wait_until
-
-from .harness import NEMESIS_SEED_ENV, Nemesis, NetnsCluster, netns_cluster_in
-from .test_partitions import A0, A1, TOPIC, MasterWatch, stored_keys, warm_up
-from .writers import account, writing
+from tests.netns.harness import NEMESIS_SEED_ENV, Nemesis, NetnsCluster, netns_cluster_in
+from tests.netns.test_partitions import A0, A1, TOPIC, MasterWatch, stored_keys, warm_up
+from tests.netns.writers import account, writing
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from watchdog.config import SshHost, load_config
-from watchdog.sandbox import NetnsTopology, SandboxError, broker_properties_text
-from watchdog.sandbox._netns import (
+from watchdog.tools.sandbox import NetnsTopology, SandboxError, broker_properties_text
+from watchdog.tools.sandbox._netns import (
     SshAccess,
     netns_watchdog_toml_text,
     plan_netns_cluster,

@@ -23,18 +23,17 @@ from typing import Any
 import pytest
 
 from tests.integration.daemon_harness import runtime_info, wait_until
+from tests.netns.harness import NetnsCluster, netns_cluster_in
+from tests.netns.writers import Accounting, Writer, account, writing
 from watchdog.act._commitlog import read_commitlog_tail
 from watchdog.hosts import LocalBackend
-from watchdog.properties import PropertiesFile
+from watchdog.model import PropertiesFile
 from watchdog.remoting import (
     RemotingClient,
     RemotingError,
     get_broker_config,
     get_broker_runtime_info,
 )
-
-from .harness import NetnsCluster, netns_cluster_in
-from .writers import Accounting, Writer, account, writing
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon_harness import wait_until
-
-from .harness import Nemesis, NetnsCluster, leftovers, sandbox_cli
+from tests.netns.harness import Nemesis, NetnsCluster, leftovers, sandbox_cli
 
 pytestmark = pytest.mark.integration
 

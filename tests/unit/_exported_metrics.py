@@ -7,9 +7,14 @@ import re
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from watchdog.model import (
+    BrokerObservation,
+    ClusterSnapshot,
+    GroupState,
+    NamesrvObservation,
+    Registration,
+)
 from watchdog.observe import WatchdogMetrics
-from watchdog.snapshot import BrokerObservation, ClusterSnapshot, NamesrvObservation, Registration
-from watchdog.states import GroupState
 
 __all__ = ["exported_metric_names", "metric_names_in"]
 

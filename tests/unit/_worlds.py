@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from watchdog.config import BrokerConfig, DetectSettings, ProbeSettings
 from watchdog.detect import ClusterVerdict, DetectorState, detect
-from watchdog.snapshot import (
+from watchdog.model import (
     BrokerObservation,
     ClusterSnapshot,
     NamesrvObservation,

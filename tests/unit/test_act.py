@@ -26,11 +26,10 @@ from watchdog.act import (
     follow_recorded_masters,
 )
 from watchdog.config import WatchdogConfig, parse_config
-from watchdog.decide import Promote
+from watchdog.decide import Plan, Promote, Step, StepKind, plan_promotion
 from watchdog.detect import DetectorState
 from watchdog.hosts import CommandResult, LocalBackend
-from watchdog.plan import Plan, Step, StepKind, plan_promotion
-from watchdog.properties import PropertiesFile
+from watchdog.model import PropertiesFile
 from watchdog.remoting import ClientPool
 from watchdog.remoting.standin import StandinBroker, StandinServer
 
@@ -735,7 +734,7 @@ def test_a_sync_master_promoted_as_async_is_recorded_as_lowered(tmp_path: Path) 
 def test_history_lists_failovers_and_waits_for_a_fence_from_the_journals(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from watchdog.cli import cli
+    from watchdog.commands._cli import cli
     from watchdog.observe import read_history, render_history
 
     async def body(world: World) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from ._exported_metrics import exported_metric_names, metric_names_in
+from tests.unit._exported_metrics import exported_metric_names, metric_names_in
 
 PROM_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 RULES = PROM_DIR / "alerts.yml"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from watchdog.act import GroupRecord, WatchdogState
-from watchdog.check import block_findings, can_fail_over
+from watchdog.commands import block_findings, can_fail_over
 from watchdog.config import WatchdogConfig, parse_config
 
 

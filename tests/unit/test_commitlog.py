@@ -21,7 +21,7 @@ from watchdog.act._commitlog import (
     read_commitlog_tail,
 )
 from watchdog.hosts import LocalBackend
-from watchdog.properties import PropertiesFile
+from watchdog.model import PropertiesFile
 
 # The first record of a real RocketMQ 4.9.7 broker's commit log (sandbox master, librocketmq
 # producer, topic ProbeTopic, body "message 0 " + 200 x, keys k0), copied with xxd.

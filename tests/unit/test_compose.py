@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from watchdog.config import DockerHost, load_config
-from watchdog.properties import PropertiesFile
+from watchdog.model import PropertiesFile
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from watchdog.cli import cli
+from watchdog.commands._cli import cli
 from watchdog.config import ConfigError, load_config, parse_config
 
 GOOD = """

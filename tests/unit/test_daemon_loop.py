@@ -10,11 +10,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from tests.unit._worlds import A0, A1, NS1, NS2, World
 from watchdog.config import WatchdogConfig, parse_config
 from watchdog.daemon import Daemon, DaemonLock, LockHeld
-from watchdog.snapshot import ClusterSnapshot
-
-from ._worlds import A0, A1, NS1, NS2, World
+from watchdog.model import ClusterSnapshot
 
 
 class FakeClock:
@@ -193,7 +192,7 @@ def test_a_second_actor_cannot_take_the_lock(tmp_path: Path) -> None:
 def test_gc_is_tuned_while_cycling_and_restored_after() -> None:
     import gc
 
-    from watchdog.daemon import _GC_THRESHOLDS, _gc_tuned_for_cycles
+    from watchdog.daemon._daemon import _GC_THRESHOLDS, _gc_tuned_for_cycles
 
     before = gc.get_threshold()
     with _gc_tuned_for_cycles():

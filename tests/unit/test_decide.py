@@ -9,6 +9,20 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from tests.unit._worlds import (
+    A0,
+    A1,
+    A2,
+    BROKERS,
+    NS1,
+    NS2,
+    Replay,
+    World,
+    broker_config,
+    seconds,
+    settings,
+)
+from tests.unit.test_detect import _snapshot_runs
 from watchdog.config import BrokerConfig, parse_config
 from watchdog.decide import (
     Decision,
@@ -25,11 +39,7 @@ from watchdog.decide import (
     log_fields,
 )
 from watchdog.detect import ClusterVerdict
-from watchdog.snapshot import ClusterSnapshot
-from watchdog.states import GroupState
-
-from ._worlds import A0, A1, A2, BROKERS, NS1, NS2, Replay, World, broker_config, seconds, settings
-from .test_detect import _snapshot_runs
+from watchdog.model import ClusterSnapshot, GroupState
 
 MIB = 1_048_576
 # The World's master writes 100 B/s; killed at 10.5 s, last heard at 10 s with MIB + 1000, 3 s

@@ -9,27 +9,15 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from tests.unit._worlds import A0, A1, GARBAGE, NS1, NS2, PROBE, Replay, World, seconds, settings
 from watchdog.detect import DetectorState, detect
-from watchdog.snapshot import (
+from watchdog.model import (
     BrokerObservation,
     ClusterSnapshot,
+    GroupState,
     NamesrvObservation,
     Registration,
     SecondaryObservation,
-)
-from watchdog.states import GroupState
-
-from ._worlds import (
-    A0,
-    A1,
-    GARBAGE,
-    NS1,
-    NS2,
-    PROBE,
-    Replay,
-    World,
-    seconds,
-    settings,
 )
 
 KILL = (10.5, 1e9)  # the master stops answering between the cycles at t=10 and t=11

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from watchdog.durations import format_seconds, parse_duration
+from watchdog.model import format_seconds, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -26,7 +26,7 @@ def test_format() -> None:
 
 
 def test_just_under_a_second_is_said_in_seconds_not_as_1000_ms() -> None:
-    from watchdog.durations import format_seconds
+    from watchdog.model import format_seconds
 
     assert format_seconds(0.9996) == "1.0 s"
     assert format_seconds(0.9994) == "999 ms"

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ._exported_metrics import exported_metric_names, metric_names_in
+from tests.unit._exported_metrics import exported_metric_names, metric_names_in
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "rmq-watchdog.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}

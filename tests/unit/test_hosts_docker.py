@@ -17,9 +17,9 @@ from tests.docker_engine_stand_in import StandInEngine
 from tests.docker_host_cases import *  # noqa: F403 - the shared cases run here on the stand-in
 from tests.docker_host_cases import DockerWorld
 from watchdog.config import ConfigError, DockerHost, parse_config
-from watchdog.docker_cli import DockerCliCommand, DockerCliError, parse_docker_cli
-from watchdog.docker_host import DockerBackend, _Demultiplexer
-from watchdog.hosts import HostError, make_host
+from watchdog.hosts import DockerBackend, HostError, make_host
+from watchdog.hosts._docker import _Demultiplexer
+from watchdog.model import DockerCliCommand, DockerCliError, parse_docker_cli
 
 CONTAINER = "rmq-broker-a-s"
 

@@ -9,9 +9,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from watchdog.model import BrokerObservation, ClusterSnapshot, GroupState, NamesrvObservation
 from watchdog.observe import MetricsServer, WatchdogMetrics, parse_listen
-from watchdog.snapshot import BrokerObservation, ClusterSnapshot, NamesrvObservation
-from watchdog.states import GroupState
 
 NS1, NS2 = "127.0.0.1:9876", "127.0.0.1:9877"
 A0, A1, B0, B1 = "127.0.0.1:10911", "127.0.0.1:10921", "127.0.0.1:10931", "127.0.0.1:10941"

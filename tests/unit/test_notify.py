@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from watchdog.notify import (
+from watchdog.observe import (
     EVENT_NAMES,
     Delivery,
     Event,

@@ -57,7 +57,7 @@ def test_bad_usage_exits_2_with_one_line() -> None:
 def test_the_cli_ping_refuses_a_bad_address_in_one_line_with_exit_2() -> None:
     from click.testing import CliRunner
 
-    from watchdog.cli import cli
+    from watchdog.commands._cli import cli
 
     result = CliRunner().invoke(cli, ["ping", "nohost"])
     assert result.exit_code == 2, result.output

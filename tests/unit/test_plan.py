@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from watchdog.config import WatchdogConfig, parse_config
-from watchdog.decide import Fence, Promote
-from watchdog.plan import (
+from watchdog.decide import (
+    Fence,
     Plan,
+    Promote,
     Refusal,
     StepKind,
     canary_topic,
@@ -223,9 +224,9 @@ def test_plan_json_round_trip() -> None:
 
 
 def test_the_plan_carries_both_loss_figures_to_the_journal_and_dry_run() -> None:
+    from watchdog.commands import render_plan
     from watchdog.detect import GroupVerdict
-    from watchdog.manual import render_plan
-    from watchdog.states import GroupState
+    from watchdog.model import GroupState
 
     plan = plan_of(plan_promotion(promote(max_loss_bytes=700), config(), FILES, current_epoch=0))
     assert (plan.expected_loss_bytes, plan.max_loss_bytes) == (100, 700)

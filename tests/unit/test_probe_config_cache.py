@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from watchdog.config import WatchdogConfig, parse_config
+from watchdog.model import BrokerObservation
 from watchdog.probe import Prober
 from watchdog.remoting import ClientPool, RemotingCommand
 from watchdog.remoting._admin import RequestCode, ResponseCode
 from watchdog.remoting.standin import StandinBroker, StandinServer
-from watchdog.snapshot import BrokerObservation
 
 MASTER, SLAVE = "broker-a:0", "broker-a:1"
 
@@ -234,7 +234,7 @@ def test_snapshot_with_and_without_the_cache_is_the_same() -> None:
 
 
 def test_an_unchanged_cluster_info_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    import watchdog.probe as probe
+    import watchdog.probe._probe as probe
 
     parsed: list[bytes] = []
     parse = probe.parse_cluster_info

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watchdog.properties import PropertiesFile, unified_diff
+from watchdog.model import PropertiesFile, unified_diff
 
 SEED = """# written by an operator
 namesrvAddr=127.0.0.1:9876;127.0.0.1:9877

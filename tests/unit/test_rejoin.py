@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.unit._worlds import BROKERS
 from watchdog.config import DetectSettings, ProbeSettings
 from watchdog.decide import Fence, GroupFailoverPolicy, Policy, decide
 from watchdog.detect import DetectorState, detect
-from watchdog.snapshot import BrokerObservation, ClusterSnapshot, NamesrvObservation, Registration
-
-from ._worlds import BROKERS
+from watchdog.model import BrokerObservation, ClusterSnapshot, NamesrvObservation, Registration
 
 OLD, NEW = "127.0.0.1:10911", "127.0.0.1:10921"
 POINT = 1200  # the new master's log end when it was promoted

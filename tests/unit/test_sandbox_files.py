@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from watchdog.config import load_config
-from watchdog.properties import PropertiesFile
-from watchdog.sandbox import (
+from watchdog.model import PropertiesFile
+from watchdog.tools.sandbox import (
     JAVA_MODULE_OPTIONS,
     Sandbox,
     SandboxError,
@@ -295,7 +295,7 @@ def test_a_folder_without_cluster_json_is_not_a_sandbox(tmp_path: Path) -> None:
 
 def test_liveness_reads_proc_stat_so_a_zombie_is_dead(tmp_path: Path) -> None:
     """A child that exited but was not waited for is a zombie: os.kill(pid, 0) still succeeds."""
-    from watchdog.sandbox._cluster import _Proc, _proc_stat
+    from watchdog.tools.sandbox._cluster import _Proc, _proc_stat
 
     child = subprocess.Popen(["sleep", "0"])
     try:
@@ -320,7 +320,7 @@ def test_liveness_reads_proc_stat_so_a_zombie_is_dead(tmp_path: Path) -> None:
 def test_sandbox_timeouts_take_durations_like_every_other_command() -> None:
     from click.testing import CliRunner
 
-    from watchdog.cli import cli
+    from watchdog.commands._cli import cli
 
     bad = CliRunner().invoke(cli, ["sandbox", "up", "--dir", "/nonexistent/x", "--timeout", "0.5s"])
     assert bad.exit_code == 2 and "'0.5s' is less than 1s" in bad.output
@@ -335,7 +335,7 @@ def test_a_stopped_sandbox_starts_again_with_a_watchdog_that_remembers_nothing(
 ) -> None:
     """A second `make demo`: the last run's block, epoch and master, its backups and epoch
     files would make the next kill do nothing for an hour."""
-    from watchdog.sandbox import Sandbox
+    from watchdog.tools.sandbox import Sandbox
 
     d = tmp_path / "box"
     (d / "watchdog-state" / "failovers").mkdir(parents=True)

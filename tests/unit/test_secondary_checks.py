@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+from tests.unit._worlds import A0, PROBE, World, settings
 from watchdog.detect import DetectorState, detect
-from watchdog.snapshot import SecondaryObservation
-
-from ._worlds import A0, PROBE, World, settings
+from watchdog.model import SecondaryObservation
 
 
 def odown_with_check(started_at: float | None, is_alive: bool | None) -> bool:

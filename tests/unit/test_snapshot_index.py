@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watchdog.snapshot import BrokerObservation, ClusterSnapshot, NamesrvObservation, Registration
+from watchdog.model import BrokerObservation, ClusterSnapshot, NamesrvObservation, Registration
 
 names = st.sampled_from(["broker-a", "broker-b", "broker-c", "x"])
 addrs = st.sampled_from([f"10.0.0.{i}:10911" for i in range(1, 6)])

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from ..hosts import Host, HostError
-from ..properties import PropertiesFile
+from ..model import PropertiesFile
 
 __all__ = [
     "BLANK_MAGIC_CODE",

@@ -13,11 +13,10 @@ from typing import Any, Protocol
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from ..config import BrokerConfig, WatchdogConfig
-from ..decide import FenceEvidence, fenced_by
+from ..decide import FenceEvidence, Plan, Step, StepKind, fenced_by
 from ..hosts import Host, HostError, LocalBackend
-from ..notify import Event, EventName, HookRunner, WebhookNotifier
-from ..plan import Plan, Step, StepKind
-from ..properties import PropertiesFile
+from ..model import PropertiesFile
+from ..observe import Event, EventName, HookRunner, WebhookNotifier
 from ..remoting import (
     ClientPool,
     RemotingError,

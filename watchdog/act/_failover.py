@@ -11,16 +11,18 @@ from ..config import WatchdogConfig
 from ..decide import (
     Fence,
     GroupFailoverPolicy,
+    Plan,
     Promote,
+    Refusal,
     choose_candidate,
     describe_loss,
     max_loss_bytes,
+    plan_fence,
+    plan_promotion,
 )
 from ..detect import DetectorState, GroupVerdict
-from ..durations import format_seconds
 from ..hosts import Host, HostError
-from ..plan import Plan, Refusal, plan_fence, plan_promotion
-from ..snapshot import ClusterSnapshot
+from ..model import ClusterSnapshot, format_seconds
 from ._journal import Journal
 from ._state import WatchdogState
 

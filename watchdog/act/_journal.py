@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..plan import Plan
+from ..decide import Plan
 
 __all__ = ["Journal", "JournalProgress"]
 

@@ -3,6 +3,23 @@
 from ._history import FailoverRow, read_history, render_history
 from ._logging import LogFormat, configure_logging
 from ._metrics import Decision, MetricsServer, ProbeTarget, WatchdogMetrics, parse_listen
+from ._notify import (
+    EVENT_NAMES,
+    Delivery,
+    Event,
+    EventName,
+    HookName,
+    HookResult,
+    HookRunner,
+    HooksConfig,
+    NotifyConfig,
+    WebhookConfig,
+    WebhookNotifier,
+    alertmanager_payload,
+    hook_environment,
+    json_payload,
+)
+from ._status import group_master, lag_bytes, render_status, status_report
 from ._systemd import SystemdNotifier
 
 __all__ = [
@@ -17,4 +34,22 @@ __all__ = [
     "parse_listen",
     "read_history",
     "render_history",
+    "EVENT_NAMES",
+    "Delivery",
+    "Event",
+    "EventName",
+    "HookName",
+    "HookResult",
+    "HookRunner",
+    "HooksConfig",
+    "NotifyConfig",
+    "WebhookConfig",
+    "WebhookNotifier",
+    "alertmanager_payload",
+    "hook_environment",
+    "json_payload",
+    "group_master",
+    "lag_bytes",
+    "status_report",
+    "render_status",
 ]

@@ -21,8 +21,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from .. import __version__
-from ..snapshot import BrokerObservation, ClusterSnapshot
-from ..states import GroupState
+from ..model import BrokerObservation, ClusterSnapshot, GroupState
 
 __all__ = [
     "Decision",

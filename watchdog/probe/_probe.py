@@ -9,9 +9,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
-from .config import BrokerConfig, WatchdogConfig
-from .hosts import Host
-from .remoting import (
+from ..config import BrokerConfig, WatchdogConfig
+from ..hosts import Host
+from ..model import (
+    BrokerObservation,
+    ClusterSnapshot,
+    NamesrvObservation,
+    Registration,
+    SecondaryObservation,
+)
+from ..remoting import (
     ClientPool,
     RemotingClient,
     RemotingCommand,
@@ -25,13 +32,6 @@ from .remoting import (
     get_broker_runtime_info,
     invoke,
     parse_cluster_info,
-)
-from .snapshot import (
-    BrokerObservation,
-    ClusterSnapshot,
-    NamesrvObservation,
-    Registration,
-    SecondaryObservation,
 )
 
 __all__ = [

@@ -9,12 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from .config import BrokerConfig, WatchdogConfig
-from .hosts import Host, HostError
-from .plan import fence_command_argv
-from .properties import PropertiesFile
-from .snapshot import BrokerObservation, ClusterSnapshot
-from .status import group_master
+from ..config import BrokerConfig, WatchdogConfig
+from ..decide._plan import fence_command_argv
+from ..hosts import Host, HostError
+from ..model import BrokerObservation, ClusterSnapshot, PropertiesFile
+from ..observe import group_master
 
 __all__ = ["Finding", "block_findings", "run_checks", "can_fail_over"]
 
@@ -138,7 +137,7 @@ def block_findings(
 ) -> list[Finding]:
     """From state.json: groups whose automatic failovers are blocked after one (anti-flap),
     and groups whose master role a failover lowered."""
-    from .act import WatchdogState
+    from ..act import WatchdogState
 
     if not isinstance(state_dir_state, WatchdogState):
         return []

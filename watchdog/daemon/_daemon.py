@@ -18,7 +18,7 @@ from typing import Any, cast
 import structlog
 from prometheus_client import CollectorRegistry
 
-from .act import (
+from ..act import (
     Executor,
     FailoverResult,
     Journal,
@@ -30,27 +30,34 @@ from .act import (
     new_failover_id,
     prepare_plan,
 )
-from .config import ConfigError, WatchdogConfig, load_config
-from .decide import (
+from ..config import ConfigError, WatchdogConfig, load_config
+from ..decide import (
     Decision,
     Fence,
     NoAction,
+    Plan,
     Policy,
     Promote,
+    Refusal,
     decide,
     log_fields,
     rejoin_offset,
 )
-from .detect import ClusterVerdict, DetectorState, detect
-from .hosts import Host, make_host
-from .notify import Event, EventName, HookRunner, WebhookNotifier
-from .observe import Decision as DecisionKind
-from .observe import MetricsServer, SystemdNotifier, WatchdogMetrics
-from .plan import Plan, Refusal
-from .probe import BackgroundSecondaryChecks, Prober, client_pool
-from .remoting import ClientPool
-from .snapshot import ClusterSnapshot
-from .states import GroupState
+from ..detect import ClusterVerdict, DetectorState, detect
+from ..hosts import Host, make_host
+from ..model import ClusterSnapshot, GroupState
+from ..observe import Decision as DecisionKind
+from ..observe import (
+    Event,
+    EventName,
+    HookRunner,
+    MetricsServer,
+    SystemdNotifier,
+    WatchdogMetrics,
+    WebhookNotifier,
+)
+from ..probe import BackgroundSecondaryChecks, Prober, client_pool
+from ..remoting import ClientPool
 
 __all__ = ["Daemon", "DaemonLock", "LockHeld", "control_socket_path"]
 
@@ -739,7 +746,7 @@ def _jsonable(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 def _canary_runner(pool: ClientPool) -> Any:
     async def run(namesrvs: Any, addr: str, name: str, topic: str, timeout: float) -> Any:
-        from .canary import run_canary
+        from ..canary import run_canary
 
         return await run_canary(
             list(namesrvs), addr, name, topic=topic, timeout_seconds=timeout, pool=pool

@@ -11,9 +11,11 @@ from typing import TypeVar
 
 import click
 
-from . import __version__
-from .config import ConfigError, WatchdogConfig, load_config
-from .sandbox import sandbox
+from .. import __version__
+from ..config import ConfigError, WatchdogConfig, load_config
+from ..tools.sandbox import sandbox
+
+__all__ = ["BadInput", "cli", "main"]
 
 T = TypeVar("T")
 
@@ -66,8 +68,8 @@ def status(config_path: str, as_json: bool) -> None:
     """
     config = load_or_exit(config_path)
 
-    from .probe import Prober, client_pool
-    from .status import render_status, status_report
+    from ..observe import render_status, status_report
+    from ..probe import Prober, client_pool
 
     async def probe_once() -> dict[str, object]:
         pool = client_pool(config)
@@ -93,10 +95,10 @@ def check(config_path: str) -> None:
     """
     config = load_or_exit(config_path)
 
-    from .act import StateError, StateStore
-    from .check import Finding, block_findings, can_fail_over, run_checks
-    from .hosts import make_host
-    from .probe import Prober, client_pool
+    from ..act import StateError, StateStore
+    from ..hosts import make_host
+    from ..probe import Prober, client_pool
+    from ._check import Finding, block_findings, can_fail_over, run_checks
 
     async def check_once() -> bool:
         pool = client_pool(config)
@@ -134,9 +136,9 @@ def ping(addr: str, timeout: str) -> None:
     Exit 0 when it answered, 1 when it did not. A TCP connect alone does not count.
     Secondary checks use the lighter `rmq-watchdog-ping ADDR`, which starts faster.
     """
-    from .durations import parse_duration
-    from .ping import ping as ping_broker
-    from .remoting import parse_addr
+    from ..model import parse_duration
+    from ..ping import ping as ping_broker
+    from ..remoting import parse_addr
 
     try:
         timeout_seconds = parse_duration(timeout)
@@ -177,8 +179,8 @@ def run(config_path: str, log_format: str, log_level: str) -> None:
     """
     import os
 
-    from .daemon import Daemon, LockHeld
-    from .observe import configure_logging
+    from ..daemon import Daemon, LockHeld
+    from ..observe import configure_logging
 
     config = load_or_exit(config_path)
     configure_logging(log_format, log_level)  # type: ignore[arg-type]
@@ -244,7 +246,7 @@ def failover(
     the master died now"). A real run asks a running daemon to act (one actor); without a
     daemon it takes the state-dir lock and acts itself.
     """
-    from .manual import run_failover
+    from ._failover import run_failover
 
     config = load_or_exit(config_path)
     if broker_name not in config.group_names():
@@ -286,7 +288,7 @@ def _ask(question: str) -> bool:
 def history(config_path: str, broker_name: str | None, as_json: bool) -> None:
     """List past failovers and fences from the journals in state_dir/failovers: id, kind,
     group, outcome, duration, expected/max loss, fence path, messages moved aside, steps."""
-    from .observe import read_history, render_history
+    from ..observe import read_history, render_history
 
     config = load_or_exit(config_path)
     if broker_name is not None and broker_name not in config.group_names():
@@ -306,7 +308,7 @@ def history(config_path: str, broker_name: str | None, as_json: bool) -> None:
 @click.option("--broker-name", required=True, help="The broker group whose block to lift.")
 def ack(config_path: str, broker_name: str) -> None:
     """Acknowledge a failover: lift the anti-flap block on automatic failovers of a group."""
-    from .manual import run_ack
+    from ._failover import run_ack
 
     config = load_or_exit(config_path)
     if broker_name not in config.group_names():
@@ -372,8 +374,8 @@ def drill(
     lists every configured broker and nameserver; anything else needs --yes. Only sandbox
     brokers can be faulted (through `sandbox kill --signal KILL|STOP|CONT`).
     """
-    from .drill import DrillOptions, DrillRefused, run_drill
-    from .durations import parse_duration
+    from ..drill import DrillOptions, DrillRefused, run_drill
+    from ..model import parse_duration
 
     config = load_or_exit(config_path)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .snapshot import BrokerObservation, ClusterSnapshot
+from ..model import BrokerObservation, ClusterSnapshot
 
 __all__ = ["group_master", "lag_bytes", "status_report", "render_status"]
 

@@ -19,13 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ._cluster import (
-    CLUSTER_NAME,
-    BrokerPlan,
-    Topology,
-    _toml_list,
-    _toml_str,
-)
+from ._cluster import CLUSTER_NAME, BrokerPlan, Topology, _toml_list, _toml_str
 from ._runtime import SandboxError
 
 __all__ = [

@@ -6,10 +6,14 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from .config import DetectSettings, ProbeSettings
-from .durations import format_seconds
-from .snapshot import BrokerObservation, ClusterSnapshot, NamesrvObservation
-from .states import GroupState
+from ..config import DetectSettings, ProbeSettings
+from ..model import (
+    BrokerObservation,
+    ClusterSnapshot,
+    GroupState,
+    NamesrvObservation,
+    format_seconds,
+)
 
 __all__ = [
     "DEFAULT_MASTER_ROLE",

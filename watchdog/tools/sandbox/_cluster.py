@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from ..properties import PropertiesFile
+from ...model import PropertiesFile
 from ._runtime import (
     DEFAULT_VERSION,
     SandboxError,
@@ -533,7 +533,7 @@ async def _registrations(
     nameservers: Sequence[str],
 ) -> dict[str, Mapping[str, Mapping[int, str]] | str]:
     """Each nameserver's brokerName -> brokerId -> addr table, or why it could not be read."""
-    from ..remoting import RemotingClient, get_cluster_info
+    from ...remoting import RemotingClient, get_cluster_info
 
     async def one(addr: str) -> Mapping[str, Mapping[int, str]] | str:
         client = RemotingClient(addr, connect_timeout_seconds=1.0)

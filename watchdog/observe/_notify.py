@@ -25,17 +25,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from .config import (
-    EVENT_NAMES,
-    EventName,
-    HookName,
-    HooksConfig,
-    NotifyConfig,
-    WebhookConfig,
-)
-from .config import (
-    safe_url as _safe_url,
-)
+from ..config import EVENT_NAMES, EventName, HookName, HooksConfig, NotifyConfig, WebhookConfig
+from ..config import safe_url as _safe_url
 
 __all__ = [
     "EVENT_NAMES",

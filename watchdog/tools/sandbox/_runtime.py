@@ -102,7 +102,7 @@ def ensure_rocketmq(version: str = DEFAULT_VERSION) -> Path:
         home.mkdir(parents=True, exist_ok=True)
         pom = home / "pom.xml"
         pom.write_bytes(
-            resources.files("watchdog.sandbox").joinpath("rocketmq-pom.xml").read_bytes()
+            resources.files("watchdog.tools.sandbox").joinpath("rocketmq-pom.xml").read_bytes()
         )
         partial = home / "lib.partial"
         shutil.rmtree(partial, ignore_errors=True)

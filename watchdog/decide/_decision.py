@@ -6,11 +6,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from .config import BrokerConfig, WatchdogConfig
-from .detect import ClusterVerdict, GroupVerdict
-from .durations import format_seconds
-from .snapshot import BrokerObservation, ClusterSnapshot
-from .states import GroupState
+from ..config import BrokerConfig, WatchdogConfig
+from ..detect import ClusterVerdict, GroupVerdict
+from ..model import BrokerObservation, ClusterSnapshot, GroupState, format_seconds
 
 __all__ = [
     "FENCE_PATHS",

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from .act import (
+from ..act import (
     Executor,
     FailoverResult,
     Journal,
@@ -19,16 +19,16 @@ from .act import (
     new_failover_id,
     prepare_plan,
 )
-from .config import WatchdogConfig
-from .daemon import DaemonLock, LockHeld, _jsonable, control_socket_path
-from .decide import GroupFailoverPolicy, choose_candidate
-from .detect import ClusterVerdict, DetectorState, GroupVerdict, detect
-from .hosts import Host, make_host
-from .notify import HookRunner, WebhookNotifier
-from .plan import Plan, Refusal, properties_diffs
-from .probe import Prober, client_pool
-from .remoting import ClientPool
-from .snapshot import ClusterSnapshot
+from ..config import WatchdogConfig
+from ..daemon import DaemonLock, LockHeld, control_socket_path
+from ..daemon._daemon import _jsonable
+from ..decide import GroupFailoverPolicy, Plan, Refusal, choose_candidate, properties_diffs
+from ..detect import ClusterVerdict, DetectorState, GroupVerdict, detect
+from ..hosts import Host, make_host
+from ..model import ClusterSnapshot
+from ..observe import HookRunner, WebhookNotifier
+from ..probe import Prober, client_pool
+from ..remoting import ClientPool
 
 __all__ = ["run_failover", "run_ack", "render_plan"]
 
@@ -310,7 +310,7 @@ async def _execute_locally(
     as_json: bool,
     echo: Echo,
 ) -> int:
-    from .daemon import _canary_runner
+    from ..daemon._daemon import _canary_runner
 
     def emit(event: str, fields: Mapping[str, Any]) -> None:
         if as_json:

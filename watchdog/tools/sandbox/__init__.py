@@ -17,13 +17,7 @@ from ._cluster import (
     unbindable_ports,
     watchdog_toml_text,
 )
-from ._netns import (
-    OBSERVER,
-    NetnsHost,
-    NetnsTopology,
-    check_netns_support,
-    netns_topology,
-)
+from ._netns import OBSERVER, NetnsHost, NetnsTopology, check_netns_support, netns_topology
 from ._runtime import (
     DEFAULT_VERSION,
     JAVA_MODULE_OPTIONS,

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import BrokerConfig, WatchdogConfig
-from .decide import Fence, Promote
-from .properties import PropertiesFile, unified_diff
+from ..config import BrokerConfig, WatchdogConfig
+from ..model import PropertiesFile, unified_diff
+from ._decision import Fence, Promote
 
 __all__ = [
     "StepKind",

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import io
 import posixpath
-import re
 import shlex
 import tarfile
 import time
@@ -17,16 +16,17 @@ from urllib.parse import quote
 
 import httpx
 
-from .config import DockerHost
-from .docker_cli import DockerCliCommand, DockerCliError, parse_docker_cli
-from .hosts import (
-    _NEW_FILE_MODE,
+from ..config import DockerHost
+from ..model import DockerCliCommand, DockerCliError, parse_docker_cli
+from ._base import (
     HAS_COMMAND_SCRIPT,
+    NEW_FILE_MODE,
     CommandResult,
     HostError,
-    _check_argv,
-    _check_path,
-    _timed_out,
+    PidMarker,
+    check_argv,
+    check_path,
+    timed_out,
 )
 
 __all__ = ["DockerBackend", "API_VERSION"]
@@ -35,9 +35,8 @@ __all__ = ["DockerBackend", "API_VERSION"]
 API_VERSION = "1.41"
 # The exec'd shell prints its pid (in the container's pid namespace) on stderr before exec'ing
 # the command, so a timed-out command can be killed: the engine API has no "kill this exec".
-_PID_MARKER = "rmq-watchdog-pid="
-_PID_LINE = re.compile(rb"(?m)^" + re.escape(_PID_MARKER.encode()) + rb"(\d+)\n")
-_WRAPPER = f'printf "{_PID_MARKER}%s\\n" "$$" >&2; exec "$@"'
+_PID = PidMarker("rmq-watchdog-pid=")
+_WRAPPER = f'printf "{_PID.prefix}%s\\n" "$$" >&2; exec "$@"'
 # Multiplexed exec output: 8-byte frame headers [stream, 0, 0, 0, size (uint32, big-endian)].
 _FRAME_HEADER_BYTES = 8
 _STDOUT, _STDERR = 1, 2
@@ -177,7 +176,7 @@ class DockerBackend:
     # --- commands ----------------------------------------------------------------------------
 
     async def run(self, argv: Sequence[str], *, timeout_seconds: float) -> CommandResult:
-        args = _check_argv(argv)
+        args = check_argv(argv)
         try:
             command = parse_docker_cli(args)
         except DockerCliError as exc:
@@ -258,17 +257,17 @@ class DockerBackend:
             streamed.cancel()
             with contextlib.suppress(asyncio.CancelledError, HostError):
                 await streamed
-            await self._kill(_pid(err))
-            return _timed_out(args, timeout_seconds, bytes(out), _without_marker(err))
+            await self._kill(_PID.pid(err))
+            return timed_out(args, timeout_seconds, bytes(out), _PID.strip(err))
         except BaseException:
             # Cancelled: the command must not outlive the caller that gave up on it.
             streamed.cancel()
-            task = asyncio.ensure_future(self._kill(_pid(err)))
+            task = asyncio.ensure_future(self._kill(_PID.pid(err)))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             raise
         code, note = await self._exit_code(exec_id, what)
-        stderr = _without_marker(err).decode(errors="replace")
+        stderr = _PID.strip(err).decode(errors="replace")
         return CommandResult(args, code, out.decode(errors="replace"), stderr + note)
 
     async def _stream_exec(self, exec_id: str, what: str, out: bytearray, err: bytearray) -> None:
@@ -364,7 +363,7 @@ class DockerBackend:
             ) from None
 
     async def read_file(self, path: str) -> bytes:
-        _check_path(self.name, path)
+        check_path(self.name, path)
         wanted = path
         for _ in range(_MAX_LINK_HOPS):
             found = await self._archive_member(path, f"read {wanted}")
@@ -389,7 +388,7 @@ class DockerBackend:
         but never partly written, and the staging name stays as a second link to the same
         file until the next write on a running container renames it away.
         """
-        _check_path(self.name, path)
+        check_path(self.name, path)
         directory, base = posixpath.split(path)
         if not posixpath.isabs(path):
             raise HostError(f"{self.name}: cannot write {path}: not an absolute path")
@@ -445,7 +444,7 @@ def _tar(staging: str, data: bytes, owner: _FileOwner | None, link_as: str | Non
     """A tar with the staging file, and when `link_as` is given a hard link to it by that name."""
     buffer = io.BytesIO()
     now = time.time()
-    mode = owner.mode if owner is not None else _NEW_FILE_MODE
+    mode = owner.mode if owner is not None else NEW_FILE_MODE
     uid, gid = (owner.uid, owner.gid) if owner is not None else (0, 0)
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         entry = tarfile.TarInfo(staging)
@@ -457,12 +456,3 @@ def _tar(staging: str, data: bytes, owner: _FileOwner | None, link_as: str | Non
             link.mode, link.uid, link.gid, link.mtime = mode, uid, gid, now
             tar.addfile(link)
     return buffer.getvalue()
-
-
-def _pid(err: bytearray) -> int | None:
-    match = _PID_LINE.search(err)
-    return int(match.group(1)) if match else None
-
-
-def _without_marker(err: bytearray) -> bytes:
-    return _PID_LINE.sub(b"", bytes(err), count=1)

@@ -1,4 +1,4 @@
-"""Host backends: run argv commands and read/write files on a broker's host: local, SSH, docker."""
+"""The SSH host backend (asyncssh): commands and SFTP file operations on a broker's host."""
 
 from __future__ import annotations
 
@@ -6,228 +6,31 @@ import asyncio
 import contextlib
 import os
 import posixpath
-import re
 import secrets
 import shlex
-import shutil
-import signal
-import tempfile
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from .config import DockerHost, HostConfig, LocalHost, SshHost
+from ..config import SshHost
+from ._base import (
+    DRAIN_GRACE_SECONDS,
+    HAS_COMMAND_SCRIPT,
+    NEW_FILE_MODE,
+    CommandResult,
+    HostError,
+    PidMarker,
+    check_argv,
+    check_path,
+    timed_out,
+)
 
-__all__ = [
-    "CommandResult",
-    "Host",
-    "HostError",
-    "LocalBackend",
-    "SshBackend",
-    "make_host",
-]
+__all__ = ["SshBackend"]
 
 _T = TypeVar("_T")
 
-# After a timed-out command's process group is killed, how long to wait for its pipes to close
-# before giving up on the rest of its output (something that left the group may hold them).
-_DRAIN_GRACE_SECONDS = 2.0
-# New files get this mode; an existing file keeps its own.
-_NEW_FILE_MODE = 0o644
-
-
-class HostError(Exception):
-    """A host could not be reached, or a file operation on it failed."""
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    argv: tuple[str, ...]
-    exit_code: int | None  # None: killed after its timeout; negative: died of that signal
-    stdout: str
-    stderr: str
-
-    @property
-    def is_ok(self) -> bool:
-        return self.exit_code == 0
-
-    def summary(self) -> str:
-        if self.exit_code is None:
-            return "timed out"
-        tail = (self.stderr or self.stdout).strip().splitlines()[-1:] or [""]
-        return f"exit {self.exit_code}" + (f": {tail[0][:200]}" if tail[0] else "")
-
-
-class Host(Protocol):
-    name: str
-
-    async def run(self, argv: Sequence[str], *, timeout_seconds: float) -> CommandResult:
-        """Run argv (never through a shell's word splitting); on timeout kill it and all it
-        started in its process group, and return exit_code None."""
-        ...
-
-    async def read_file(self, path: str) -> bytes: ...
-
-    async def write_file(self, path: str, data: bytes) -> None:
-        """Replace `path` atomically (temp file in the same directory, then rename), keeping
-        the mode of the file it replaces."""
-        ...
-
-    async def has_command(self, name: str) -> bool:
-        """Whether `name` is an executable file (on PATH unless it contains a slash); raises
-        HostError when the host cannot be asked."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-def _check_argv(argv: Sequence[str]) -> tuple[str, ...]:
-    args = tuple(argv)
-    if not args:
-        raise ValueError("empty command: argv needs at least the program to run")
-    for arg in args:
-        if not isinstance(arg, str):
-            raise TypeError(f"command argument {arg!r} is not a string")
-        if "\0" in arg:
-            raise ValueError(f"command argument {arg!r} contains a NUL byte")
-    return args
-
-
-def _check_path(host_name: str, path: str) -> None:
-    if not path or path.endswith("/") or "\0" in path:
-        raise HostError(f"{host_name}: {path!r} is not a file path")
-
-
-def _timed_out(
-    args: tuple[str, ...], timeout_seconds: float, out: bytes, err: bytes
-) -> CommandResult:
-    note = f"timed out after {timeout_seconds} s; killed its process group"
-    stderr = err.decode(errors="replace")
-    return CommandResult(
-        args, None, out.decode(errors="replace"), f"{stderr}\n{note}" if stderr else note
-    )
-
-
-class LocalBackend:
-    """This machine: subprocess with argv lists, never a shell."""
-
-    def __init__(self, name: str = "local") -> None:
-        self.name = name
-
-    async def run(self, argv: Sequence[str], *, timeout_seconds: float) -> CommandResult:
-        args = _check_argv(argv)
-        try:
-            # A new session makes the command a process group leader, so a timeout can kill
-            # whatever it started as well.
-            proc = await asyncio.create_subprocess_exec(
-                *args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            # The shell's convention: 127 not found, 126 found but not executable.
-            code = 127 if isinstance(exc, FileNotFoundError) else 126
-            return CommandResult(args, code, "", f"cannot execute {args[0]}: {exc.strerror}")
-        output = asyncio.ensure_future(proc.communicate())
-        try:
-            out, err = await asyncio.wait_for(asyncio.shield(output), timeout_seconds)
-        except TimeoutError:
-            out, err = await _kill_and_drain(proc, output)
-            return _timed_out(args, timeout_seconds, out, err)
-        except BaseException:
-            # Cancelled: the command must not outlive the caller that gave up on it.
-            await _kill_and_drain(proc, output)
-            raise
-        return CommandResult(
-            args, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
-        )
-
-    async def read_file(self, path: str) -> bytes:
-        _check_path(self.name, path)
-        try:
-            return await asyncio.to_thread(Path(path).read_bytes)
-        except OSError as exc:
-            raise HostError(f"{self.name}: cannot read {path}: {exc.strerror}") from None
-
-    async def write_file(self, path: str, data: bytes) -> None:
-        _check_path(self.name, path)
-        await asyncio.to_thread(_atomic_write_local, path, data, self.name)
-
-    async def has_command(self, name: str) -> bool:
-        if not name or "\0" in name:
-            return False
-        if os.sep in name:
-            return os.path.isfile(name) and os.access(name, os.X_OK)
-        return shutil.which(name) is not None
-
-    async def close(self) -> None:
-        return None
-
-
-async def _kill_and_drain(
-    proc: asyncio.subprocess.Process, output: asyncio.Future[tuple[bytes, bytes]]
-) -> tuple[bytes, bytes]:
-    """Kill the command's process group; return what it wrote, once its pipes close."""
-    _kill_group(proc.pid)
-    try:
-        out, err = await asyncio.wait_for(output, _DRAIN_GRACE_SECONDS)
-    except TimeoutError:
-        # Something that left the group still holds the pipes: stop reading them.
-        out, err = b"", b""
-        transport = getattr(proc, "_transport", None)
-        if transport is not None:
-            transport.close()
-    await proc.wait()
-    return out, err
-
-
-def _kill_group(pgid: int) -> None:
-    # Also fine when the leader has exited: the group lives on while any member does.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def _atomic_write_local(path: str, data: bytes, host_name: str) -> None:
-    target = Path(path)
-    try:
-        try:
-            mode = target.stat().st_mode & 0o7777
-        except FileNotFoundError:
-            mode = _NEW_FILE_MODE
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        # The rename is only durable once the directory entry is on disk.
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        raise HostError(f"{host_name}: cannot write {path}: {exc.strerror}") from None
-
-
-# `sh -c SCRIPT NAME` exits 0 when NAME is an executable file, like shutil.which locally (not a
-# shell builtin or function), for backends that ask a remote shell.
-HAS_COMMAND_SCRIPT = (
-    'case "$0" in */*) p="$0";; *) p=$(command -v -- "$0") || exit 1;; esac; '
-    'case "$p" in /*|*/*) test -f "$p" && test -x "$p";; *) exit 1;; esac'
-)
 # The remote shell prints its pid (= its process group: sshd starts each session with setsid)
 # on stderr before exec'ing the command, so a timeout can kill the whole group.
-_PGID_MARKER = "rmq-watchdog-pgid="
-_PGID_LINE = re.compile(rb"(?m)^" + re.escape(_PGID_MARKER.encode()) + rb"(\d+)\n")
+_PGID = PidMarker("rmq-watchdog-pgid=")
 # OpenSSH refuses more than MaxSessions (default 10) channels per connection; a timed-out
 # command needs a second one to kill it.
 _MAX_CHANNELS = 5
@@ -309,7 +112,7 @@ class SshBackend:
         return await op(conn)
 
     async def run(self, argv: Sequence[str], *, timeout_seconds: float) -> CommandResult:
-        args = _check_argv(argv)
+        args = check_argv(argv)
         try:
             return await self._run(args, timeout_seconds)
         except HostError as exc:
@@ -321,7 +124,7 @@ class SshBackend:
 
         # sshd hands every command to the login shell; quoting each argument keeps it argv, and
         # exec makes it the group leader the marker names.
-        command = f"printf '{_PGID_MARKER}%s\\n' \"$$\" >&2; exec {shlex.join(args)}"
+        command = f"printf '{_PGID.prefix}%s\\n' \"$$\" >&2; exec {shlex.join(args)}"
 
         async def start(conn: Any) -> tuple[Any, Any]:
             process = await conn.create_process(command, encoding=None, stdin=asyncssh.DEVNULL)
@@ -349,12 +152,12 @@ class SshBackend:
             try:
                 await asyncio.wait_for(asyncio.shield(done), timeout_seconds)
             except TimeoutError:
-                await self._kill_remote_group(conn, _pgid(err))
+                await self._kill_remote_group(conn, _PGID.pid(err))
                 try:
-                    await asyncio.wait_for(done, _DRAIN_GRACE_SECONDS)
+                    await asyncio.wait_for(done, DRAIN_GRACE_SECONDS)
                 except (TimeoutError, OSError, asyncssh.Error):
                     process.close()
-                return _timed_out(args, timeout_seconds, bytes(out), _without_marker(err))
+                return timed_out(args, timeout_seconds, bytes(out), _PGID.strip(err))
             except (OSError, asyncssh.Error) as exc:
                 process.close()
                 return CommandResult(
@@ -366,14 +169,14 @@ class SshBackend:
                 )
             except BaseException:
                 # Cancelled: the command must not outlive the caller that gave up on it.
-                task = asyncio.ensure_future(self._kill_remote_group(conn, _pgid(err)))
+                task = asyncio.ensure_future(self._kill_remote_group(conn, _PGID.pid(err)))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
                 done.cancel()
                 process.close()
                 raise
         code = process.returncode
-        stderr = _without_marker(err).decode(errors="replace")
+        stderr = _PGID.strip(err).decode(errors="replace")
         if code is None:
             code = 255
             stderr += f"\n{self.name}: {self._target} closed the session without an exit status"
@@ -394,7 +197,7 @@ class SshBackend:
     async def _sftp(self, what: str, path: str, op: Callable[[Any], Coroutine[Any, Any, _T]]) -> _T:
         import asyncssh
 
-        _check_path(self.name, path)
+        check_path(self.name, path)
 
         async def on(conn: Any) -> _T:
             async with conn.start_sftp_client() as sftp:
@@ -428,7 +231,7 @@ class SshBackend:
             try:
                 mode = (await sftp.stat(path)).permissions & 0o7777
             except asyncssh.SFTPNoSuchFile:
-                mode = _NEW_FILE_MODE
+                mode = NEW_FILE_MODE
             # A fresh name each time: exclusive create never follows a planted file or link.
             tmp = posixpath.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
             try:
@@ -470,14 +273,6 @@ class SshBackend:
             await conn.wait_closed()
 
 
-def _pgid(err: bytearray) -> int | None:
-    match = _PGID_LINE.search(err)
-    return int(match.group(1)) if match else None
-
-
-def _without_marker(err: bytearray) -> bytes:
-    return _PGID_LINE.sub(b"", bytes(err), count=1)
-
 
 def _is_dead_connection(exc: BaseException, conn: Any) -> bool:
     import asyncssh
@@ -486,13 +281,3 @@ def _is_dead_connection(exc: BaseException, conn: Any) -> bool:
         return True
     return isinstance(exc, asyncssh.ChannelOpenError) and exc.code == asyncssh.OPEN_CONNECT_FAILED
 
-
-def make_host(name: str, config: HostConfig) -> Host:
-    if isinstance(config, LocalHost):
-        return LocalBackend(name)
-    if isinstance(config, DockerHost):
-        # Imported here: docker_host builds on this module's helpers.
-        from .docker_host import DockerBackend
-
-        return DockerBackend(name, config)
-    return SshBackend(name, config)

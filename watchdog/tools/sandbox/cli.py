@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..durations import parse_duration
+from ...model import parse_duration
 from ._cluster import SIGNALS, Sandbox
 from ._runtime import DEFAULT_VERSION, SandboxError, ensure_rocketmq
 

@@ -1,0 +1,61 @@
+"""Room 3 (pure): verdicts and policy in, one Decision with its sentence out, and its plan."""
+
+from __future__ import annotations
+
+from ._decision import (
+    FENCE_PATHS,
+    Decision,
+    Fence,
+    FenceEvidence,
+    FencePath,
+    GroupFailoverPolicy,
+    NoAction,
+    Policy,
+    Promote,
+    choose_candidate,
+    decide,
+    describe_loss,
+    fenced_by,
+    log_fields,
+    max_loss_bytes,
+    rejoin_offset,
+    role_lowered,
+)
+from ._plan import (
+    Plan,
+    Refusal,
+    Step,
+    StepKind,
+    canary_topic,
+    plan_fence,
+    plan_promotion,
+    properties_diffs,
+)
+
+__all__ = [
+    "FENCE_PATHS",
+    "FenceEvidence",
+    "FencePath",
+    "NoAction",
+    "Promote",
+    "Fence",
+    "Decision",
+    "GroupFailoverPolicy",
+    "Policy",
+    "decide",
+    "choose_candidate",
+    "describe_loss",
+    "fenced_by",
+    "rejoin_offset",
+    "role_lowered",
+    "max_loss_bytes",
+    "log_fields",
+    "StepKind",
+    "Step",
+    "Plan",
+    "Refusal",
+    "plan_promotion",
+    "plan_fence",
+    "canary_topic",
+    "properties_diffs",
+]

@@ -1,0 +1,32 @@
+"""Values and pure rules every room shares: snapshots, states, roles, durations, properties."""
+
+from __future__ import annotations
+
+from ._docker_cli import CONTAINER_NAME, DockerCliCommand, DockerCliError, parse_docker_cli
+from ._durations import format_seconds, parse_duration
+from ._properties import PropertiesFile, unified_diff
+from ._snapshot import (
+    BrokerObservation,
+    ClusterSnapshot,
+    NamesrvObservation,
+    Registration,
+    SecondaryObservation,
+)
+from ._states import GroupState
+
+__all__ = [
+    "Registration",
+    "NamesrvObservation",
+    "BrokerObservation",
+    "SecondaryObservation",
+    "ClusterSnapshot",
+    "GroupState",
+    "parse_duration",
+    "format_seconds",
+    "PropertiesFile",
+    "unified_diff",
+    "CONTAINER_NAME",
+    "DockerCliCommand",
+    "DockerCliError",
+    "parse_docker_cli",
+]

@@ -1,0 +1,1 @@
+"""Tools that exercise a cluster (sandbox, drill); no room and not the daemon imports them."""
