@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from .config import BrokerConfig, LocalHost, WatchdogConfig
+from .daemon import is_lock_held
 from .remoting import (
     ClientPool,
     RemoteError,
@@ -1180,45 +1181,6 @@ class _LineChild:
                 await asyncio.wait_for(self._reader, 5.0)
             except TimeoutError:
                 self._reader.cancel()
-
-
-def _lock_holders(path: Path) -> list[int] | None:
-    """Pids holding a flock on ``path`` per /proc/locks; None when that cannot be read."""
-    try:
-        st = path.stat()
-        text = Path("/proc/locks").read_text()
-    except FileNotFoundError:
-        return [] if not path.exists() else None
-    except OSError:
-        return None
-    pids = []
-    for line in text.splitlines():
-        parts = line.split()
-        if "->" in parts or len(parts) < 6 or parts[1] != "FLOCK":
-            continue
-        dev_inode = parts[5].split(":")
-        if len(dev_inode) == 3 and dev_inode[2] == str(st.st_ino) and parts[4].isdigit():
-            pids.append(int(parts[4]))
-    return pids
-
-
-def is_lock_held(state_dir: str | Path) -> bool:
-    """Whether a process holds ``<state_dir>/lock`` (the daemon's, or a manual failover's)."""
-    path = Path(state_dir) / "lock"
-    if not path.exists():
-        return False
-    holders = _lock_holders(path)
-    if holders is not None:
-        return bool(holders)
-    # No /proc/locks: try the lock ourselves, and let it go at once.
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops a lock we took
-    return False
 
 
 class _DaemonChild:

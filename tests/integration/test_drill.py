@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from watchdog.drill import is_lock_held
+from watchdog.daemon import is_lock_held
 from watchdog.remoting import RemotingClient, RemotingError, get_broker_config, get_cluster_info
 
 pytestmark = pytest.mark.integration

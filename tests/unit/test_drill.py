@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from watchdog.config import WatchdogConfig, parse_config
+from watchdog.daemon import is_lock_held
 from watchdog.drill import (
     DrillObservations,
     DrillOptions,
@@ -30,7 +31,6 @@ from watchdog.drill import (
     daemon_log_events,
     drill_topic,
     fault_argv,
-    is_lock_held,
     journal_events,
     judge_group,
     match_sandbox,

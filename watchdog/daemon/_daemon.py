@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import gc
 import json
 import os
@@ -58,40 +57,11 @@ from ..observe import (
 )
 from ..probe import BackgroundSecondaryChecks, Prober, client_pool
 from ..remoting import ClientPool
+from ._lock import DaemonLock
 
-__all__ = ["Daemon", "DaemonLock", "LockHeld", "control_socket_path"]
+__all__ = ["Daemon", "control_socket_path"]
 
 log = structlog.get_logger("rmq_watchdog")
-
-
-class LockHeld(Exception):
-    """Another process (a daemon or a manual failover) holds the state dir's lock."""
-
-
-class DaemonLock:
-    """An exclusive flock on `<state_dir>/lock`: one actor per cluster at a time."""
-
-    def __init__(self, state_dir: str | Path) -> None:
-        self.path = Path(state_dir) / "lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise LockHeld(f"{self.path} is held by another rmq-watchdog process") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
 
 
 def control_socket_path(config: WatchdogConfig) -> Path:
