@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import IO, Any, Protocol
 
+from .model import WatchdogError
 from .remoting import (
     RemoteError,
     RemotingError,
@@ -80,7 +81,7 @@ class ClientSource(Protocol):
     def get(self, addr: str) -> Requester: ...
 
 
-class CanaryOutputError(ValueError):
+class CanaryOutputError(WatchdogError, ValueError):
     """The canary client's output is not a result line."""
 
 

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from .model import CONTAINER_NAME, DockerCliError, parse_docker_cli, parse_duration
+from .model import CONTAINER_NAME, DockerCliError, WatchdogError, parse_docker_cli, parse_duration
 
 __all__ = [
     "ConfigError",
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 
-class ConfigError(Exception):
+class ConfigError(WatchdogError):
     """A configuration file that cannot be used; the message names the file and the field."""
 
 

@@ -59,6 +59,7 @@ from typing import IO, Any, Literal
 
 from .config import BrokerConfig, LocalHost, WatchdogConfig
 from .daemon import is_lock_held
+from .model import WatchdogError
 from .remoting import (
     ClientPool,
     RemoteError,
@@ -127,7 +128,7 @@ _IN_SYNC_SECONDS = 60.0
 _FIRST_WRITE_SECONDS = 75.0
 
 
-class DrillRefused(Exception):
+class DrillRefused(WatchdogError):
     """The drill will not run: the message says why and what to do instead."""
 
 

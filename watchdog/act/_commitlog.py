@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from ..hosts import Host, HostError
-from ..model import PropertiesFile
+from ..model import PropertiesFile, WatchdogError
 
 __all__ = [
     "BLANK_MAGIC_CODE",
@@ -54,7 +54,7 @@ _I64 = struct.Struct(">q")
 _I16 = struct.Struct(">h")
 
 
-class CommitLogError(Exception):
+class CommitLogError(WatchdogError):
     """The commit log could not be listed or read, or the arguments make no sense."""
 
 

@@ -15,7 +15,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from ..config import BrokerConfig, WatchdogConfig
 from ..decide import FenceEvidence, Plan, Step, StepKind, fenced_by
 from ..hosts import Host, HostError, LocalBackend
-from ..model import PropertiesFile
+from ..model import PropertiesFile, WatchdogError
 from ..observe import Event, EventName, HookRunner, WebhookNotifier
 from ..remoting import (
     ClientPool,
@@ -37,7 +37,7 @@ __all__ = ["Executor", "FailoverResult", "StepFailed", "CanaryRunner", "epoch_fi
 _FENCE_RATE_MARGIN = 1.25
 
 
-class StepFailed(Exception):
+class StepFailed(WatchdogError):
     """A step did not reach its goal; the message says why in one phrase."""
 
 

@@ -10,10 +10,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..model import WatchdogError
+
 __all__ = ["GroupRecord", "WatchdogState", "StateStore", "StateError"]
 
 
-class StateError(Exception):
+class StateError(WatchdogError):
     """The state file exists but cannot be read or written."""
 
 

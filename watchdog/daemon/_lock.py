@@ -6,10 +6,12 @@ import fcntl
 import os
 from pathlib import Path
 
+from ..model import WatchdogError
+
 __all__ = ["DaemonLock", "LockHeld", "is_lock_held"]
 
 
-class LockHeld(Exception):
+class LockHeld(WatchdogError):
     """Another process (a daemon or a manual failover) holds the state dir's lock."""
 
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..model import WatchdogError
+
 __all__ = [
     "HAS_COMMAND_SCRIPT",
     "NEW_FILE_MODE",
@@ -28,7 +30,7 @@ DRAIN_GRACE_SECONDS = 2.0
 NEW_FILE_MODE = 0o644
 
 
-class HostError(Exception):
+class HostError(WatchdogError):
     """A host could not be reached, or a file operation on it failed."""
 
 

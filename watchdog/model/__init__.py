@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._docker_cli import CONTAINER_NAME, DockerCliCommand, DockerCliError, parse_docker_cli
 from ._durations import format_seconds, parse_duration
+from ._errors import WatchdogError
 from ._properties import PropertiesFile, unified_diff
 from ._snapshot import (
     BrokerObservation,
@@ -15,6 +16,7 @@ from ._snapshot import (
 from ._states import GroupState
 
 __all__ = [
+    "WatchdogError",
     "Registration",
     "NamesrvObservation",
     "BrokerObservation",

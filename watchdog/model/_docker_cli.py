@@ -6,6 +6,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ._errors import WatchdogError
+
 __all__ = ["CONTAINER_NAME", "DockerCliCommand", "DockerCliError", "parse_docker_cli"]
 
 # What the engine accepts as a container name (or a hex id, which this also matches).
@@ -21,7 +23,7 @@ _VALUE_OPTIONS: dict[str, dict[str, str]] = {
 }
 
 
-class DockerCliError(ValueError):
+class DockerCliError(WatchdogError, ValueError):
     """A `docker ...` argv that the docker host backend does not carry out."""
 
 

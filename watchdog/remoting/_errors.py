@@ -2,7 +2,7 @@
 
 # Exception hierarchy:
 #
-# RemotingError
+# RemotingError  (a WatchdogError, see watchdog/model/_errors.py)
 #  ├── RemotingTimeout        no response within the request timeout
 #  ├── RemotingConnectError   refused / unreachable / connect timeout
 #  ├── RemotingClosed         connection lost while a request was in flight
@@ -10,6 +10,8 @@
 #  └── RemoteError            the server answered with a non-zero code
 
 from __future__ import annotations
+
+from ..model import WatchdogError
 
 __all__ = [
     "describe_error",
@@ -22,7 +24,7 @@ __all__ = [
 ]
 
 
-class RemotingError(Exception):
+class RemotingError(WatchdogError):
     """Base class: any failure to get a usable answer from a RocketMQ server."""
 
 

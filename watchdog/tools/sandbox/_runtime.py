@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
+from ...model import WatchdogError
+
 __all__ = [
     "DEFAULT_VERSION",
     "JAVA_MODULE_OPTIONS",
@@ -43,7 +45,7 @@ _MARKER = "COMPLETE"
 _MAVEN_TIMEOUT_SECONDS = 900.0
 
 
-class SandboxError(Exception):
+class SandboxError(WatchdogError):
     """Something the sandbox cannot do; the message says what and, where it can, why."""
 
 
