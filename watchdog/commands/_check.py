@@ -13,7 +13,6 @@ from ..config import BrokerConfig, WatchdogConfig
 from ..decide._plan import fence_command_argv
 from ..hosts import Host, HostError
 from ..model import BrokerObservation, ClusterSnapshot, PropertiesFile
-from ..observe import group_master
 
 __all__ = ["Finding", "block_findings", "run_checks", "can_fail_over"]
 
@@ -256,8 +255,12 @@ async def run_checks(
 
     for name in config.group_names():
         subject = f"group {name}"
-        master = group_master(snapshot, name)
-        if master is None:
+        master = snapshot.master_of(name)
+        claimants = snapshot.master_claimants(name)
+        if len(claimants) > 1:
+            addrs = ", ".join(b.addr for b in claimants)
+            findings.append(Finding("error", subject, f"split brain: {addrs} all answer as master"))
+        elif master is None:
             findings.append(Finding("warn", subject, "no master answers or is registered"))
         else:
             findings.append(Finding("ok", subject, f"master is {master.addr}"))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import BrokerConfig, WatchdogConfig
-from ..model import PropertiesFile, unified_diff
+from ..model import MASTER_ROLES, PropertiesFile, unified_diff
 from ._decision import Fence, Promote
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "properties_diffs",
 ]
 
-_MASTER_ROLES = ("ASYNC_MASTER", "SYNC_MASTER")
 
 
 class StepKind(enum.StrEnum):
@@ -239,7 +238,7 @@ def plan_promotion(
             name,
             f"cannot read {candidate.key}'s properties {candidate.properties} on {candidate.host}",
         )
-    if decision.new_role not in _MASTER_ROLES:
+    if decision.new_role not in MASTER_ROLES:
         return Refusal(name, f"new role {decision.new_role!r} is not a master role")
     old = config.broker_by_key(decision.old_master_key) if decision.old_master_key else None
     candidate_old_id = _current_id(candidate, files)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 
 from ..config import DetectSettings, ProbeSettings
 from ..model import (
+    DEFAULT_MASTER_ROLE,
+    MASTER_ROLES,
     BrokerObservation,
     ClusterSnapshot,
     GroupState,
@@ -23,8 +25,6 @@ __all__ = [
     "detect",
 ]
 
-DEFAULT_MASTER_ROLE = "ASYNC_MASTER"
-_MASTER_ROLES = ("ASYNC_MASTER", "SYNC_MASTER")
 
 # (snapshot.taken_at, commitLogMaxOffset) of one broker at one cycle.
 OffsetSample = tuple[float, int]
@@ -197,7 +197,7 @@ def _master_of(
     """The group's master, and other brokers that also answer as master (split brain)."""
     by_addr = {b.addr: b for b in group}
     claimants = list(
-        {b.addr: b for b in group if b.addr in answered and b.role in _MASTER_ROLES}.values()
+        {b.addr: b for b in group if b.addr in answered and b.role in MASTER_ROLES}.values()
     )
     listed: dict[str, int] = {}
     for ns in nameservers_up:
@@ -252,7 +252,7 @@ def detect(
     rates = {a: list(s) for a, s in state.write_rates.items()}
     as_master = set(state.answered_as_master)
     for b in snapshot.brokers:
-        if b.is_up and b.role not in _MASTER_ROLES:
+        if b.is_up and b.role not in MASTER_ROLES:
             # A slave's log grows by replication, by megabytes when it resyncs: not a rate a
             # master's clients ever wrote at. Only growth between two answers as master counts.
             rates.pop(b.addr, None)
@@ -332,7 +332,7 @@ def detect(
         )
     master_addrs = {m.addr for m, _ in masters.values() if m is not None}
     slave_answered = any(
-        b.is_up and b.role not in _MASTER_ROLES and b.addr not in master_addrs
+        b.is_up and b.role not in MASTER_ROLES and b.addr not in master_addrs
         for b in snapshot.brokers
     )
     majority = ns_total // 2 + 1
@@ -363,7 +363,7 @@ def detect(
         master, others = masters[name]
         if master is not None:
             known_master[name] = master.addr
-            if master.addr in answered and master.role in _MASTER_ROLES:
+            if master.addr in answered and master.role in MASTER_ROLES:
                 master_role[name] = str(master.role)
         groups.append(
             _judge_group(
@@ -555,7 +555,7 @@ def _judge_group(
         streak_start = first_failed.get(master.addr, now)
         start = max(streak_start, now - down_after)
         for b in slaves:
-            if b.addr in answered and b.role in _MASTER_ROLES:
+            if b.addr in answered and b.role in MASTER_ROLES:
                 continue
             samples = [s for s in history.get(b.addr, ()) if s[0] >= start]
             if len(samples) < 2:

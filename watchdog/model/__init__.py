@@ -6,6 +6,7 @@ from ._docker_cli import CONTAINER_NAME, DockerCliCommand, DockerCliError, parse
 from ._durations import format_seconds, parse_duration
 from ._errors import WatchdogError
 from ._properties import PropertiesFile, unified_diff
+from ._roles import DEFAULT_MASTER_ROLE, MASTER_ROLES, is_master_role
 from ._snapshot import (
     BrokerObservation,
     ClusterSnapshot,
@@ -17,6 +18,9 @@ from ._states import GroupState
 
 __all__ = [
     "WatchdogError",
+    "DEFAULT_MASTER_ROLE",
+    "MASTER_ROLES",
+    "is_master_role",
     "Registration",
     "NamesrvObservation",
     "BrokerObservation",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
+from ._roles import is_master_role
+
 __all__ = [
     "Registration",
     "NamesrvObservation",
@@ -92,7 +94,7 @@ class BrokerObservation:
 
     @property
     def is_master_role(self) -> bool:
-        return self.role in ("ASYNC_MASTER", "SYNC_MASTER")
+        return is_master_role(self.role)
 
 
 @dataclass(frozen=True)
@@ -137,3 +139,42 @@ class ClusterSnapshot:
 
     def nameservers_up(self) -> tuple[NamesrvObservation, ...]:
         return tuple(n for n in self.nameservers if n.is_up)
+
+    def master_claimants(self, broker_name: str) -> tuple[BrokerObservation, ...]:
+        """The group's brokers that answer in a master role; two or more is a split brain."""
+        return tuple(b for b in self.group(broker_name) if b.is_up and b.is_master_role)
+
+    def master_of(self, broker_name: str) -> BrokerObservation | None:
+        """The group's master as every report (status, check, metrics) names it.
+
+        The one broker answering in a master role; with none answering, the broker the
+        answering nameservers register as id 0 (a master that is down is still the master);
+        with two or more answering (a split brain), none: the reports then show each broker's
+        role and no lag, because a lag against either claimant would mislead. Detection ranks
+        claimants itself to decide which one to keep; that choice is a decision, not a report.
+        """
+        claimants = self.master_claimants(broker_name)
+        if claimants:
+            return claimants[0] if len(claimants) == 1 else None
+        group = self.group(broker_name)
+        for ns in self.nameservers_up():
+            addr = ns.master_addr(broker_name)
+            for b in group:
+                if b.addr == addr:
+                    return b
+        return None
+
+    def replication_lag(self, broker: BrokerObservation) -> int | None:
+        """Bytes a slave is behind its group's master; None when there is no such number.
+
+        None for a master, a broker in a master role, a group without one master (see
+        `master_of`), or when either side does not answer or has no offset.
+        """
+        master = self.master_of(broker.broker_name)
+        if master is None or master.addr == broker.addr or broker.is_master_role:
+            return None
+        if not master.is_up or not broker.is_up:
+            return None
+        if master.commitlog_max_offset is None or broker.commitlog_max_offset is None:
+            return None
+        return master.commitlog_max_offset - broker.commitlog_max_offset

@@ -19,7 +19,7 @@ from ._notify import (
     hook_environment,
     json_payload,
 )
-from ._status import group_master, lag_bytes, render_status, status_report
+from ._status import render_status, status_report
 from ._systemd import SystemdNotifier
 
 __all__ = [
@@ -48,8 +48,6 @@ __all__ = [
     "alertmanager_payload",
     "hook_environment",
     "json_payload",
-    "group_master",
-    "lag_bytes",
     "status_report",
     "render_status",
 ]

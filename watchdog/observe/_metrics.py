@@ -59,21 +59,11 @@ def _broker_labels(b: BrokerObservation) -> list[str]:
 
 
 def _replication_lags(snapshot: ClusterSnapshot) -> Iterator[tuple[BrokerObservation, int]]:
-    """(slave, master offset - slave offset) for each slave whose group has one known master.
-
-    A group with two brokers in a master role (split brain) has no meaningful lag, so none is
-    reported for it; the broker_role series show that situation instead.
-    """
-    for name in snapshot.group_names():
-        group = snapshot.group(name)
-        masters = [b for b in group if b.is_master_role]
-        if len(masters) != 1 or masters[0].commitlog_max_offset is None:
-            continue
-        master_offset = masters[0].commitlog_max_offset
-        for b in group:
-            if b is masters[0] or b.is_master_role or b.commitlog_max_offset is None:
-                continue
-            yield b, master_offset - b.commitlog_max_offset
+    """(slave, bytes behind its master) by the snapshot's one lag rule (none in a split brain)."""
+    for b in snapshot.brokers:
+        lag = snapshot.replication_lag(b)
+        if lag is not None:
+            yield b, lag
 
 
 class _SnapshotCollector:

@@ -4,39 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import BrokerObservation, ClusterSnapshot
+from ..model import ClusterSnapshot
 
-__all__ = ["group_master", "lag_bytes", "status_report", "render_status"]
-
-_MASTER_ROLES = ("ASYNC_MASTER", "SYNC_MASTER")
-
-
-def group_master(snapshot: ClusterSnapshot, broker_name: str) -> BrokerObservation | None:
-    """The broker acting as master of a group: by its answered role, else by id-0 registration."""
-    group = snapshot.group(broker_name)
-    for broker in group:
-        if broker.is_up and broker.role in _MASTER_ROLES:
-            return broker
-    for ns in snapshot.nameservers_up():
-        addr = ns.master_addr(broker_name)
-        if addr is not None:
-            for broker in group:
-                if broker.addr == addr:
-                    return broker
-    return None
-
-
-def lag_bytes(snapshot: ClusterSnapshot, broker: BrokerObservation) -> int | None:
-    """Replication lag of a slave: master commitLogMaxOffset - slave commitLogMaxOffset."""
-    master = group_master(snapshot, broker.broker_name)
-    if master is None or master.addr == broker.addr:
-        return None
-    if master.commitlog_max_offset is None or broker.commitlog_max_offset is None:
-        return None
-    if not master.is_up or not broker.is_up:
-        return None
-    return master.commitlog_max_offset - broker.commitlog_max_offset
-
+__all__ = ["status_report", "render_status"]
 
 def status_report(snapshot: ClusterSnapshot) -> dict[str, Any]:
     nameservers = [
@@ -50,7 +20,7 @@ def status_report(snapshot: ClusterSnapshot) -> dict[str, Any]:
     ]
     brokers = []
     for b in snapshot.brokers:
-        master = group_master(snapshot, b.broker_name)
+        master = snapshot.master_of(b.broker_name)
         brokers.append(
             {
                 "broker_name": b.broker_name,
@@ -64,7 +34,7 @@ def status_report(snapshot: ClusterSnapshot) -> dict[str, Any]:
                     ns.addr: list(ns.ids_of(b.addr)) for ns in snapshot.nameservers if ns.is_up
                 },
                 "commitlog_max_offset": b.commitlog_max_offset,
-                "lag_bytes": lag_bytes(snapshot, b),
+                "lag_bytes": snapshot.replication_lag(b),
                 "version": b.version,
                 "latency_ms": _ms(b.latency_seconds),
                 "error": b.error,

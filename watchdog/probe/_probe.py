@@ -12,6 +12,7 @@ from typing import cast
 from ..config import BrokerConfig, WatchdogConfig
 from ..hosts import Host
 from ..model import (
+    MASTER_ROLES,
     BrokerObservation,
     ClusterSnapshot,
     NamesrvObservation,
@@ -45,7 +46,6 @@ __all__ = [
 # A secondary check: (check name, master addr) -> observation. Runs on another host.
 SecondaryRunner = Callable[[str, str], Awaitable[SecondaryObservation]]
 
-_MASTER_ROLES = ("ASYNC_MASTER", "SYNC_MASTER")
 
 
 def _to_int(value: str | None) -> int | None:
@@ -427,7 +427,7 @@ class Prober:
         # `master_config_refresh_factor` times as often.
         spread = zlib.crc32(addr.encode("utf-8")) / 2**32
         max_age = self.config_max_age_seconds
-        if role in _MASTER_ROLES:
+        if role in MASTER_ROLES:
             max_age /= self.master_config_refresh_factor
         return max_age * (0.5 + 0.5 * spread)
 
@@ -457,7 +457,7 @@ def _master_addrs(
     targets: list[str] = []
     for name in config.group_names():
         group = [b for b in brokers if b.broker_name == name]
-        by_role = [b.addr for b in group if b.role in _MASTER_ROLES]
+        by_role = [b.addr for b in group if b.role in MASTER_ROLES]
         if name in known:
             targets.append(known[name])
             targets.extend(a for a in by_role if a != known[name])
