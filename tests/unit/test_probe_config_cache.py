@@ -234,7 +234,7 @@ def test_snapshot_with_and_without_the_cache_is_the_same() -> None:
 
 
 def test_an_unchanged_cluster_info_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    import watchdog.probe._probe as probe
+    import watchdog.probe._prober as probe
 
     parsed: list[bytes] = []
     parse = probe.parse_cluster_info

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ._probe import BackgroundSecondaryChecks, Prober, SecondaryRunner, client_pool, describe_error
+from ._prober import Prober, SecondaryRunner, client_pool
+from ._secondary import BackgroundSecondaryChecks
 
 __all__ = [
     "BackgroundSecondaryChecks",
     "Prober",
-    "client_pool",
     "SecondaryRunner",
-    "describe_error",
+    "client_pool",
 ]
