@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from hypothesis import strategies as st
+
 from watchdog.config import BrokerConfig, DetectSettings, ProbeSettings
 from watchdog.detect import ClusterVerdict, DetectorState, detect
 from watchdog.model import (
@@ -178,3 +180,59 @@ def seconds(start: float, stop: float, step: float = 1.0) -> list[float]:
     """Cycle start times from start to stop inclusive."""
     n = round((stop - start) / step)
     return [start + i * step for i in range(n + 1)]
+
+
+# --- arbitrary snapshot runs (hypothesis) ----------------------------------------------
+
+_ADDRS = [A0, A1, "127.0.0.1:10951", "127.0.0.1:10961"]
+_NAMES = ["broker-a", "broker-b"]
+_ROLES = st.sampled_from(["ASYNC_MASTER", "SYNC_MASTER", "SLAVE", "BANANA", "", None])
+
+_brokers = st.builds(
+    BrokerObservation,
+    broker_name=st.sampled_from(_NAMES),
+    broker_id=st.integers(-1, 3),
+    addr=st.sampled_from(_ADDRS),
+    is_up=st.booleans(),
+    error=st.one_of(st.none(), st.just(GARBAGE)),
+    role=_ROLES,
+    commitlog_max_offset=st.one_of(st.none(), st.integers(-(2**63), 2**63)),
+)
+_registrations = st.builds(
+    Registration,
+    broker_name=st.sampled_from(_NAMES),
+    broker_id=st.integers(-1, 3),
+    addr=st.sampled_from(_ADDRS),
+)
+_nameservers = st.builds(
+    NamesrvObservation,
+    addr=st.sampled_from([NS1, NS2, "127.0.0.1:9878"]),
+    is_up=st.booleans(),
+    registrations=st.lists(_registrations, max_size=5).map(tuple),
+)
+_secondary = st.builds(
+    SecondaryObservation,
+    name=st.sampled_from(["dc2", "dc3"]),
+    target_addr=st.sampled_from(_ADDRS),
+    is_alive=st.one_of(st.none(), st.booleans()),
+)
+
+
+@st.composite
+def snapshot_runs(draw: st.DrawFn) -> list[ClusterSnapshot]:
+    """Runs of arbitrary (also nonsensical) snapshots, for properties of detect and decide."""
+    t = draw(st.floats(0, 1e6, allow_nan=False))
+    snaps = []
+    for _ in range(draw(st.integers(1, 8))):
+        t += draw(st.sampled_from([1.0, 1.0, 1.0, 0.0, 0.3, 5.0, -2.0]))
+        snaps.append(
+            ClusterSnapshot(
+                cluster_name="c",
+                taken_at=t,
+                wall_time=t,
+                nameservers=tuple(draw(st.lists(_nameservers, max_size=3))),
+                brokers=tuple(draw(st.lists(_brokers, max_size=5))),
+                secondary=tuple(draw(st.lists(_secondary, max_size=2))),
+            )
+        )
+    return snaps

@@ -21,8 +21,8 @@ from tests.unit._worlds import (
     broker_config,
     seconds,
     settings,
+    snapshot_runs,
 )
-from tests.unit.test_detect import _snapshot_runs
 from watchdog.config import BrokerConfig, parse_config
 from watchdog.decide import (
     Decision,
@@ -549,7 +549,7 @@ _policies = st.builds(
 
 
 @hsettings(max_examples=300, deadline=None)
-@given(_snapshot_runs(), _configs, _policies, st.integers(1, 3))
+@given(snapshot_runs(), _configs, _policies, st.integers(1, 3))
 def test_decide_never_raises_and_never_promotes_unsafely(
     snaps: list[ClusterSnapshot], brokers: tuple[BrokerConfig, ...], policy: Policy, quorum: int
 ) -> None:

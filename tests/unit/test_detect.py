@@ -9,7 +9,19 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from tests.unit._worlds import A0, A1, GARBAGE, NS1, NS2, PROBE, Replay, World, seconds, settings
+from tests.unit._worlds import (
+    A0,
+    A1,
+    GARBAGE,
+    NS1,
+    NS2,
+    PROBE,
+    Replay,
+    World,
+    seconds,
+    settings,
+    snapshot_runs,
+)
 from watchdog.detect import DetectorState, detect
 from watchdog.model import (
     BrokerObservation,
@@ -17,7 +29,6 @@ from watchdog.model import (
     GroupState,
     NamesrvObservation,
     Registration,
-    SecondaryObservation,
 )
 
 KILL = (10.5, 1e9)  # the master stops answering between the cycles at t=10 and t=11
@@ -556,61 +567,8 @@ def test_first_odown_within_down_after_plus_one_interval(kill_at: float, interva
 
 # --- properties -------------------------------------------------------------------------
 
-_ADDRS = [A0, A1, "127.0.0.1:10951", "127.0.0.1:10961"]
-_NAMES = ["broker-a", "broker-b"]
-_ROLES = st.sampled_from(["ASYNC_MASTER", "SYNC_MASTER", "SLAVE", "BANANA", "", None])
-
-_brokers = st.builds(
-    BrokerObservation,
-    broker_name=st.sampled_from(_NAMES),
-    broker_id=st.integers(-1, 3),
-    addr=st.sampled_from(_ADDRS),
-    is_up=st.booleans(),
-    error=st.one_of(st.none(), st.just(GARBAGE)),
-    role=_ROLES,
-    commitlog_max_offset=st.one_of(st.none(), st.integers(-(2**63), 2**63)),
-)
-_registrations = st.builds(
-    Registration,
-    broker_name=st.sampled_from(_NAMES),
-    broker_id=st.integers(-1, 3),
-    addr=st.sampled_from(_ADDRS),
-)
-_nameservers = st.builds(
-    NamesrvObservation,
-    addr=st.sampled_from([NS1, NS2, "127.0.0.1:9878"]),
-    is_up=st.booleans(),
-    registrations=st.lists(_registrations, max_size=5).map(tuple),
-)
-_secondary = st.builds(
-    SecondaryObservation,
-    name=st.sampled_from(["dc2", "dc3"]),
-    target_addr=st.sampled_from(_ADDRS),
-    is_alive=st.one_of(st.none(), st.booleans()),
-)
-
-
-@st.composite
-def _snapshot_runs(draw: st.DrawFn) -> list[ClusterSnapshot]:
-    t = draw(st.floats(0, 1e6, allow_nan=False))
-    snaps = []
-    for _ in range(draw(st.integers(1, 8))):
-        t += draw(st.sampled_from([1.0, 1.0, 1.0, 0.0, 0.3, 5.0, -2.0]))
-        snaps.append(
-            ClusterSnapshot(
-                cluster_name="c",
-                taken_at=t,
-                wall_time=t,
-                nameservers=tuple(draw(st.lists(_nameservers, max_size=3))),
-                brokers=tuple(draw(st.lists(_brokers, max_size=5))),
-                secondary=tuple(draw(st.lists(_secondary, max_size=2))),
-            )
-        )
-    return snaps
-
-
 @hsettings(max_examples=300, deadline=None)
-@given(_snapshot_runs(), st.integers(1, 4), st.integers(0, 3))
+@given(snapshot_runs(), st.integers(1, 4), st.integers(0, 3))
 def test_detect_never_raises_and_keeps_its_promises(
     snaps: list[ClusterSnapshot], quorum: int, tilt_cycles: int
 ) -> None:
