@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..config import DockerHost, HostConfig, LocalHost
 from ._base import CommandResult, Host, HostError
 from ._docker import API_VERSION, DockerBackend
-from ._local import LocalBackend
+from ._local import LocalBackend, kill_process_group
 from ._ssh import SshBackend
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "HostError",
     "LocalBackend",
     "SshBackend",
+    "kill_process_group",
     "make_host",
 ]
 

@@ -22,7 +22,7 @@ from ._base import (
     timed_out,
 )
 
-__all__ = ["LocalBackend"]
+__all__ = ["LocalBackend", "kill_process_group"]
 
 _T = TypeVar("_T")
 
@@ -90,7 +90,7 @@ async def _kill_and_drain(
     proc: asyncio.subprocess.Process, output: asyncio.Future[tuple[bytes, bytes]]
 ) -> tuple[bytes, bytes]:
     """Kill the command's process group; return what it wrote, once its pipes close."""
-    _kill_group(proc.pid)
+    kill_process_group(proc.pid)
     try:
         out, err = await asyncio.wait_for(output, DRAIN_GRACE_SECONDS)
     except TimeoutError:
@@ -103,7 +103,8 @@ async def _kill_and_drain(
     return out, err
 
 
-def _kill_group(pgid: int) -> None:
+def kill_process_group(pgid: int) -> None:
+    """SIGKILL a process group we started in its own session; gone already is fine."""
     # Also fine when the leader has exited: the group lives on while any member does.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import os
-import signal
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -27,6 +25,7 @@ from tenacity import (
 
 from ..config import EVENT_NAMES, EventName, HookName, HooksConfig, NotifyConfig, WebhookConfig
 from ..config import safe_url as _safe_url
+from ..hosts import kill_process_group
 
 __all__ = [
     "EVENT_NAMES",
@@ -415,12 +414,6 @@ def hook_environment(hook: HookName, event: Event) -> dict[str, str]:
     }
 
 
-def _kill_group(pid: int) -> None:
-    # The hook runs in its own session, so its children (a script's `sleep`) die with it.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 def _read_output(fh: IO[bytes]) -> str:
     fh.seek(0)
     data = fh.read(_MAX_OUTPUT_BYTES + 1)
@@ -480,17 +473,17 @@ class HookRunner:
                 await asyncio.wait_for(proc.wait(), timeout)
             except TimeoutError:
                 is_timed_out = True
-                _kill_group(proc.pid)
+                kill_process_group(proc.pid)  # its own session: a script's children die too
                 try:
                     await asyncio.wait_for(proc.wait(), _REAP_TIMEOUT_SECONDS)
                 except TimeoutError:
                     _log.error("hook did not die after SIGKILL", hook=hook, pid=proc.pid)
             except asyncio.CancelledError:
-                _kill_group(proc.pid)
+                kill_process_group(proc.pid)
                 raise
             finally:
                 # Children the hook left behind in its session are not ours to keep running.
-                _kill_group(proc.pid)
+                kill_process_group(proc.pid)
             output = _read_output(out)
         result = HookResult(
             hook,
