@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -143,6 +144,19 @@ def test_write_replaces_atomically_and_keeps_the_mode(
     assert after.st_ino != before.st_ino
     assert stat.S_IMODE(after.st_mode) == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broker.properties"]
+
+
+def test_write_keeps_the_owner_and_group(sshd_host: SshdServer, tmp_path: Path) -> None:
+    """The broker that reads the file after its restart is usually its owner."""
+    assert os.geteuid() == 0, "the test sshd logs in as root, which may give the file back"
+    path = tmp_path / "broker.properties"
+    path.write_bytes(b"brokerId=1\n")
+    os.chown(path, 1234, 4321)
+    path.chmod(0o640)
+    on_host(sshd_host, lambda h: h.write_file(str(path), b"brokerId=0\n"))
+    after = path.stat()
+    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (1234, 4321, 0o640)
+    assert path.read_bytes() == b"brokerId=0\n"
 
 
 def test_write_new_file_gets_0644(sshd_host: SshdServer, tmp_path: Path) -> None:

@@ -103,7 +103,30 @@ def test_check_passes_on_a_healthy_sandbox(sandbox_cluster: Any) -> None:
     assert "promotable slave(s): broker-a:1" in result.stdout
     assert "[ok  ] canary client: the rocketmq client (librocketmq) loads" in result.stdout
     assert "fence paths for broker-a:0: rewrite + stop on host local" in result.stdout
+    assert "[ok  ] secondary check local-secondary: reaches" in result.stdout
+    assert f"{sandbox_cluster.dir} writable on local" in result.stdout
     assert "FAIL" not in result.stdout
+
+
+def test_check_names_a_secondary_check_that_cannot_run(
+    sandbox_cluster: Any, tmp_path: Path
+) -> None:
+    """A missing rmq-watchdog-ping on the check's host would silently leave a hung master to
+    the nameservers' 120 s: check says so (a failover itself could still run)."""
+    text = Path(sandbox_cluster.config_path).read_text()
+    bad = tmp_path / "watchdog.toml"
+    start = text.index("[[secondary_checks]]")
+    line_start = text.index("command = ", start)
+    line_end = text.index("\n", line_start)
+    bad.write_text(
+        text[:line_start] + 'command = ["/nonexistent/rmq-watchdog-ping", "{addr}"]'
+        + text[line_end:]
+    )
+    result = cli("check", "-c", str(bad), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [line] = [ln for ln in result.stdout.splitlines() if "secondary check" in ln]
+    assert line.startswith("[FAIL] secondary check local-secondary: does not run on host local")
+    assert "a failover could run, but 1 problem(s) need attention" in result.stdout
 
 
 def test_check_fails_when_the_canary_client_cannot_load(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -187,3 +189,82 @@ def test_has_command(tmp_path: Path) -> None:
     assert not has(str(tmp_path))  # a directory is not a command
     assert not has("cd")  # a shell builtin is not a program
     assert not has("")
+
+
+def test_a_rewrite_keeps_the_owner_and_group(tmp_path: Path) -> None:
+    assert os.geteuid() == 0, "make test runs as root: this test gives the file another owner"
+    path = tmp_path / "broker.properties"
+    path.write_bytes(b"brokerId=1\n")
+    os.chown(path, 1234, 4321)
+    path.chmod(0o640)
+    asyncio.run(HOST.write_file(str(path), b"brokerId=0\n"))
+    after = path.stat()
+    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (1234, 4321, 0o640)
+
+
+def _write_as(uid: int, groups: list[int], path: Path) -> tuple[int, str]:
+    """Rewrite `path` with the local backend in a forked child running as `uid`: (exit, error).
+
+    Forked, not spawned: this interpreter may live where that user cannot reach (/root).
+    """
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to the user, write, report, never return into pytest
+        code = 0
+        try:
+            os.close(reader)
+            os.setgroups(groups)
+            os.setgid(uid)
+            os.setuid(uid)
+            asyncio.run(LocalBackend("box-1").write_file(str(path), b"brokerId=0\n"))
+        except HostError as exc:
+            os.write(writer, str(exc).encode())
+            code = 3
+        except BaseException as exc:  # anything else is the test's own failure
+            os.write(writer, repr(exc).encode())
+            code = 4
+        finally:
+            os._exit(code)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as fh:
+        message = fh.read().decode()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), message
+
+
+@pytest.mark.parametrize(
+    ("mode", "extra_groups", "expected"),
+    [
+        # the watchdog's user is in the broker's group: the group is kept, the broker reads
+        (0o640, [4321], (0, 65534, 4321, 0o640)),
+        # not in the group, but others may read: the broker still reads it
+        (0o644, [], (0, 65534, 65534, 0o644)),
+        # owner-only: the broker (uid 1234) could not read its own file afterwards: refused
+        (0o600, [4321], (3, 1234, 4321, 0o600)),
+        (0o640, [], (3, 1234, 4321, 0o640)),
+    ],
+)
+def test_a_rewrite_by_another_user_never_locks_the_broker_out(
+    mode: int, extra_groups: list[int], expected: tuple[int, int, int, int]
+) -> None:
+    assert os.geteuid() == 0, "make test runs as root: the writer here is another user"
+    # /tmp itself: the writer (uid 65534) must reach the directory, pytest's tmp_path is 0700.
+    directory = Path(tempfile.mkdtemp(prefix="rmqwd-owner-"))
+    try:
+        directory.chmod(0o777)
+        path = directory / "broker.properties"
+        path.write_bytes(b"brokerId=1\n")
+        os.chown(path, 1234, 4321)
+        path.chmod(mode)
+        code, message = _write_as(65534, extra_groups, path)
+        after = path.stat()
+        got = (code, after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode))
+        assert got == expected, message
+        if code == 3:
+            assert "no read access through the group or others" in message
+            assert path.read_bytes() == b"brokerId=1\n"
+            assert [p.name for p in directory.iterdir()] == ["broker.properties"]
+        else:
+            assert path.read_bytes() == b"brokerId=0\n"
+    finally:
+        shutil.rmtree(directory)

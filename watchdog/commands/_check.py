@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import posixpath
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from ..config import BrokerConfig, WatchdogConfig
+from ..config import BrokerConfig, SecondaryCheck, WatchdogConfig
 from ..decide._plan import fence_command_argv
 from ..hosts import Host, HostError
 from ..model import BrokerObservation, ClusterSnapshot, PropertiesFile
@@ -72,6 +73,9 @@ async def _check_control_path(broker: BrokerConfig, host: Host) -> _ControlPath:
                     f"(brokerId={props.get('brokerId')}, brokerRole={props.get('brokerRole')})",
                 )
             )
+    findings.extend(await _properties_dir_findings(broker, host))
+    if any(f.blocks_failover for f in findings):
+        ok = False
     for what, argv in (("start", broker.start), ("stop", broker.stop)):
         try:
             present = await host.has_command(argv[0])
@@ -91,6 +95,66 @@ async def _check_control_path(broker: BrokerConfig, host: Host) -> _ControlPath:
     if ok:
         findings.append(Finding("ok", broker.key, f"start/stop commands present on {host.name}"))
     return _ControlPath(ok, tuple(findings))
+
+
+async def _properties_dir_findings(broker: BrokerConfig, host: Host) -> list[Finding]:
+    """A failover writes beside the properties (atomic rewrite, backup, epoch record): the
+    directory must be writable for the watchdog's user on that host."""
+    directory = posixpath.dirname(broker.properties) or "."
+    try:
+        result = await host.run(["test", "-w", directory], timeout_seconds=10.0)
+    except HostError as exc:
+        return [Finding("error", broker.key, f"host {host.name}: {exc}", True)]
+    if result.exit_code == 0:
+        return [Finding("ok", broker.key, f"{directory} writable on {host.name}")]
+    if result.exit_code == 1:
+        return [
+            Finding(
+                "error",
+                broker.key,
+                f"{directory} is not writable on {host.name} for the watchdog's user: a "
+                "failover could not rewrite the properties, keep a backup or record the epoch "
+                "(give that user write access to the directory; under systemd also "
+                "ReadWritePaths=)",
+                True,
+            )
+        ]
+    return [
+        Finding(
+            "warn",
+            broker.key,
+            f"could not test write access to {directory} on {host.name}: {result.summary()}",
+        )
+    ]
+
+
+async def _secondary_check_finding(
+    check: SecondaryCheck, host: Host, target_addr: str
+) -> Finding:
+    """Run a secondary check once against the master: a check that cannot run on its host
+    would leave a hung master to the nameservers' 120 s timeout, without a word."""
+    subject = f"secondary check {check.name}"
+    argv = [part.replace("{addr}", target_addr) for part in check.command]
+    try:
+        result = await host.run(argv, timeout_seconds=check.timeout_seconds)
+    except HostError as exc:
+        return Finding("error", subject, f"host {host.name}: {exc}")
+    if result.exit_code == 0:
+        return Finding("ok", subject, f"reaches {target_addr} from host {host.name}")
+    if result.exit_code == 1:
+        return Finding(
+            "warn",
+            subject,
+            f"runs on host {host.name} but does not reach {target_addr}: "
+            f"{result.stdout.strip()[:200] or result.summary()}",
+        )
+    return Finding(
+        "error",
+        subject,
+        f"does not run on host {host.name} ({result.summary()}): a hung master would be "
+        "confirmed only by the nameservers' 120 s timeout; install rmq-watchdog (for "
+        "rmq-watchdog-ping) on that host or fix the command",
+    )
 
 
 def _broker_findings(
@@ -252,6 +316,18 @@ async def run_checks(
 
     if config.failover.canary:
         findings.append(await _check_canary_client())
+
+    if config.secondary_checks:
+        targets = [snapshot.master_of(name) for name in config.group_names()]
+        target = next((m.addr for m in targets if m is not None), config.brokers[0].addr)
+        findings.extend(
+            await asyncio.gather(
+                *(
+                    _secondary_check_finding(c, hosts[c.host], target)
+                    for c in config.secondary_checks
+                )
+            )
+        )
 
     for name in config.group_names():
         subject = f"group {name}"

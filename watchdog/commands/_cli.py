@@ -100,7 +100,7 @@ def check(config_path: str) -> None:
     from ..probe import Prober, client_pool
     from ._check import Finding, block_findings, can_fail_over, run_checks
 
-    async def check_once() -> bool:
+    async def check_once() -> list[Finding]:
         pool = client_pool(config)
         hosts = {name: make_host(name, host) for name, host in config.hosts.items()}
         try:
@@ -118,9 +118,13 @@ def check(config_path: str) -> None:
                 await host.close()
         for finding in findings:
             click.echo(finding.render())
-        return can_fail_over(findings)
+        return findings
 
-    if run_async(check_once):
+    findings = run_async(check_once)
+    problems = sum(f.severity == "error" for f in findings)
+    if can_fail_over(findings) and problems:
+        click.echo(f"a failover could run, but {problems} problem(s) need attention (FAIL lines)")
+    elif can_fail_over(findings):
         click.echo("a failover could run")
     else:
         click.echo("a failover could NOT run (see FAIL lines)")

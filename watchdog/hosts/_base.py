@@ -19,6 +19,7 @@ __all__ = [
     "PidMarker",
     "check_argv",
     "check_path",
+    "lost_access",
     "timed_out",
 ]
 
@@ -131,3 +132,23 @@ class PidMarker:
 
     def strip(self, err: bytearray) -> bytes:
         return self._line.sub(b"", bytes(err), count=1)
+
+
+def lost_access(path: str, mode: int, *, kept_owner: bool, kept_group: bool) -> str | None:
+    """Why replacing `path` with a file we own would lock its owner out, or None.
+
+    An atomic rewrite creates a new file: it belongs to the watchdog's user unless that user may
+    give it back (root, or the same user). The broker that reads the file after a restart is
+    usually its owner: when the owner cannot be kept, that owner must still read the file
+    through its group (kept when the watchdog's user is a member) or through the others' bit.
+    """
+    if kept_owner:
+        return None
+    if (kept_group and mode & 0o040) or mode & 0o004:
+        return None
+    return (
+        f"{path}: the watchdog's user cannot keep the file's owner, and mode {mode:04o} would "
+        "leave that owner (the broker) no read access through the group or others; make the "
+        "file group-readable by a group the watchdog's user is in (README: Installing under "
+        "systemd)"
+    )

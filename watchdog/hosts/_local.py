@@ -19,6 +19,7 @@ from ._base import (
     HostError,
     check_argv,
     check_path,
+    lost_access,
     timed_out,
 )
 
@@ -110,19 +111,38 @@ def kill_process_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def _keep_owner(tmp: str, path: str, st: os.stat_result, host_name: str) -> None:
+    """Give the new file the old one's owner and group, as far as this user may."""
+    kept_owner = kept_group = True
+    try:
+        os.chown(tmp, st.st_uid, st.st_gid)
+    except PermissionError:
+        kept_owner = st.st_uid == os.geteuid()
+        try:
+            os.chown(tmp, -1, st.st_gid)
+        except PermissionError:
+            kept_group = st.st_gid == os.stat(tmp).st_gid
+    problem = lost_access(path, st.st_mode & 0o7777, kept_owner=kept_owner, kept_group=kept_group)
+    if problem is not None:
+        raise HostError(f"{host_name}: refusing to write {problem}")
+
+
 def _atomic_write_local(path: str, data: bytes, host_name: str) -> None:
     target = Path(path)
     try:
         try:
-            mode = target.stat().st_mode & 0o7777
+            st: os.stat_result | None = target.stat()
         except FileNotFoundError:
-            mode = NEW_FILE_MODE
+            st = None
+        mode = NEW_FILE_MODE if st is None else st.st_mode & 0o7777
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
+            if st is not None:
+                _keep_owner(tmp, path, st, host_name)
             os.chmod(tmp, mode)
             os.replace(tmp, target)
         except BaseException:

@@ -21,6 +21,7 @@ from ._base import (
     PidMarker,
     check_argv,
     check_path,
+    lost_access,
     timed_out,
 )
 
@@ -229,9 +230,10 @@ class SshBackend:
 
         async def write(sftp: Any) -> None:
             try:
-                mode = (await sftp.stat(path)).permissions & 0o7777
+                old: Any = await sftp.stat(path)
             except asyncssh.SFTPNoSuchFile:
-                mode = NEW_FILE_MODE
+                old = None
+            mode = NEW_FILE_MODE if old is None else old.permissions & 0o7777
             # A fresh name each time: exclusive create never follows a planted file or link.
             tmp = posixpath.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
             try:
@@ -240,6 +242,8 @@ class SshBackend:
                     await fh.write(data)
                     with contextlib.suppress(asyncssh.SFTPOpUnsupported):
                         await fh.fsync()
+                if old is not None:
+                    await _keep_owner(sftp, tmp, path, old, mode)
                 await sftp.chmod(tmp, mode)
                 # posix_rename replaces the target atomically (OpenSSH extension).
                 await sftp.posix_rename(tmp, path)
@@ -281,3 +285,23 @@ def _is_dead_connection(exc: BaseException, conn: Any) -> bool:
         return True
     return isinstance(exc, asyncssh.ChannelOpenError) and exc.code == asyncssh.OPEN_CONNECT_FAILED
 
+
+async def _keep_owner(sftp: Any, tmp: str, path: str, old: Any, mode: int) -> None:
+    """Give the new file the old one's owner and group, as far as the SSH user may."""
+    import asyncssh
+
+    if old.uid is None or old.gid is None:
+        return  # the server does not report owners: nothing to keep
+    kept_owner = kept_group = True
+    try:
+        await sftp.chown(tmp, uid=old.uid, gid=old.gid)
+    except (asyncssh.SFTPPermissionDenied, asyncssh.SFTPFailure):
+        new = await sftp.stat(tmp)
+        kept_owner = new.uid == old.uid
+        try:
+            await sftp.chown(tmp, uid=new.uid, gid=old.gid)
+        except (asyncssh.SFTPPermissionDenied, asyncssh.SFTPFailure):
+            kept_group = new.gid == old.gid
+    problem = lost_access(path, mode, kept_owner=kept_owner, kept_group=kept_group)
+    if problem is not None:
+        raise HostError(f"refusing to write {problem}")
