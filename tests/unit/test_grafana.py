@@ -92,6 +92,8 @@ def test_the_asked_for_panels_exist() -> None:
         "rmq_watchdog_decisions_total",
         "rmq_watchdog_failovers_total",
         "rmq_watchdog_isolated",
+        "rmq_watchdog_failover_blocked_until_timestamp_seconds",
+        "rmq_watchdog_master_role_lowered",
     ):
         assert metric in exprs, f"no panel shows {metric}"
     assert "histogram_quantile(" in exprs
