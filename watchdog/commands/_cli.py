@@ -33,11 +33,19 @@ def load_or_exit(path: str) -> WatchdogConfig:
         raise BadInput(str(exc)) from None
 
 
-def run_async(factory: Callable[[], Awaitable[T]]) -> T:
+def run_async(factory: Callable[[], Awaitable[T]], *, interrupted: str | None = None) -> T:
+    """Run a command's coroutine; on Ctrl-C say what was left behind (`interrupted`), exit 130."""
+
     async def runner() -> T:
         return await factory()
 
-    return asyncio.run(runner())
+    try:
+        return asyncio.run(runner())
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        click.echo(f"interrupted: {interrupted}", err=True)
+        sys.exit(130)
 
 
 config_option = click.option(
@@ -276,7 +284,16 @@ def failover(
             allow_loss=allow_loss,
             assume_yes=assume_yes,
             confirm=_ask if sys.stdin.isatty() else None,
-        )
+        ),
+        interrupted=None
+        if dry_run
+        else (
+            "if a running daemon took the request, it finishes the failover by itself (follow "
+            f"it with `rmq-watchdog status -c {config_path}`); if this command was running it "
+            "(no daemon), it stopped at its current step, and the journal in "
+            f"{config.state_dir}/failovers keeps the place: the next `rmq-watchdog run -c "
+            f"{config_path}` resumes it or rolls it back"
+        ),
     )
     sys.exit(code)
 
@@ -403,7 +420,13 @@ def drill(
                 as_json=as_json,
                 echo=click.echo,
                 progress=lambda line: click.echo(f"drill: {line}", err=True),
-            )
+            ),
+            interrupted=(
+                f"the drill stopped where it was: {broker_name}'s old master may still be "
+                "stopped (kill) or paused (STOP): `rmq-watchdog sandbox start --dir DIR --broker "
+                "KEY` or `rmq-watchdog sandbox kill --dir DIR --broker KEY --signal CONT` brings "
+                f"it back; `rmq-watchdog status -c {config_path}` shows the group"
+            ),
         )
     except DrillRefused as exc:
         raise BadInput(str(exc)) from None
