@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import os
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -344,7 +345,10 @@ class RemotingClient:
                 f"{self.addr}: connect timed out after {self.connect_timeout_seconds:g}s"
             ) from None
         except OSError as exc:
-            raise RemotingConnectError(f"{self.addr}: connect failed: {exc}") from None
+            # The errno's text alone: asyncio's message repeats the address as a tuple ("Connect
+            # call failed ('10.0.0.1', 10911)") after the one this message already starts with.
+            reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
+            raise RemotingConnectError(f"{self.addr}: connect failed: {reason}") from None
         self.connects += 1
         return conn
 
