@@ -1,10 +1,15 @@
 """What the benchmark scripts share: machine facts, Markdown tables and result files, children
-measured by their rusage, a sandbox that always comes down, and the daemon's JSON log."""
+measured by their rusage, a sandbox that always comes down, and the daemon as a child.
+
+Each script is run as a file (`python bench/x.py`, sys.path[0] is then bench/) or as a module
+(`python -m bench.x` from the repository root). For the file case its one line before the
+imports, `sys.path.insert(0, ...parents[1])`, makes the `bench` package importable; it cannot
+live here, since it is what lets a script import this module.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -16,20 +21,21 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from watchdog.tools.daemon_child import DaemonChild
 from watchdog.tools.sandbox import DEFAULT_VERSION, Sandbox, find_java
 
 __all__ = [
     "REPO_ROOT",
     "RESULTS_DIR",
     "ChildRun",
-    "DaemonProcess",
+    "DaemonChild",
     "MachineFacts",
     "TlsMode",
     "add_common_arguments",
@@ -43,10 +49,11 @@ __all__ = [
     "machine_facts",
     "markdown_table",
     "median",
+    "publish",
     "run_child",
-    "running_daemon",
     "running_sandbox",
     "signal_process",
+    "terminate",
     "write_result",
 ]
 
@@ -187,6 +194,21 @@ def write_result(
         parts.append("")
     path = results_dir / f"{name}.md"
     path.write_text("\n".join(parts))
+    return path
+
+
+def publish(
+    name: str,
+    title: str,
+    tables: Sequence[str],
+    facts: MachineFacts,
+    notes: Sequence[str],
+    *,
+    results_dir: Path = RESULTS_DIR,
+) -> Path:
+    """`write_result`, then say on stderr where the file went (the scripts' last words)."""
+    path = write_result(name, title, tables, facts, notes, results_dir=results_dir)
+    print(f"\nwritten {path}", file=sys.stderr)
     return path
 
 
@@ -340,75 +362,6 @@ def event_time(event: Mapping[str, Any]) -> float:
     return datetime.fromisoformat(str(event["timestamp"])).timestamp()
 
 
-class DaemonProcess:
-    """`rmq-watchdog run --log-format json` as a child; its log lines read back as they come."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.log_path = log
-        self._log = log.open("wb")
-        # The sandbox's secondary check runs `rmq-watchdog ping`: as on an installed host, the
-        # entry point must be on the daemon's PATH (a venv's bin is not unless activated).
-        venv_bin = str(Path(sys.executable).parent)
-        env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "watchdog", "run", "-c", str(config), "--log-format", "json"],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-        self._events: list[dict[str, Any]] = []
-        self._offset = 0
-
-    def events(self) -> list[dict[str, Any]]:
-        """Every complete JSON line so far (the file is read incrementally)."""
-        with self.log_path.open("rb") as handle:
-            handle.seek(self._offset)
-            data = handle.read()
-        end = data.rfind(b"\n")
-        if end >= 0:
-            for raw in data[: end + 1].splitlines():
-                with suppress(ValueError):
-                    doc = json.loads(raw)
-                    if isinstance(doc, dict):
-                        self._events.append(doc)
-            self._offset += end + 1
-        return self._events
-
-    def wait_for(
-        self,
-        predicate: Callable[[dict[str, Any]], bool],
-        *,
-        timeout_seconds: float,
-        what: str,
-        poll_seconds: float = 0.05,
-    ) -> dict[str, Any]:
-        """The first log line (from the start of the log) that satisfies `predicate`."""
-        deadline = time.monotonic() + timeout_seconds
-        while True:
-            for event in self.events():
-                if predicate(event):
-                    return event
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the daemon exited ({self.proc.returncode}) before {what}:\n"
-                                   + self.tail())
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"no daemon log line for {what} within {timeout_seconds} s:\n"
-                                   + self.tail())
-            time.sleep(poll_seconds)
-
-    def tail(self, lines: int = 15) -> str:
-        text = self.log_path.read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, timeout_seconds: float = 90.0) -> None:
-        """SIGTERM (a running failover is finished first), then SIGKILL if it does not exit."""
-        try:
-            terminate(self.proc, timeout_seconds)
-        finally:
-            self._log.close()
-
-
 def terminate(proc: subprocess.Popen[Any], timeout_seconds: float) -> None:
     """SIGTERM a child still running, wait up to `timeout_seconds`, then SIGKILL it."""
     if proc.poll() is None:
@@ -418,12 +371,3 @@ def terminate(proc: subprocess.Popen[Any], timeout_seconds: float) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
-
-
-@contextmanager
-def running_daemon(config: Path, log: Path) -> Iterator[DaemonProcess]:
-    daemon = DaemonProcess(config, log)
-    try:
-        yield daemon
-    finally:
-        daemon.stop()

@@ -37,21 +37,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make `bench` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file (bench/_common.py)
 
-from bench._common import (  # noqa: E402
+from bench._common import (
     RESULTS_DIR,
-    DaemonProcess,
+    DaemonChild,
     bench_dir,
     event_time,
     fmt_s,
     machine_facts,
     markdown_table,
     median,
-    write_result,
+    publish,
 )
-from watchdog.config import load_config  # noqa: E402
+from watchdog.config import load_config
 from watchdog.remoting import (
     RemotingClient,
     RemotingCommand,
@@ -61,7 +60,7 @@ from watchdog.remoting import (
     get_cluster_info,
     invoke,
 )
-from watchdog.tools.sandbox import Sandbox, ensure_rocketmq, java_argv  # noqa: E402
+from watchdog.tools.sandbox import Sandbox, ensure_rocketmq, java_argv
 
 NAME = "controller5"
 WATCHDOG = "rmq-watchdog + 4.9.7"
@@ -515,7 +514,7 @@ class WatchdogCluster:
         self.base_port = base_port
         self.replication = replication
         self.box = Sandbox(directory / "sandbox")
-        self.daemon: DaemonProcess | None = None
+        self.daemon: DaemonChild | None = None
         self._spawned: list[int] = []
 
     def start(self, timeout_seconds: float) -> Cluster:
@@ -530,7 +529,7 @@ class WatchdogCluster:
             doc = self.box.info()
             brokers = {f"{b['broker_name']}:{b['broker_id']}": b for b in doc["brokers"]}
             master, slave = brokers[f"{GROUP}:0"], brokers[f"{GROUP}:1"]
-            self.daemon = DaemonProcess(self.box.config_path, self.dir / "daemon.log")
+            self.daemon = DaemonChild(self.box.config_path, self.dir / "daemon.log")
             self.daemon.wait_for(
                 lambda e: e.get("broker_name") == GROUP and e.get("state") == "HEALTHY",
                 timeout_seconds=60,
@@ -638,7 +637,7 @@ def one_run(system: str, fault: str, run: int, cluster: Cluster) -> RunResult:
         odown = failover = None
         note = steps = ""
         daemon = cluster.details.get("daemon")
-        if isinstance(daemon, DaemonProcess):
+        if isinstance(daemon, DaemonChild):
             odown, failover, note, steps = watchdog_timings(daemon, wall_at)
         return RunResult(
             system, fault, run, new_master, steady, fresh, odown, failover, note, steps
@@ -650,7 +649,7 @@ def one_run(system: str, fault: str, run: int, cluster: Cluster) -> RunResult:
 
 
 def watchdog_timings(
-    daemon: DaemonProcess, wall_at: float
+    daemon: DaemonChild, wall_at: float
 ) -> tuple[float | None, float | None, str, str]:
     """MASTER_ODOWN after the fault, the failover's own duration once it finished, a note if it
     did not succeed, and its steps with their seconds."""
@@ -877,7 +876,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(runs)
     notes = build_notes(args, loads, errors, watchdog_settings)
-    path = write_result(
+    publish(
         NAME,
         "Failover side by side: rmq-watchdog on 4.9.7 vs RocketMQ 5.3.3 Controller mode",
         [summary, "Per run (seconds from the signal):\n\n" + runs],
@@ -885,7 +884,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes,
         results_dir=args.results_dir,
     )
-    print(f"\nwritten {path}", file=sys.stderr)
     return 0 if not errors else 1
 
 

@@ -36,12 +36,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
-if __package__ in (None, ""):  # run as a script: make `bench` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file (bench/_common.py)
 
-from bench._common import (  # noqa: E402
+from bench._common import (
     REPO_ROOT,
-    DaemonProcess,
+    DaemonChild,
     add_common_arguments,
     bench_dir,
     event_time,
@@ -49,11 +48,11 @@ from bench._common import (  # noqa: E402
     machine_facts,
     markdown_table,
     median,
+    publish,
     signal_process,
     terminate,
-    write_result,
 )
-from watchdog.model import PropertiesFile  # noqa: E402
+from watchdog.model import PropertiesFile
 from watchdog.remoting import (
     ClientPool,
     RemotingError,
@@ -66,7 +65,7 @@ from watchdog.remoting import (
     invoke,
     update_broker_config,
 )
-from watchdog.tools.sandbox import Sandbox  # noqa: E402
+from watchdog.tools.sandbox import Sandbox
 
 T = TypeVar("T")
 
@@ -572,11 +571,11 @@ class ModeResult:
         return sum(1 for r in self.rounds if r.outcome == "succeeded")
 
 
-def _cycles(daemon: DaemonProcess) -> list[dict[str, Any]]:
+def _cycles(daemon: DaemonChild) -> list[dict[str, Any]]:
     return [e for e in daemon.events() if "cycle" in e and e.get("broker_name") == GROUP]
 
 
-def _probe_bound(daemon: DaemonProcess, master_addr: str) -> float:
+def _probe_bound(daemon: DaemonChild, master_addr: str) -> float:
     """A time the daemon's last successful probe of the killed master was sent after: cycles run
     one after the other, and a cycle's line says "master ... healthy" only when the master
     answered it; that cycle's probe began after the previous cycle's line was logged."""
@@ -589,7 +588,7 @@ def _probe_bound(daemon: DaemonProcess, master_addr: str) -> float:
 
 
 def _healthy_after(
-    daemon: DaemonProcess, after: float, timeout_seconds: float, master_role: str | None = None
+    daemon: DaemonChild, after: float, timeout_seconds: float, master_role: str | None = None
 ) -> None:
     daemon.wait_for(
         lambda e: (
@@ -704,7 +703,7 @@ def run_mode(
     wait_until(lambda: ha_connected(cluster.addrs[master]), 60, "the slave's HA connection")
     producer = ProducerChild(cluster.namesrv, work / f"acks-{replication}.jsonl",
                              work / f"producer-{replication}.log")  # fmt: skip
-    daemon = DaemonProcess(box.config_path, work / f"daemon-{replication}.log")
+    daemon = DaemonChild(box.config_path, work / f"daemon-{replication}.log")
     try:
         _healthy_after(daemon, 0.0, 90)
         wait_until(lambda: sum(a.is_acked for a in producer.attempts()) >= 20, 90,
@@ -743,7 +742,7 @@ def run_mode(
 def _one_round(
     number: int,
     cluster: _Cluster,
-    daemon: DaemonProcess,
+    daemon: DaemonChild,
     producer: ProducerChild,
     state_dir: Path,
     master: str,
@@ -1156,7 +1155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(table)
     notes = [n for r in results for n in (*findings(r), *mode_notes(r))] + NOTES
-    path = write_result(
+    publish(
         NAME,
         "Data safety: consecutive kill -9 failovers under a continuous producer",
         [summary, *per_mode],
@@ -1164,7 +1163,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes,
         results_dir=args.results_dir,
     )
-    print(f"\nwritten {path}", file=sys.stderr)
     bad = [r for r in results if r.replication == "sync" and r.lost]
     return 1 if bad else 0
 

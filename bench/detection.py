@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make `bench` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file (bench/_common.py)
 
-from bench._common import (  # noqa: E402
-    DaemonProcess,
+from bench._common import (
+    DaemonChild,
     add_common_arguments,
     bench_dir,
     dry_run_copy,
@@ -32,13 +31,12 @@ from bench._common import (  # noqa: E402
     machine_facts,
     markdown_table,
     median,
-    running_daemon,
+    publish,
     running_sandbox,
     signal_process,
-    write_result,
 )
-from watchdog.config import load_config  # noqa: E402
-from watchdog.tools.sandbox import Sandbox  # noqa: E402
+from watchdog.config import load_config
+from watchdog.tools.sandbox import Sandbox
 
 NAME = "detection"
 GROUP = "broker-a"
@@ -65,7 +63,7 @@ def is_group_line(event: dict[str, Any]) -> bool:
     return "cycle" in event and "state" in event and event.get("broker_name") == GROUP
 
 
-def wait_healthy(daemon: DaemonProcess, after: float, cycles: int) -> None:
+def wait_healthy(daemon: DaemonChild, after: float, cycles: int) -> None:
     """Return once the group's last `cycles` lines logged after `after` all say HEALTHY."""
     deadline = time.monotonic() + RECOVER_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
@@ -81,7 +79,7 @@ def wait_healthy(daemon: DaemonProcess, after: float, cycles: int) -> None:
     )
 
 
-def one_run(box: Sandbox, daemon: DaemonProcess, fault: str, run: int) -> Detection:
+def one_run(box: Sandbox, daemon: DaemonChild, fault: str, run: int) -> Detection:
     fault_at = signal_process(box, MASTER, FAULTS[fault])
     odown: dict[str, Any] | None = None
     try:
@@ -134,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(config_path)
         if not config.dry_run:
             raise RuntimeError(f"{config_path} is not a dry-run config")
-        with running_daemon(config_path, work / "daemon.log") as daemon:
+        with DaemonChild(config_path, work / "daemon.log") as daemon:
             recovered_at = 0.0
             for fault in FAULTS:
                 for run in range(1, args.runs + 1):
@@ -233,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "then stays MASTER_SDOWN. So the check's start-up plus the ping's own timeout must fit "
         "in down_after, also on a loaded host."
     )
-    path = write_result(
+    publish(
         NAME,
         "Detection time: fault on the master until the daemon logs MASTER_ODOWN",
         [table, "Per run:\n\n" + per_run],
@@ -241,7 +239,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes,
         results_dir=args.results_dir,
     )
-    print(f"\nwritten {path}", file=sys.stderr)
     return 0
 
 

@@ -34,12 +34,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make `bench` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file (bench/_common.py)
 
-from bench._common import (  # noqa: E402
+from bench._common import (
     REPO_ROOT,
-    DaemonProcess,
+    DaemonChild,
     TlsMode,
     add_common_arguments,
     bench_dir,
@@ -48,12 +47,12 @@ from bench._common import (  # noqa: E402
     machine_facts,
     markdown_table,
     median,
-    running_daemon,
+    publish,
     running_sandbox,
     signal_process,
-    write_result,
+    terminate,
 )
-from watchdog.config import load_config  # noqa: E402
+from watchdog.config import load_config
 from watchdog.remoting import ClientPool, RequestCode, create_topic, get_topic_route, invoke
 
 NAME = "failover"
@@ -148,13 +147,7 @@ class ProducerProcess:
         """SIGTERM (it shuts its producer down), then SIGKILL if it does not exit."""
         self._stopping = True
         try:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=timeout_seconds)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=10)
+            terminate(self.proc, timeout_seconds)
             self._reader.join(10)
         finally:
             self._stderr.close()
@@ -286,7 +279,7 @@ async def _prepare_topic(master: str, slave: str, nameservers: Sequence[str]) ->
         await pool.close_all()
 
 
-def _first_event(daemon: DaemonProcess, after: float, what: str, key: str, value: str) -> float:
+def _first_event(daemon: DaemonChild, after: float, what: str, key: str, value: str) -> float:
     event = daemon.wait_for(
         lambda e: event_time(e) >= after and str(e.get(key, "")).startswith(value),
         timeout_seconds=FAILOVER_TIMEOUT_SECONDS,
@@ -295,7 +288,7 @@ def _first_event(daemon: DaemonProcess, after: float, what: str, key: str, value
     return event_time(event) - after
 
 
-def _wait_outcome(daemon: DaemonProcess, after: float) -> float:
+def _wait_outcome(daemon: DaemonChild, after: float) -> float:
     """Seconds from `after` to "failover succeeded"; RunFailed for any other outcome."""
     event = daemon.wait_for(
         lambda e: event_time(e) >= after
@@ -309,7 +302,7 @@ def _wait_outcome(daemon: DaemonProcess, after: float) -> float:
     return event_time(event) - after
 
 
-def _steps(daemon: DaemonProcess, after: float) -> tuple[tuple[str, float], ...]:
+def _steps(daemon: DaemonChild, after: float) -> tuple[tuple[str, float], ...]:
     found = []
     for e in daemon.events():
         text = str(e.get("event", ""))
@@ -416,7 +409,7 @@ def one_run(
         config = load_config(box.config_path)
         by_key = {b.key: b.addr for b in config.brokers}
         asyncio.run(_prepare_topic(by_key[MASTER], by_key["broker-a:1"], config.nameservers))
-        with running_daemon(box.config_path, run_dir / "daemon.log") as daemon:
+        with DaemonChild(box.config_path, run_dir / "daemon.log") as daemon:
             daemon.wait_for(
                 lambda e: e.get("broker_name") == GROUP and e.get("state") == "HEALTHY",
                 timeout_seconds=60,
@@ -728,7 +721,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "failed send_sync with this message, whatever the cause): "
         + ("; ".join(f"`{e}`" for e in errors) if errors else "none"),
     ]
-    path = write_result(
+    publish(
         NAME if args.tls == "permissive" else f"{NAME}_tls_disabled",
         "Failover: kill -9 of the master until a real client writes again"
         + (" (brokers with tls.server.mode=disabled)" if args.tls == "disabled" else ""),
@@ -739,7 +732,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes,
         results_dir=args.results_dir,
     )
-    print(f"\nwritten {path}", file=sys.stderr)
     return 0
 
 

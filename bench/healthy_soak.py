@@ -10,18 +10,21 @@ or promote decision on a healthy cluster is a false alarm.
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file (bench/_common.py)
+
 from bench._common import (
+    DaemonChild,
     add_common_arguments,
     bench_dir,
     dry_run_copy,
     machine_facts,
     markdown_table,
-    running_daemon,
     running_sandbox,
     write_result,
 )
@@ -62,7 +65,7 @@ def main() -> None:
         sends: Counter[str] = Counter()
         stop = threading.Event()
         producer = threading.Thread(target=_produce, args=(namesrv, stop, sends), daemon=True)
-        with running_daemon(config, work / "daemon.log") as daemon:
+        with DaemonChild(config, work / "daemon.log") as daemon:
             daemon.wait_for(
                 lambda e: e.get("state") == "HEALTHY",
                 timeout_seconds=60,

@@ -20,10 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `bench` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file (bench/_common.py)
 
-from bench._common import (  # noqa: E402
+from bench._common import (
     ChildRun,
     add_common_arguments,
     bench_dir,
@@ -31,16 +30,16 @@ from bench._common import (  # noqa: E402
     machine_facts,
     markdown_table,
     median,
+    publish,
     run_child,
     running_sandbox,
-    write_result,
 )
-from watchdog.config import WatchdogConfig, load_config  # noqa: E402
-from watchdog.model import ClusterSnapshot  # noqa: E402
-from watchdog.observe import render_status, status_report  # noqa: E402
-from watchdog.probe import Prober  # noqa: E402
-from watchdog.remoting import ClientPool  # noqa: E402
-from watchdog.tools.sandbox import ensure_rocketmq, java_argv  # noqa: E402
+from watchdog.config import WatchdogConfig, load_config
+from watchdog.model import ClusterSnapshot
+from watchdog.observe import render_status, status_report
+from watchdog.probe import Prober
+from watchdog.remoting import ClientPool
+from watchdog.tools.sandbox import ensure_rocketmq, java_argv
 
 NAME = "probe_cost"
 MQADMIN_MAIN = "org.apache.rocketmq.tools.command.MQAdminStartup"
@@ -271,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Wall time depends heavily on the load average below (2 cores shared with other "
         "work); the CPU columns are the steadier comparison.",
     ]
-    path = write_result(
+    publish(
         NAME,
         "Cost of one full status probe: rmq-watchdog vs mqadmin",
         [table],
@@ -279,7 +278,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes,
         results_dir=args.results_dir,
     )
-    print(f"\nwritten {path}", file=sys.stderr)
     return 0
 
 

@@ -39,17 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make `bench` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file (bench/_common.py)
 
-from bench._common import (  # noqa: E402
+from bench._common import (
     REPO_ROOT,
     RESULTS_DIR,
     load_average,
     machine_facts,
     markdown_table,
+    publish,
     terminate,
-    write_result,
 )
 
 NAME = "scale"
@@ -727,7 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"a core; the CPU times are the robust numbers. The daemon and the stand-in ran at "
         f"nice {args.nice}. The open-file limit was raised to {limit}.",
     ]
-    path = write_result(
+    publish(
         NAME,
         "Scale: brokers probed at 1 Hz by one daemon, CPU and memory",
         parts,
@@ -735,7 +734,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes,
         results_dir=args.results_dir,
     )
-    print(f"\nwritten {path}", file=sys.stderr)
     return 0
 
 

@@ -19,25 +19,22 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
+
+from watchdog.tools.daemon_child import DaemonChild, child_env, logged_at
 
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
-# `rmq-watchdog ping`, the sandbox's secondary check, must be on the daemon's PATH.
-VENV_BIN = Path(sys.executable).parent
 
 
 def watchdog_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "RMQ_WATCHDOG_CRASH_AFTER_STEP"}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(REPO)
-    env.update(extra or {})
-    return env
+    """The environment of every child here: the venv's bin on PATH (the sandbox's secondary
+    check runs `rmq-watchdog-ping`), the repository on PYTHONPATH, no crash hook, then `extra`."""
+    return child_env(extra)
 
 
 def cli(
@@ -119,8 +116,12 @@ class Topology:
 # --------------------------------------------------------------------------- the daemon
 
 
-class Daemon:
-    """One `rmq-watchdog run` child; its JSON log is read back from a file."""
+class Daemon(DaemonChild):
+    """One `rmq-watchdog run` child, run from the repository (watchdog/tools/daemon_child.py).
+
+    `prefix` runs it through a program that execs it (e.g. ip netns exec); `env` is added to
+    the child's environment.
+    """
 
     def __init__(
         self,
@@ -130,94 +131,19 @@ class Daemon:
         *,
         prefix: Sequence[str] = (),
     ) -> None:
-        """`prefix` runs it through another program that execs it (e.g. ip netns exec)."""
-        self.config = config
-        self.log_path = log
-        with log.open("ab") as fh:
-            self.proc = subprocess.Popen(
-                [*prefix, sys.executable, "-m", "watchdog", "run", "-c", str(config)]
-                + ["--log-format", "json"],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=watchdog_env(env),
-                cwd=REPO,
-            )
-        self.pid = self.proc.pid
+        super().__init__(config, log, env=env, prefix=prefix, cwd=REPO)
 
-    def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                if isinstance(event, dict):
-                    out.append(event)
-        return out
-
-    def tail(self, lines: int = 25) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def wait_event(
-        self,
-        predicate: Callable[[dict[str, Any]], bool],
-        timeout_seconds: float,
-        what: str,
-        *,
-        after: float = 0.0,
-    ) -> dict[str, Any]:
-        """The first log event (logged at or after wall time `after`) matching `predicate`."""
-        deadline = time.monotonic() + timeout_seconds
-        while True:
-            for event in self.events():
-                if _event_time(event) >= after and predicate(event):
-                    return event
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                break
-            time.sleep(0.3)
-        state = "running" if self.proc.poll() is None else f"exited {self.proc.returncode}"
-        raise AssertionError(
-            f"daemon ({state}) logged no {what} within {timeout_seconds} s:\n{self.tail()}"
-        )
-
-    def wait_exit(self, timeout_seconds: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout_seconds)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"daemon pid {self.pid} still runs after {timeout_seconds} s:\n{self.tail()}"
-            ) from None
-
-    def stop(self, timeout_seconds: float = 120) -> int:
-        """SIGTERM by pid (the daemon finishes a running failover first), then SIGKILL."""
-        if self.proc.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_seconds)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+    # The tests' name: the first event logged at or after `after` that matches.
+    wait_event = DaemonChild.wait_for
 
 
-def _event_time(event: Mapping[str, Any]) -> float:
-    stamp = event.get("timestamp")
-    if not isinstance(stamp, str):
-        return 0.0
-    try:
-        return datetime.fromisoformat(stamp).timestamp()
-    except ValueError:
-        return 0.0
+# Used by tests that filter events by time.
+_event_time = logged_at
 
 
-@contextlib.contextmanager
-def running_daemon(
-    config: Path, log: Path, env: Mapping[str, str] | None = None
-) -> Iterator[Daemon]:
-    daemon = Daemon(config, log, env)
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
+def running_daemon(config: Path, log: Path, env: Mapping[str, str] | None = None) -> Daemon:
+    """A Daemon for a `with` block, stopped when the block ends."""
+    return Daemon(config, log, env)
 
 
 # --------------------------------------------------------------------------- state and journals

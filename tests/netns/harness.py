@@ -287,10 +287,8 @@ class NetnsCluster:
         config = self.daemon_config(extra, top_level=top_level, name=name)
         daemon = NetnsDaemon(self.exec_argv(host, []), config, self.tmp / f"{name}.log", env)
         self.daemons.append(daemon)
-        try:
+        with daemon:
             yield daemon
-        finally:
-            daemon.stop()
 
     # ---- real clients in the clients host
 

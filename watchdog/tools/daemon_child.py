@@ -23,6 +23,7 @@ __all__ = [
     "DaemonChildExited",
     "DaemonChildTimeout",
     "child_env",
+    "logged_at",
 ]
 
 # The daemon's test hook (commands `run`): exit right after failover step N. A value meant for
@@ -57,7 +58,7 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _logged_at(event: Mapping[str, Any]) -> float:
+def logged_at(event: Mapping[str, Any]) -> float:
     """A log line's `timestamp` (ISO 8601, from structlog) as a Unix time; 0 without one."""
     stamp = event.get("timestamp")
     if not isinstance(stamp, str):
@@ -175,12 +176,12 @@ class DaemonChild:
         deadline = time.monotonic() + timeout_seconds
         while True:
             for event in self.events():
-                if _logged_at(event) >= after and predicate(event):
+                if logged_at(event) >= after and predicate(event):
                     return event
             if self.proc.poll() is not None:
                 # Its last lines may have landed after the read above.
                 for event in self.events():
-                    if _logged_at(event) >= after and predicate(event):
+                    if logged_at(event) >= after and predicate(event):
                         return event
                 raise DaemonChildExited(
                     f"the daemon exited ({self.proc.poll()}) before {what}:\n" + self.tail()
