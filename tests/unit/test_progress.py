@@ -1,0 +1,684 @@
+"""What the executor does next (act/_progress.py), as value tables over whole plans.
+
+Each row runs a plan as the planner makes it against scripted step results and compares every
+action with the expected sequence. Then, as Patroni's test_quorum does, it checks interrupted
+runs: the journal the run wrote is cut after each of its entries, a new process resumes from
+what the journal says (the real `Journal.progress`), and what it does must be the rest of the
+uninterrupted sequence, or the documented resume behaviour:
+
+- a step journaled as started, failed, or followed only by the fence gate's restore runs again
+  (the crash came before the run acted on it), and everything after it is as before;
+- once `rollback_started` is journaled, the rollback starts over from its first step, with the
+  reason "resumed an interrupted rollback".
+
+A resumed run is itself cut and resumed again, so a crash during a resume is covered too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from watchdog.act import Journal
+from watchdog.act._progress import (
+    Action,
+    FenceProgress,
+    Finish,
+    Progress,
+    RunStep,
+    StartRollback,
+    StepStatus,
+    next_action,
+    retry_budget_seconds,
+)
+from watchdog.config import WatchdogConfig, parse_config
+from watchdog.decide import (
+    Fence,
+    Plan,
+    Promote,
+    Refusal,
+    Step,
+    StepKind,
+    plan_fence,
+    plan_promotion,
+)
+
+A0, A1, A2 = "broker-a:0", "broker-a:1", "broker-a:2"
+ADDRS = {A0: "127.0.0.1:10911", A1: "127.0.0.1:10921", A2: "127.0.0.1:10931"}
+
+
+def config(*, slaves: int = 1, fence_command: bool = False, **failover: Any) -> WatchdogConfig:
+    keys = [A0, A1, A2][: slaves + 1]
+    return parse_config(
+        {
+            "cluster_name": "c",
+            "nameservers": ["127.0.0.1:9876", "127.0.0.1:9877"],
+            "hosts": {
+                "h": {
+                    "kind": "local",
+                    "fence_command": ["fence", "{addr}"] if fence_command else [],
+                }
+            },
+            "brokers": [
+                {
+                    "broker_name": "broker-a",
+                    "broker_id": i,
+                    "addr": ADDRS[key],
+                    "properties": f"/etc/rmq/a{i}.properties",
+                    "host": "h",
+                    "start": ["start-broker", str(i)],
+                    "stop": ["stop-broker", str(i)],
+                }
+                for i, key in enumerate(keys)
+            ],
+            "failover": failover,
+        }
+    )
+
+
+def props(broker_id: int, role: str, extra: str = "") -> str:
+    return f"brokerName=broker-a\nbrokerId={broker_id}\nbrokerRole={role}\n{extra}"
+
+
+FILES = {
+    A0: props(0, "ASYNC_MASTER"),
+    A1: props(1, "SLAVE"),
+    A2: props(2, "SLAVE", f"haMasterAddress={ADDRS[A0]}\n"),
+}
+
+
+def promotion(*, requires_master_down: bool = True, **settings: Any) -> Plan:
+    decision = Promote(
+        broker_name="broker-a",
+        old_master_key=A0,
+        old_master_addr=ADDRS[A0],
+        candidate_key=A1,
+        candidate_addr=ADDRS[A1],
+        candidate_offset=4800,
+        expected_loss_bytes=200,
+        new_role="ASYNC_MASTER",
+        reason="master died",
+        requires_master_down=requires_master_down,
+    )
+    plan = plan_promotion(decision, config(**settings), FILES, current_epoch=0)
+    assert not isinstance(plan, Refusal), plan
+    return plan
+
+
+def fence_plan() -> Plan:
+    decision = Fence("broker-a", A0, ADDRS[A0], A1, "second master")
+    plan = plan_fence(
+        decision,
+        config(),
+        FILES,
+        1,
+        target_offset=5000,
+        promotion_offset=4800,
+        used_ids=frozenset({0}),
+    )
+    assert not isinstance(plan, Refusal), plan
+    return plan
+
+
+PROMOTION = promotion()  # 9 steps: rewrite, stop, gate on A0; stop, rewrite, start A1; ...
+WITH_FENCE_COMMAND = promotion(fence_command=True)  # the fence command before the gate
+WITH_SLAVE = promotion(slaves=2)  # A2 is pinned to A0: it is re-pointed after the canary
+SWITCH = promotion(requires_master_down=False)  # failover --force: A0 rejoins at the end
+FENCE = fence_plan()  # rewrite, stop, move aside, start A0; record_epoch
+
+
+def test_the_plans_are_the_planners() -> None:
+    def kinds(plan: Plan) -> list[str]:
+        return [f"{s.kind} {s.broker_key}" for s in plan.steps]
+
+    assert kinds(PROMOTION) == [
+        f"rewrite {A0}",
+        f"stop {A0}",
+        f"confirm_fenced {A0}",
+        f"stop {A1}",
+        f"rewrite {A1}",
+        f"start {A1}",
+        f"wait_master {A1}",
+        f"canary {A1}",
+        f"record_epoch {A1}",
+    ]
+    assert [f"{s.kind} {s.broker_key}" for s in PROMOTION.rollback] == [
+        f"stop {A1}",
+        f"rewrite {A1}",
+        f"start {A1}",
+        f"rewrite {A0}",
+    ]
+    assert kinds(WITH_FENCE_COMMAND)[2:4] == [f"fence_command {A0}", f"confirm_fenced {A0}"]
+    assert kinds(WITH_SLAVE)[8:11] == [f"stop {A2}", f"rewrite {A2}", f"start {A2}"]
+    assert kinds(SWITCH)[-2:] == [f"record_epoch {A1}", f"start {A0}"]
+    assert kinds(FENCE) == [
+        f"rewrite {A0}",
+        f"stop {A0}",
+        f"move_store_aside {A0}",
+        f"start {A0}",
+        f"record_epoch {A1}",
+    ]
+
+
+# --------------------------------------------------------------------------- the stand-in run
+
+
+@dataclass
+class Script:
+    """Step results of a deterministic world: (phase, index) -> status, `done` otherwise. A
+    rewrite done in the main phase writes its file's backup (the first time: rollback
+    rewrites find the file as it was or restore it, and write none)."""
+
+    results: Mapping[tuple[str, int], StepStatus] = field(default_factory=dict)
+
+    def status(self, action: RunStep) -> StepStatus:
+        return self.results.get((action.phase, action.index), "done")
+
+
+def render(action: Action) -> str:
+    if isinstance(action, RunStep):
+        restore = " restore" if action.restore_backup else ""
+        return f"{action.phase} {action.index} {action.step.kind} {action.step.broker_key}{restore}"
+    if isinstance(action, StartRollback):
+        return f"rollback_started: {action.why}"
+    return f"{action.outcome}: {action.detail}"
+
+
+def play(
+    plan: Plan, script: Script, progress: Progress, journal: list[dict[str, Any]]
+) -> list[str]:
+    """Drive the resolver as the executor does, appending what the executor journals."""
+    seen: list[str] = []
+    backups = set(progress.backups)
+    while True:
+        action = next_action(plan, progress)
+        seen.append(render(action))
+        assert len(seen) < 100, seen
+        if isinstance(action, Finish):
+            journal.append({"event": "finished", "outcome": action.outcome})
+            return seen
+        if isinstance(action, StartRollback):
+            journal.append({"event": "rollback_started", "reason": action.why})
+            progress = progress.rolling_back(action.why)
+            continue
+        where = {"index": action.index, "phase": action.phase}
+        journal.append({"event": "step_started", **where})
+        status = script.status(action)
+        key = action.step.broker_key
+        if (
+            action.phase == "main"
+            and action.step.kind is StepKind.REWRITE
+            and status == "done"
+            and key not in backups
+        ):
+            backups.add(key)
+            journal.append({"event": "backup_written", "broker_key": key, "backup": f"{key}.bak"})
+        journal.append({"event": f"step_{status}", **where})
+        detail = "boom" if status != "done" else "ok"
+        progress = progress.after(action, status, detail, backups=frozenset(backups))
+
+
+def progress_of(tmp_path: Path, plan: Plan, entries: list[dict[str, Any]]) -> Progress:
+    """What a new process reads from a journal holding `entries` after its plan."""
+    journal = Journal(tmp_path)
+    lines = [{"event": "planned", "plan": plan.to_json()}, *entries]
+    journal.path("fo").parent.mkdir(parents=True, exist_ok=True)
+    journal.path("fo").write_text("".join(json.dumps(e) + "\n" for e in lines))
+    read = journal.progress("fo")
+    assert not read.is_finished
+    return Progress.resumed(read)
+
+
+def expected_resume(sequence: list[str], entries: list[dict[str, Any]]) -> list[str]:
+    """The documented resume behaviour, stated on the uninterrupted sequence `sequence` that
+    journaled `entries` before the cut."""
+    if any(e["event"] == "rollback_started" for e in entries):
+        start = next(i for i, s in enumerate(sequence) if s.startswith("rollback_started: "))
+        why = sequence[start].removeprefix("rollback_started: ")
+        tail = sequence[start:]
+        tail[0] = "rollback_started: resumed an interrupted rollback"
+        tail[-1] = tail[-1].replace(why, "resumed an interrupted rollback")
+        return tail
+    done = {
+        f"main {e['index']} "
+        for e in entries
+        if e["event"] in ("step_done", "step_skipped") and e["phase"] == "main"
+    }
+    start = next(i for i, s in enumerate(sequence) if not s.startswith(tuple(done) or ("\0",)))
+    return sequence[start:]
+
+
+def check_interrupted(
+    tmp_path: Path,
+    plan: Plan,
+    script: Script,
+    expected: list[str],
+    before: list[dict[str, Any]],
+    depth: int,
+) -> None:
+    """Cut the run's journal after each entry; the resumed run does what `expected_resume`
+    says; `depth` > 1 cuts the resumed run again."""
+    journal: list[dict[str, Any]] = []
+    play(plan, script, progress_of(tmp_path, plan, before), journal)
+    for cut in range(len(journal)):  # the last entry is `finished`: nothing to resume
+        entries = before + journal[:cut]
+        resumed = progress_of(tmp_path, plan, entries)
+        again: list[dict[str, Any]] = []
+        seen = play(plan, script, resumed, again)
+        assert seen == expected_resume(expected, entries), (cut, journal[:cut])
+        if depth > 1:
+            check_interrupted(
+                tmp_path, plan, script, expected_resume(expected, entries), entries, depth - 1
+            )
+
+
+ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
+    (
+        "every step done",
+        PROMOTION,
+        {},
+        [
+            f"main 0 rewrite {A0}",
+            f"main 1 stop {A0}",
+            f"main 2 confirm_fenced {A0}",
+            f"main 3 stop {A1}",
+            f"main 4 rewrite {A1}",
+            f"main 5 start {A1}",
+            f"main 6 wait_master {A1}",
+            f"main 7 canary {A1}",
+            f"main 8 record_epoch {A1}",
+            "succeeded: master died",
+        ],
+    ),
+    (
+        "a best-effort fence step that fails is skipped and the plan goes on",
+        PROMOTION,
+        {("main", 1): "skipped"},
+        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(PROMOTION.steps)]
+        + ["succeeded: master died"],
+    ),
+    (
+        "no fence: the old master's rewrite is restored, nothing else is touched",
+        PROMOTION,
+        {("main", 1): "skipped", ("main", 2): "failed"},
+        [
+            f"main 0 rewrite {A0}",
+            f"main 1 stop {A0}",
+            f"main 2 confirm_fenced {A0}",
+            f"rollback 9 rewrite {A0} restore",
+            f"awaiting_fence: not promoting until {A0} is fenced: boom",
+        ],
+    ),
+    (
+        "no fence and no rewrite (host unreachable): nothing to restore",
+        PROMOTION,
+        {("main", 0): "skipped", ("main", 1): "skipped", ("main", 2): "failed"},
+        [
+            f"main 0 rewrite {A0}",
+            f"main 1 stop {A0}",
+            f"main 2 confirm_fenced {A0}",
+            f"awaiting_fence: not promoting until {A0} is fenced: boom",
+        ],
+    ),
+    (
+        "the restore after no fence failing changes nothing: still awaiting the fence",
+        PROMOTION,
+        {("main", 2): "failed", ("rollback", 9): "failed"},
+        [
+            f"main 0 rewrite {A0}",
+            f"main 1 stop {A0}",
+            f"main 2 confirm_fenced {A0}",
+            f"rollback 9 rewrite {A0} restore",
+            f"awaiting_fence: not promoting until {A0} is fenced: boom",
+        ],
+    ),
+    (
+        "the fence command's gate fails the same way",
+        WITH_FENCE_COMMAND,
+        {("main", 1): "skipped", ("main", 2): "skipped", ("main", 3): "failed"},
+        [
+            f"main 0 rewrite {A0}",
+            f"main 1 stop {A0}",
+            f"main 2 fence_command {A0}",
+            f"main 3 confirm_fenced {A0}",
+            f"rollback 10 rewrite {A0} restore",
+            f"awaiting_fence: not promoting until {A0} is fenced: boom",
+        ],
+    ),
+    (
+        "the candidate's stop fails: it was not touched, no rollback",
+        PROMOTION,
+        {("main", 3): "failed"},
+        [
+            f"main 0 rewrite {A0}",
+            f"main 1 stop {A0}",
+            f"main 2 confirm_fenced {A0}",
+            f"main 3 stop {A1}",
+            "failed: step 4 (stop) failed: boom",
+        ],
+    ),
+    (
+        "the candidate's rewrite fails: rolled back, its file has no backup to restore",
+        PROMOTION,
+        {("main", 4): "failed"},
+        [
+            f"main 0 rewrite {A0}",
+            f"main 1 stop {A0}",
+            f"main 2 confirm_fenced {A0}",
+            f"main 3 stop {A1}",
+            f"main 4 rewrite {A1}",
+            "rollback_started: step 5 (rewrite) failed: boom",
+            f"rollback 0 stop {A1}",
+            f"rollback 1 rewrite {A1}",
+            f"rollback 2 start {A1}",
+            f"rollback 3 rewrite {A0} restore",
+            "rolled_back: step 5 (rewrite) failed: boom; rolled back",
+        ],
+    ),
+    (
+        "the new master never registers: rolled back, both files restored",
+        PROMOTION,
+        {("main", 6): "failed"},
+        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(PROMOTION.steps[:7])]
+        + [
+            "rollback_started: step 7 (wait_master) failed: boom",
+            f"rollback 0 stop {A1}",
+            f"rollback 1 rewrite {A1} restore",
+            f"rollback 2 start {A1}",
+            f"rollback 3 rewrite {A0} restore",
+            "rolled_back: step 7 (wait_master) failed: boom; rolled back",
+        ],
+    ),
+    (
+        "a failed rollback step: the rest of the rollback still runs, the outcome is failed",
+        PROMOTION,
+        {("main", 6): "failed", ("rollback", 2): "failed"},
+        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(PROMOTION.steps[:7])]
+        + [
+            "rollback_started: step 7 (wait_master) failed: boom",
+            f"rollback 0 stop {A1}",
+            f"rollback 1 rewrite {A1} restore",
+            f"rollback 2 start {A1}",
+            f"rollback 3 rewrite {A0} restore",
+            "failed: step 7 (wait_master) failed: boom; rolled back (rollback incomplete)",
+        ],
+    ),
+    (
+        "a failed canary: the group has a registered master, undoing it would leave none",
+        PROMOTION,
+        {("main", 7): "failed"},
+        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(PROMOTION.steps[:8])]
+        + ["failed: step 8 (canary) failed: boom"],
+    ),
+    (
+        "record_epoch fails: rolled back",
+        PROMOTION,
+        {("main", 8): "failed"},
+        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(PROMOTION.steps)]
+        + [
+            "rollback_started: step 9 (record_epoch) failed: boom",
+            f"rollback 0 stop {A1}",
+            f"rollback 1 rewrite {A1} restore",
+            f"rollback 2 start {A1}",
+            f"rollback 3 rewrite {A0} restore",
+            "rolled_back: step 9 (record_epoch) failed: boom; rolled back",
+        ],
+    ),
+    (
+        "a pinned slave's re-point fails after the canary: rolled back",
+        WITH_SLAVE,
+        {("main", 9): "failed"},
+        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(WITH_SLAVE.steps[:10])]
+        + [
+            "rollback_started: step 10 (rewrite) failed: boom",
+            f"rollback 0 stop {A1}",
+            f"rollback 1 rewrite {A1} restore",
+            f"rollback 2 start {A1}",
+            f"rollback 3 rewrite {A0} restore",
+            "rolled_back: step 10 (rewrite) failed: boom; rolled back",
+        ],
+    ),
+    (
+        # As it has always been: once the candidate was stopped, any failure but the canary's
+        # rolls back, even the old master's rejoin after the epoch is recorded.
+        "a forced switch whose old master does not rejoin: rolled back",
+        SWITCH,
+        {("main", 9): "failed"},
+        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(SWITCH.steps)]
+        + [
+            "rollback_started: step 10 (start) failed: boom",
+            f"rollback 0 stop {A1}",
+            f"rollback 1 rewrite {A1} restore",
+            f"rollback 2 start {A1}",
+            f"rollback 3 rewrite {A0} restore",
+            "rolled_back: step 10 (start) failed: boom; rolled back",
+        ],
+    ),
+    (
+        "a fence plan runs to its end",
+        FENCE,
+        {},
+        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(FENCE.steps)]
+        + ["succeeded: second master"],
+    ),
+    (
+        "a fence plan is never rolled back",
+        FENCE,
+        {("main", 2): "failed"},
+        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(FENCE.steps[:3])]
+        + ["failed: step 3 (move_store_aside) failed: boom"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("plan", "results", "expected"), [r[1:] for r in ROWS], ids=[r[0] for r in ROWS]
+)
+def test_a_whole_plan_and_every_interruption_of_it(
+    tmp_path: Path,
+    plan: Plan,
+    results: dict[tuple[str, int], StepStatus],
+    expected: list[str],
+) -> None:
+    script = Script(results)
+    assert play(plan, script, Progress(), []) == expected
+    check_interrupted(tmp_path, plan, script, expected, [], depth=2)
+
+
+def test_a_crash_between_a_failure_and_its_rollback_runs_the_failed_step_again(
+    tmp_path: Path,
+) -> None:
+    """Spelled out once (the tables check it for every row): the journal says step 7 failed
+    and nothing after; the resumed run runs step 7 again, and fails into the rollback."""
+    journal: list[dict[str, Any]] = []
+    play(PROMOTION, Script({("main", 6): "failed"}), Progress(), journal)
+    cut = next(i for i, e in enumerate(journal) if e["event"] == "step_failed") + 1
+    resumed = progress_of(tmp_path, PROMOTION, journal[:cut])
+    assert resumed == Progress(
+        done=frozenset(range(6)), backups=frozenset({A0, A1}), is_rollback_interrupted=False
+    )
+    assert render(next_action(PROMOTION, resumed)) == f"main 6 wait_master {A1}"
+
+
+# --------------------------------------------------------------------------- single transitions
+
+WAIT = RunStep("main", 6, PROMOTION.steps[6])
+
+
+@pytest.mark.parametrize(
+    ("progress", "expected"),
+    [
+        (Progress(), f"main 0 rewrite {A0}"),
+        (Progress(done=frozenset(range(9))), "succeeded: master died"),
+        # Done steps are skipped wherever they are, not only as a prefix.
+        (Progress(done=frozenset({0, 1, 2, 4})), f"main 3 stop {A1}"),
+        (
+            Progress(is_rollback_interrupted=True),
+            "rollback_started: resumed an interrupted rollback",
+        ),
+        (
+            Progress(done=frozenset(range(6)), failed=6, failed_detail="x"),
+            "rollback_started: step 7 (wait_master) failed: x",
+        ),
+        # Once the candidate is touched, an unjournaled failure of an earlier step cannot
+        # happen; a failure while it is untouched just fails.
+        (
+            Progress(done=frozenset({0, 1}), failed=3, failed_detail="x"),
+            "failed: step 4 (stop) failed: x",
+        ),
+        (
+            Progress(failed=2, failed_detail="x", backups=frozenset({A0})),
+            f"rollback 9 rewrite {A0} restore",
+        ),
+        (
+            Progress(failed=2, failed_detail="x", backups=frozenset({A0}), is_fence_restored=True),
+            f"awaiting_fence: not promoting until {A0} is fenced: x",
+        ),
+        # Only the old master's backup counts for the restore after no fence.
+        (
+            Progress(failed=2, failed_detail="x", backups=frozenset({A1})),
+            f"awaiting_fence: not promoting until {A0} is fenced: x",
+        ),
+        (
+            Progress(rollback_why="why", rollback_ran=1, backups=frozenset({A1})),
+            f"rollback 1 rewrite {A1} restore",
+        ),
+        (Progress(rollback_why="why", rollback_ran=1), f"rollback 1 rewrite {A1}"),
+        (Progress(rollback_why="why", rollback_ran=4), "rolled_back: why; rolled back"),
+        (
+            Progress(rollback_why="why", rollback_ran=4, is_rollback_incomplete=True),
+            "failed: why; rolled back (rollback incomplete)",
+        ),
+    ],
+)
+def test_next_action(progress: Progress, expected: str) -> None:
+    assert render(next_action(PROMOTION, progress)) == expected
+
+
+@pytest.mark.parametrize(
+    ("before", "ran", "status", "after"),
+    [
+        (Progress(), RunStep("main", 0, PROMOTION.steps[0]), "done", Progress(done=frozenset({0}))),
+        (
+            Progress(),
+            RunStep("main", 1, PROMOTION.steps[1]),
+            "skipped",
+            Progress(done=frozenset({1})),
+        ),
+        (Progress(), WAIT, "failed", Progress(failed=6, failed_detail="d")),
+        (
+            Progress(failed=2, failed_detail="x"),
+            RunStep("rollback", 9, PROMOTION.steps[0], restore_backup=True),
+            "failed",
+            Progress(failed=2, failed_detail="x", is_fence_restored=True),
+        ),
+        (
+            Progress(rollback_why="w"),
+            RunStep("rollback", 0, PROMOTION.rollback[0]),
+            "done",
+            Progress(rollback_why="w", rollback_ran=1),
+        ),
+        (
+            Progress(rollback_why="w"),
+            RunStep("rollback", 0, PROMOTION.rollback[0]),
+            "failed",
+            Progress(rollback_why="w", rollback_ran=1, is_rollback_incomplete=True),
+        ),
+    ],
+)
+def test_progress_after_a_step(
+    before: Progress, ran: RunStep, status: StepStatus, after: Progress
+) -> None:
+    assert before.after(ran, status, "d", backups=frozenset()) == after
+
+
+def test_rolling_back_starts_the_rollback_at_its_first_step() -> None:
+    progress = Progress(done=frozenset({0}), is_rollback_interrupted=True).rolling_back("w")
+    assert (progress.rollback_why, progress.rollback_ran) == ("w", 0)
+    assert render(next_action(PROMOTION, progress)) == f"rollback 0 stop {A1}"
+
+
+# --------------------------------------------------------------------------- retries
+
+
+def step(kind: StepKind, *, best_effort: bool = False) -> Step:
+    return Step(kind, A1, "h", "p", is_best_effort=best_effort)
+
+
+@pytest.mark.parametrize(
+    ("step_", "timeout", "budget"),
+    [
+        (step(StepKind.STOP), 60.0, 60.0),
+        (step(StepKind.REWRITE), 60.0, 60.0),
+        (step(StepKind.START), 3.0, 3.0),
+        (step(StepKind.MOVE_STORE_ASIDE), 60.0, 60.0),
+        (step(StepKind.RECORD_EPOCH), 60.0, 60.0),
+        # A best-effort step: a dead host must not hold the promotion for long.
+        (step(StepKind.STOP, best_effort=True), 60.0, 15.0),
+        (step(StepKind.REWRITE, best_effort=True), 3.0, 3.0),
+        # They wait within their own deadline; a fence command is not repeated blindly.
+        (step(StepKind.WAIT_MASTER), 60.0, None),
+        (step(StepKind.CANARY), 60.0, None),
+        (step(StepKind.CONFIRM_FENCED), 60.0, None),
+        (step(StepKind.FENCE_COMMAND, best_effort=True), 60.0, None),
+    ],
+)
+def test_retry_budget(step_: Step, timeout: float, budget: float | None) -> None:
+    assert retry_budget_seconds(step_, timeout) == budget
+
+
+# --------------------------------------------------------------------------- fence progress
+
+S = {f"{s.kind} {s.broker_key}": s for s in WITH_FENCE_COMMAND.steps}
+
+
+@pytest.mark.parametrize(
+    ("plan", "step_", "command_ran", "after"),
+    [
+        (WITH_FENCE_COMMAND, S[f"rewrite {A0}"], True, FenceProgress(is_rewritten=True)),
+        (WITH_FENCE_COMMAND, S[f"stop {A0}"], True, FenceProgress(is_stopped=True)),
+        (WITH_FENCE_COMMAND, S[f"fence_command {A0}"], True, FenceProgress(is_command_fenced=True)),
+        # "not needed: the host fence succeeded"
+        (WITH_FENCE_COMMAND, S[f"fence_command {A0}"], False, FenceProgress()),
+        # The candidate's steps and a fence plan's steps are no fence of an old master.
+        (WITH_FENCE_COMMAND, S[f"stop {A1}"], True, FenceProgress()),
+        (WITH_FENCE_COMMAND, S[f"rewrite {A1}"], True, FenceProgress()),
+        (FENCE, FENCE.steps[1], True, FenceProgress()),
+    ],
+)
+def test_fence_progress_after_a_step(
+    plan: Plan, step_: Step, command_ran: bool, after: FenceProgress
+) -> None:
+    assert FenceProgress().after(plan, step_, command_ran=command_ran) == after
+
+
+@pytest.mark.parametrize(
+    ("done", "skipped", "expected"),
+    [
+        (set(), set(), FenceProgress()),
+        ({0}, set(), FenceProgress(is_rewritten=True)),
+        ({0, 1}, {1}, FenceProgress(is_rewritten=True)),
+        ({0, 1}, set(), FenceProgress(is_rewritten=True, is_stopped=True)),
+        # The journal keeps no detail: a fence command journaled as done counts as run.
+        ({0, 1, 2}, {0, 1}, FenceProgress(is_command_fenced=True)),
+        ({0, 1, 2, 3, 4}, {2}, FenceProgress(is_rewritten=True, is_stopped=True)),
+    ],
+)
+def test_fence_progress_from_the_journal(
+    tmp_path: Path, done: set[int], skipped: set[int], expected: FenceProgress
+) -> None:
+    entries = [
+        {"event": "step_skipped" if i in skipped else "step_done", "index": i, "phase": "main"}
+        for i in sorted(done)
+    ]
+    journal = Journal(tmp_path)
+    journal.path("fo").parent.mkdir(parents=True)
+    planned = {"event": "planned", "plan": WITH_FENCE_COMMAND.to_json()}
+    journal.path("fo").write_text("".join(json.dumps(e) + "\n" for e in [planned, *entries]))
+    read = journal.progress("fo")
+    assert FenceProgress.resumed(WITH_FENCE_COMMAND, read) == expected

@@ -1,0 +1,217 @@
+"""Pure: where a running plan stands, and what the executor does next (run, roll back, finish)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from ..decide import Plan, Step, StepKind
+from ._journal import JournalProgress
+
+__all__ = [
+    "Action",
+    "FenceProgress",
+    "Finish",
+    "Phase",
+    "Progress",
+    "RunStep",
+    "StartRollback",
+    "StepStatus",
+    "next_action",
+    "retry_budget_seconds",
+]
+
+Phase = Literal["main", "rollback"]
+StepStatus = Literal["done", "skipped", "failed"]  # skipped: a best-effort step that failed
+
+# The reason a resumed rollback gives: the first reason is in the journal, not in its progress.
+RESUMED_ROLLBACK = "resumed an interrupted rollback"
+
+# Kinds that wait within their own deadline, and a fence command, which is not repeated blindly.
+_NOT_RETRIED = frozenset(
+    {StepKind.WAIT_MASTER, StepKind.CANARY, StepKind.CONFIRM_FENCED, StepKind.FENCE_COMMAND}
+)
+_BEST_EFFORT_BUDGET_SECONDS = 15.0  # a dead host must not hold the promotion for long
+
+
+@dataclass(frozen=True)
+class RunStep:
+    """Run one step (each step is idempotent: running a done one again changes nothing)."""
+
+    phase: Phase
+    index: int  # in plan.steps (main) or plan.rollback; the fence restore is len(plan.steps)
+    step: Step
+    restore_backup: bool = False  # a rewrite that puts the file's backup back
+
+
+@dataclass(frozen=True)
+class StartRollback:
+    """Journal `rollback_started` with this reason; the rollback steps come next."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The run is over: journal `finished`, update the state, tell the world."""
+
+    outcome: str  # succeeded, failed, rolled_back, awaiting_fence
+    detail: str
+
+
+Action = RunStep | StartRollback | Finish
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the journal says of a run, plus the result of the step just run."""
+
+    done: frozenset[int] = frozenset()  # main steps done or skipped
+    backups: frozenset[str] = frozenset()  # broker keys whose properties file has a backup
+    failed: int | None = None  # the main step that failed, which ends the main steps
+    failed_detail: str = ""
+    # The journal had a rollback_started but no finished: the rollback starts over.
+    is_rollback_interrupted: bool = False
+    rollback_why: str | None = None  # set once rollback_started is journaled by this run
+    rollback_ran: int = 0  # rollback steps run by this run
+    is_rollback_incomplete: bool = False  # one of them failed
+    is_fence_restored: bool = False  # not fenced: the old master's file was put back
+
+    @classmethod
+    def resumed(cls, journal: JournalProgress) -> Progress:
+        """Where a new process picks a run up. A step journaled as started but not as done
+        runs again, and so does one journaled as failed (the crash came before the run acted
+        on the failure); a rollback starts over from its first step."""
+        return cls(
+            done=journal.done_steps,
+            backups=frozenset(journal.backups),
+            is_rollback_interrupted=journal.is_rolling_back,
+        )
+
+    def rolling_back(self, why: str) -> Progress:
+        return replace(self, rollback_why=why, rollback_ran=0, is_rollback_incomplete=False)
+
+    def after(
+        self, ran: RunStep, status: StepStatus, detail: str, *, backups: frozenset[str]
+    ) -> Progress:
+        """The progress once `ran` ended with `status`; `backups` as they are now (a rewrite
+        writes its file's backup the first time it changes the file)."""
+        if ran.phase == "main":
+            if status == "failed":
+                return replace(self, failed=ran.index, failed_detail=detail, backups=backups)
+            return replace(self, done=self.done | {ran.index}, backups=backups)
+        if self.rollback_why is None:
+            # The only rollback-phase step outside a rollback: the fence gate's restore,
+            # whose result changes nothing (the run waits for a fence either way).
+            return replace(self, is_fence_restored=True, backups=backups)
+        return replace(
+            self,
+            rollback_ran=self.rollback_ran + 1,
+            is_rollback_incomplete=self.is_rollback_incomplete or status == "failed",
+            backups=backups,
+        )
+
+
+def next_action(plan: Plan, progress: Progress) -> Action:
+    """What the executor does next, given the plan and where its run stands."""
+    if progress.rollback_why is not None:
+        if progress.rollback_ran < len(plan.rollback):
+            step = plan.rollback[progress.rollback_ran]
+            restore = step.kind is StepKind.REWRITE and step.broker_key in progress.backups
+            return RunStep("rollback", progress.rollback_ran, step, restore_backup=restore)
+        detail = f"{progress.rollback_why}; rolled back" + (
+            " (rollback incomplete)" if progress.is_rollback_incomplete else ""
+        )
+        return Finish("failed" if progress.is_rollback_incomplete else "rolled_back", detail)
+    if progress.is_rollback_interrupted:
+        return StartRollback(RESUMED_ROLLBACK)
+    if progress.failed is not None:
+        return _after_failure(plan, progress, progress.failed)
+    for index, step in enumerate(plan.steps):
+        if index not in progress.done:
+            return RunStep("main", index, step)
+    return Finish("succeeded", plan.reason)
+
+
+def _after_failure(plan: Plan, progress: Progress, index: int) -> Action:
+    step = plan.steps[index]
+    if step.kind is StepKind.CONFIRM_FENCED:
+        # No fence, no promotion: undo the old master's rewrite (it may come back to serve,
+        # and as a slave with the candidate's id it would leave the group without a master),
+        # touch nothing else, and let the daemon retry the fence later.
+        old_key = plan.old_master_key
+        if not progress.is_fence_restored and old_key is not None and old_key in progress.backups:
+            rewrite = next(
+                (s for s in plan.steps if s.kind is StepKind.REWRITE and s.broker_key == old_key),
+                None,
+            )
+            if rewrite is not None:
+                undo = replace(
+                    rewrite,
+                    purpose=f"not fenced: restore {old_key}'s properties (nothing was promoted)",
+                )
+                return RunStep("rollback", len(plan.steps), undo, restore_backup=True)
+        return Finish(
+            "awaiting_fence", f"not promoting until {old_key} is fenced: {progress.failed_detail}"
+        )
+    why = f"step {index + 1} ({step.kind}) failed: {progress.failed_detail}"
+    # Roll back once the candidate was stopped, except after a failed canary: the group has a
+    # registered master then, and undoing that would leave it with none.
+    if (
+        plan.kind == "promote"
+        and _is_candidate_touched(plan, progress.done)
+        and step.kind is not StepKind.CANARY
+    ):
+        return StartRollback(why)
+    return Finish("failed", why)
+
+
+def _is_candidate_touched(plan: Plan, done: frozenset[int]) -> bool:
+    return any(
+        plan.steps[i].kind is StepKind.STOP and plan.steps[i].broker_key == plan.new_master_key
+        for i in done
+    )
+
+
+def retry_budget_seconds(step: Step, step_timeout_seconds: float) -> float | None:
+    """How long a failing step is tried again before it counts as failed; None: tried once
+    (it waits within its own deadline, or, a fence command, is not repeated blindly)."""
+    if step.kind in _NOT_RETRIED:
+        return None
+    if step.is_best_effort:
+        return min(step_timeout_seconds, _BEST_EFFORT_BUDGET_SECONDS)
+    return step_timeout_seconds
+
+
+@dataclass(frozen=True)
+class FenceProgress:
+    """What the fence steps of one running promotion achieved so far: the evidence the
+    confirm_fenced gate judges."""
+
+    is_rewritten: bool = False
+    is_stopped: bool = False
+    is_command_fenced: bool = False
+    answers_again: bool = False  # the old master answered before its stop: call it off
+
+    @classmethod
+    def resumed(cls, plan: Plan, journal: JournalProgress) -> FenceProgress:
+        """From the journal, which keeps no step detail: a fence command journaled as done
+        counts as run. Harmless when it was in fact "not needed": that was because the host
+        fence (rewrite and stop, both done) succeeded, and the gate takes that path first."""
+        fence = cls()
+        for index in sorted(journal.done_steps - journal.skipped_steps):
+            fence = fence.after(plan, plan.steps[index], command_ran=True)
+        return fence
+
+    def after(self, plan: Plan, step: Step, *, command_ran: bool) -> FenceProgress:
+        """Once `step` is done; `command_ran`: a fence command did run (it is not needed when
+        the host fence succeeded)."""
+        if plan.kind != "promote" or step.broker_key != plan.old_master_key:
+            return self
+        if step.kind is StepKind.REWRITE:
+            return replace(self, is_rewritten=True)
+        if step.kind is StepKind.STOP:
+            return replace(self, is_stopped=True)
+        if step.kind is StepKind.FENCE_COMMAND and command_ran:
+            return replace(self, is_command_fenced=True)
+        return self
