@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,42 @@ class Journal:
             fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+
+    def read_all(
+        self, exclude: Collection[str] = (), *, lenient: bool = False
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Every journal in the folder but those in ``exclude``, by failover id, in name order.
+
+        ``lenient`` never raises, for a reader beside a running daemon (the drill): a journal
+        that cannot be read is left out, bytes that are not UTF-8 are replaced, and a line that
+        is not a JSON object ends its journal as a torn one does.
+        """
+        if not self.dir.is_dir():
+            return {}
+        out: dict[str, list[dict[str, Any]]] = {}
+        for path in sorted(self.dir.glob("*.jsonl")):
+            if path.stem in exclude:
+                continue
+            if not lenient:
+                out[path.stem] = self.read(path.stem)
+                continue
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            entries = []
+            for line in text.splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    doc = json.loads(line)
+                except ValueError:
+                    doc = None
+                if not isinstance(doc, dict):
+                    break  # a torn last line: everything before it is good
+                entries.append(doc)
+            out[path.stem] = entries
+        return out
 
     def read(self, failover_id: str) -> list[dict[str, Any]]:
         entries = []

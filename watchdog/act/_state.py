@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from ..model import WatchdogError
 
@@ -96,6 +96,29 @@ class StateStore:
         except (ValueError, TypeError, AttributeError) as exc:
             raise StateError(f"{self.path}: not a valid state file: {exc}") from None
 
+    def peek(self) -> WatchdogState:
+        """The state as far as it can be read, for a reader beside a running daemon (the drill):
+        never raises. A file that is missing, unreadable or not JSON is the empty state; a
+        record's field of the wrong type takes its default."""
+        try:
+            doc = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return WatchdogState()
+        if not isinstance(doc, dict):
+            return WatchdogState()
+        groups, running = doc.get("groups"), doc.get("running")
+        return WatchdogState(
+            groups={
+                str(name): _lenient_record(record)
+                for name, record in (groups.items() if isinstance(groups, dict) else ())
+                if isinstance(record, dict)
+            },
+            running={
+                str(name): str(fid)
+                for name, fid in (running.items() if isinstance(running, dict) else ())
+            },
+        )
+
     def save(self, state: WatchdogState) -> None:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -108,3 +131,24 @@ class StateStore:
             os.replace(tmp, self.path)
         except OSError as exc:
             raise StateError(f"{self.path}: cannot write: {exc.strerror}") from None
+
+
+def _kinds(hint: Any) -> tuple[type, ...]:
+    """The JSON value types a field of type ``hint`` accepts (a float takes an int too)."""
+    by_type: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,)}
+    return tuple(k for t in (get_args(hint) or (hint,)) for k in by_type.get(t, ()))
+
+
+_RECORD_KINDS = {name: _kinds(hint) for name, hint in get_type_hints(GroupRecord).items()}
+
+
+def _lenient_record(doc: Mapping[str, Any]) -> GroupRecord:
+    """A GroupRecord of the fields in ``doc`` that have their field's type; every other field
+    keeps its default."""
+    kept: dict[str, Any] = {}
+    for name, kinds in _RECORD_KINDS.items():
+        value: Any = doc.get(name)
+        fits = isinstance(value, kinds) and not isinstance(value, bool)
+        if fits:
+            kept[name] = float(value) if float in kinds else value
+    return GroupRecord(**kept)
