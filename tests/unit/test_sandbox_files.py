@@ -219,6 +219,33 @@ def test_java_argv_puts_jvm_options_before_the_class_and_arguments_after(
         java_argv("Main", tmp_path, "lots")
 
 
+def test_the_files_are_rendered_before_anything_is_written(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from watchdog.tools.sandbox._files import render_files
+    from watchdog.tools.sandbox._runtime import Jvm
+
+    java = tmp_path / "jdk" / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.write_text("#!/bin/sh\n")
+    java.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+    d = tmp_path / "box"
+    topology = plan_topology(22000)
+    files = render_files(d, topology, Jvm(tmp_path / "lib", "4.9.7", "256m", "128m", "disabled"),
+                         prefixes={"broker-a-1": ["ip", "netns", "exec", "ns4"]})  # fmt: skip
+    assert not d.exists()
+    assert [p.name for p in files.procs] == ["namesrv-0", "namesrv-1", "broker-a-0", "broker-a-1"]
+    assert all(p.pid is None and "-Dtls.server.mode=disabled" in p.argv for p in files.procs)
+    assert files.procs[3].argv[:5] == ("ip", "netns", "exec", "ns4", str(java))
+    assert files.homes == tuple(d / "home" / p.name for p in files.procs)
+    assert files.cluster["brokers"][1]["properties"] == str(d / "broker-a-s.properties")
+    assert files.state["processes"]["broker-a-1"]["argv"] == list(files.procs[3].argv)
+    props = PropertiesFile.parse(files.texts[d / "broker-a-s.properties"]).as_dict()
+    assert props["brokerRole"] == "SLAVE" and props["listenPort"] == "22021"
+    assert files.config_text == watchdog_toml_text(d, topology)
+
+
 def _fake_mvn(bin_dir: Path, script: str) -> None:
     bin_dir.mkdir(parents=True, exist_ok=True)
     mvn = bin_dir / "mvn"
@@ -295,7 +322,8 @@ def test_a_folder_without_cluster_json_is_not_a_sandbox(tmp_path: Path) -> None:
 
 def test_liveness_reads_proc_stat_so_a_zombie_is_dead(tmp_path: Path) -> None:
     """A child that exited but was not waited for is a zombie: os.kill(pid, 0) still succeeds."""
-    from watchdog.tools.sandbox._cluster import _Proc, _proc_stat
+    from watchdog.tools.sandbox._procs import Proc as _Proc
+    from watchdog.tools.sandbox._procs import proc_stat as _proc_stat
 
     child = subprocess.Popen(["sleep", "0"])
     try:

@@ -1,23 +1,15 @@
 """The RocketMQ sandbox: a real master/slave cluster on 127.0.0.1, started and broken on demand."""
 
-from ._cluster import (
+from ._cluster import Sandbox, UnknownProcess
+from ._files import (
     BROKER_MAIN,
     CLUSTER_NAME,
     NAMESRV_MAIN,
-    PORT_RANGE_ENV,
-    BrokerPlan,
-    ProcessStatus,
-    Sandbox,
-    Topology,
-    UnknownProcess,
-    auto_port_range,
     broker_properties_text,
-    pick_base_port,
-    plan_topology,
-    unbindable_ports,
     watchdog_toml_text,
 )
 from ._netns import OBSERVER, NetnsHost, NetnsTopology, check_netns_support, netns_topology
+from ._procs import ProcessStatus
 from ._runtime import (
     DEFAULT_VERSION,
     JAVA_MODULE_OPTIONS,
@@ -26,6 +18,15 @@ from ._runtime import (
     ensure_rocketmq,
     find_java,
     java_argv,
+)
+from ._topology import (
+    PORT_RANGE_ENV,
+    BrokerPlan,
+    Topology,
+    auto_port_range,
+    pick_base_port,
+    plan_topology,
+    unbindable_ports,
 )
 from .cli import sandbox
 

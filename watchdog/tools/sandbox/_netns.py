@@ -19,8 +19,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ._cluster import CLUSTER_NAME, BrokerPlan, Topology, _toml_list, _toml_str
+from ._files import CLUSTER_NAME, broker_table, toml_list, toml_str
 from ._runtime import SandboxError
+from ._topology import BrokerPlan, Topology
 
 __all__ = [
     "HOST_LAYOUT",
@@ -28,12 +29,17 @@ __all__ = [
     "NETNS_METRICS_PORT",
     "NETNS_NAMESRV_PORT",
     "OBSERVER",
+    "PROCESS_HOSTS",
+    "SSH_HOSTS",
     "NetnsHost",
     "NetnsTopology",
+    "SshAccess",
     "check_netns_support",
     "netns_topology",
     "netns_watchdog_toml_text",
+    "pick_subnet",
     "plan_netns_cluster",
+    "run_watchdog_script",
 ]
 
 # The hosts of the seed's layout: name, short name (in interface names), last address octet.
@@ -609,47 +615,34 @@ def netns_watchdog_toml_text(
         f"#   ip netns exec {watchdog_ns} {python} -m watchdog run \\",
         f"#     -c {directory / 'watchdog.toml'}",
         f"# or {directory / 'run-watchdog.sh'}",
-        f"cluster_name = {_toml_str(CLUSTER_NAME)}",
-        f"nameservers = {_toml_list(topology.nameserver_addrs)}",
-        f"state_dir = {_toml_str(str(directory / 'watchdog-state'))}",
+        f"cluster_name = {toml_str(CLUSTER_NAME)}",
+        f"nameservers = {toml_list(topology.nameserver_addrs)}",
+        f"state_dir = {toml_str(str(directory / 'watchdog-state'))}",
     ]
     for name in SSH_HOSTS:
         out += [
             "",
             f"[hosts.{name}]",
             'kind = "ssh"',
-            f"address = {_toml_str(net.address(name))}",
+            f"address = {toml_str(net.address(name))}",
             f"port = {ssh.port}",
-            f"user = {_toml_str(ssh.user)}",
-            f"known_hosts = {_toml_str(ssh.known_hosts)}",
-            f"client_keys = {_toml_list([ssh.client_key])}",
+            f"user = {toml_str(ssh.user)}",
+            f"known_hosts = {toml_str(ssh.known_hosts)}",
+            f"client_keys = {toml_list([ssh.client_key])}",
         ]
     out += [
         "",
         "[metrics]",
-        f"listen = {_toml_str(f'{topology.metrics_host}:{topology.metrics_port}')}",
+        f"listen = {toml_str(f'{topology.metrics_host}:{topology.metrics_port}')}",
         "",
         "# the master checked from a second vantage point, so a hung master can be confirmed",
         "[[secondary_checks]]",
         'name = "vantage"',
         'host = "vantage"',
-        f"command = {_toml_list([python, '-m', 'watchdog.ping', '{addr}'])}",
+        f"command = {toml_list([python, '-m', 'watchdog.ping', '{addr}'])}",
     ]
     for broker, proc in zip(topology.brokers, ("broker-a-0", "broker-a-1"), strict=True):
-        command = [python, "-m", "watchdog", "sandbox"]
-        tail = ["--dir", str(directory), "--broker", broker.key]
-        out += [
-            "",
-            "[[brokers]]",
-            f"broker_name = {_toml_str(broker.broker_name)}",
-            f"broker_id = {broker.broker_id}",
-            f"addr = {_toml_str(broker.addr)}",
-            f"properties = {_toml_str(str(directory / broker.properties_name))}",
-            f"host = {_toml_str(PROCESS_HOSTS[proc])}",
-            f"start = {_toml_list([*command, 'start', *tail])}",
-            f"stop = {_toml_list([*command, 'stop', *tail])}",
-            f"kill = {_toml_list([*command, 'kill', *tail, '--signal', 'KILL'])}",
-        ]
+        out += broker_table(broker, directory, PROCESS_HOSTS[proc], python)
     return "\n".join(out) + "\n"
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._cluster import _Jvm, _spawn, _write_atomic
+from ._files import write_atomic
 from ._netns import (
     PROCESS_HOSTS,
     SSH_HOSTS,
@@ -27,7 +27,8 @@ from ._netns import (
     plan_netns_cluster,
     run_watchdog_script,
 )
-from ._runtime import SandboxError, ensure_rocketmq, find_java
+from ._procs import spawn
+from ._runtime import Jvm, SandboxError, ensure_rocketmq, find_java
 
 if TYPE_CHECKING:
     from ._cluster import Sandbox
@@ -150,7 +151,7 @@ def start_sshd(directory: Path, net: NetnsTopology, name: str) -> SshdRecord:
     config = folder / "sshd_config"
     log = folder / "sshd.log"
     address = net.address(name)
-    pid, ticks = _spawn(net.exec_argv(name, [SSHD, "-D", "-e", "-f", str(config)]), log, os.environ)
+    pid, ticks = spawn(net.exec_argv(name, [SSHD, "-D", "-e", "-f", str(config)]), log, os.environ)
     record = SshdRecord(name, pid, ticks, str(config), str(log))
     deadline = time.monotonic() + _START_SECONDS
     while not _accepting(address, SSH_PORT):
@@ -212,7 +213,7 @@ def _record_sshd(box: Sandbox, name: str, record: dict[str, Any] | None) -> None
     with box._lock():
         doc = box.info()
         doc["netns"].setdefault("sshd", {})[name] = record
-        _write_atomic(box.cluster_path, json.dumps(doc, indent=2) + "\n")
+        write_atomic(box.cluster_path, json.dumps(doc, indent=2) + "\n")
 
 
 def _plan_and_create() -> NetnsTopology:
@@ -229,7 +230,7 @@ def _plan_and_create() -> NetnsTopology:
 
 
 def up_netns(
-    box: Sandbox, version: str, replication: str, wanted: _Jvm, timeout_seconds: float
+    box: Sandbox, version: str, replication: str, wanted: Jvm, timeout_seconds: float
 ) -> dict[str, Any]:
     """`sandbox up --netns`: the hosts, an sshd on each server and on vantage, nameservers on
     server1/server2, broker-a's master on server3 and slave on server4; return cluster.json
@@ -242,7 +243,7 @@ def up_netns(
     box._prepare_dir()
     if old is not None:  # a stopped --netns sandbox in this folder: make sure its hosts are gone
         teardown_netns(box)
-    jvm = _Jvm(ensure_rocketmq(version), version, wanted.heap, wanted.namesrv_heap, wanted.tls)
+    jvm = Jvm(ensure_rocketmq(version), version, wanted.heap, wanted.namesrv_heap, wanted.tls)
     deadline = time.monotonic() + timeout_seconds
     net = _plan_and_create()
     recorded = False

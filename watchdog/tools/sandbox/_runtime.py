@@ -9,15 +9,19 @@ import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from ...model import WatchdogError
 
 __all__ = [
     "DEFAULT_VERSION",
     "JAVA_MODULE_OPTIONS",
+    "Jvm",
     "SandboxError",
+    "Tls",
     "cache_root",
     "check_heap",
     "ensure_rocketmq",
@@ -43,6 +47,19 @@ _VERSION = re.compile(r"^\d+\.\d+\.\d+(?:[-.][0-9A-Za-z]+)*$")
 _HEAP = re.compile(r"^\d+[kKmMgG]$")
 _MARKER = "COMPLETE"
 _MAVEN_TIMEOUT_SECONDS = 900.0
+
+Tls = Literal["permissive", "disabled"]
+
+
+@dataclass(frozen=True)
+class Jvm:
+    """What the sandbox's JVMs run with: the jars of one RocketMQ version, heaps, TLS mode."""
+
+    lib: Path
+    version: str
+    heap: str
+    namesrv_heap: str
+    tls: Tls
 
 
 class SandboxError(WatchdogError):

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ...model import parse_duration
-from ._cluster import SIGNALS, Sandbox
+from ._cluster import Sandbox
+from ._procs import SIGNALS
 from ._runtime import DEFAULT_VERSION, SandboxError, ensure_rocketmq
 
 __all__ = ["sandbox"]
