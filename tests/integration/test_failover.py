@@ -580,3 +580,50 @@ def test_consumer_offsets_survive_promotion_and_the_old_masters_return(
     )
     assert not again2 and not again3
     assert sorted(seen3) == sorted(third["acked"])
+
+
+# --------------------------------------------------------------------------- old master back early
+
+
+def test_an_old_master_back_mid_failover_keeps_its_store(
+    fresh_sandbox: Any, tmp_path: Path
+) -> None:
+    """The old master is started again while its failover is still running. It comes back
+    as a slave (the fence rewrote it) and replicates the new master's log, the canary's
+    messages included; it is judged by the log end it came back with, not by what it copied
+    since, so nothing is fenced and its store is not moved aside."""
+    box = fresh_sandbox()
+    top = Topology.of(box)
+    states = top.state_dir
+    sent = send_keyed(top.namesrv, "MidFailoverTopic", "before", 50)
+    assert sent["failed"] == 0, sent
+    wait_until(lambda: caught_up(top, A1, A0), 30, "the slave catching up")
+    store = Path(broker_config(top.addrs[A0])["storePathRootDir"])  # type: ignore[index]
+
+    with running_daemon(top.config, tmp_path / "daemon.log") as daemon:
+        wait_healthy(daemon)
+        box.kill(A0, "KILL")
+        failover = wait_until(
+            lambda: next(iter(states.failover_ids()), None), 60, "a failover to start"
+        )
+        wait_until(
+            lambda: states.step_event(failover, "confirm_fenced"), 90, "the fence gate passing"
+        )
+        box.start(A0)
+        deadline = time.monotonic() + 90
+        while runtime_info(top.addrs[A0]) is None:
+            assert time.monotonic() < deadline, "the old master never answered again"
+            time.sleep(0.2)
+        assert states.outcome(failover) is None, "the failover ended before the old master was back"
+        assert states.wait_finished(FAILOVER_SECONDS) == failover
+        assert states.outcome(failover) == "succeeded"
+
+        wait_slave(top, A0)
+        wait_until(lambda: caught_up(top, A0, A1), 60, "the old master replicating the new one")
+        time.sleep(3)  # a few more cycles in which a wrong judgement would fence it
+        fenced = [e for e in daemon.events() if "fencing broker-a:0" in str(e.get("event", ""))]
+        assert not fenced, fenced
+    assert states.failover_ids() == [failover]  # no fence after it
+    assert states.step_event(failover, "move_store_aside") is None
+    assert not [p for p in store.parent.iterdir() if p.name.startswith(store.name + ".")]
+    assert set(sent["acked"]) <= set(pull_all(top.namesrv, "MidFailoverTopic"))
