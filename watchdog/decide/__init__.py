@@ -18,9 +18,11 @@ from ._decision import (
     fenced_by,
     log_fields,
     max_loss_bytes,
+    promotion,
     rejoin_offset,
     role_lowered,
 )
+from ._operator import CleanRejoin, clean_rejoins, manual_promote, operator_refusal
 from ._plan import (
     Plan,
     Refusal,
@@ -49,7 +51,12 @@ __all__ = [
     "rejoin_offset",
     "role_lowered",
     "max_loss_bytes",
+    "promotion",
     "log_fields",
+    "CleanRejoin",
+    "clean_rejoins",
+    "manual_promote",
+    "operator_refusal",
     "StepKind",
     "Step",
     "Plan",

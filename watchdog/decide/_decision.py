@@ -27,6 +27,7 @@ __all__ = [
     "rejoin_offset",
     "role_lowered",
     "max_loss_bytes",
+    "promotion",
     "log_fields",
 ]
 
@@ -37,7 +38,7 @@ class NoAction:
     reason: str
     state: GroupState = GroupState.HEALTHY
 
-    kind: ClassVar[str] = "no_action"
+    kind: ClassVar[Literal["no_action"]] = "no_action"
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class Promote:
     requires_master_down: bool = True
     decided_at: float | None = None  # wall time of the decision (the loss bound counts from it)
 
-    kind: ClassVar[str] = "promote"
+    kind: ClassVar[Literal["promote"]] = "promote"
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class Fence:
     reason: str
     state: GroupState = GroupState.DEGRADED
 
-    kind: ClassVar[str] = "fence"
+    kind: ClassVar[Literal["fence"]] = "fence"
 
 
 Decision = NoAction | Promote | Fence
@@ -300,22 +301,38 @@ def _decide_group(
             f"no action: {g.reason}; no slave can be promoted: {detail}",
             GroupState.FAILOVER_BLOCKED,
         )
-    obs, offset, loss = chosen
-    max_loss = max_loss_bytes(g, offset)
-    behind = describe_loss(loss, max_loss)
-    reason = (
-        f"promoting {name} id={obs.broker_id} (offset {offset}, {behind}) because master "
-        f"unreachable for {format_seconds(g.down_for_seconds)} from {g.down_votes} of "
-        f"{g.vantage_points} vantage points"
+    promote = promotion(
+        g,
+        chosen,
+        f"master unreachable for {format_seconds(g.down_for_seconds)} from {g.down_votes} of "
+        f"{g.vantage_points} vantage points",
+        now=now,
     )
     if not gp.is_auto_failover:
         return NoAction(
             name,
-            f"no action: automatic failover off for {name}, would be {reason}",
+            f"no action: automatic failover off for {name}, would be {promote.reason}",
             GroupState.FAILOVER_BLOCKED,
         )
+    return promote
+
+
+def promotion(
+    g: GroupVerdict,
+    chosen: tuple[BrokerObservation, int, int | None],
+    because: str,
+    *,
+    now: float,
+    fenced_by_operator: bool = False,
+    requires_master_down: bool = True,
+) -> Promote:
+    """The promotion of `chosen` (a `choose_candidate` pick) in group `g`, decided at `now`:
+    the one place a `Promote` is built, for the daemon's decision and an operator's alike."""
+    obs, offset, loss = chosen
+    max_loss = max_loss_bytes(g, offset)
+    behind = describe_loss(loss, max_loss)
     return Promote(
-        broker_name=name,
+        broker_name=g.broker_name,
         old_master_key=g.master_key,
         old_master_addr=g.master_addr,
         candidate_key=obs.key,
@@ -323,11 +340,16 @@ def _decide_group(
         candidate_offset=offset,
         expected_loss_bytes=loss,
         new_role=g.master_role,
-        reason=reason,
+        reason=(
+            f"promoting {g.broker_name} id={obs.broker_id} (offset {offset}, {behind}) "
+            f"because {because}"
+        ),
         max_loss_bytes=max_loss,
         old_master_registered_on=g.registered_on,
         deregistered_for_seconds=g.deregistered_for_seconds,
+        fenced_by_operator=fenced_by_operator,
         master_write_rate=g.master_peak_rate,
+        requires_master_down=requires_master_down,
         decided_at=now,
     )
 
