@@ -10,6 +10,7 @@ from typing import Any
 
 from ..config import BrokerConfig, WatchdogConfig
 from ..model import MASTER_ROLES, PropertiesFile, unified_diff
+from ..remoting import group_topic
 from ._decision import Fence, Promote
 
 __all__ = [
@@ -176,8 +177,8 @@ class Refusal:
 
 
 def canary_topic(prefix: str, broker_name: str) -> str:
-    """A topic name RocketMQ accepts ([A-Za-z0-9_-%|]), one per broker group."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", f"{prefix}_{broker_name}")[:127]
+    """The canary topic of one broker group ([failover] canary_topic_prefix)."""
+    return group_topic(prefix, broker_name)
 
 
 def _ha_addr(addr: str) -> str:

@@ -49,7 +49,13 @@ from ._errors import (
     RemotingTimeout,
     describe_error,
 )
-from ._topics import DEFAULT_TOPIC, TOPIC_MAX_LENGTH, check_topic_name, create_topic
+from ._topics import (
+    DEFAULT_TOPIC,
+    TOPIC_MAX_LENGTH,
+    check_topic_name,
+    create_topic,
+    group_topic,
+)
 
 __all__ = [
     # errors
@@ -106,4 +112,5 @@ __all__ = [
     "TOPIC_MAX_LENGTH",
     "check_topic_name",
     "create_topic",
+    "group_topic",
 ]

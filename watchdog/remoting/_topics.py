@@ -18,11 +18,14 @@ import re
 
 from ._admin import RequestCode, Requester, invoke
 
-__all__ = ["DEFAULT_TOPIC", "TOPIC_MAX_LENGTH", "check_topic_name", "create_topic"]
+__all__ = ["DEFAULT_TOPIC", "TOPIC_MAX_LENGTH", "check_topic_name", "create_topic", "group_topic"]
 
 DEFAULT_TOPIC = "TBW102"
 TOPIC_MAX_LENGTH = 127
 _TOPIC_CHARS = re.compile(r"[%|a-zA-Z0-9_-]+")
+# % and | are legal too, but the failover plan has always replaced them: the canary topic a
+# running config uses must not change under it.
+_NOT_IN_GROUP_TOPIC = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def check_topic_name(topic: str) -> str:
@@ -34,6 +37,13 @@ def check_topic_name(topic: str) -> str:
     if len(topic) > TOPIC_MAX_LENGTH:
         raise ValueError(f"topic {topic[:20]!r}... is longer than {TOPIC_MAX_LENGTH} characters")
     return topic
+
+
+def group_topic(prefix: str, broker_name: str) -> str:
+    """The topic one feature (``prefix``: the canary, the drill) keeps per broker group:
+    ``{prefix}_{broker_name}``, every character other than letters, digits, _ and - replaced
+    by _, cut to 127 characters; a legal name for any prefix and broker name."""
+    return _NOT_IN_GROUP_TOPIC.sub("_", f"{prefix}_{broker_name}")[:TOPIC_MAX_LENGTH]
 
 
 async def create_topic(
