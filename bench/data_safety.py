@@ -253,7 +253,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 def _cmd_pull(args: argparse.Namespace) -> int:
     """Every message key in every queue of --topic from offset 0 (a PullConsumer), one per line
     in --out; prints a JSON summary."""
-    from watchdog.pullall import pull_every_queue
+    from watchdog.native import pull_every_queue
 
     result = pull_every_queue(
         args.namesrv, args.topic, f"BENCH_DATA_SAFETY_PULL_{os.getpid()}", args.seconds

@@ -516,7 +516,7 @@ def _cmd_write_until_ok(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_pull_all(args: argparse.Namespace) -> dict[str, Any]:
-    from watchdog.pullall import pull_every_queue
+    from watchdog.native import pull_every_queue
 
     result = pull_every_queue(
         args.namesrv, args.topic, f"FailoverTestPull_{os.getpid()}", args.seconds

@@ -22,19 +22,17 @@ from typing import Any
 
 import pytest
 
-from watchdog.canary import (
-    CanaryResult,
-    canary_topic,
-    run_canary,
-    run_canary_client,
-    send_probe_messages,
-)
+from watchdog.act import CanaryResult, run_canary
+from watchdog.decide import canary_topic
+from watchdog.native import run_canary_client, send_probe_messages
 from watchdog.remoting import ClientPool, RemoteError, get_broker_runtime_info, get_topic_route
 
 pytestmark = pytest.mark.integration
 
 BASE_PORT = 27500  # this test's block inside the canary's port range 27000-27999
 CANARY_TIMEOUT_SECONDS = 20.0
+PREFIX = "RMQ_WATCHDOG_CANARY"  # [failover] canary_topic_prefix's default
+TOPIC_A, TOPIC_B = canary_topic(PREFIX, "broker-a"), canary_topic(PREFIX, "broker-b")
 
 
 def sandbox(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -105,7 +103,7 @@ def canary(
                 cluster.nameservers,
                 cluster.addrs[key],
                 broker_name,
-                topic=canary_topic(broker_name),
+                topic=canary_topic(PREFIX, broker_name),
                 timeout_seconds=timeout_seconds,
                 pool=pool,
             )
@@ -169,7 +167,7 @@ def test_canary_on_a_healthy_master_lands_on_its_group_only(cluster: Cluster) ->
     assert offsets == [offsets[0], offsets[0] + 1, offsets[0] + 2]
     assert commitlog_max_offset(cluster.addrs["broker-a:0"]) > a_before
     assert commitlog_max_offset(cluster.addrs["broker-b:0"]) == b_before
-    for route in routes(cluster, canary_topic("broker-a")):
+    for route in routes(cluster, TOPIC_A):
         assert set(route.broker_addrs) == {"broker-a"}
         assert {q.broker_name for q in route.queue_datas} == {"broker-a"}
     print(f"\ncanary durations on a healthy master: {', '.join(f'{d:.2f} s' for d in durations)}")
@@ -181,7 +179,7 @@ def test_probe_producer_sends_through_the_healthy_cluster(cluster: Cluster) -> N
     report = asyncio.run(
         send_probe_messages(
             cluster.nameservers,
-            canary_topic("broker-a"),
+            TOPIC_A,
             duration_seconds=2.0,
             interval_seconds=0.2,
         )
@@ -197,7 +195,7 @@ def test_canary_on_a_slave_fails_because_the_slave_refuses_the_topic(cluster: Cl
     result, elapsed = canary(cluster, "broker-a:1")
     assert not result.is_ok
     assert result.detail.startswith(
-        f"cannot create canary topic {canary_topic('broker-a')} on {cluster.addrs['broker-a:1']}"
+        f"cannot create canary topic {TOPIC_A} on {cluster.addrs['broker-a:1']}"
     )
     assert "Can't modify topic or subscription group from slave broker" in result.detail
     assert elapsed < 2.0
@@ -216,7 +214,7 @@ def test_canary_client_against_a_frozen_broker_is_killed_within_its_timeout(
         outcome = asyncio.run(
             run_canary_client(
                 cluster.nameservers,
-                canary_topic("broker-b"),
+                TOPIC_B,
                 timeout_seconds=4.0,
                 expect_broker_name="broker-b",
             )
@@ -231,7 +229,7 @@ def test_canary_client_against_a_frozen_broker_is_killed_within_its_timeout(
         frozen, elapsed = canary(cluster, "broker-b:0", timeout_seconds=5.0)
         assert not frozen.is_ok
         assert frozen.detail == (
-            f"cannot create canary topic {canary_topic('broker-b')} on "
+            f"cannot create canary topic {TOPIC_B} on "
             f"{cluster.addrs['broker-b:0']}: {cluster.addrs['broker-b:0']}: no reply to request "
             "code 17 within 2s"
         )
@@ -245,13 +243,13 @@ def test_canary_on_a_killed_broker_fails_within_its_timeout(cluster: Cluster) ->
     result, elapsed = canary(cluster, "broker-b:0", timeout_seconds=5.0)
     assert not result.is_ok
     assert result.detail.startswith(
-        f"cannot create canary topic {canary_topic('broker-b')} on {cluster.addrs['broker-b:0']}"
+        f"cannot create canary topic {TOPIC_B} on {cluster.addrs['broker-b:0']}"
     )
     assert "connect failed" in result.detail
     assert elapsed < 5.0
     # The nameservers dropped broker-b with its connections: no route is left for its topic.
     with pytest.raises(RemoteError) as info:
-        routes(cluster, canary_topic("broker-b"))
+        routes(cluster, TOPIC_B)
     assert info.value.code == 17
 
 
@@ -274,7 +272,7 @@ def test_canary_proves_a_promoted_slave_takes_writes(cluster: Cluster) -> None:
     assert result.is_ok, result.detail
     assert f"written to broker-a at {slave}" in result.detail
     assert commitlog_max_offset(slave) > offset_before
-    for route in routes(cluster, canary_topic("broker-a")):
+    for route in routes(cluster, TOPIC_A):
         assert dict(route.broker_addrs["broker-a"]) == {0: slave}
     assert master not in result.detail
     print(f"\ncanary on the promoted slave right after its restart: {elapsed:.2f} s")

@@ -14,16 +14,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watchdog.canary import (
+from watchdog.act import run_canary
+from watchdog.decide import canary_topic
+from watchdog.native import (
     CanaryOutputError,
     ClientOutcome,
     ProbeReport,
     ProbeSend,
-    canary_topic,
     client_argv,
     parse_client_output,
     parse_probe_output,
-    run_canary,
     run_canary_client,
     send_probe_messages,
 )
@@ -153,7 +153,7 @@ def test_to_json_round_trips(outcome: ClientOutcome) -> None:
 
 def test_child_argv_carries_every_argument() -> None:
     argv = client_argv([NS1, NS2], TOPIC, timeout_seconds=4.5, expect_broker_name="broker-a")
-    assert argv[:3] == [sys.executable, "-m", "watchdog.canary"]
+    assert argv[:4] == [sys.executable, "-m", "watchdog.native", "canary"]
     assert argv[argv.index("--namesrv") + 1] == f"{NS1};{NS2}"
     assert argv[argv.index("--topic") + 1] == TOPIC
     assert float(argv[argv.index("--timeout-seconds") + 1]) == 4.5
@@ -161,10 +161,8 @@ def test_child_argv_carries_every_argument() -> None:
     assert "--json" in argv
 
 
-def test_canary_topic_is_a_legal_name() -> None:
-    assert canary_topic("broker-a") == TOPIC
-    with pytest.raises(ValueError, match="letters, digits"):
-        canary_topic("broker a")
+def test_canary_topic_is_the_plans() -> None:
+    assert canary_topic("RMQ_WATCHDOG_CANARY", "broker-a") == TOPIC
 
 
 # --------------------------------------------------------------------------- the child process
@@ -277,7 +275,7 @@ def test_stderr_tail_is_in_the_error() -> None:
 def test_real_child_rejects_bad_arguments_with_one_json_line() -> None:
     async def run(*args: str) -> tuple[int, dict[str, Any]]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "watchdog.canary", *args,
+            sys.executable, "-m", "watchdog.native", "canary", *args,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, _ = await asyncio.wait_for(proc.communicate(), 30)
@@ -682,7 +680,7 @@ def test_probe_child_that_crashes_is_reported() -> None:
 def test_real_probe_child_rejects_bad_arguments() -> None:
     async def run() -> tuple[int | None, bytes]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "watchdog.canary", "--namesrv", NS1, "--topic", "T",
+            sys.executable, "-m", "watchdog.native", "probe", "--namesrv", NS1, "--topic", "T",
             "--probe-duration-seconds", "1", "--probe-interval-seconds", "0",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip

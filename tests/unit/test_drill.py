@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from watchdog.config import WatchdogConfig, parse_config
 from watchdog.daemon import is_lock_held
-from watchdog.drill import (
+from watchdog.native import message_body, parse_body, parse_receive_line, parse_send_line
+from watchdog.tools.drill import (
     DrillObservations,
     DrillOptions,
     DrillRefused,
@@ -34,10 +35,6 @@ from watchdog.drill import (
     journal_events,
     judge_group,
     match_sandbox,
-    message_body,
-    parse_body,
-    parse_receive_line,
-    parse_send_line,
     partition_ruleset,
     promotion_of,
     ready_master,
@@ -873,7 +870,7 @@ def test_partition_refusals(
     good = make_config(d, probe=probe("127.0.0.2"))
     # Past the partition checks, the next refusal speaks (a daemon already holds the lock).
     assert "drop --start-daemon" in refusal(good, fault="partition", start_daemon=True)
-    monkeypatch.setattr("watchdog.drill.shutil.which", lambda _name: None)
+    monkeypatch.setattr("watchdog.tools.drill._rules.shutil.which", lambda _name: None)
     assert "needs nftables" in refusal(good, fault="partition")
 
 

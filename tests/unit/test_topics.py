@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from watchdog.decide import canary_topic
 from watchdog.remoting import check_topic_name, group_topic
+from watchdog.tools.drill import drill_topic
 
 
 # The three builders as they were before they became one (commit 1c553a2): decide/_plan.py's
@@ -64,7 +65,7 @@ def test_the_plans_canary_topic_is_unchanged_for_any_prefix_and_name(
 @given(names)
 def test_the_canary_and_drill_topics_are_unchanged_for_legal_names(broker_name: str) -> None:
     assert group_topic("RMQ_WATCHDOG_CANARY", broker_name) == canary_before(broker_name)
-    assert group_topic("RMQ_WATCHDOG_DRILL", broker_name) == drill_before(broker_name)
+    assert drill_topic(broker_name) == drill_before(broker_name)
 
 
 @given(st.text(max_size=150))
@@ -72,6 +73,6 @@ def test_the_drill_topic_is_unchanged_wherever_it_had_one(broker_name: str) -> N
     try:
         before = drill_before(broker_name)
     except ValueError:  # a letter outside ASCII: the old builder refused, the new one replaces
-        assert check_topic_name(group_topic("RMQ_WATCHDOG_DRILL", broker_name))
+        assert check_topic_name(drill_topic(broker_name))
         return
-    assert group_topic("RMQ_WATCHDOG_DRILL", broker_name) == before
+    assert drill_topic(broker_name) == before

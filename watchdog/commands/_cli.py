@@ -72,7 +72,8 @@ def status(config_path: str, as_json: bool) -> None:
 
     Shows each nameserver (up, latency) and each broker (up, role, the ids it is
     registered under on each nameserver, commitLogMaxOffset, replication lag in bytes
-    = master - slave max offset, version, probe latency).
+    = master - slave max offset, version, probe latency). Exits 1 when a group has no
+    broker answering as master (or two: a split brain) or most nameservers do not answer.
     """
     config = load_or_exit(config_path)
 
@@ -92,6 +93,8 @@ def status(config_path: str, as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2, sort_keys=False))
     else:
         click.echo(render_status(report))
+    if report["problems"]:
+        sys.exit(1)
 
 
 @cli.command()
@@ -395,8 +398,8 @@ def drill(
     lists every configured broker and nameserver; anything else needs --yes. Only sandbox
     brokers can be faulted (through `sandbox kill --signal KILL|STOP|CONT`).
     """
-    from ..drill import DrillOptions, DrillRefused, run_drill
     from ..model import parse_duration
+    from ..tools.drill import DrillOptions, DrillRefused, run_drill
 
     config = load_or_exit(config_path)
     try:
