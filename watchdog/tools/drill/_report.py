@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from ...native import ReceiveRecord, SendRecord, int_field, number_field
+from ..daemon_child import logged_at
 
 __all__ = [
     "DrillObservations",
@@ -307,16 +307,6 @@ def consumer_caught_up_at(
     return max(first_delivery[q] for q in [*wanted, first_write.seq])
 
 
-def _event_time(event: Mapping[str, Any]) -> float | None:
-    stamp = event.get("timestamp")
-    if not isinstance(stamp, str):
-        return None
-    try:
-        return datetime.fromisoformat(stamp).timestamp()
-    except ValueError:
-        return None
-
-
 def daemon_log_events(
     log: Sequence[Mapping[str, Any]], broker_name: str, since: float
 ) -> list[TimelineEvent]:
@@ -326,8 +316,8 @@ def daemon_log_events(
     seen: set[str] = set()
     for event in log:
         state = event.get("state")
-        at = _event_time(event)
-        if event.get("broker_name") != broker_name or state not in names or at is None:
+        at = logged_at(event)  # 0.0: no timestamp
+        if event.get("broker_name") != broker_name or state not in names or not at:
             continue
         if at < since or state in seen:
             continue
