@@ -23,11 +23,9 @@ from watchdog.act import (
     Journal,
     StateStore,
     StepRecord,
-    follow_recorded_masters,
 )
 from watchdog.config import WatchdogConfig, parse_config
 from watchdog.decide import Plan, Promote, Step, StepKind, plan_promotion
-from watchdog.detect import DetectorState
 from watchdog.hosts import CommandResult, LocalBackend
 from watchdog.model import PropertiesFile
 from watchdog.remoting import ClientPool
@@ -620,25 +618,21 @@ def test_resume_of_an_interrupted_rollback_finishes_it(tmp_path: Path) -> None:
 
 
 def test_a_new_process_follows_the_recorded_master(tmp_path: Path) -> None:
+    from watchdog.act import RecordedMaster, recorded_masters
+
     async def body(world: World) -> None:
         config = world.config()
         await world.stop(A0)
         result = await world.executor(config).run(world.promotion(config), "fo-1")
         assert result.outcome == "succeeded"
         state = StateStore(config.state_dir).load()
-        detector = follow_recorded_masters(
-            DetectorState.initial(), state, Journal(config.state_dir), config
-        )
-        assert detector.known_master == {"broker-a": world.brokers[A1].addr}
-        assert detector.master_role == {"broker-a": "ASYNC_MASTER"}
+        journal = Journal(config.state_dir)
+        assert recorded_masters(state, journal, config) == {
+            "broker-a": RecordedMaster(world.brokers[A1].addr, "ASYNC_MASTER")
+        }
         # A group the config no longer has is not followed.
         other = config.model_copy(update={"brokers": config.brokers[:0]})
-        assert (
-            follow_recorded_masters(
-                DetectorState.initial(), state, Journal(config.state_dir), other
-            ).known_master
-            == {}
-        )
+        assert recorded_masters(state, journal, other) == {}
 
     run(body, tmp_path)
 

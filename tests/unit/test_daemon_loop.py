@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,25 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from tests.unit._worlds import A0, A1, NS1, NS2, World
+from watchdog.act import (
+    FailoverResult,
+    GroupRecord,
+    JournalProgress,
+    StateStore,
+    StepRecord,
+    WatchdogState,
+)
+from watchdog.commands import run_ack, run_failover
 from watchdog.config import WatchdogConfig, parse_config
-from watchdog.daemon import Daemon, DaemonLock, LockHeld
+from watchdog.daemon import (
+    ControlConnection,
+    Daemon,
+    DaemonLock,
+    FailoverEvents,
+    LockHeld,
+)
+from watchdog.decide import Plan
+from watchdog.hosts import CommandResult, Host
 from watchdog.model import ClusterSnapshot
 
 
@@ -91,12 +109,12 @@ def make_daemon(tmp_path: Path, world: World, **extra: Any) -> tuple[Daemon, Fak
     d = Daemon(
         "watchdog.toml",
         make_config(tmp_path, **extra),
-        notifier=notifier,  # type: ignore[arg-type]
+        prober=ScriptedProber(world, clock),
+        notifier=notifier,
         registry=CollectorRegistry(),
         clock=clock.now,
         wall_clock=clock.wall,
     )
-    d.prober = ScriptedProber(world, clock)  # type: ignore[assignment]
     return d, clock, notifier
 
 
@@ -106,7 +124,7 @@ def run_cycles(d: Daemon, clock: FakeClock, until: float) -> list[dict[str, Any]
         while clock.t <= until:
             with capture_logs() as logs:
                 await d.run_cycle()
-            lines.extend(e for e in logs if "decision" in e)
+            lines.extend(dict(e) for e in logs if "decision" in e)
             clock.t += 1.0
         return lines
 
@@ -199,3 +217,170 @@ def test_gc_is_tuned_while_cycling_and_restored_after() -> None:
         assert gc.get_threshold() == _GC_THRESHOLDS
         assert gc.get_freeze_count() > 0
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+# --- the control socket: `rmq-watchdog failover` and `ack` ask the running daemon ----------
+
+
+class TickingProber:
+    """One second of the world per snapshot, so a daemon running on its own reaches ODOWN."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.t = 0.0
+
+    async def snapshot(self, known_masters: Mapping[str, str] | None = None) -> ClusterSnapshot:
+        snapshot = self.world.snapshot(self.t)
+        self.t += 1.0
+        return snapshot
+
+
+class PropertiesHost:
+    """A host holding the group's properties files; it runs nothing."""
+
+    def __init__(self, files: Mapping[str, str]) -> None:
+        self.name = "local"
+        self.files = dict(files)
+
+    async def run(self, argv: Sequence[str], *, timeout_seconds: float) -> CommandResult:
+        raise AssertionError(f"the fake executor runs no command: {argv}")
+
+    async def read_file(self, path: str) -> bytes:
+        return self.files[path].encode()
+
+    async def write_file(self, path: str, data: bytes) -> None:
+        raise AssertionError(f"the fake executor writes no file: {path}")
+
+    async def has_command(self, name: str) -> bool:
+        return False
+
+    async def close(self) -> None:
+        pass
+
+
+class ScriptedExecutor:
+    """Reports the first step done and the failover succeeded, changing nothing."""
+
+    def __init__(self, emit: FailoverEvents) -> None:
+        self.emit = emit
+        self.plans: list[Plan] = []
+
+    async def run(
+        self, plan: Plan, failover_id: str, *, resume: JournalProgress | None = None
+    ) -> FailoverResult:
+        self.plans.append(plan)
+        step = plan.steps[0]
+        record = StepRecord(0, "main", step.kind, step.broker_key, "done", "as scripted", 0.25)
+        result = FailoverResult(
+            failover_id, plan.broker_name, plan.kind, "succeeded", "scripted", 0.5, (record,)
+        )
+        self.emit("failover_started", {"failover_id": failover_id, "plan": plan})
+        self.emit("step_done", {"failover_id": failover_id, "record": record, "step": step})
+        self.emit("failover_finished", {"failover_id": failover_id, "result": result})
+        return result
+
+
+class Executors:
+    """The executor factory: one ScriptedExecutor per configuration."""
+
+    def __init__(self) -> None:
+        self.made: list[ScriptedExecutor] = []
+
+    def __call__(
+        self, config: WatchdogConfig, hosts: Mapping[str, Host], emit: FailoverEvents
+    ) -> ScriptedExecutor:
+        self.made.append(ScriptedExecutor(emit))
+        return self.made[-1]
+
+
+def properties(broker_id: int, role: str) -> str:
+    return (
+        "brokerClusterName=DefaultCluster\n"
+        "brokerName=broker-a\n"
+        f"brokerId={broker_id}\n"
+        f"brokerRole={role}\n"
+    )
+
+
+def test_failover_and_ack_through_the_running_daemon(tmp_path: Path) -> None:
+    """The CLI finds the lock held and asks the daemon: refused while the group is blocked,
+    `ack` lifts the block, then the daemon plans the promotion and streams its run back."""
+    config = make_config(
+        tmp_path,
+        dry_run=False,
+        probe={"interval": "20ms", "timeout": "10ms"},
+        failover={"auto_failover": False},  # only the operator fails over
+    )
+    world = World(master_down=(10.5, 1e9), deregistered_by=(NS1, NS2))
+    executors = Executors()
+    daemon = Daemon(
+        "watchdog.toml",
+        config,
+        prober=TickingProber(world),
+        notifier=RecordingNotifier(),
+        hosts={
+            "local": PropertiesHost(
+                {"/p0": properties(0, "ASYNC_MASTER"), "/p1": properties(1, "SLAVE")}
+            )
+        },
+        executor=executors,
+        registry=CollectorRegistry(),
+    )
+    store = StateStore(config.state_dir)
+    store.save(
+        WatchdogState().with_group(
+            "broker-a", GroupRecord(blocked_until=4e9, block_reason="failed over 5.0 min ago")
+        )
+    )
+
+    def failover(out: list[str]) -> Any:
+        return run_failover(
+            config, "broker-a", dry_run=False, to_key=None, force=False, as_json=False,
+            echo=out.append,
+        )  # fmt: skip
+
+    async def go() -> tuple[list[int], list[str], dict[str, Any] | None]:
+        running = asyncio.create_task(daemon.run())
+        try:
+            async with asyncio.timeout(20):
+                while daemon.cycle.verdict is None or not daemon.cycle.verdict.groups[0].is_odown:
+                    await asyncio.sleep(0.02)
+            out: list[str] = []
+            codes = [
+                await failover(out),
+                await run_ack(config, "broker-a", echo=out.append),
+                await failover(out),
+            ]
+            raw = await ControlConnection.open(config)
+            await raw.send({"op": "ack", "broker_name": "broker-zz"})
+            answer = await raw.answer()
+            raw.close()
+            return codes, out, answer
+        finally:
+            daemon.request_stop()
+            await running
+
+    with capture_logs():
+        codes, out, answer = asyncio.run(go())
+    (plan,) = executors.made[-1].plans
+    assert plan.new_master_key == "broker-a:1"
+    assert plan.reason.startswith("promoting broker-a id=1")
+    assert plan.reason.endswith(
+        "because master objectively down for 3.0 s from 3 of 3 vantage points"
+    )
+    asking = "a running daemon holds the lock; asking it to fail over"
+    assert out[:3] == [
+        asking,
+        "refused by the daemon: automatic and manual failovers of broker-a are blocked "
+        "(failed over 5.0 min ago); `rmq-watchdog ack` or --force",
+        "automatic failover of broker-a re-enabled",
+    ]
+    assert out[3] == asking
+    assert out[4].endswith(f" accepted: {plan.reason}") and out[4].startswith("failover ")
+    assert out[5:] == [
+        f"  step 1 done: {plan.steps[0].purpose} — as scripted",
+        "failover succeeded: scripted",
+    ]
+    assert codes == [1, 0, 0]
+    assert store.load().group("broker-a").blocked_until is None
+    assert answer == {"error": "unknown broker group 'broker-zz'"}

@@ -1,5 +1,6 @@
 """Act: the only code that changes a cluster — plans run as journaled, idempotent steps."""
 
+from ._canary import CanaryResult, ClientSource, run_canary
 from ._executor import (
     CanaryRunner,
     Executor,
@@ -8,17 +9,20 @@ from ._executor import (
     StepRecord,
     epoch_file_text,
 )
-from ._failover import (
-    follow_recorded_masters,
-    manual_promote,
+from ._journal import Journal, JournalProgress
+from ._prepare import (
+    RecordedMaster,
     new_failover_id,
     prepare_plan,
     read_group_files,
+    recorded_masters,
 )
-from ._journal import Journal, JournalProgress
 from ._state import GroupRecord, StateError, StateStore, WatchdogState
 
 __all__ = [
+    "CanaryResult",
+    "ClientSource",
+    "run_canary",
     "CanaryRunner",
     "Executor",
     "FailoverResult",
@@ -31,9 +35,9 @@ __all__ = [
     "StepRecord",
     "WatchdogState",
     "epoch_file_text",
-    "follow_recorded_masters",
-    "manual_promote",
+    "RecordedMaster",
     "new_failover_id",
     "prepare_plan",
     "read_group_files",
+    "recorded_masters",
 ]

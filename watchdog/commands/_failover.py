@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from ..act import (
@@ -14,15 +13,31 @@ from ..act import (
     FailoverResult,
     Journal,
     StateStore,
-    follow_recorded_masters,
-    manual_promote,
     new_failover_id,
     prepare_plan,
+    recorded_masters,
 )
 from ..config import WatchdogConfig
-from ..daemon import DaemonLock, LockHeld, control_socket_path
-from ..daemon._daemon import _jsonable
-from ..decide import GroupFailoverPolicy, Plan, Refusal, choose_candidate, properties_diffs
+from ..daemon import (
+    ControlConnection,
+    DaemonLock,
+    FailoverRequest,
+    LockHeld,
+    acknowledge,
+    canary_runner,
+    control_socket_path,
+    event_message,
+    wire_json,
+)
+from ..decide import (
+    GroupFailoverPolicy,
+    Plan,
+    Refusal,
+    choose_candidate,
+    manual_promote,
+    operator_refusal,
+    properties_diffs,
+)
 from ..detect import ClusterVerdict, DetectorState, GroupVerdict, detect
 from ..hosts import Host, make_host
 from ..model import ClusterSnapshot
@@ -40,12 +55,12 @@ async def _observe(
 ) -> tuple[ClusterSnapshot, ClusterVerdict]:
     """Probe `cycles` times at the configured interval and judge, as the daemon would."""
     prober = Prober(config, pool)
-    state = follow_recorded_masters(
-        DetectorState.initial(),
-        StateStore(config.state_dir).load(),
-        Journal(config.state_dir),
-        config,
+    state = DetectorState.initial()
+    recorded = recorded_masters(
+        StateStore(config.state_dir).load(), Journal(config.state_dir), config
     )
+    for name, master in recorded.items():
+        state = state.with_master(name, master.addr, master.role)
     snapshot: ClusterSnapshot | None = None
     verdict: ClusterVerdict | None = None
     for i in range(cycles):
@@ -141,9 +156,8 @@ async def run_failover(
         try:
             lock.acquire()
         except LockHeld:
-            return await _ask_daemon(
-                config, broker_name, to_key, force, as_json, echo, fenced_by_operator
-            )
+            request = FailoverRequest(broker_name, to_key, force, fenced_by_operator)
+            return await _ask_daemon(config, request, as_json, echo)
         try:
             return await _plan_and_maybe_run(
                 config, broker_name, dry_run, to_key, force, as_json, echo, fenced_by_operator
@@ -242,18 +256,12 @@ async def _plan_and_maybe_run(
         store = StateStore(config.state_dir)
         state = store.load()
         if not dry_run:
-            if not group.is_odown and not force:
-                echo(
-                    f"refused: master of {broker_name} is not objectively down ({group.state}: "
-                    f"{group.reason}); use --force to fail over a live master"
-                )
-                return 1
             record = state.group(broker_name)
-            if record.is_blocked(time.time()) and not force:
-                echo(
-                    f"refused: automatic and manual failovers of {broker_name} are blocked "
-                    f"({record.block_reason}); `rmq-watchdog ack` or --force"
-                )
+            refusal = operator_refusal(
+                group, record.blocked_until, record.block_reason, force=force, now=time.time()
+            )
+            if refusal is not None:
+                echo(f"refused: {refusal}")
                 return 1
         decision = manual_promote(
             snapshot,
@@ -261,6 +269,7 @@ async def _plan_and_maybe_run(
             config,
             to_key=to_key,
             force=force,
+            now=time.time(),
             fenced_by_operator=fenced_by_operator,
         )
         if isinstance(decision, Refusal):
@@ -310,15 +319,9 @@ async def _execute_locally(
     as_json: bool,
     echo: Echo,
 ) -> int:
-    from ..daemon._daemon import _canary_runner
-
     def emit(event: str, fields: Mapping[str, Any]) -> None:
         if as_json:
-            echo(
-                json.dumps(
-                    {"event": event, **_jsonable(fields)}, default=str
-                )
-            )
+            echo(wire_json(event_message(event, fields)))
             return
         if event in ("step_done", "step_skipped", "step_failed"):
             rec = fields["record"]
@@ -339,7 +342,7 @@ async def _execute_locally(
         pool,
         store,
         Journal(config.state_dir),
-        canary=_canary_runner(pool),
+        canary=canary_runner(pool),
         emit=emit,
         notifier=notifier,
         hooks=HookRunner(config.hooks),
@@ -354,81 +357,61 @@ async def _execute_locally(
 
 
 async def _ask_daemon(
-    config: WatchdogConfig,
-    broker_name: str,
-    to_key: str | None,
-    force: bool,
-    as_json: bool,
-    echo: Echo,
-    fenced_by_operator: bool = False,
+    config: WatchdogConfig, request: FailoverRequest, as_json: bool, echo: Echo
 ) -> int:
-    path = control_socket_path(config)
     try:
-        reader, writer = await asyncio.open_unix_connection(str(path))
+        daemon = await ControlConnection.open(config)
     except OSError as exc:
+        path = control_socket_path(config)
         echo(f"error: a daemon holds the lock but its control socket {path} does not answer: {exc}")
         return 2
-    request = {
-        "op": "failover",
-        "broker_name": broker_name,
-        "to_key": to_key,
-        "force": force,
-        "fenced_by_operator": fenced_by_operator,
-    }
-    writer.write((json.dumps(request) + "\n").encode())
-    await writer.drain()
-    code = 1
-    if not as_json:
-        echo("a running daemon holds the lock; asking it to fail over")
-    while True:
-        line = await reader.readline()
-        if not line:
-            break
-        message = json.loads(line)
-        if as_json:
-            echo(json.dumps(message))
-        elif "error" in message:
-            echo(f"refused by the daemon: {message['error']}")
-        elif message.get("event") == "accepted":
-            echo(f"failover {message['failover_id']} accepted: {message['plan']['reason']}")
-        elif message.get("event") in ("step_done", "step_skipped", "step_failed"):
-            rec = message["record"]
-            echo(
-                f"  step {rec['index'] + 1} {rec['status']}: {message['step']['purpose']} — "
-                f"{rec['detail']}"
-            )
-        elif message.get("event") == "result":
-            echo(f"failover {message['outcome']}: {message['detail']}")
-            code = 0 if message["outcome"] == "succeeded" else 1
-    writer.close()
-    return code
+    try:
+        await daemon.send(request.to_json())
+        code = 1
+        if not as_json:
+            echo("a running daemon holds the lock; asking it to fail over")
+        async for message in daemon.answers():
+            if as_json:
+                echo(json.dumps(message))
+            elif "error" in message:
+                echo(f"refused by the daemon: {message['error']}")
+            elif message.get("event") == "accepted":
+                echo(f"failover {message['failover_id']} accepted: {message['plan']['reason']}")
+            elif message.get("event") in ("step_done", "step_skipped", "step_failed"):
+                rec = message["record"]
+                echo(
+                    f"  step {rec['index'] + 1} {rec['status']}: {message['step']['purpose']} — "
+                    f"{rec['detail']}"
+                )
+            elif message.get("event") == "result":
+                echo(f"failover {message['outcome']}: {message['detail']}")
+                code = 0 if message["outcome"] == "succeeded" else 1
+        return code
+    finally:
+        daemon.close()
 
 
 async def run_ack(config: WatchdogConfig, broker_name: str, *, echo: Echo) -> int:
+    """Lift a group's block: through the running daemon, or under the lock when none runs."""
     lock = DaemonLock(config.state_dir)
     try:
         lock.acquire()
     except LockHeld:
-        path = control_socket_path(config)
         try:
-            reader, writer = await asyncio.open_unix_connection(str(path))
+            daemon = await ControlConnection.open(config)
         except OSError as exc:
+            path = control_socket_path(config)
             echo(f"error: a daemon holds the lock but its control socket {path} is silent: {exc}")
             return 2
-        writer.write((json.dumps({"op": "ack", "broker_name": broker_name}) + "\n").encode())
-        await writer.drain()
-        answer = json.loads(await reader.readline() or b"{}")
-        writer.close()
-        echo(answer.get("message") or answer.get("error") or str(answer))
-        return 0 if answer.get("ok") else 1
-    try:
-        store = StateStore(config.state_dir)
-        state = store.load()
-        record = state.group(broker_name)
-        store.save(
-            state.with_group(broker_name, replace(record, blocked_until=None, block_reason=""))
-        )
-        echo(f"automatic failover of {broker_name} re-enabled")
-        return 0
-    finally:
-        lock.release()
+        try:
+            await daemon.send({"op": "ack", "broker_name": broker_name})
+            answer = await daemon.answer() or {}
+        finally:
+            daemon.close()
+    else:
+        try:
+            answer = acknowledge(config, StateStore(config.state_dir), broker_name)
+        finally:
+            lock.release()
+    echo(answer.get("message") or answer.get("error") or str(answer))
+    return 0 if answer.get("ok") else 1

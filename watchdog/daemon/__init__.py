@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
-from ._daemon import Daemon, control_socket_path
+from ._control import (
+    ControlConnection,
+    FailoverRequest,
+    Send,
+    acknowledge,
+    control_socket_path,
+    event_message,
+    start_control_server,
+    wire_json,
+)
+from ._daemon import (
+    Daemon,
+    ExecutorFactory,
+    FailoverEvents,
+    FailoverRunner,
+    ServiceNotifier,
+    SnapshotSource,
+    canary_runner,
+)
 from ._lock import DaemonLock, LockHeld, is_lock_held
 
 __all__ = [
+    "ControlConnection",
     "Daemon",
     "DaemonLock",
+    "ExecutorFactory",
+    "FailoverEvents",
+    "FailoverRequest",
+    "FailoverRunner",
     "LockHeld",
+    "Send",
+    "ServiceNotifier",
+    "SnapshotSource",
+    "acknowledge",
+    "canary_runner",
     "control_socket_path",
+    "event_message",
     "is_lock_held",
+    "start_control_server",
+    "wire_json",
 ]

@@ -5,29 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
-import os
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry
 
 from ..act import (
+    CanaryRunner,
     Executor,
     FailoverResult,
     Journal,
     JournalProgress,
     StateStore,
     WatchdogState,
-    follow_recorded_masters,
-    manual_promote,
     new_failover_id,
     prepare_plan,
+    recorded_masters,
 )
 from ..config import ConfigError, WatchdogConfig, load_config
 from ..decide import (
@@ -38,14 +35,15 @@ from ..decide import (
     Policy,
     Promote,
     Refusal,
+    clean_rejoins,
     decide,
     log_fields,
-    rejoin_offset,
+    manual_promote,
+    operator_refusal,
 )
 from ..detect import ClusterVerdict, DetectorState, detect
 from ..hosts import Host, make_host
 from ..model import ClusterSnapshot, GroupState
-from ..observe import Decision as DecisionKind
 from ..observe import (
     Event,
     EventName,
@@ -57,15 +55,84 @@ from ..observe import (
 )
 from ..probe import BackgroundSecondaryChecks, Prober, client_pool
 from ..remoting import ClientPool
+from ._control import (
+    FailoverRequest,
+    Send,
+    acknowledge,
+    control_socket_path,
+    event_message,
+    relay_failover,
+    start_control_server,
+)
 from ._lock import DaemonLock
 
-__all__ = ["Daemon", "control_socket_path"]
+__all__ = [
+    "Daemon",
+    "ExecutorFactory",
+    "FailoverEvents",
+    "FailoverRunner",
+    "ServiceNotifier",
+    "SnapshotSource",
+    "canary_runner",
+]
 
 log = structlog.get_logger("rmq_watchdog")
 
 
-def control_socket_path(config: WatchdogConfig) -> Path:
-    return Path(config.state_dir) / "control.sock"
+# -- what the daemon needs from the rooms; a test hands in fakes ---------------------------
+
+
+class SnapshotSource(Protocol):
+    """Room 1: one snapshot of the cluster per call (the `Prober`)."""
+
+    async def snapshot(self, known_masters: Mapping[str, str] | None = None) -> ClusterSnapshot:
+        ...
+
+
+class ServiceNotifier(Protocol):
+    """The service manager's notify protocol (`SystemdNotifier`)."""
+
+    def ready(self, status: str | None = None) -> bool: ...
+
+    def status(self, text: str) -> bool: ...
+
+    def watchdog(self) -> bool: ...
+
+    def stopping(self, status: str | None = None) -> bool: ...
+
+    def reloading(self, status: str | None = None) -> bool: ...
+
+
+class FailoverRunner(Protocol):
+    """Room 4: runs (or resumes) a plan to its end (the `Executor`)."""
+
+    async def run(
+        self, plan: Plan, failover_id: str, *, resume: JournalProgress | None = None
+    ) -> FailoverResult: ...
+
+
+# What a failover reports while it runs: (event name, fields).
+FailoverEvents = Callable[[str, Mapping[str, Any]], None]
+
+
+class ExecutorFactory(Protocol):
+    """Builds the failover runner for a configuration (again on every reload); `emit` is the
+    daemon's ear for the runner's events."""
+
+    def __call__(
+        self, config: WatchdogConfig, hosts: Mapping[str, Host], emit: FailoverEvents
+    ) -> FailoverRunner: ...
+
+
+@dataclass(frozen=True)
+class _Given:
+    """What the caller handed in; a reload keeps these and rebuilds the rest."""
+
+    prober: SnapshotSource | None = None
+    hosts: Mapping[str, Host] | None = None
+    webhooks: WebhookNotifier | None = None
+    hooks: HookRunner | None = None
+    executor: ExecutorFactory | None = None
 
 
 @dataclass
@@ -103,15 +170,25 @@ class Daemon:
         config_path: str,
         config: WatchdogConfig,
         *,
-        notifier: SystemdNotifier | None = None,
+        prober: SnapshotSource | None = None,
+        notifier: ServiceNotifier | None = None,
+        webhooks: WebhookNotifier | None = None,
+        hooks: HookRunner | None = None,
+        hosts: Mapping[str, Host] | None = None,
+        executor: ExecutorFactory | None = None,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         crash_after_step: int | None = None,
     ) -> None:
+        """Each of `prober`, `notifier`, `webhooks`, `hooks`, `hosts` and `executor` left out
+        is built from the configuration (and rebuilt on reload); one handed in is kept.
+        The webhook notifier and hook runner go to the real executor, which takes them as
+        they are; their own seams are the httpx transport and the configured argv."""
         self.config_path = config_path
         self.config = config
-        self.notifier = notifier or SystemdNotifier.from_environ()
+        self.notifier: ServiceNotifier = notifier or SystemdNotifier.from_environ()
+        self._given = _Given(prober, hosts, webhooks, hooks, executor)
         self.metrics = WatchdogMetrics(registry or CollectorRegistry())
         self.metrics_server = MetricsServer(self.metrics.registry)
         self.clock = clock
@@ -124,6 +201,8 @@ class Daemon:
         self.detector = DetectorState.initial()
         self.cycle = _Cycle()
         self.failovers: dict[str, asyncio.Task[FailoverResult]] = {}
+        # failover id -> where its events go: the control-socket client that asked for it
+        self._listeners: dict[str, Send] = {}
         self._stop = asyncio.Event()
         self._reload_requested = False
         self._is_ready = False
@@ -132,9 +211,14 @@ class Daemon:
         self._build(config)
 
     def _build(self, config: WatchdogConfig) -> None:
+        given = self._given
         self.config = config
-        self.notifier_webhooks = WebhookNotifier(config.notify.webhook)
-        self.hosts: dict[str, Host] = {n: make_host(n, h) for n, h in config.hosts.items()}
+        self.webhooks = given.webhooks or WebhookNotifier(config.notify.webhook)
+        self.hosts: Mapping[str, Host] = (
+            given.hosts
+            if given.hosts is not None
+            else {n: make_host(n, h) for n, h in config.hosts.items()}
+        )
         self.secondary = BackgroundSecondaryChecks(
             config,
             self.hosts,
@@ -144,23 +228,29 @@ class Daemon:
             + 2 * config.probe.interval_seconds,
             clock=self.clock,
         )
-        self.prober = Prober(
+        self.prober: SnapshotSource = given.prober or Prober(
             config,
             self.pool,
             secondary_runner=self.secondary,
             clock=self.clock,
             wall_clock=self.wall_clock,
         )
-        self.executor = Executor(
+        make_executor = given.executor or self._executor
+        self.executor = make_executor(config, self.hosts, self._on_failover_event)
+
+    def _executor(
+        self, config: WatchdogConfig, hosts: Mapping[str, Host], emit: FailoverEvents
+    ) -> Executor:
+        return Executor(
             config,
-            self.hosts,
+            hosts,
             self.pool,
             self.store,
             self.journal,
-            canary=_canary_runner(self.pool),
-            notifier=self.notifier_webhooks,
-            hooks=HookRunner(config.hooks),
-            emit=self._on_failover_event,
+            canary=canary_runner(self.pool),
+            notifier=self.webhooks,
+            hooks=self._given.hooks or HookRunner(config.hooks),
+            emit=emit,
             clock=self.clock,
             wall_clock=self.wall_clock,
             crash_after_step=self.crash_after_step,
@@ -179,7 +269,9 @@ class Daemon:
         try:
             if self.config.metrics.enabled:
                 self.metrics_server.start(self.config.metrics.listen)
-            control = await self._start_control()
+            control = await start_control_server(
+                control_socket_path(self.config), self._control_failover, self._control_ack
+            )
             log.info(
                 "rmq-watchdog started",
                 config=self.config_path,
@@ -187,9 +279,10 @@ class Daemon:
                 dry_run=self.config.dry_run,
                 groups=list(self.config.group_names()),
             )
-            self.detector = follow_recorded_masters(
-                self.detector, self.store.load(), self.journal, self.config
-            )
+            # A new process follows the masters earlier failovers promoted.
+            recorded = recorded_masters(self.store.load(), self.journal, self.config)
+            for name, master in recorded.items():
+                self.detector = self.detector.with_master(name, master.addr, master.role)
             self._resume_interrupted()
             with _gc_tuned_for_cycles():
                 await self._loop()
@@ -204,7 +297,7 @@ class Daemon:
                     log.warning("waiting for a running failover to finish before exit")
             await asyncio.gather(*self.failovers.values(), return_exceptions=True)
             await self.secondary.close()
-            await self.notifier_webhooks.aclose()
+            await self.webhooks.aclose()
             await self.pool.close_all()
             for host in self.hosts.values():
                 await host.close()
@@ -218,24 +311,6 @@ class Daemon:
 
     def request_reload(self) -> None:
         self._reload_requested = True
-
-    def _reload(self) -> None:
-        self._reload_requested = False
-        self.notifier.reloading("reloading configuration")
-        try:
-            new = load_config(self.config_path)
-        except ConfigError as exc:
-            log.error("reload refused, keeping the running configuration", error=str(exc))
-            self.notifier.ready("reload refused; running with the previous configuration")
-            return
-        if new.metrics != self.config.metrics or new.state_dir != self.config.state_dir:
-            log.warning("metrics and state_dir changes take effect after a restart")
-        loop = asyncio.get_running_loop()
-        loop.create_task(self.secondary.close())
-        loop.create_task(self.notifier_webhooks.aclose())
-        self._build(new)
-        log.info("configuration reloaded", config=self.config_path)
-        self.notifier.ready("configuration reloaded")
 
     async def _loop(self) -> None:
         interval = self.config.probe.interval_seconds
@@ -285,6 +360,11 @@ class Daemon:
         state = self.store.load()
         now_wall = self.wall_clock()
         running = {n for n, t in self.failovers.items() if not t.done()} | set(state.running)
+        rejoin_checks = {
+            n: (r.rejoin_check_key, r.promotion_offset)
+            for n, r in state.groups.items()
+            if r.rejoin_check_key is not None and r.promotion_offset is not None
+        }
         policy = Policy.from_config(
             self.config,
             blocked_until={
@@ -292,11 +372,7 @@ class Daemon:
             },
             blocked_reason={n: r.block_reason for n, r in state.groups.items()},
             running=running,
-            rejoin_checks={
-                n: (r.rejoin_check_key, r.promotion_offset)
-                for n, r in state.groups.items()
-                if r.rejoin_check_key is not None and r.promotion_offset is not None
-            },
+            rejoin_checks=rejoin_checks,
             fence_retry_at={
                 n: r.fence_retry_at for n, r in state.groups.items() if r.fence_retry_at
             },
@@ -307,7 +383,7 @@ class Daemon:
                 if r.lowered_from
             },
         )
-        self._clear_clean_rejoins(snapshot, verdict, state)
+        self._forget_clean_rejoins(snapshot, verdict, state, rejoin_checks)
         self._clear_restored_roles(verdict, state)
         decisions = decide(snapshot, verdict, self.config.brokers, policy, now_wall)
         group_states: dict[str, GroupState] = {}
@@ -334,7 +410,7 @@ class Daemon:
                 master_role=master_roles.get(decision.broker_name),
                 **fields,
             )
-            self.metrics.record_decision(decision.broker_name, cast(DecisionKind, decision.kind))
+            self.metrics.record_decision(decision.broker_name, decision.kind)
             if isinstance(decision, Promote | Fence) and not self.config.dry_run:
                 self._start_failover(decision, snapshot)
         self._announce_nameserver_majority(verdict)
@@ -382,7 +458,7 @@ class Daemon:
         }
         name = names.get(decision.state)
         if name is not None:
-            self.notifier_webhooks.dispatch(
+            self.webhooks.dispatch(
                 Event(name, decision.broker_name, None, now_wall, decision.reason)
             )
 
@@ -400,31 +476,46 @@ class Daemon:
                     )
                 )
 
-    def _clear_clean_rejoins(
-        self, snapshot: ClusterSnapshot, verdict: ClusterVerdict, state: WatchdogState
+    def _forget_clean_rejoins(
+        self,
+        snapshot: ClusterSnapshot,
+        verdict: ClusterVerdict,
+        state: WatchdogState,
+        rejoin_checks: Mapping[str, tuple[str, int]],
     ) -> None:
-        """A deposed master seen back as a slave within the promotion point is a clean prefix
-        of the new master's log: nothing more to check. It is judged by the log end it came
-        back with, even if it came back while the failover still ran."""
-        for name, record in state.groups.items():
-            key, point = record.rejoin_check_key, record.promotion_offset
-            g = verdict.group(name)
-            if key is None or point is None or name in state.running or g is None:
-                continue
-            for obs in snapshot.group(name):
-                offset = rejoin_offset(g, obs)
-                is_clean = obs.key == key and obs.is_up and obs.role == "SLAVE"
-                if is_clean and offset is not None and offset <= point:
-                    log.info(
-                        "deposed master rejoined within the promotion point",
-                        broker_name=name,
-                        broker=key,
-                        offset=offset,
-                        promotion_offset=point,
-                    )
-                    self.store.save(
-                        self.store.load().with_group(name, replace(record, rejoin_check_key=None))
-                    )
+        """A deposed master back within the promotion point needs no more checking."""
+        for rejoin in clean_rejoins(snapshot, verdict, rejoin_checks, state.running):
+            name = rejoin.broker_name
+            log.info(
+                "deposed master rejoined within the promotion point",
+                broker_name=name,
+                broker=rejoin.broker_key,
+                offset=rejoin.offset,
+                promotion_offset=rejoin.promotion_offset,
+            )
+            record = replace(state.group(name), rejoin_check_key=None)
+            self.store.save(self.store.load().with_group(name, record))
+
+    # -- reload (SIGHUP) ----------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        self._reload_requested = False
+        self.notifier.reloading("reloading configuration")
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration", error=str(exc))
+            self.notifier.ready("reload refused; running with the previous configuration")
+            return
+        if new.metrics != self.config.metrics or new.state_dir != self.config.state_dir:
+            log.warning("metrics and state_dir changes take effect after a restart")
+        loop = asyncio.get_running_loop()
+        loop.create_task(self.secondary.close())
+        if self._given.webhooks is None:  # one handed in is kept, so stays open
+            loop.create_task(self.webhooks.aclose())
+        self._build(new)
+        log.info("configuration reloaded", config=self.config_path)
+        self.notifier.ready("configuration reloaded")
 
     # -- acting -----------------------------------------------------------------------------
 
@@ -565,60 +656,14 @@ class Daemon:
                 self.metrics.record_failover(
                     result.broker_name, result.outcome, result.duration_seconds, self.wall_clock()
                 )
-        listeners = getattr(self, "_listeners", {}).get(failover_id, ())
-        for listener in listeners:
-            listener({"event": event, **_jsonable(fields)})
+        listener = self._listeners.get(failover_id or "")
+        if listener is not None:
+            listener(event_message(event, fields))
 
-    # -- control socket (one actor: `rmq-watchdog failover` asks the daemon) ----------------
+    # -- requests from the control socket (one actor: the CLI asks the daemon) ---------------
 
-    async def _start_control(self) -> asyncio.AbstractServer:
-        path = control_socket_path(self.config)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        server = await asyncio.start_unix_server(self._serve_control, path=str(path))
-        os.chmod(path, 0o600)
-        return server
-
-    async def _serve_control(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        def send(obj: Mapping[str, Any]) -> None:
-            writer.write((json.dumps(obj, default=str) + "\n").encode())
-
-        try:
-            line = await asyncio.wait_for(reader.readline(), 10)
-            request = json.loads(line or b"{}")
-            op = request.get("op")
-            if op == "failover":
-                await self._control_failover(request, send)
-            elif op == "ack":
-                send(self._ack(str(request.get("broker_name", ""))))
-            else:
-                send({"error": f"unknown op {op!r}"})
-            await writer.drain()
-        except (ValueError, TimeoutError, ConnectionError) as exc:
-            with contextlib.suppress(ConnectionError):
-                send({"error": f"bad request: {exc}"})
-        finally:
-            writer.close()
-
-    def _ack(self, broker_name: str) -> dict[str, Any]:
-        if broker_name not in self.config.group_names():
-            return {"error": f"unknown broker group {broker_name!r}"}
-        state = self.store.load()
-        record = state.group(broker_name)
-        from dataclasses import replace
-
-        self.store.save(
-            state.with_group(broker_name, replace(record, blocked_until=None, block_reason=""))
-        )
-        log.info("failover block acknowledged", broker_name=broker_name)
-        return {"ok": True, "message": f"automatic failover of {broker_name} re-enabled"}
-
-    async def _control_failover(
-        self, request: Mapping[str, Any], send: Callable[[Mapping[str, Any]], None]
-    ) -> None:
-        name = str(request.get("broker_name", ""))
+    async def _control_failover(self, request: FailoverRequest, send: Send) -> None:
+        name = request.broker_name
         if name not in self.config.group_names():
             send({"error": f"unknown broker group {name!r}"})
             return
@@ -631,28 +676,18 @@ class Daemon:
             send({"error": "the daemon has not completed a probe cycle yet"})
             return
         group = next(g for g in cycle.verdict.groups if g.broker_name == name)
-        to_key = request.get("to_key")
-        force = bool(request.get("force"))
-        if not group.is_odown and not force:
-            send(
-                {
-                    "error": f"master of {name} is not objectively down ({group.state}); "
-                    "use --force to fail over a live master"
-                }
-            )
-            return
         record = self.store.load().group(name)
-        if record.is_blocked(self.wall_clock()) and not force:
-            # The same rule as a failover run without a daemon (manual.py).
-            send(
-                {
-                    "error": f"failovers of {name} are blocked ({record.block_reason}); "
-                    "`rmq-watchdog ack` or --force"
-                }
-            )
+        refusal = operator_refusal(
+            group,
+            record.blocked_until,
+            record.block_reason,
+            force=request.force,
+            now=self.wall_clock(),
+        )
+        if refusal is not None:
+            send({"error": refusal})
             return
-        fenced_by_operator = bool(request.get("fenced_by_operator"))
-        if fenced_by_operator:
+        if request.fenced_by_operator:
             log.warning(
                 "an operator confirmed the old master is fenced (--fenced-by-operator)",
                 broker_name=name,
@@ -662,9 +697,10 @@ class Daemon:
             cycle.snapshot,
             group,
             self.config,
-            to_key=to_key,
-            force=force,
-            fenced_by_operator=fenced_by_operator,
+            to_key=request.to_key,
+            force=request.force,
+            now=self.wall_clock(),
+            fenced_by_operator=request.fenced_by_operator,
         )
         if isinstance(decision, Refusal):
             send({"error": decision.reason})
@@ -676,47 +712,28 @@ class Daemon:
             send({"error": plan.reason})
             return
         failover_id = new_failover_id(name, self.wall_clock())
-        queue: asyncio.Queue[Mapping[str, Any]] = asyncio.Queue()
-        listeners: dict[str, list[Callable[[Mapping[str, Any]], None]]] = getattr(
-            self, "_listeners", {}
-        )
-        self._listeners = listeners
-        listeners[failover_id] = [queue.put_nowait]
-        send({"event": "accepted", "failover_id": failover_id, "plan": plan.to_json()})
-        task = asyncio.get_running_loop().create_task(self._execute(plan, failover_id))
-        self.failovers[name] = task
-        while True:
-            get = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait({get, task}, return_when=asyncio.FIRST_COMPLETED)
-            if get in done:
-                send(get.result())
-                continue
-            get.cancel()
-            while not queue.empty():
-                send(queue.get_nowait())
-            break
-        listeners.pop(failover_id, None)
-        result = task.result()
-        send({"event": "result", "outcome": result.outcome, "detail": result.detail})
+        events: asyncio.Queue[Mapping[str, Any]] = asyncio.Queue()
+        self._listeners[failover_id] = events.put_nowait
+        try:
+            send({"event": "accepted", "failover_id": failover_id, "plan": plan.to_json()})
+            task = asyncio.get_running_loop().create_task(self._execute(plan, failover_id))
+            self.failovers[name] = task
+            await relay_failover(events, task, send)
+        finally:
+            self._listeners.pop(failover_id, None)
+
+    def _control_ack(self, broker_name: str) -> Mapping[str, Any]:
+        answer = acknowledge(self.config, self.store, broker_name)
+        if answer.get("ok"):
+            log.info("failover block acknowledged", broker_name=broker_name)
+        return answer
 
 
-def _jsonable(fields: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in fields.items():
-        if hasattr(value, "to_json"):
-            out[key] = value.to_json()
-        elif hasattr(value, "__dataclass_fields__"):
-            from dataclasses import asdict
+def canary_runner(pool: ClientPool) -> CanaryRunner:
+    """The executor's canary step, run over the daemon's connection pool."""
 
-            out[key] = asdict(value)
-        else:
-            out[key] = value
-    return out
-
-
-def _canary_runner(pool: ClientPool) -> Any:
-    async def run(namesrvs: Any, addr: str, name: str, topic: str, timeout: float) -> Any:
-        from ..canary import run_canary
+    async def run(namesrvs: Sequence[str], addr: str, name: str, topic: str, timeout: float) -> Any:
+        from ..act import run_canary
 
         return await run_canary(
             list(namesrvs), addr, name, topic=topic, timeout_seconds=timeout, pool=pool

@@ -1,4 +1,4 @@
-"""Turn a decision into a ready plan: read the group's files, pick ids, name the failover."""
+"""Before acting: read the group's files and plan, name the failover, recall recorded masters."""
 
 from __future__ import annotations
 
@@ -6,32 +6,21 @@ import asyncio
 import secrets
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from ..config import WatchdogConfig
-from ..decide import (
-    Fence,
-    GroupFailoverPolicy,
-    Plan,
-    Promote,
-    Refusal,
-    choose_candidate,
-    describe_loss,
-    max_loss_bytes,
-    plan_fence,
-    plan_promotion,
-)
-from ..detect import DetectorState, GroupVerdict
+from ..decide import Fence, Plan, Promote, Refusal, plan_fence, plan_promotion
 from ..hosts import Host, HostError
-from ..model import ClusterSnapshot, format_seconds
+from ..model import ClusterSnapshot
 from ._journal import Journal
 from ._state import WatchdogState
 
 __all__ = [
+    "RecordedMaster",
     "new_failover_id",
-    "read_group_files",
-    "manual_promote",
     "prepare_plan",
-    "follow_recorded_masters",
+    "read_group_files",
+    "recorded_masters",
 ]
 
 
@@ -57,56 +46,6 @@ async def read_group_files(
         *(read(b.key, b.host, b.properties) for b in config.group(broker_name))
     )
     return dict(pairs)
-
-
-def manual_promote(
-    snapshot: ClusterSnapshot,
-    group: GroupVerdict,
-    config: WatchdogConfig,
-    *,
-    to_key: str | None,
-    force: bool,
-    fenced_by_operator: bool = False,
-) -> Promote | Refusal:
-    """A promotion an operator asked for: what would happen if this group's master died now."""
-    name = group.broker_name
-    policy = GroupFailoverPolicy(max_lag_bytes=None if force else config.max_lag_bytes(name))
-    chosen, rejected = choose_candidate(snapshot, group, config.brokers, policy, only_key=to_key)
-    if chosen is None:
-        detail = "; ".join(rejected) if rejected else "the group has no slave"
-        return Refusal(name, f"no slave of {name} can be promoted: {detail}")
-    obs, offset, loss = chosen
-    max_loss = max_loss_bytes(group, offset)
-    behind = describe_loss(loss, max_loss)
-    if group.is_odown:
-        why = (
-            f"master objectively down for {format_seconds(group.down_for_seconds)} from "
-            f"{group.down_votes} of {group.vantage_points} vantage points"
-        )
-    else:
-        master = f"{group.master_key}@{group.master_addr}"
-        why = f"an operator asked for it (master {master} is {group.state})"
-    return Promote(
-        broker_name=name,
-        old_master_key=group.master_key,
-        old_master_addr=group.master_addr,
-        candidate_key=obs.key,
-        candidate_addr=obs.addr,
-        candidate_offset=offset,
-        expected_loss_bytes=loss,
-        max_loss_bytes=max_loss,
-        new_role=group.master_role,
-        reason=f"promoting {name} id={obs.broker_id} (offset {offset}, {behind}) because {why}",
-        old_master_registered_on=group.registered_on,
-        deregistered_for_seconds=group.deregistered_for_seconds,
-        fenced_by_operator=fenced_by_operator,
-        master_write_rate=group.master_peak_rate,
-        # An operator's --force on a master that answers is a switch (the old master rejoins
-        # as a slave); anything else, a dry run on a healthy group included, plans what
-        # happens when the master has died.
-        requires_master_down=group.is_odown or not force,
-        decided_at=time.time(),
-    )
 
 
 async def prepare_plan(
@@ -146,15 +85,25 @@ async def prepare_plan(
     )
 
 
-def follow_recorded_masters(
-    detector: DetectorState, state: WatchdogState, journal: Journal, config: WatchdogConfig
-) -> DetectorState:
-    """A new process follows the masters recorded by earlier failovers (state.json).
+@dataclass(frozen=True)
+class RecordedMaster:
+    """A group's master as the last failover recorded it (state.json)."""
+
+    addr: str
+    role: str | None  # the role it was promoted to; None when its journal does not say
+
+
+def recorded_masters(
+    state: WatchdogState, journal: Journal, config: WatchdogConfig
+) -> dict[str, RecordedMaster]:
+    """The masters earlier failovers recorded, for a new process's detection to follow.
 
     A promoted broker keeps its configured id (1, 2, ...); once the broker configured as id 0
     runs as a slave, a fresh detector would know no master of the group and never see the
     promoted one die. The role comes from the failover that promoted it, when journaled.
+    Groups the configuration no longer has are left out.
     """
+    masters: dict[str, RecordedMaster] = {}
     for name, record in state.groups.items():
         if name not in config.group_names() or not record.master_addr:
             continue
@@ -166,5 +115,5 @@ def follow_recorded_masters(
                 plan = None
             if plan is not None and plan.new_master_addr == record.master_addr:
                 role = plan.new_role
-        detector = detector.with_master(name, record.master_addr, role)
-    return detector
+        masters[name] = RecordedMaster(record.master_addr, role)
+    return masters
