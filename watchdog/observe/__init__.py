@@ -2,7 +2,7 @@
 
 from ._history import FailoverRow, read_history, render_history
 from ._logging import LogFormat, configure_logging
-from ._metrics import Decision, MetricsServer, ProbeTarget, WatchdogMetrics, parse_listen
+from ._metrics import DecisionKind, MetricsServer, ProbeTarget, WatchdogMetrics, parse_listen
 from ._notify import (
     EVENT_NAMES,
     Delivery,
@@ -23,7 +23,7 @@ from ._status import render_status, status_report
 from ._systemd import SystemdNotifier
 
 __all__ = [
-    "Decision",
+    "DecisionKind",
     "FailoverRow",
     "LogFormat",
     "MetricsServer",

@@ -24,17 +24,18 @@ from .. import __version__
 from ..model import BrokerObservation, ClusterSnapshot, GroupState
 
 __all__ = [
-    "Decision",
+    "DecisionKind",
     "ProbeTarget",
     "WatchdogMetrics",
     "MetricsServer",
     "parse_listen",
 ]
 
-Decision = Literal["no_action", "promote", "fence"]
+# The kinds of decide's Decision, as the decisions_total label has them.
+DecisionKind = Literal["no_action", "promote", "fence"]
 ProbeTarget = Literal["namesrv", "broker"]
 
-_DECISIONS: tuple[str, ...] = get_args(Decision)
+_DECISIONS: tuple[str, ...] = get_args(DecisionKind)
 _PROBE_TARGETS: tuple[str, ...] = get_args(ProbeTarget)
 
 # Probes time out below one second (probe.timeout defaults to 0.8 s), so resolution is spent there.
@@ -320,7 +321,7 @@ class WatchdogMetrics:
             self.cycle_overruns_total.inc()
         self.last_cycle_timestamp_seconds.set(finished_at)
 
-    def record_decision(self, broker_name: str, decision: Decision) -> None:
+    def record_decision(self, broker_name: str, decision: DecisionKind) -> None:
         if decision not in _DECISIONS:
             raise ValueError(f"decision must be one of {_DECISIONS}, not {decision!r}")
         self._decision_child(broker_name, decision).inc()
