@@ -172,6 +172,13 @@ def test_killed_nameserver_shows_down_and_brokers_stay_up(fresh_sandbox: Any) ->
     assert by_addr[ns]["up"] is False
     assert all(n["up"] for a, n in by_addr.items() if a != ns)
     assert broker(report, "broker-a:0")["up"] and broker(report, "broker-a:1")["up"]
+    assert report["problems"] == []  # one of two nameservers down is not a majority
+
+    # A group without a master answering: status says so and exits 1.
+    sandbox.kill("broker-a:0", "KILL")
+    result = cli("status", "-c", str(sandbox.config_path), check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "PROBLEM: group broker-a: no broker answers as master" in result.stdout
 
 
 def test_malformed_config_is_rejected_and_nothing_probed(

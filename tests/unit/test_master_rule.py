@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from watchdog.model import BrokerObservation, ClusterSnapshot, NamesrvObservation, Registration
-from watchdog.observe import status_report
+from watchdog.observe import status_problems, status_report
 
 M, S, S2 = "10.0.0.1:10911", "10.0.0.2:10911", "10.0.0.3:10911"
 
@@ -97,3 +97,33 @@ def test_master_and_lag(
 def test_split_brain_lists_every_claimant() -> None:
     snap = snapshot(broker(M, 0, "ASYNC_MASTER", 1), broker(S, 1, "SYNC_MASTER", 2), id0=M)
     assert [b.addr for b in snap.master_claimants("broker-a")] == [M, S]
+
+
+@pytest.mark.parametrize(
+    ("brokers", "nameservers_up", "expected"),
+    [
+        ([broker(M, 0, "ASYNC_MASTER", 1), broker(S, 1, "SLAVE", 1)], [True, True, False], []),
+        (
+            [broker(M, 0, None, None), broker(S, 1, "SLAVE", 1)],
+            [True, True, True],
+            ["group broker-a: no broker answers as master"],
+        ),
+        (
+            [broker(M, 0, "ASYNC_MASTER", 1), broker(S, 1, "SYNC_MASTER", 1)],
+            [True, False, False],
+            [
+                "2 of 3 nameservers do not answer: 10.0.1.2:9876, 10.0.1.3:9876",
+                f"group broker-a: split brain, {M}, {S} all answer as master",
+            ],
+        ),
+    ],
+)
+def test_status_problems(
+    brokers: list[BrokerObservation], nameservers_up: list[bool], expected: list[str]
+) -> None:
+    nameservers = tuple(
+        NamesrvObservation(addr=f"10.0.1.{i}:9876", is_up=up)
+        for i, up in enumerate(nameservers_up, start=1)
+    )
+    snap = ClusterSnapshot("c", 0.0, 0.0, nameservers, tuple(brokers))
+    assert status_problems(snap) == expected

@@ -19,7 +19,7 @@ from ._notify import (
     hook_environment,
     json_payload,
 )
-from ._status import render_status, status_report
+from ._status import render_status, status_problems, status_report
 from ._systemd import SystemdNotifier
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "alertmanager_payload",
     "hook_environment",
     "json_payload",
+    "status_problems",
     "status_report",
     "render_status",
 ]

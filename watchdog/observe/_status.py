@@ -6,7 +6,27 @@ from typing import Any
 
 from ..model import ClusterSnapshot
 
-__all__ = ["status_report", "render_status"]
+__all__ = ["status_problems", "status_report", "render_status"]
+
+
+def status_problems(snapshot: ClusterSnapshot) -> list[str]:
+    """Why `status` exits non-zero: what needs someone now, one sentence each."""
+    problems = []
+    down = [ns.addr for ns in snapshot.nameservers if not ns.is_up]
+    if len(down) * 2 > len(snapshot.nameservers):
+        problems.append(
+            f"{len(down)} of {len(snapshot.nameservers)} nameservers do not answer: "
+            + ", ".join(down)
+        )
+    for name in snapshot.group_names():
+        claimants = snapshot.master_claimants(name)
+        if not claimants:
+            problems.append(f"group {name}: no broker answers as master")
+        elif len(claimants) > 1:
+            addrs = ", ".join(b.addr for b in claimants)
+            problems.append(f"group {name}: split brain, {addrs} all answer as master")
+    return problems
+
 
 def status_report(snapshot: ClusterSnapshot) -> dict[str, Any]:
     nameservers = [
@@ -45,6 +65,7 @@ def status_report(snapshot: ClusterSnapshot) -> dict[str, Any]:
         "probe_duration_ms": _ms(snapshot.duration_seconds),
         "nameservers": nameservers,
         "brokers": brokers,
+        "problems": status_problems(snapshot),
     }
 
 
@@ -68,6 +89,10 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines)
+
+
+def _problem_lines(problems: list[str]) -> list[str]:
+    return ["", *(f"PROBLEM: {p}" for p in problems)] if problems else []
 
 
 def render_status(report: dict[str, Any]) -> str:
@@ -115,5 +140,6 @@ def render_status(report: dict[str, Any]) -> str:
                 ],
                 broker_rows,
             ),
+            *_problem_lines(report.get("problems", ())),
         ]
     )
