@@ -79,7 +79,7 @@ __all__ = [
 log = structlog.get_logger("rmq_watchdog")
 
 
-# -- what the daemon needs from the rooms; a test hands in fakes ---------------------------
+# -- what the daemon needs from the rooms; a test hands in fakes ----------------------------
 
 
 class SnapshotSource(Protocol):
@@ -235,10 +235,10 @@ class Daemon:
             clock=self.clock,
             wall_clock=self.wall_clock,
         )
-        make_executor = given.executor or self._executor
+        make_executor = given.executor or self._real_executor
         self.executor = make_executor(config, self.hosts, self._on_failover_event)
 
-    def _executor(
+    def _real_executor(
         self, config: WatchdogConfig, hosts: Mapping[str, Host], emit: FailoverEvents
     ) -> Executor:
         return Executor(
@@ -496,7 +496,7 @@ class Daemon:
             record = replace(state.group(name), rejoin_check_key=None)
             self.store.save(self.store.load().with_group(name, record))
 
-    # -- reload (SIGHUP) ----------------------------------------------------------------------
+    # -- reload (SIGHUP) --------------------------------------------------------------------
 
     def _reload(self) -> None:
         self._reload_requested = False
@@ -600,67 +600,7 @@ class Daemon:
                 self._execute(progress.plan, failover_id, resume=progress)
             )
 
-    def _on_failover_event(self, event: str, fields: Mapping[str, Any]) -> None:
-        failover_id = fields.get("failover_id")
-        if event == "failover_started":
-            plan: Plan = fields["plan"]
-            log.warning(
-                "fence started" if plan.kind == "fence" else "failover started",
-                new_role=plan.new_role,
-                role_lowered_from=plan.lowered_from,
-                failover_id=failover_id,
-                broker_name=plan.broker_name,
-                reason=plan.reason,
-                steps=len(plan.steps),
-            )
-        elif event in ("step_done", "step_skipped", "step_failed"):
-            record = fields["record"]
-            step = fields["step"]
-            method = log.warning if record.status != "done" else log.info
-            method(
-                f"step {record.index + 1} {record.status}: {step.purpose}",
-                failover_id=failover_id,
-                phase=record.phase,
-                step=record.kind,
-                broker=record.broker_key,
-                detail=record.detail,
-                duration_seconds=round(record.duration_seconds, 3),
-            )
-        elif event == "rollback_started":
-            log.error("rolling back", failover_id=failover_id, reason=fields.get("reason"))
-        elif event == "store_moved_aside":
-            log.warning(
-                f"moved the deposed master's store aside: {fields.get('messages')} message(s), "
-                f"{fields.get('bytes')} bytes past the promotion point, kept in "
-                f"{fields.get('path')}",
-                failover_id=failover_id,
-                broker=fields.get("broker_key"),
-                summary=fields.get("summary"),
-            )
-            self.metrics.record_moved_aside(
-                str(fields.get("broker_name")), fields.get("bytes"), fields.get("messages")
-            )
-        elif event == "failover_finished":
-            result: FailoverResult = fields["result"]
-            method = log.warning if result.is_success else log.error
-            noun = "fence" if result.kind == "fence" else "failover"
-            method(
-                f"{noun} {result.outcome}: {result.detail}",
-                failover_id=failover_id,
-                broker_name=result.broker_name,
-                duration_seconds=round(result.duration_seconds, 3),
-            )
-            if result.kind == "fence":
-                self.metrics.record_fence(result.broker_name, result.outcome)
-            else:
-                self.metrics.record_failover(
-                    result.broker_name, result.outcome, result.duration_seconds, self.wall_clock()
-                )
-        listener = self._listeners.get(failover_id or "")
-        if listener is not None:
-            listener(event_message(event, fields))
-
-    # -- requests from the control socket (one actor: the CLI asks the daemon) ---------------
+    # -- requests from the control socket (one actor: the CLI asks the daemon) --------------
 
     async def _control_failover(self, request: FailoverRequest, send: Send) -> None:
         name = request.broker_name
@@ -727,6 +667,68 @@ class Daemon:
         if answer.get("ok"):
             log.info("failover block acknowledged", broker_name=broker_name)
         return answer
+
+    # -- failover events -> logs, metrics and the asking client -----------------------------
+
+    def _on_failover_event(self, event: str, fields: Mapping[str, Any]) -> None:
+        failover_id = fields.get("failover_id")
+        if event == "failover_started":
+            plan: Plan = fields["plan"]
+            log.warning(
+                "fence started" if plan.kind == "fence" else "failover started",
+                new_role=plan.new_role,
+                role_lowered_from=plan.lowered_from,
+                failover_id=failover_id,
+                broker_name=plan.broker_name,
+                reason=plan.reason,
+                steps=len(plan.steps),
+            )
+        elif event in ("step_done", "step_skipped", "step_failed"):
+            record = fields["record"]
+            step = fields["step"]
+            method = log.warning if record.status != "done" else log.info
+            method(
+                f"step {record.index + 1} {record.status}: {step.purpose}",
+                failover_id=failover_id,
+                phase=record.phase,
+                step=record.kind,
+                broker=record.broker_key,
+                detail=record.detail,
+                duration_seconds=round(record.duration_seconds, 3),
+            )
+        elif event == "rollback_started":
+            log.error("rolling back", failover_id=failover_id, reason=fields.get("reason"))
+        elif event == "store_moved_aside":
+            log.warning(
+                f"moved the deposed master's store aside: {fields.get('messages')} message(s), "
+                f"{fields.get('bytes')} bytes past the promotion point, kept in "
+                f"{fields.get('path')}",
+                failover_id=failover_id,
+                broker=fields.get("broker_key"),
+                summary=fields.get("summary"),
+            )
+            self.metrics.record_moved_aside(
+                str(fields.get("broker_name")), fields.get("bytes"), fields.get("messages")
+            )
+        elif event == "failover_finished":
+            result: FailoverResult = fields["result"]
+            method = log.warning if result.is_success else log.error
+            noun = "fence" if result.kind == "fence" else "failover"
+            method(
+                f"{noun} {result.outcome}: {result.detail}",
+                failover_id=failover_id,
+                broker_name=result.broker_name,
+                duration_seconds=round(result.duration_seconds, 3),
+            )
+            if result.kind == "fence":
+                self.metrics.record_fence(result.broker_name, result.outcome)
+            else:
+                self.metrics.record_failover(
+                    result.broker_name, result.outcome, result.duration_seconds, self.wall_clock()
+                )
+        listener = self._listeners.get(failover_id or "")
+        if listener is not None:
+            listener(event_message(event, fields))
 
 
 def canary_runner(pool: ClientPool) -> CanaryRunner:
