@@ -24,6 +24,7 @@ from watchdog.act import (
     StateStore,
     StepRecord,
 )
+from watchdog.act._progress import Phase
 from watchdog.config import WatchdogConfig, parse_config
 from watchdog.decide import Plan, Promote, Step, StepKind, plan_promotion
 from watchdog.hosts import CommandResult, LocalBackend
@@ -540,7 +541,7 @@ class SimulatedCrash(BaseException):
 class CrashingExecutor(Executor):
     crash_after: int = 0
 
-    async def _run_logged(self, step: Step, index: int, phase: str, *a: Any, **k: Any) -> Any:
+    async def _run_logged(self, step: Step, index: int, phase: Phase, *a: Any, **k: Any) -> Any:
         record: StepRecord = await super()._run_logged(step, index, phase, *a, **k)
         if phase == "main" and index + 1 == self.crash_after:
             raise SimulatedCrash
@@ -597,7 +598,7 @@ def test_resume_of_an_interrupted_rollback_finishes_it(tmp_path: Path) -> None:
 
         class CrashInRollback(Executor):
             async def _run_logged(
-                self, step: Step, index: int, phase: str, *a: Any, **k: Any
+                self, step: Step, index: int, phase: Phase, *a: Any, **k: Any
             ) -> Any:
                 record: StepRecord = await super()._run_logged(step, index, phase, *a, **k)
                 if phase == "rollback" and index == 0:

@@ -1,14 +1,8 @@
 """Act: the only code that changes a cluster — plans run as journaled, idempotent steps."""
 
 from ._canary import CanaryResult, ClientSource, run_canary
-from ._executor import (
-    CanaryRunner,
-    Executor,
-    FailoverResult,
-    StepFailed,
-    StepRecord,
-    epoch_file_text,
-)
+from ._epoch import epoch_file_text
+from ._executor import Executor
 from ._journal import Journal, JournalProgress
 from ._prepare import (
     RecordedMaster,
@@ -17,6 +11,7 @@ from ._prepare import (
     read_group_files,
     recorded_masters,
 )
+from ._run import CanaryRunner, FailoverResult, StepFailed, StepRecord
 from ._state import GroupRecord, StateError, StateStore, WatchdogState
 
 __all__ = [
