@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +21,19 @@ from watchdog.act import (
     Executor,
     FailoverResult,
     Journal,
+    StateError,
     StateStore,
+    StepFailed,
     StepRecord,
 )
+from watchdog.act._commitlog import CommitLogError
 from watchdog.act._progress import Phase
-from watchdog.config import WatchdogConfig, parse_config
+from watchdog.act._steps import is_step_failure
+from watchdog.config import ConfigError, WatchdogConfig, parse_config
 from watchdog.decide import Plan, Promote, Step, StepKind, plan_promotion
-from watchdog.hosts import CommandResult, LocalBackend
-from watchdog.model import PropertiesFile
-from watchdog.remoting import ClientPool
+from watchdog.hosts import CommandResult, HostError, LocalBackend
+from watchdog.model import PropertiesFile, WatchdogError
+from watchdog.remoting import ClientPool, RemoteError, RemotingTimeout
 from watchdog.remoting.standin import StandinBroker, StandinServer
 
 A0, A1 = "broker-a:0", "broker-a:1"
@@ -478,6 +482,61 @@ def test_a_failed_canary_fails_without_rollback(tmp_path: Path) -> None:
         # The group has a registered master: undoing that would leave it with none.
         assert world.masters() == [world.brokers[A1].addr] * 2
         assert not any(r.phase == "rollback" for r in result.steps)
+
+    run(body, tmp_path)
+
+
+class Unnamed(WatchdogError):
+    """A WatchdogError the executor did not name before it caught the root."""
+
+
+@pytest.mark.parametrize(
+    ("exc", "is_failure"),
+    [
+        # The three the executor named before: retried, then recorded.
+        (StepFailed("x"), True),
+        (HostError("x"), True),
+        (RemotingTimeout("x"), True),
+        (RemoteError(1, "x", 10), True),
+        # The root means any of them, and whatever else rmq-watchdog raises on purpose...
+        (CommitLogError("x"), True),
+        (Unnamed("x"), True),
+        # ...but its own state and config: they propagate out of the run, as before.
+        (StateError("x"), False),
+        (ConfigError("x"), False),
+        # Not raised on purpose: a bug, which surfaces.
+        (ValueError("x"), False),
+        (KeyError("x"), False),
+    ],
+)
+def test_which_errors_fail_a_step(exc: BaseException, is_failure: bool) -> None:
+    assert is_step_failure(exc) is is_failure
+
+
+def test_an_unreadable_state_file_ends_the_run_instead_of_rolling_back(tmp_path: Path) -> None:
+    """record_epoch cannot read state.json: the error surfaces (as it did before the executor
+    caught WatchdogError); recorded as a failed step it would roll back a promotion that the
+    cluster has taken. The journal keeps the run to resume."""
+
+    async def body(world: World) -> None:
+        config = world.config()
+        await world.stop(A0)
+        executor = world.executor(config)
+        canary = executor.context.canary
+        assert canary is not None
+
+        async def canary_then_corrupt(*args: Any) -> Any:
+            outcome = await canary(*args)
+            StateStore(config.state_dir).path.write_text("{not json")
+            return outcome
+
+        executor.context = replace(executor.context, canary=canary_then_corrupt)
+        with pytest.raises(StateError, match="not a valid state file"):
+            await executor.run(world.promotion(config), "fo-1")
+        events = [e["event"] for e in journal_events(config, "fo-1")]
+        assert events[-1] == "step_started" and "rollback_started" not in events
+        assert "step_failed" not in events
+        assert world.masters() == [world.brokers[A1].addr] * 2
 
     run(body, tmp_path)
 
