@@ -19,6 +19,7 @@
 #
 # The executor retries and records a step on WatchdogError alone: every failure it can expect
 # from a host, a broker or its own checks is one, and anything else is a bug that must surface.
+# StateError and ConfigError are not a step's failure and end the run (act/_steps.py says why).
 
 from __future__ import annotations
 
