@@ -155,6 +155,11 @@ def _after_failure(plan: Plan, progress: Progress, index: int) -> Action:
             "awaiting_fence", f"not promoting until {old_key} is fenced: {progress.failed_detail}"
         )
     why = f"step {index + 1} ({step.kind}) failed: {progress.failed_detail}"
+    if _is_epoch_recorded(plan, progress.done):
+        # The new master's epoch is in state.json, the .epoch files and the nameservers: the
+        # promotion is final, and undoing it now (the old master's rejoin after a forced
+        # switch failed) would leave a group whose records name a master that is not one.
+        return Finish("failed", f"{why}; the promotion stands (its epoch is recorded)")
     # Roll back once the candidate was stopped, except after a failed canary: the group has a
     # registered master then, and undoing that would leave it with none.
     if (
@@ -164,6 +169,10 @@ def _after_failure(plan: Plan, progress: Progress, index: int) -> Action:
     ):
         return StartRollback(why)
     return Finish("failed", why)
+
+
+def _is_epoch_recorded(plan: Plan, done: frozenset[int]) -> bool:
+    return any(plan.steps[i].kind is StepKind.RECORD_EPOCH for i in done)
 
 
 def _is_candidate_touched(plan: Plan, done: frozenset[int]) -> bool:
