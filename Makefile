@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 RERUNS ?= --reruns 1 --reruns-delay 5
 
 .PHONY: all venv demo-deps system-deps rocketmq test test-docker unit integration lint typecheck demo demo-down \
-	bench clean chaos fuzz
+	bench clean chaos fuzz systemd-rootfs test-systemd
 
 all: test
 
@@ -39,7 +39,8 @@ demo-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-# The tests need more: sshd, Prometheus/promtool, systemd-analyze, ip/nft, dockerd, busybox.
+# The tests need more: sshd, Prometheus/promtool, systemd-analyze, ip/nft, dockerd, busybox,
+# debootstrap and systemd-nspawn (tests/systemd boots a Debian root filesystem under systemd).
 system-deps: demo-deps
 	@missing=""; \
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
@@ -50,6 +51,8 @@ system-deps: demo-deps
 	command -v nft >/dev/null || missing="$$missing nftables"; \
 	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	test -x /bin/busybox || missing="$$missing busybox-static"; \
+	test -x /usr/sbin/debootstrap || missing="$$missing debootstrap"; \
+	test -x /usr/bin/systemd-nspawn || missing="$$missing systemd-container"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -73,8 +76,17 @@ integration: rocketmq
 
 # tests/docker runs on a real engine (a private dockerd when none answers, see its conftest);
 # its compose test, which pulls images, is left to test-docker.
-test: venv system-deps rocketmq lint typecheck
+test: venv system-deps rocketmq systemd-rootfs lint typecheck
 	$(BIN)/pytest tests $(RERUNS) $(PYTEST_ARGS)
+
+# tests/systemd (part of `make test`) installs rmq-watchdog by the README's steps in a Debian
+# bookworm container booted with systemd-nspawn: its root filesystem is made once with
+# debootstrap (about a minute, Debian's mirror) and cached under ~/.cache/rmq-watchdog.
+systemd-rootfs: venv system-deps
+	$(BIN)/python -m tests.systemd.rootfs
+
+test-systemd: rocketmq systemd-rootfs
+	$(BIN)/pytest tests/systemd $(PYTEST_ARGS)
 
 # Needs a running Docker engine (DOCKER_HOST or /var/run/docker.sock) with the compose plugin:
 # the compose failover test pulls apache/rocketmq:4.9.7 and builds the watchdog image.
