@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -339,6 +340,8 @@ def test_failover_and_ack_through_the_running_daemon(tmp_path: Path) -> None:
             echo=out.append,
         )  # fmt: skip
 
+    json_out: list[str] = []
+
     async def go() -> tuple[list[int], list[str], dict[str, Any] | None]:
         running = asyncio.create_task(daemon.run())
         try:
@@ -350,7 +353,11 @@ def test_failover_and_ack_through_the_running_daemon(tmp_path: Path) -> None:
                 await failover(out),
                 await run_ack(config, "broker-a", echo=out.append),
                 await failover(out),
-            ]
+                await run_failover(
+                    config, "broker-a", dry_run=False, to_key=None, force=False, as_json=True,
+                    echo=json_out.append,
+                ),
+            ]  # fmt: skip
             raw = await ControlConnection.open(config)
             await raw.send({"op": "ack", "broker_name": "broker-zz"})
             answer = await raw.answer()
@@ -362,7 +369,7 @@ def test_failover_and_ack_through_the_running_daemon(tmp_path: Path) -> None:
 
     with capture_logs():
         codes, out, answer = asyncio.run(go())
-    (plan,) = executors.made[-1].plans
+    plan, second = executors.made[-1].plans  # the second: the --json run
     assert plan.new_master_key == "broker-a:1"
     assert plan.reason.startswith("promoting broker-a id=1")
     # The daemon cycles on while the CLI asks: down for 3 s or a cycle or two more.
@@ -380,6 +387,12 @@ def test_failover_and_ack_through_the_running_daemon(tmp_path: Path) -> None:
         f"  step 1 done: {plan.steps[0].purpose} — as scripted",
         "failover succeeded: scripted",
     ]
-    assert codes == [1, 0, 0]
+    # --json through the daemon: JSON lines only, and the exit code follows the result.
+    assert second.new_master_key == "broker-a:1"
+    assert json.loads(json_out[-1]) == {
+        "event": "result", "outcome": "succeeded", "detail": "scripted"
+    }  # fmt: skip
+    assert codes[3] == 0, json_out  # was 1: the JSON branch never read the result
+    assert codes[:3] == [1, 0, 0]
     assert store.load().group("broker-a").blocked_until is None
     assert answer == {"error": "unknown broker group 'broker-zz'"}

@@ -261,8 +261,7 @@ async def _plan_and_maybe_run(
                 group, record.blocked_until, record.block_reason, force=force, now=time.time()
             )
             if refusal is not None:
-                echo(f"refused: {refusal}")
-                return 1
+                return _refused(refusal, as_json, echo)
         decision = manual_promote(
             snapshot,
             group,
@@ -371,6 +370,8 @@ async def _ask_daemon(
         if not as_json:
             echo("a running daemon holds the lock; asking it to fail over")
         async for message in daemon.answers():
+            if message.get("event") == "result":
+                code = 0 if message["outcome"] == "succeeded" else 1
             if as_json:
                 echo(json.dumps(message))
             elif "error" in message:
@@ -385,7 +386,6 @@ async def _ask_daemon(
                 )
             elif message.get("event") == "result":
                 echo(f"failover {message['outcome']}: {message['detail']}")
-                code = 0 if message["outcome"] == "succeeded" else 1
         return code
     finally:
         daemon.close()
