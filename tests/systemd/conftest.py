@@ -169,6 +169,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
             sshd=sshd,
             properties_before=properties,
             addrs=addrs,
+            metrics=sandbox["metrics"]["listen"],
             install_cursor=cursor,
             outputs=outputs,
             broker_host_blocks=broker_host_blocks,

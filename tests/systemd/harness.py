@@ -86,6 +86,7 @@ class Install:
     sshd: SshdServer
     properties_before: dict[str, str]  # broker key -> its properties text before any failover
     addrs: dict[str, str]  # broker key -> host:port
+    metrics: str  # the daemon's metrics endpoint, host:port (the host's network)
     install_cursor: str  # the journal before the README's first block
     outputs: list[tuple[Block, str]]  # every block run, with its output
     broker_host_blocks: list[Block]  # run by the gate test
@@ -141,7 +142,8 @@ def container_config(sandbox: dict[str, Any], sshd: SshdServer) -> str:
         "",
         f"[hosts.{BROKER_HOST}]",
         'kind = "ssh"',
-        'address = "127.0.0.1"',
+        # A name, not an address: resolved (/etc/hosts) by the daemon under the unit's hardening.
+        'address = "localhost"',
         f"port = {sshd.port}",
         f"user = {q(sshd.user)}",
         'known_hosts = "/etc/rmq-watchdog/known_hosts"',

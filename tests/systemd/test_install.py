@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.request
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +42,7 @@ STARTED_ID = "39f53479d3a045ac8e11786248231fbf"
 # The test's drop-in shortens the unit's WatchdogSec=30s so a hung daemon is killed sooner.
 TEST_WATCHDOG_SEC = 5
 WATCHDOG_DROPIN = "/etc/systemd/system/rmq-watchdog.service.d/zz-install-test-watchdog.conf"
+PROCSUBSET_DROPIN = "/etc/systemd/system/rmq-watchdog.service.d/zz-install-test-procsubset.conf"
 BROKER_UNIT = "/etc/systemd/system/rocketmq-broker@.service"
 BROKER_CONF = "/opt/rocketmq/conf"
 
@@ -128,9 +130,12 @@ def test_status_shows_the_daemons_status_line(installed: Install) -> None:
 
 
 def test_security_exposure(installed: Install) -> None:
-    """`systemd-analyze security` on the loaded unit, inside the container: at most 2.0, and
-    the figure the README's install section states."""
-    out = installed.container.run(["systemd-analyze", "security", "--no-pager", UNIT]).stdout
+    """`systemd-analyze verify` of the installed unit says nothing; `systemd-analyze security`
+    on the loaded unit, inside the container: at most 2.0, and the figure the README states."""
+    container = installed.container
+    verify = container.run(["systemd-analyze", "verify", f"/etc/systemd/system/{UNIT}"])
+    assert not (verify.stdout + verify.stderr).strip(), verify.stdout + verify.stderr
+    out = container.run(["systemd-analyze", "security", "--no-pager", UNIT]).stdout
     print(out)
     match = re.search(rf"Overall exposure level for {re.escape(UNIT)}: (\d+\.\d+)", out)
     assert match, out
@@ -140,6 +145,43 @@ def test_security_exposure(installed: Install) -> None:
     assert stated and float(stated.group(1)) == exposure, (
         f"the README says exposure {stated and stated.group(1)}, systemd says {exposure}"
     )
+
+
+def _metrics(installed: Install) -> str:
+    url = f"http://{installed.metrics}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def _restart_with_dropin(installed: Install, path: str, text: str | None) -> None:
+    """Install (text) or remove (None) a drop-in of the unit, then restart it."""
+    container = installed.container
+    if text is None:
+        container.run(["rm", "-f", path])
+    else:
+        container.write(path, text)
+    container.run(["systemctl", "daemon-reload"])
+    container.run(["systemctl", "restart", UNIT])
+
+
+def test_process_metrics_need_the_procsubset_relaxation(installed: Install) -> None:
+    """The unit's ProcSubset=all is a relaxation "for the process_* metrics": with it they are
+    exported; with ProcSubset=pid (in a test drop-in) they are not, so it is needed."""
+    installed.ensure_running()
+    assert installed.container.show(UNIT, "ProcSubset")["ProcSubset"] == "all"
+    shipped = _metrics(installed)
+    assert "process_start_time_seconds " in shipped and "rmq_watchdog" in shipped
+    try:
+        _restart_with_dropin(installed, PROCSUBSET_DROPIN, "[Service]\nProcSubset=pid\n")
+        assert installed.container.show(UNIT, "ProcSubset")["ProcSubset"] == "pid"
+        hidden = _metrics(installed)
+    finally:
+        _restart_with_dropin(installed, PROCSUBSET_DROPIN, None)
+    process = sorted(
+        {line.split()[0] for line in hidden.splitlines() if line.startswith("process_")}
+    )
+    print(f"with ProcSubset=pid, process_* samples: {process}")
+    assert "process_start_time_seconds " not in hidden, "ProcSubset=all is not needed"
 
 
 def test_reload_with_a_bad_config_keeps_the_running_one(installed: Install) -> None:
@@ -312,10 +354,9 @@ def test_hung_daemon_is_restarted_by_the_systemd_watchdog(installed: Install) ->
     it (SIGABRT) and Restart=on-failure starts a new one. The shipped 30 s is shortened to 5 s
     by a test drop-in."""
     container = installed.container
-    container.write(WATCHDOG_DROPIN, f"[Service]\nWatchdogSec={TEST_WATCHDOG_SEC}s\n")
     try:
-        container.run(["systemctl", "daemon-reload"])
-        container.run(["systemctl", "restart", UNIT])
+        dropin = f"[Service]\nWatchdogSec={TEST_WATCHDOG_SEC}s\n"
+        _restart_with_dropin(installed, WATCHDOG_DROPIN, dropin)
         before = container.show(UNIT, "MainPID", "NRestarts", "WatchdogUSec")
         assert before["WatchdogUSec"] == f"{TEST_WATCHDOG_SEC}s", before
         pid = before["MainPID"]
@@ -355,9 +396,7 @@ def test_hung_daemon_is_restarted_by_the_systemd_watchdog(installed: Install) ->
         assert after["ActiveState"] == "active" and after["MainPID"] != pid, after
         assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1, after
     finally:
-        container.run(["rm", "-f", WATCHDOG_DROPIN])
-        container.run(["systemctl", "daemon-reload"])
-        container.run(["systemctl", "restart", UNIT])
+        _restart_with_dropin(installed, WATCHDOG_DROPIN, None)
     assert container.show(UNIT, "WatchdogUSec")["WatchdogUSec"] == "30s"
 
 
