@@ -6,6 +6,7 @@ are seen for real kills, pauses and restarts without a promotion changing the cl
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -15,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.daemon_harness import Daemon, running_daemon
+from tests.integration.daemon_harness import Daemon, cli, running_daemon
 from tests.integration.prometheus_harness import run_prometheus
+from watchdog.act import GroupRecord, StateStore, WatchdogState
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +42,31 @@ def dry_run_config(sandbox: Any, tmp_path: Path) -> Path:
     path = tmp_path / "watchdog-dry.toml"
     path.write_text("dry_run = true\n" + text)
     return path
+
+
+def assert_status_shows_the_daemon(config: Path, d: Daemon, tmp_path: Path) -> None:
+    """`status` asks the running daemon for its view and reads the state dir beside it."""
+    report = json.loads(cli("status", "-c", str(config), "--json").stdout)
+    view = report["watchdog"]
+    assert view["daemon"]["pid"] == d.proc.pid and view["daemon"]["cycle"] >= 1
+    group = view["groups"]["broker-a"]
+    assert group["state"] == "HEALTHY" and group["failover"] is None
+    assert group["blocked_until"] is None
+
+    # The block, as a failover leaves it, in a copy of the state dir with no daemon beside it.
+    text = config.read_text()
+    state_dir = tmp_path / "other-state"
+    copy = tmp_path / "watchdog-other-state.toml"
+    copy.write_text(re.sub(r'(?m)^state_dir = ".*"$', f'state_dir = "{state_dir}"', text))
+    StateStore(state_dir).save(
+        WatchdogState().with_group(
+            "broker-a", GroupRecord(epoch=3, blocked_until=time.time() + 600, block_reason="x")
+        )
+    )
+    table = cli("status", "-c", str(copy)).stdout
+    assert f"watchdog daemon: none answers on {state_dir / 'control.sock'}" in table
+    assert "automatic failovers blocked until " in table and "(x); `rmq-watchdog ack`" in table
+    assert "epoch 3, master on record -" in table
 
 
 def group_state_after(d: Daemon, cycle: int, state: str, timeout: float) -> dict[str, Any]:
@@ -132,6 +159,7 @@ def test_systemd_notify_and_sighup_reload(sandbox_cluster: Any, tmp_path: Path) 
                 messages.append(sock.recv(4096).decode())
             ready = next(m for m in messages if "READY=1" in m)
             assert "STATUS=cycle 1: broker-a HEALTHY" in ready
+            assert_status_shows_the_daemon(config, d, tmp_path)
             watchdog_pings = 0
             while watchdog_pings < 3:
                 if "WATCHDOG=1" in sock.recv(4096).decode():

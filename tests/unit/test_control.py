@@ -151,9 +151,12 @@ def exchange(tmp_path: Path, line: bytes) -> tuple[bytes, list[FailoverRequest],
         acks.append(broker_name)
         return {"ok": True, "message": f"automatic failover of {broker_name} re-enabled"}
 
+    def status() -> Mapping[str, Any]:
+        return {"ok": True, "pid": 7, "cycle": 3, "groups": {"broker-a": {"state": "HEALTHY"}}}
+
     async def go() -> bytes:
         path = control_socket_path(make_config(tmp_path))
-        server = await start_control_server(path, failover, ack)
+        server = await start_control_server(path, failover, ack, status)
         try:
             assert path.stat().st_mode & 0o777 == 0o600
             reader, writer = await asyncio.open_unix_connection(str(path))
@@ -166,6 +169,14 @@ def exchange(tmp_path: Path, line: bytes) -> tuple[bytes, list[FailoverRequest],
             server.close()
 
     return asyncio.run(go()), failovers, acks
+
+
+def test_status_is_answered_on_one_line(tmp_path: Path) -> None:
+    answer, failovers, acks = exchange(tmp_path, b'{"op": "status"}\n')
+    assert answer == (
+        b'{"ok": true, "pid": 7, "cycle": 3, "groups": {"broker-a": {"state": "HEALTHY"}}}\n'
+    )
+    assert (failovers, acks) == ([], [])
 
 
 def test_an_ack_is_answered_on_one_line(tmp_path: Path) -> None:

@@ -72,13 +72,17 @@ def status(config_path: str, as_json: bool) -> None:
 
     Shows each nameserver (up, latency) and each broker (up, role, the ids it is
     registered under on each nameserver, commitLogMaxOffset, replication lag in bytes
-    = master - slave max offset, version, probe latency). Exits 1 when a group has no
-    broker answering as master (or two: a split brain) or most nameservers do not answer.
+    = master - slave max offset, version, probe latency), then the watchdog's view of each
+    group: the running daemon's state and sentence, a running failover and its step, the
+    anti-flap block, the epoch on record, the last failover and stores moved aside. Exits 1
+    when a group has no broker answering as master (or two: a split brain) or most
+    nameservers do not answer.
     """
     config = load_or_exit(config_path)
 
     from ..observe import render_status, status_report
     from ..probe import Prober, client_pool
+    from ._status import watchdog_view
 
     async def probe_once() -> dict[str, object]:
         pool = client_pool(config)
@@ -86,7 +90,9 @@ def status(config_path: str, as_json: bool) -> None:
             snapshot = await Prober(config, pool).snapshot()
         finally:
             await pool.close_all()
-        return status_report(snapshot)
+        report = status_report(snapshot)
+        report["watchdog"] = await watchdog_view(config, time.time())
+        return report
 
     report = run_async(probe_once)
     if as_json:

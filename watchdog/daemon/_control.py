@@ -10,6 +10,8 @@ JSON object on one line and reads JSON lines until the daemon closes the connect
            {"event": "accepted", "failover_id": ..., "plan": {...}},
            the executor's events as {"event": name, ...fields},
            {"event": "result", "outcome": ..., "detail": ...}
+    {"op": "status"}
+        -> {"ok": true, "pid": ..., "cycle": ..., "groups": {N: {"state": ..., "reason": ...}}}
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "FailoverRequest",
     "Send",
     "acknowledge",
+    "ask_status",
     "control_socket_path",
     "event_message",
     "relay_failover",
@@ -42,6 +45,7 @@ __all__ = [
 Send = Callable[[Mapping[str, Any]], None]
 FailoverHandler = Callable[["FailoverRequest", Send], Awaitable[None]]
 AckHandler = Callable[[str], Mapping[str, Any]]
+StatusHandler = Callable[[], Mapping[str, Any]]
 
 # How long the daemon waits for a connected client's request line.
 _REQUEST_TIMEOUT_SECONDS = 10
@@ -111,7 +115,7 @@ def acknowledge(config: WatchdogConfig, store: StateStore, broker_name: str) -> 
 
 
 async def start_control_server(
-    path: Path, failover: FailoverHandler, ack: AckHandler
+    path: Path, failover: FailoverHandler, ack: AckHandler, status: StatusHandler
 ) -> asyncio.AbstractServer:
     """Listen on `path` (owner only); each connection is one request."""
 
@@ -127,6 +131,8 @@ async def start_control_server(
                 await failover(FailoverRequest.from_json(request), send)
             elif op == "ack":
                 send(ack(str(request.get("broker_name", ""))))
+            elif op == "status":
+                send(status())
             else:
                 send({"error": f"unknown op {op!r}"})
             await writer.drain()
@@ -195,3 +201,19 @@ class ControlConnection:
 
     def close(self) -> None:
         self._writer.close()
+
+
+async def ask_status(config: WatchdogConfig, timeout_seconds: float = 2.0) -> dict[str, Any] | None:
+    """The running daemon's own view (group states and their sentences), or None when no
+    daemon answers on the control socket within `timeout_seconds`."""
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            daemon = await ControlConnection.open(config)
+            try:
+                await daemon.send({"op": "status"})
+                answer = await daemon.answer()
+            finally:
+                daemon.close()
+    except (OSError, TimeoutError, ValueError):
+        return None
+    return answer if answer is not None and answer.get("ok") else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -85,8 +86,7 @@ log = structlog.get_logger("rmq_watchdog")
 class SnapshotSource(Protocol):
     """Room 1: one snapshot of the cluster per call (the `Prober`)."""
 
-    async def snapshot(self, known_masters: Mapping[str, str] | None = None) -> ClusterSnapshot:
-        ...
+    async def snapshot(self, known_masters: Mapping[str, str] | None = None) -> ClusterSnapshot: ...
 
 
 class ServiceNotifier(Protocol):
@@ -270,7 +270,10 @@ class Daemon:
             if self.config.metrics.enabled:
                 self.metrics_server.start(self.config.metrics.listen)
             control = await start_control_server(
-                control_socket_path(self.config), self._control_failover, self._control_ack
+                control_socket_path(self.config),
+                self._control_failover,
+                self._control_ack,
+                self._control_status,
             )
             log.info(
                 "rmq-watchdog started",
@@ -467,9 +470,7 @@ class Daemon:
         for name, record in state.groups.items():
             g = verdict.group(name)
             if record.lowered_from and g is not None and g.master_role == record.lowered_from:
-                log.info(
-                    f"{name}'s master role is {record.lowered_from} again", broker_name=name
-                )
+                log.info(f"{name}'s master role is {record.lowered_from} again", broker_name=name)
                 self.store.save(
                     self.store.load().with_group(
                         name, replace(record, lowered_from=None, lowered_by=None)
@@ -667,6 +668,14 @@ class Daemon:
         if answer.get("ok"):
             log.info("failover block acknowledged", broker_name=broker_name)
         return answer
+
+    def _control_status(self) -> Mapping[str, Any]:
+        """What `status` shows of the daemon: each group's state and sentence this cycle."""
+        groups = {
+            d.broker_name: {"state": d.state.value, "reason": d.reason}
+            for d in self.cycle.decisions
+        }
+        return {"ok": True, "pid": os.getpid(), "cycle": self.cycle.number, "groups": groups}
 
     # -- failover events -> logs, metrics and the asking client -----------------------------
 

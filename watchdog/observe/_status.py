@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..model import ClusterSnapshot
@@ -91,6 +92,57 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _when(at: float | None) -> str:
+    return "-" if at is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
+def _watchdog_lines(view: dict[str, Any] | None) -> list[str]:
+    """The watchdog part of the table: one block per group."""
+    if not view:
+        return []
+    daemon = view.get("daemon")
+    lines = [
+        "",
+        f"watchdog daemon: pid {daemon['pid']}, cycle {daemon['cycle']}"
+        if daemon
+        else f"watchdog daemon: none answers on {view.get('control_socket')}",
+    ]
+    for name, g in view.get("groups", {}).items():
+        state = g.get("state") or "-"
+        lines.append(f"group {name}: {state}" + (f": {g['reason']}" if g.get("reason") else ""))
+        failover = g.get("failover")
+        if failover:
+            doing = "rolling back" if failover.get("rolling_back") else "running"
+            lines.append(
+                f"  failover {failover['id']} {doing}: step {failover.get('step')}/"
+                f"{failover.get('steps')} {failover.get('purpose') or ''}".rstrip()
+            )
+        if g.get("blocked_until") is not None:
+            lines.append(
+                f"  automatic failovers blocked until {_when(g['blocked_until'])} "
+                f"({g.get('block_reason')}); `rmq-watchdog ack` lifts it"
+            )
+        lines.append(
+            f"  epoch {g.get('epoch')}, master on record {g.get('master') or '-'}"
+            + (
+                f" (role lowered from {g['role_lowered_from']})"
+                if g.get("role_lowered_from")
+                else ""
+            )
+        )
+        last = g.get("last_failover")
+        if last:
+            lines.append(
+                f"  last {last['kind']} {last['id']}: {last['outcome']}, "
+                f"started {_when(last.get('started_at'))}"
+            )
+        for aside in g.get("stores_moved_aside", ()):
+            lines.append(
+                f"  store moved aside by {aside['failover_id']}: {aside['messages']} message(s)"
+            )
+    return lines
+
+
 def _problem_lines(problems: list[str]) -> list[str]:
     return ["", *(f"PROBLEM: {p}" for p in problems)] if problems else []
 
@@ -140,6 +192,7 @@ def render_status(report: dict[str, Any]) -> str:
                 ],
                 broker_rows,
             ),
+            *_watchdog_lines(report.get("watchdog")),
             *_problem_lines(report.get("problems", ())),
         ]
     )
