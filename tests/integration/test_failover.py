@@ -548,6 +548,7 @@ def test_consumer_offsets_survive_promotion_and_the_old_masters_return(
         )
         promoted = cli("failover", "-c", str(top.config), "--broker-name", "broker-a")
         assert promoted.returncode == 0, promoted
+        assert "automatic failovers of broker-a are blocked until" in promoted.stdout, promoted
         [failover] = states.failover_ids()
         assert states.outcome(failover) == "succeeded"
         assert offsets(A1) == on_slave

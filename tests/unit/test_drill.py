@@ -933,3 +933,15 @@ def test_partition_report() -> None:
     failed_over = build_report(observations(fault="partition"))
     assert not failed_over.is_ok
     assert any("failed over (F1, succeeded) although clients" in p for p in failed_over.problems)
+
+
+def test_the_report_names_the_block_a_failover_left() -> None:
+    report = build_report(observations(blocked_until=1_800_000_000.0, block_reason="failover X"))
+    assert report.to_json()["blocked_until"] == 1_800_000_000.0
+    text = render_report(report)
+    assert (
+        "automatic failovers of broker-a are now blocked until 2027-01-15 08:00:00 UTC "
+        "(failover X)" in text
+    )
+    assert "rmq-watchdog ack -c FILE --broker-name broker-a" in text
+    assert "blocked until" not in render_report(build_report(observations()))

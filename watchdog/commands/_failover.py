@@ -157,13 +157,17 @@ async def run_failover(
             lock.acquire()
         except LockHeld:
             request = FailoverRequest(broker_name, to_key, force, fenced_by_operator)
-            return await _ask_daemon(config, request, as_json, echo)
-        try:
-            return await _plan_and_maybe_run(
-                config, broker_name, dry_run, to_key, force, as_json, echo, fenced_by_operator
-            )
-        finally:
-            lock.release()
+            code = await _ask_daemon(config, request, as_json, echo)
+        else:
+            try:
+                code = await _plan_and_maybe_run(
+                    config, broker_name, dry_run, to_key, force, as_json, echo, fenced_by_operator
+                )
+            finally:
+                lock.release()
+        if code == 0 and not as_json:
+            _say_block(config, broker_name, echo)
+        return code
     return await _plan_and_maybe_run(
         config, broker_name, dry_run, to_key, force, as_json, echo, fenced_by_operator
     )
@@ -299,6 +303,18 @@ async def _plan_and_maybe_run(
         await pool.close_all()
         for host in hosts.values():
             await host.close()
+
+
+def _say_block(config: WatchdogConfig, broker_name: str, echo: Echo) -> None:
+    """After a failover: the anti-flap block it left, so a second fault is no surprise."""
+    record = StateStore(config.state_dir).peek().group(broker_name)
+    if record.blocked_until is None or not record.is_blocked(time.time()):
+        return
+    until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.blocked_until))
+    echo(
+        f"automatic failovers of {broker_name} are blocked until {until} ({record.block_reason}); "
+        f"`rmq-watchdog ack -c FILE --broker-name {broker_name}` lifts the block"
+    )
 
 
 def _refused(reason: str, as_json: bool, echo: Echo) -> int:

@@ -3,6 +3,7 @@ from journals and daemon logs, build_report and the text rendering."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,6 +138,8 @@ class DrillReport:
     master_key: str | None = None
     master_addr: str | None = None
     files: Mapping[str, str] = field(default_factory=dict)
+    blocked_until: float | None = None
+    block_reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
         def r(value: float | None) -> float | None:
@@ -186,6 +189,8 @@ class DrillReport:
                 for e in self.timeline
             ],
             "files": dict(self.files),
+            "blocked_until": self.blocked_until,
+            "block_reason": self.block_reason,
         }
 
 
@@ -422,6 +427,9 @@ class DrillObservations:
     old_master_safe_at: float | None = None
     problems: tuple[str, ...] = ()
     files: Mapping[str, str] = field(default_factory=dict)
+    # When the drill ended: automatic failovers of the group blocked until then (anti-flap).
+    blocked_until: float | None = None
+    block_reason: str = ""
 
 
 def build_report(obs: DrillObservations) -> DrillReport:
@@ -567,6 +575,8 @@ def build_report(obs: DrillObservations) -> DrillReport:
         master_key=judgement.master_key if judgement and is_safe else None,
         master_addr=judgement.master_addr if judgement and is_safe else None,
         files=obs.files,
+        blocked_until=obs.blocked_until,
+        block_reason=obs.block_reason,
     )
 
 
@@ -640,6 +650,14 @@ def render_report(report: DrillReport) -> str:
         lines.append(
             f"  moved aside: {moved.get('messages')} message(s), {moved.get('bytes')} bytes past "
             f"the promotion point, from {moved.get('broker_key')} to {moved.get('path')}"
+        )
+    if report.blocked_until is not None:
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.blocked_until))
+        lines.append(
+            f"automatic failovers of {report.broker_name} are now blocked until {until} "
+            f"({report.block_reason}): a second fault before then is not failed over "
+            f"automatically; `rmq-watchdog ack -c FILE --broker-name {report.broker_name}` lifts "
+            "the block"
         )
     lines.append("")
     if report.is_ok:

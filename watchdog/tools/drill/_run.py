@@ -557,6 +557,7 @@ class _Drill:
             self.note("daemon_stopped", f"exit {code}")
             daemon_log = self.daemon.events()
             self.daemon = None
+        block = self.state.peek().group(self.name)
         files = {"dir": str(self.dir)}
         if (self.dir / "daemon.log").exists():
             files["daemon_log"] = str(self.dir / "daemon.log")
@@ -584,6 +585,8 @@ class _Drill:
                 old_master_safe_at=safe_at,
                 problems=tuple(self.problems),
                 files=files,
+                blocked_until=block.blocked_until if block.is_blocked(time.time()) else None,
+                block_reason=block.block_reason,
             )
         )
 
