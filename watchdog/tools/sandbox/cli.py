@@ -36,6 +36,20 @@ def _errors() -> Iterator[None]:
         raise SandboxFailed(f"{where}{exc.strerror or exc}") from None
 
 
+@contextmanager
+def _interrupted_up(box: Sandbox) -> Iterator[None]:
+    """Ctrl-C during `up`: it has already stopped what it started; say so, exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo(
+            f"interrupted: `sandbox up` stopped every process it had started in {box.dir}; "
+            "nothing of it is left running (run `sandbox up` again to start over)",
+            err=True,
+        )
+        sys.exit(130)
+
+
 def _dir_option(func: F) -> F:
     return click.option(
         "--dir",
@@ -212,7 +226,7 @@ def up(
     """Start the cluster; return once every broker is registered on every nameserver."""
     box = Sandbox(directory)
     began = time.monotonic()
-    with _errors():
+    with _errors(), _interrupted_up(box):
         doc = box.up(
             version=version,
             replication="sync" if replication == "sync" else "async",
