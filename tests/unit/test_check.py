@@ -9,7 +9,11 @@ import pytest
 
 from watchdog.act import GroupRecord, WatchdogState
 from watchdog.commands import block_findings, can_fail_over
-from watchdog.commands._check import _properties_dir_findings, _secondary_check_finding
+from watchdog.commands._check import (
+    _properties_dir_findings,
+    _secondary_check_finding,
+    state_dir_finding,
+)
 from watchdog.config import SecondaryCheck, WatchdogConfig, parse_config
 from watchdog.hosts import LocalBackend
 
@@ -89,3 +93,12 @@ def test_a_properties_directory_the_watchdog_cannot_write_blocks_failover(
     [bad] = asyncio.run(_properties_dir_findings(missing, LocalBackend("local")))
     assert bad.severity == "error" and bad.blocks_failover
     assert f"{tmp_path / 'gone'} is not writable on local" in bad.message
+
+
+def test_a_state_dir_of_another_user_is_a_warning(tmp_path: Path) -> None:
+    own = tmp_path.stat().st_uid
+    assert state_dir_finding(str(tmp_path), own) is None
+    assert state_dir_finding(str(tmp_path / "missing"), own + 1) is None
+    finding = state_dir_finding(str(tmp_path), own + 1)
+    assert finding is not None and finding.severity == "warn" and not finding.blocks_failover
+    assert f"{tmp_path} belongs to " in finding.message and "sudo -u " in finding.message

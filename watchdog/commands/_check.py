@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import posixpath
+import pwd
 import sys
 import time
 from collections.abc import Mapping
@@ -286,10 +288,35 @@ def _fence_finding(config: WatchdogConfig, name: str, master_addr: str) -> Findi
     return Finding("ok", subject, text)
 
 
+def state_dir_finding(state_dir: str, euid: int) -> Finding | None:
+    """A state dir owned by another user: what this command writes there (a failover's
+    journal, state.json after `ack`) would not be the daemon's to write again."""
+    try:
+        owner = os.stat(state_dir).st_uid
+    except OSError:
+        return None
+    if owner == euid:
+        return None
+    try:
+        name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        name = str(owner)
+    return Finding(
+        "warn",
+        "state",
+        f"{state_dir} belongs to {name}, this command runs as uid {euid}: run commands as "
+        f"that user (e.g. `sudo -u {name} rmq-watchdog ...`) so the files they write stay the "
+        "daemon's",
+    )
+
+
 async def run_checks(
     config: WatchdogConfig, snapshot: ClusterSnapshot, hosts: Mapping[str, Host]
 ) -> list[Finding]:
     findings: list[Finding] = []
+    owner = state_dir_finding(config.state_dir, os.geteuid())
+    if owner is not None:
+        findings.append(owner)
     up = snapshot.nameservers_up()
     for ns in snapshot.nameservers:
         if ns.is_up:
