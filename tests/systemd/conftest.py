@@ -85,6 +85,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
             phase.note = "debootstrap, cached from now on" if made else "cached"
         print(f"root filesystem: {root}", flush=True)
 
+        # Stopped last: sshd's stop kills what runs under it, and brokers the daemon started
+        # over SSH do; the sandbox goes down first.
+        sshd = start_sshd(work / "sshd")
+        cleanup.callback(sshd.stop)
+
         # The sandbox boots (JVMs) while the wheelhouse is built and the container boots.
         sandbox_dir = work / "sandbox"
         sandbox_started = time.monotonic()
@@ -104,18 +109,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
                 with PHASES.timed("sandbox down"):
                     sandbox_cli("down", "--dir", str(sandbox_dir), timeout=180)
 
-        # Stopped last: sshd's stop kills what runs under it, and brokers the daemon started
-        # over SSH do; the sandbox goes down first.
-        sshd = start_sshd(work / "sshd")
-        cleanup.callback(sshd.stop)
         cleanup.callback(sandbox_down)
 
         source = work / "rmq-watchdog"
         copy_source_tree(source)
         with PHASES.timed("wheelhouse on the host") as phase:
-            how = build_wheelhouse(source)
-            wheels = len(list((source / "wheelhouse").glob("*.whl")))
-            phase.note = f"{how}, {wheels} wheels"
+            phase.note = f"pip wheel: {build_wheelhouse(source)} wheels"
 
         container = Container(
             root=root,
