@@ -266,6 +266,29 @@ def test_failover_driven_by_the_service(installed: Install, failover: Failover) 
     assert failover.failover_id in history and "succeeded" in history, history
 
 
+def test_ctypes_callbacks_work_under_memory_deny_write_execute(installed: Install) -> None:
+    """The canary sends synchronously and pulls (no ctypes callback); librocketmq's binding also
+    has callback APIs (async send, push consumer). A ctypes callback needs no writable+executable
+    memory with the container's libffi: one runs with the unit's MemoryDenyWriteExecute= and
+    system call filter, as its user, in the installed venv (what the unit's comment says)."""
+    code = """
+import ctypes, mmap
+f = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda x: x + 1)
+print(f(41))
+try:  # the control: MemoryDenyWriteExecute= is in force, writable+executable memory is refused
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    print("W+X allowed")
+except OSError:
+    print("W+X refused")
+"""
+    argv = ["systemd-run", "--quiet", "--wait", "--pipe", "--property=User=rmq-watchdog"]
+    for name in ("MemoryDenyWriteExecute", "SystemCallFilter", "SystemCallArchitectures"):
+        value = installed.container.show(UNIT, name)[name]
+        argv.append(f"--property={name}={value}")
+    result = installed.container.run([*argv, "/opt/rmq-watchdog/bin/python3", "-c", code])
+    assert result.stdout.split() == ["42", "W+X", "refused"], result
+
+
 def test_journal_holds_the_json_decision_lines(installed: Install, failover: Failover) -> None:
     """`journalctl -u rmq-watchdog -o cat`: the daemon's lines are JSON, one decision per group
     and cycle, the promotion among them."""
