@@ -145,7 +145,7 @@ def test_calling_twice_does_not_duplicate_output() -> None:
     configure_logging("json", stream=second)
 
     structlog.get_logger().info("once")
-    logging.getLogger("asyncssh").info("once too")
+    logging.getLogger("httpx").info("once too")
 
     assert first.getvalue() == ""
     assert [e["event"] for e in lines(second)] == ["once", "once too"]
@@ -183,3 +183,12 @@ def test_capture_logs_sees_events_with_their_level() -> None:
 def test_bad_arguments_are_named(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         configure_logging(stream=io.StringIO(), **kwargs)
+
+
+def test_asyncssh_chatter_stays_out_of_the_log() -> None:
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    logging.getLogger("asyncssh").info("[conn=0, chan=1] Command: kill -0 1")
+    logging.getLogger("asyncssh").warning("[conn=0] Connection lost")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["[conn=0] Connection lost"]

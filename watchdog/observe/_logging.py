@@ -97,4 +97,7 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level_no)
+    # asyncssh logs ~5 INFO lines per SSH channel (opened, command, closed...): a failover's
+    # steps over SSH would bury the decision lines. Its warnings and errors still come through.
+    logging.getLogger("asyncssh").setLevel(max(level_no, logging.WARNING))
     return chosen
