@@ -62,6 +62,16 @@ def test_example_config_in_repo_is_valid() -> None:
     assert len(config.brokers) >= 2
 
 
+def test_candidate_stop_defaults_to_kill_and_takes_graceful(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, GOOD)).failover.candidate_stop == "kill"
+    graceful = GOOD + '\n[failover]\ncandidate_stop = "graceful"\n'
+    assert load_config(write(tmp_path, graceful)).failover.candidate_stop == "graceful"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, GOOD + '\n[failover]\ncandidate_stop = "sigterm"\n'))
+    assert "failover.candidate_stop" in str(info.value)
+    assert "'graceful' or 'kill'" in str(info.value)
+
+
 BAD: list[tuple[str, str, str]] = [
     ("bad port", GOOD.replace('"127.0.0.1:10911"', '"127.0.0.1:99999"'), "brokers[0].addr"),
     (

@@ -246,6 +246,68 @@ def test_the_plan_carries_both_loss_figures_to_the_journal_and_dry_run() -> None
     assert "expected loss: 100 bytes" in render_plan(same, group, FILES, config()).splitlines()
 
 
+def candidate_stop_of(plan: Plan) -> Any:
+    [step] = [
+        s for s in plan.steps if s.kind is StepKind.STOP and s.broker_key == plan.new_master_key
+    ]
+    return step
+
+
+def test_the_candidate_is_killed_by_default_when_it_has_a_kill_command() -> None:
+    """[failover] candidate_stop = "kill" (the default): the candidate's own kill argv, on its
+    host, in the place of its graceful stop; the old master's fence and the rollback still use
+    `stop` (a live old master must unregister; a rolled-back candidate goes on as a slave)."""
+    cfg = config(kill=True)
+    assert cfg.failover.candidate_stop == "kill"
+    plan = plan_of(plan_promotion(promote(), cfg, FILES, current_epoch=0))
+    stop = candidate_stop_of(plan)
+    assert (stop.argv, stop.host) == (("kill-broker", "1"), "h1")
+    assert "kill the candidate broker-a:1" in stop.purpose
+    assert "candidate_stop = kill" in stop.purpose
+    assert not stop.is_best_effort
+    kinds = [(s.kind, s.broker_key) for s in plan.steps]
+    assert kinds.index((StepKind.STOP, "broker-a:1")) + 1 == kinds.index(
+        (StepKind.REWRITE, "broker-a:1")
+    )
+    fence_stop = plan.steps[1]
+    assert (fence_stop.broker_key, fence_stop.argv) == ("broker-a:0", ("stop-broker", "0"))
+    assert plan.rollback[0].argv == ("stop-broker", "1")
+    assert Plan.from_json(plan.to_json()) == plan
+
+
+def test_graceful_candidate_stop_uses_the_stop_command() -> None:
+    plan = plan_of(
+        plan_promotion(
+            promote(), config(kill=True, candidate_stop="graceful"), FILES, current_epoch=0
+        )
+    )
+    stop = candidate_stop_of(plan)
+    assert stop.argv == ("stop-broker", "1")
+    assert "with its stop command (candidate_stop = graceful)" in stop.purpose
+
+
+def test_kill_without_a_kill_command_falls_back_to_stop_and_the_dry_run_says_so() -> None:
+    from watchdog.commands import render_plan
+    from watchdog.detect import GroupVerdict
+    from watchdog.model import GroupState
+
+    group = GroupVerdict(
+        "broker-a", GroupState.MASTER_ODOWN, A0, "broker-a:0", True, True, 3.0, 3, 3,
+        (), (), (), "master down",
+    )  # fmt: skip
+    without = plan_of(plan_promotion(promote(), config(), FILES, current_epoch=0))
+    stop = candidate_stop_of(without)
+    assert stop.argv == ("stop-broker", "1")
+    assert "candidate_stop = kill, but it has no kill command" in stop.purpose
+    text = render_plan(without, group, FILES, config())
+    assert f"[stop] {stop.purpose}" in text
+    assert '["stop-broker", "1"]' in text
+    killed = plan_of(plan_promotion(promote(), config(kill=True), FILES, current_epoch=0))
+    text = render_plan(killed, group, FILES, config(kill=True))
+    assert "[stop] kill the candidate broker-a:1@127.0.0.1:10921 with its kill command" in text
+    assert 'on host h1: ["kill-broker", "1"]' in text
+
+
 def test_diffs_show_each_file_once_with_every_edit() -> None:
     plan = plan_of(plan_promotion(promote(), config(), FILES, current_epoch=0))
     diffs = properties_diffs(plan, FILES, config())

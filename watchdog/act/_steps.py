@@ -115,16 +115,33 @@ async def _stop(ctx: StepContext, step: Step, host: Host, *, strict: bool = Fals
     command must also have succeeded, since not answering *us* proves nothing in a
     partition."""
     broker = ctx.broker(step.broker_key)
+    # The broker's kill argv (a candidate_stop = "kill" or a second master's fence) may only
+    # send the signal: the JVM is gone a moment later, not when the command returns.
+    is_kill = bool(broker.kill) and step.argv == broker.kill
+    what = "kill" if is_kill else "stop"
     result = await host.run(step.argv, timeout_seconds=ctx.config.failover.step_timeout_seconds)
     if result.exit_code == 255 and not result.stdout and "connect" in result.stderr:
         raise StepFailed(f"host {host.name} unreachable: {result.stderr.strip()}")
-    if await answers(ctx, broker.addr):
-        raise StepFailed(f"{broker.addr} still answers after stop ({result.summary()})")
+    if await _still_answers(ctx, broker.addr, _KILL_GRACE_SECONDS if is_kill else 0.0):
+        raise StepFailed(f"{broker.addr} still answers after {what} ({result.summary()})")
     if strict and not result.is_ok:
-        raise StepFailed(f"stop command on host {host.name} {result.summary()}")
+        raise StepFailed(f"{what} command on host {host.name} {result.summary()}")
     if not result.is_ok:
-        return f"stop command {result.summary()}, but {broker.addr} no longer answers"
-    return f"stopped; {broker.addr} no longer answers"
+        return f"{what} command {result.summary()}, but {broker.addr} no longer answers"
+    return f"{'killed' if is_kill else 'stopped'}; {broker.addr} no longer answers"
+
+
+_KILL_GRACE_SECONDS = 3.0
+
+
+async def _still_answers(ctx: StepContext, addr: str, grace_seconds: float) -> bool:
+    """Whether `addr` still answers, asked again every 0.2 s for up to `grace_seconds`."""
+    deadline = ctx.clock() + grace_seconds
+    while await answers(ctx, addr):
+        if ctx.clock() >= deadline:
+            return True
+        await asyncio.sleep(0.2)
+    return False
 
 
 async def _start(ctx: StepContext, step: Step, host: Host) -> str:

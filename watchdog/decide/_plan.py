@@ -190,6 +190,29 @@ def _stop(b: BrokerConfig, purpose: str, *, best_effort: bool = False) -> Step:
     return Step(StepKind.STOP, b.key, b.host, purpose, argv=b.stop, is_best_effort=best_effort)
 
 
+def _stop_candidate(b: BrokerConfig, config: WatchdogConfig) -> Step:
+    """The candidate's stop before its restart as master, as [failover] candidate_stop says:
+    its `kill` argv (no graceful shutdown: the next boot recovers the store as after a crash),
+    or its `stop` argv; "kill" without a `kill` argv falls back to `stop`, and says so."""
+    where = f"the candidate {b.key}@{b.addr}"
+    if config.failover.candidate_stop == "kill":
+        if b.kill:
+            return Step(
+                StepKind.STOP,
+                b.key,
+                b.host,
+                f"kill {where} with its kill command (candidate_stop = kill: no graceful "
+                "shutdown; its next boot recovers the store as after a crash)",
+                argv=b.kill,
+            )
+        return _stop(
+            b,
+            f"stop {where} with its stop command (candidate_stop = kill, but it has no kill "
+            "command: graceful shutdown)",
+        )
+    return _stop(b, f"stop {where} with its stop command (candidate_stop = graceful)")
+
+
 def _start(b: BrokerConfig, purpose: str) -> Step:
     return Step(StepKind.START, b.key, b.host, purpose, argv=b.start)
 
@@ -267,7 +290,7 @@ def plan_promotion(
     if old is not None and old.key != candidate.key:
         steps.extend(_fence_steps(old, candidate_old_id, config))
         details.append(("fence", _fence_paths_text(decision, old, config)))
-    steps.append(_stop(candidate, f"stop the candidate {candidate.key}@{candidate.addr}"))
+    steps.append(_stop_candidate(candidate, config))
     steps.append(
         _rewrite(
             candidate,
