@@ -246,6 +246,35 @@ def test_the_files_are_rendered_before_anything_is_written(
     assert files.config_text == watchdog_toml_text(d, topology)
 
 
+def test_brokers_start_without_tls_key_generation_unless_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`sandbox up` defaults to --tls disabled: RocketMQ's permissive default generates two
+    self-signed RSA-2048 keys at every broker boot (bench/results/broker_start.md); --tls
+    permissive is still there and adds no flag (RocketMQ's own default)."""
+    import inspect
+
+    from watchdog.tools.sandbox._files import render_files
+    from watchdog.tools.sandbox._runtime import Jvm
+    from watchdog.tools.sandbox.cli import sandbox
+
+    up = sandbox.commands["up"]
+    [tls] = [p for p in up.params if p.name == "tls"]
+    assert tls.default == "disabled"
+    assert list(getattr(tls.type, "choices", ())) == ["disabled", "permissive"]
+    assert inspect.signature(Sandbox.up).parameters["tls"].default == "disabled"
+    java = tmp_path / "jdk" / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.write_text("#!/bin/sh\n")
+    java.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+    topology = plan_topology(22000)
+    permissive = render_files(
+        tmp_path / "box", topology, Jvm(tmp_path / "lib", "4.9.7", "256m", "128m", "permissive")
+    )
+    assert not any(a.startswith("-Dtls.") for p in permissive.procs for a in p.argv)
+
+
 def _fake_mvn(bin_dir: Path, script: str) -> None:
     bin_dir.mkdir(parents=True, exist_ok=True)
     mvn = bin_dir / "mvn"

@@ -240,16 +240,17 @@ class Sandbox:
         base_port: int = 0,
         heap: str = "256m",
         namesrv_heap: str = "128m",
-        tls: Tls = "permissive",
+        tls: Tls = "disabled",
         timeout_seconds: float = 180.0,
         netns: bool = False,
     ) -> dict[str, Any]:
         """Start the cluster; return cluster.json once every broker is registered on every
         nameserver. On any failure, stop what was started and raise SandboxError.
 
-        tls="disabled" starts the JVMs with -Dtls.server.mode=disabled: RocketMQ then skips
-        generating a self-signed RSA certificate at every boot (seconds of CPU); the default
-        keeps RocketMQ's own default (permissive: TLS and plain TCP on the same port).
+        tls="disabled" (the default) starts the JVMs with -Dtls.server.mode=disabled: RocketMQ
+        then skips generating self-signed RSA-2048 certificates at every boot (two per broker,
+        seconds of CPU: bench/results/broker_start.md); tls="permissive" keeps RocketMQ's own
+        default (TLS and plain TCP on the same port, a new self-signed key at each boot).
 
         netns=True lays the cluster out as separate hosts (network namespaces on a bridge, an
         sshd in each; see _netns.py): one group, one slave, base_port ignored; needs root."""
