@@ -57,7 +57,7 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     text = UNIT.read_text()
     assert text.count(f"ExecStart={INSTALLED_DAEMON} ") == 1
     copy = tmp_path / "rmq-watchdog.service"
-    copy.write_text(text.replace(f"ExecStart={INSTALLED_DAEMON} ", f"ExecStart={_venv_daemon()} "))
+    copy.write_text(text.replace(f"={INSTALLED_DAEMON} ", f"={_venv_daemon()} "))
     assert copy.read_text().replace(str(_venv_daemon()), INSTALLED_DAEMON) == text
 
     proc = subprocess.run(
@@ -80,6 +80,23 @@ def test_exec_start_is_a_real_cli_invocation() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert f"{option}, --config FILE" in proc.stdout
+
+
+def test_exec_reload_validates_with_a_real_cli_invocation(tmp_path: Path) -> None:
+    """ExecReload='s first command accepts its options, passes a good config, fails a bad one."""
+    check = _unit_directives(UNIT.read_text())["ExecReload"][0].split()
+    assert check[:3] == [INSTALLED_DAEMON, "check", "--config-only"]
+    good = Path(__file__).parents[2] / "config" / "watchdog.example.toml"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.read_text() + "\n[probe]\ninterval = 5\n")
+    ok = subprocess.run(
+        [str(_venv_daemon()), *check[1:-1], str(good)], capture_output=True, text=True, timeout=60
+    )
+    assert ok.returncode == 0 and "a valid configuration" in ok.stdout, ok.stderr
+    refused = subprocess.run(
+        [str(_venv_daemon()), *check[1:-1], str(bad)], capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2 and str(bad) in refused.stderr, refused
 
 
 def test_verify_would_catch_a_mistake(tmp_path: Path) -> None:
@@ -122,7 +139,10 @@ def test_unit_essentials() -> None:
     assert d["Type"] == ["notify"]
     assert d["NotifyAccess"] == ["main"]
     assert d["ExecStart"] == [f"{INSTALLED_DAEMON} run -c /etc/rmq-watchdog/watchdog.toml"]
-    assert d["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert d["ExecReload"] == [
+        f"{INSTALLED_DAEMON} check --config-only -c /etc/rmq-watchdog/watchdog.toml",
+        "/bin/kill -HUP $MAINPID",
+    ]
     assert d["Restart"] == ["on-failure"]
     assert d["User"] == ["rmq-watchdog"] and d["Group"] == ["rmq-watchdog"]
     assert "DynamicUser" not in d  # SSH keys in /etc/rmq-watchdog need a stable uid

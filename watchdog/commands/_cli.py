@@ -105,12 +105,22 @@ def status(config_path: str, as_json: bool) -> None:
 
 @cli.command()
 @config_option
-def check(config_path: str) -> None:
+@click.option(
+    "--config-only",
+    is_flag=True,
+    help="Only load and validate the config file (nothing is probed): exit 2 with one line "
+    "naming the file and field when it cannot be used. The unit's ExecReload= runs this "
+    "before it signals the daemon, so a bad config fails `systemctl reload`.",
+)
+def check(config_path: str, config_only: bool) -> None:
     """Check that a failover could run: cluster vs config, control paths, a promotable slave.
 
     Prints each finding. Exits 1 when a failover could not run, 0 otherwise.
     """
     config = load_or_exit(config_path)
+    if config_only:
+        click.echo(f"{config_path}: a valid configuration for cluster {config.cluster_name}")
+        return
 
     from ..act import StateError, StateStore
     from ..hosts import make_host
