@@ -599,7 +599,9 @@ def test_an_old_master_back_mid_failover_keeps_its_store(
     sent = send_keyed(top.namesrv, "MidFailoverTopic", "before", 50)
     assert sent["failed"] == 0, sent
     wait_until(lambda: caught_up(top, A1, A0), 30, "the slave catching up")
-    store = Path(broker_config(top.addrs[A0])["storePathRootDir"])  # type: ignore[index]
+    master_config = broker_config(top.addrs[A0])
+    assert master_config is not None
+    store = Path(master_config["storePathRootDir"])
 
     with running_daemon(top.config, tmp_path / "daemon.log") as daemon:
         wait_healthy(daemon)
