@@ -16,9 +16,11 @@ from watchdog.model import (
     Registration,
     SecondaryObservation,
 )
+from watchdog.model._snapshot import BrokerFailure
 
 NS1 = "127.0.0.1:9876"
 NS2 = "127.0.0.1:9877"
+NS3 = "127.0.0.1:9878"
 A0 = "127.0.0.1:10911"
 A1 = "127.0.0.1:10921"
 A2 = "127.0.0.1:10931"
@@ -67,7 +69,12 @@ class World:
 
     master_down: tuple[float, float] | None = None  # [from, until) the master does not answer
     master_error: str = TIMEOUT
+    # How its probes fail while it is down: "refused" is a crash's (or a firewall REJECT's)
+    master_failure: BrokerFailure = "timeout"
     deregistered_by: tuple[str, ...] = ()  # nameservers that drop the master while it is down
+    nameservers: tuple[str, ...] = (NS1, NS2)
+    # Nameservers that answer but list nothing at all (restarted, no heartbeat yet)
+    ns_empty: tuple[str, ...] = ()
     secondary: bool | None | str = "none"  # verdict of check "dc2" while down; "none": no check
     is_slave_advancing: bool = False
     slave_lag_bytes: int = 0
@@ -95,7 +102,9 @@ class World:
         if self.slave_is_master_from is not None and t >= self.slave_is_master_from:
             slave_role = "ASYNC_MASTER"
         brokers = [
-            _obs(0, A0, master_up, self.master_role, offset, self.master_error),
+            _obs(
+                0, A0, master_up, self.master_role, offset, self.master_error, self.master_failure
+            ),
             _obs(1, A1, slave_up, slave_role, slave_offset, TIMEOUT),
         ]
         for broker_id, addr, lag in self.extra_slaves:
@@ -106,12 +115,14 @@ class World:
             if master_up:
                 registered[1] = A0  # a stand-in: A0 also answers, so the route flips
         nameservers = []
-        for ns in (NS1, NS2):
+        for ns in self.nameservers:
             regs = dict(registered)
             if _between(t, self.master_down) and ns in self.deregistered_by:
                 regs = {i: a for i, a in regs.items() if a != A0}
             if not slave_up and self.slave_down is not None:
                 regs = {i: a for i, a in regs.items() if a != A1}
+            if ns in self.ns_empty:
+                regs = {}
             nameservers.append(_ns(ns, not cut and ns not in self.ns_down, regs))
         secondary: tuple[SecondaryObservation, ...] = ()
         if self.secondary != "none":
@@ -129,10 +140,18 @@ class World:
 
 
 def _obs(
-    broker_id: int, addr: str, is_up: bool, role: str, offset: int, error: str
+    broker_id: int,
+    addr: str,
+    is_up: bool,
+    role: str,
+    offset: int,
+    error: str,
+    failure: BrokerFailure = "timeout",
 ) -> BrokerObservation:
     if not is_up:
-        return BrokerObservation("broker-a", broker_id, addr, is_up=False, error=error)
+        return BrokerObservation(
+            "broker-a", broker_id, addr, is_up=False, error=error, failure=failure
+        )
     return BrokerObservation(
         "broker-a",
         broker_id,
@@ -197,6 +216,7 @@ _brokers = st.builds(
     error=st.one_of(st.none(), st.just(GARBAGE)),
     role=_ROLES,
     commitlog_max_offset=st.one_of(st.none(), st.integers(-(2**63), 2**63)),
+    failure=st.sampled_from([None, "refused", "refused", "timeout", "closed"]),
 )
 _registrations = st.builds(
     Registration,
@@ -206,7 +226,7 @@ _registrations = st.builds(
 )
 _nameservers = st.builds(
     NamesrvObservation,
-    addr=st.sampled_from([NS1, NS2, "127.0.0.1:9878"]),
+    addr=st.sampled_from([NS1, NS2, NS3]),
     is_up=st.booleans(),
     registrations=st.lists(_registrations, max_size=5).map(tuple),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -53,6 +54,12 @@ ODOWN_REASON = (
     "no reply for 3.0 s, gone from 2/2 nameservers"
 )
 THREE = (*BROKERS, broker_config(2, A2))
+# kill -9: refused at once, dropped by both nameservers (detect's crash rule)
+CRASHED = replace(DEAD, master_failure="refused")
+CRASH_WHY = (
+    "because master crashed: it refuses connections and no answering nameserver lists it "
+    "(down for 1.0 s from 3 of 3 vantage points, without waiting down_after)"
+)
 
 
 def run(
@@ -152,6 +159,29 @@ TABLE: list[tuple[str, World, dict[str, Any], Decision]] = [
         ),
     ),
     ("kill -9: promote the slave", DEAD, {}, promote(MIB + 1050, 0)),
+    (
+        "kill -9, refused and gone: promote at the first failed probe, saying why so soon",
+        CRASHED,
+        {"last": 11.0},
+        Promote(
+            **{
+                **promote(
+                    MIB + 1050, 0, unseen=100, deregistered_for=0.0, decided_at=11.0
+                ).__dict__,
+                "reason": f"promoting broker-a id=1 (offset {MIB + 1050}, 0 bytes behind, up to "
+                f"50 with what the master may have written unseen) {CRASH_WHY}",
+            }
+        ),
+    ),
+    (
+        "refused but still listed by one nameserver: down_after as before",
+        replace(CRASHED, deregistered_by=(NS1,)),
+        {"last": 12.0},
+        NoAction(
+            "broker-a",
+            "no action: master broker-a@127.0.0.1:10911 not answering for 2.0 s (down after 3.0 s)",
+        ),
+    ),
     (
         "the new master keeps the old master's role",
         World(master_down=KILL, deregistered_by=BOTH, base_offset=MIB, master_role="SYNC_MASTER"),
@@ -472,6 +502,78 @@ def test_loop_promotes_once_within_down_after_plus_one_interval(kill_at: float) 
     assert all(isinstance(d, NoAction) and d.state is GroupState.HEALTHY for t, d in decisions[:10])
 
 
+def _decisions(world: World, policy: Policy, times: list[float]) -> list[Decision]:
+    replay = Replay()
+    out = []
+    for t in times:
+        verdict = replay.run(world, [t])
+        (d,) = decide(replay.snapshots[-1], verdict, BROKERS, policy, now=t)
+        out.append(d)
+    return out
+
+
+@pytest.mark.parametrize("kill_at", [10.0, 10.4, 10.99])
+def test_loop_promotes_a_crash_within_one_interval(kill_at: float) -> None:
+    world = replace(CRASHED, master_down=(kill_at, 1e9))
+    times = seconds(0, 20)
+    decisions = _decisions(world, Policy(), times)
+    first = next(i for i, d in enumerate(decisions) if isinstance(d, Promote))
+    assert 0 <= times[first] - kill_at < 1.0
+    assert CRASH_WHY in decisions[first].reason
+
+
+# A master a supervisor restarts: refused and dropped from 10.5 s, back as master at 12.5 s.
+RESTARTED = replace(CRASHED, master_down=(10.5, 12.5))
+
+
+def test_a_supervisor_restart_back_before_the_failover_starts_promotes_nothing() -> None:
+    """Failovers blocked (anti-flap) while the restart runs: the crash is reported, and once
+    the master answers again the group is healthy and nothing is promoted."""
+    blocked_policy = gp(blocked_until=100.0, blocked_reason="failed over 1.0 min ago")
+    decisions = _decisions(RESTARTED, blocked_policy, seconds(0, 14))
+    assert not any(isinstance(d, Promote) for d in decisions)
+    assert [d.state for d in decisions[11:]] == [
+        GroupState.FAILOVER_BLOCKED,
+        GroupState.FAILOVER_BLOCKED,
+        GroupState.HEALTHY,
+        GroupState.HEALTHY,
+    ]
+    assert decisions[11].reason.startswith(
+        "no action: master broker-a@127.0.0.1:10911 objectively down: it refuses connections"
+    )
+    assert decisions[13] == NoAction(
+        "broker-a", "no action: master broker-a@127.0.0.1:10911 healthy"
+    )
+
+
+def test_a_supervisor_restart_promoted_at_once_is_healthy_again_when_called_off() -> None:
+    """Not blocked: promoted at the first failed probe; the failover runs (act calls it off
+    when the old master answers before its fence stops it: tests/unit/test_crash_fence.py);
+    once it is no longer running, the returned master is healthy and nothing more is done."""
+    first = _decisions(RESTARTED, Policy(), seconds(0, 11))[-1]
+    assert isinstance(first, Promote) and CRASH_WHY in first.reason
+    running = _decisions(RESTARTED, gp(is_failover_running=True), seconds(0, 12))[-1]
+    assert running.state is GroupState.FAILOVER_RUNNING
+    after = _decisions(RESTARTED, Policy(), seconds(0, 13))[-1]
+    assert after == NoAction("broker-a", "no action: master broker-a@127.0.0.1:10911 healthy")
+
+
+def test_a_restarted_old_master_back_as_master_after_the_promotion_is_fenced() -> None:
+    """Promoted at the crash; the old master's supervisor brings it back as master after the
+    new one took over (its file was not rewritten in time): a split brain, fenced."""
+    world = replace(CRASHED, master_down=(10.5, 19.5), slave_is_master_from=14.0)
+    decisions = _decisions(world, Policy(), seconds(0, 20))
+    assert isinstance(decisions[11], Promote) and CRASH_WHY in decisions[11].reason
+    assert decisions[20] == Fence(
+        "broker-a",
+        "broker-a:0",
+        A0,
+        "broker-a:1",
+        f"fencing broker-a:0@127.0.0.1:10911: {FENCE_WHY}",
+        GroupState.DEGRADED,
+    )
+
+
 # --- plumbing ----------------------------------------------------------------------------------
 
 
@@ -613,6 +715,12 @@ FENCE_TABLE = [
     ("still registered", FenceEvidence(registered_on=1), None),
     ("operator", FenceEvidence(is_operator_confirmed=True, registered_on=2), "operator"),
     ("nothing at all", FenceEvidence(), None),
+    # The crash rule decides at the nameservers' drop: a reason to fail over, never a fence.
+    (
+        "dropped at a crash decision, a moment ago",
+        FenceEvidence(deregistered_for_seconds=0.0),
+        None,
+    ),
 ]
 
 

@@ -15,6 +15,7 @@ from tests.unit._worlds import (
     GARBAGE,
     NS1,
     NS2,
+    NS3,
     PROBE,
     Replay,
     World,
@@ -29,10 +30,18 @@ from watchdog.model import (
     GroupState,
     NamesrvObservation,
     Registration,
+    format_seconds,
 )
 
 KILL = (10.5, 1e9)  # the master stops answering between the cycles at t=10 and t=11
 BOTH = (NS1, NS2)
+THREE_NS = (NS1, NS2, NS3)
+# kill -9: connects are refused at once, and every nameserver drops the master's closed channel
+CRASH = World(master_down=KILL, master_failure="refused", deregistered_by=BOTH)
+CRASHED = (
+    "master broker-a@127.0.0.1:10911 objectively down: it refuses connections and no answering "
+    "nameserver lists it (gone from 2/2): a crash, down without waiting down_after (3.0 s)"
+)
 
 # (id, world, detect settings, last cycle time, state, reason, down votes, vantage points)
 TABLE = [
@@ -197,6 +206,174 @@ TABLE = [
         1,
         1,
     ),
+    # --- the crash rule: refused + gone from every answering nameserver (a majority) ---------
+    (
+        "kill -9: refused and gone from 2/2 nameservers, down at the first failed probe",
+        CRASH,
+        {},
+        11.0,
+        GroupState.MASTER_ODOWN,
+        CRASHED,
+        3,
+        3,
+    ),
+    (
+        "kill -9: refused and gone, quorum 3",
+        CRASH,
+        {"quorum": 3},
+        11.0,
+        GroupState.MASTER_ODOWN,
+        CRASHED,
+        3,
+        3,
+    ),
+    (
+        "refused, gone from 2 of 3; the third restarted and knows nothing: it abstains",
+        replace(CRASH, nameservers=THREE_NS, deregistered_by=BOTH, ns_empty=(NS3,)),
+        {},
+        11.0,
+        GroupState.MASTER_ODOWN,
+        "master broker-a@127.0.0.1:10911 objectively down: it refuses connections and no "
+        "answering nameserver lists it (gone from 2/3, 1 knows nothing of broker-a): a crash, "
+        "down without waiting down_after (3.0 s)",
+        3,
+        4,
+    ),
+    (
+        "refused, gone from 1 of 2; the other knows nothing: 1 is no majority, down_after",
+        replace(CRASH, deregistered_by=(NS1,), ns_empty=(NS2,)),
+        {},
+        12.0,
+        GroupState.HEALTHY,
+        "master broker-a@127.0.0.1:10911 not answering for 2.0 s (down after 3.0 s)",
+        1,
+        3,
+    ),
+    (
+        "refused, gone from 1 of 2; the other knows nothing: down after down_after",
+        replace(CRASH, deregistered_by=(NS1,), ns_empty=(NS2,)),
+        {},
+        13.0,
+        GroupState.MASTER_ODOWN,
+        "master broker-a@127.0.0.1:10911 objectively down: "
+        "no reply for 3.0 s, gone from 1/2 nameservers",
+        2,
+        3,
+    ),
+    (
+        "refused but still listed by one nameserver (heartbeats arrive, or a race): down_after",
+        replace(CRASH, deregistered_by=(NS1,)),
+        {},
+        12.0,
+        GroupState.HEALTHY,
+        "master broker-a@127.0.0.1:10911 not answering for 2.0 s (down after 3.0 s)",
+        1,
+        3,
+    ),
+    (
+        "refused but still listed by one nameserver: down after down_after",
+        replace(CRASH, deregistered_by=(NS1,)),
+        {},
+        13.0,
+        GroupState.MASTER_ODOWN,
+        "master broker-a@127.0.0.1:10911 objectively down: "
+        "no reply for 3.0 s, gone from 1/2 nameservers",
+        2,
+        3,
+    ),
+    (
+        "refused, listed by every nameserver (a firewall REJECT): down_after",
+        replace(CRASH, deregistered_by=()),
+        {},
+        12.0,
+        GroupState.HEALTHY,
+        "master broker-a@127.0.0.1:10911 not answering for 2.0 s (down after 3.0 s)",
+        0,
+        3,
+    ),
+    (
+        "timeout and gone from every nameserver: down_after",
+        replace(CRASH, master_failure="timeout"),
+        {},
+        12.0,
+        GroupState.HEALTHY,
+        "master broker-a@127.0.0.1:10911 not answering for 2.0 s (down after 3.0 s)",
+        2,
+        3,
+    ),
+    (
+        "connection closed and gone from every nameserver: down_after",
+        replace(CRASH, master_failure="closed"),
+        {},
+        12.0,
+        GroupState.HEALTHY,
+        "master broker-a@127.0.0.1:10911 not answering for 2.0 s (down after 3.0 s)",
+        2,
+        3,
+    ),
+    (
+        "no route to the master and gone from every nameserver: down_after",
+        replace(CRASH, master_failure="unreachable"),
+        {},
+        12.0,
+        GroupState.HEALTHY,
+        "master broker-a@127.0.0.1:10911 not answering for 2.0 s (down after 3.0 s)",
+        2,
+        3,
+    ),
+    (
+        "refused and gone, but only 1 of 2 nameservers answers: no majority, down_after",
+        replace(CRASH, ns_down=(NS2,)),
+        {},
+        12.0,
+        GroupState.HEALTHY,
+        "master broker-a@127.0.0.1:10911 not answering for 2.0 s (down after 3.0 s)",
+        1,
+        2,
+    ),
+    (
+        "refused and gone from the 2 of 3 nameservers that answer: a majority",
+        replace(CRASH, nameservers=THREE_NS, ns_down=(NS3,)),
+        {},
+        11.0,
+        GroupState.MASTER_ODOWN,
+        "master broker-a@127.0.0.1:10911 objectively down: it refuses connections and no "
+        "answering nameserver lists it (gone from 2/2, 1 unreachable): a crash, down without "
+        "waiting down_after (3.0 s)",
+        3,
+        3,
+    ),
+    (
+        "refused and gone, but a secondary check reaches it",
+        replace(CRASH, secondary=True),
+        {},
+        11.0,
+        GroupState.MASTER_SDOWN,
+        "master broker-a@127.0.0.1:10911 subjectively down: it refuses connections and no "
+        "answering nameserver lists it (gone from 2/2), but secondary check dc2 reaches it",
+        3,
+        4,
+    ),
+    (
+        "refused and gone, and a secondary check cannot reach it",
+        replace(CRASH, secondary=False),
+        {},
+        11.0,
+        GroupState.MASTER_ODOWN,
+        CRASHED + ", secondary check dc2 cannot reach it",
+        4,
+        4,
+    ),
+    (
+        "cut off from everything, every connect refused: isolated, no shortcut",
+        World(cut_off=KILL, master_failure="refused"),
+        {},
+        11.0,
+        GroupState.ISOLATED,
+        "watchdog isolated: reaches 0/2 nameservers and no slave",
+        0,
+        1,
+    ),
     (
         "nameservers gone but the slave answers: not isolated",
         World(master_down=KILL, ns_down=BOTH),
@@ -235,6 +412,8 @@ def test_group_verdict_table(
     )
     assert group.master_addr == A0
     assert group.master_key == "broker-a:0"
+    # The sentence names the crash exactly when the crash rule made the master down.
+    assert group.is_crash_confirmed == ("no answering nameserver lists it" in reason)
 
 
 def test_evidence_lists_name_each_vantage_point() -> None:
@@ -565,7 +744,130 @@ def test_first_odown_within_down_after_plus_one_interval(kill_at: float, interva
     assert first_odown - kill_at >= down_after - interval
 
 
+@pytest.mark.parametrize("kill_at", [10.0, 10.01, 10.5, 10.99])
+@pytest.mark.parametrize("interval", [1.0, 0.5])
+def test_a_crash_is_down_at_the_first_probe_after_it(kill_at: float, interval: float) -> None:
+    """kill -9: the first cycle after the kill sees the refusal and the nameservers' drop."""
+    probe = PROBE.model_copy(update={"interval_seconds": interval, "timeout_seconds": interval})
+    replay = Replay(probe=probe)
+    world = replace(CRASH, master_down=(kill_at, 1e9))
+    first_odown = None
+    for t in seconds(0, 30, interval):
+        group = replay.run(world, [t]).groups[0]
+        if group.is_odown and first_odown is None:
+            first_odown = t
+            assert group.is_crash_confirmed
+            assert group.down_evidence == (
+                f"connection refused (no reply for {format_seconds(group.down_for_seconds)})",
+                "gone from nameserver 127.0.0.1:9876",
+                "gone from nameserver 127.0.0.1:9877",
+            )
+    assert first_odown is not None
+    assert 0 <= first_odown - kill_at < interval
+
+
+def test_a_supervisor_restart_back_before_the_failover_is_healthy_again() -> None:
+    """A broker a supervisor restarts refuses connections and is dropped by the nameservers
+    until it registers again, exactly like a crash: the rule calls it down at once. Back
+    answering as master, the group is healthy again and its clocks start afresh; what was
+    decided meanwhile is the fence's to undo (tests/unit/test_crash_fence.py)."""
+    world = replace(CRASH, master_down=(10.5, 12.5))
+    replay = Replay()
+    replay.run(world, seconds(0, 14))
+    groups = [v.groups[0] for v in replay.verdicts[10:]]
+    assert [g.state for g in groups] == [
+        GroupState.HEALTHY,
+        GroupState.MASTER_ODOWN,
+        GroupState.MASTER_ODOWN,
+        GroupState.HEALTHY,
+        GroupState.HEALTHY,
+    ]
+    assert [g.is_crash_confirmed for g in groups] == [False, True, True, False, False]
+    back = groups[3]
+    assert back.reason == "master broker-a@127.0.0.1:10911 healthy"
+    assert (back.down_for_seconds, back.down_votes, back.deregistered_for_seconds) == (0, 0, None)
+    # The master came back with the log it had: a deposed master would be judged by it.
+    assert back.returned_offsets == (("broker-a:0", 2050),)
+
+
+def test_a_supervisor_restart_slower_than_the_rule_is_still_one_odown_streak() -> None:
+    """Refused and dropped for 6 s (a JVM boot): down from the first failed probe to the
+    return, never flapping back to SDOWN or HEALTHY in between."""
+    world = replace(CRASH, master_down=(10.5, 16.5))
+    replay = Replay()
+    replay.run(world, seconds(0, 18))
+    states = [v.groups[0].state for v in replay.verdicts[11:]]
+    assert states == [GroupState.MASTER_ODOWN] * 6 + [GroupState.HEALTHY] * 2
+
+
+def test_a_tilted_watchdog_never_takes_the_crash_rule() -> None:
+    """Paused from t=10 to t=16 while the master was killed at 10.5: the tilted cycles call
+    nothing down, crash or not; the first trusted cycle sees fresh evidence (this cycle's
+    refusal and the nameservers' view, no clock) and calls it down at once."""
+    replay = Replay(settings=settings(tilt_cycles=3))
+    replay.run(CRASH, seconds(0, 10))
+    tilted = [replay.run(CRASH, [t]) for t in (16.0, 17.0, 18.0)]
+    for v in tilted:
+        assert v.is_tilted
+        assert not v.groups[0].is_sdown and not v.groups[0].is_crash_confirmed
+    after = replay.run(CRASH, [19.0])
+    assert not after.is_tilted
+    assert after.groups[0].is_odown and after.groups[0].is_crash_confirmed
+
+
+def test_a_forgiven_late_cycle_never_takes_the_crash_rule() -> None:
+    """tilt_cycles = 0: the late cycle is not tilted but forgives the gap; it calls nothing
+    down either. The next one does, by the crash rule."""
+    replay = Replay(settings=settings(tilt_cycles=0))
+    replay.run(CRASH, seconds(0, 10))
+    late = replay.run(CRASH, [16.0])
+    assert not late.is_tilted and not late.groups[0].is_sdown
+    assert replay.run(CRASH, [17.0]).groups[0].reason == CRASHED
+
+
 # --- properties -------------------------------------------------------------------------
+
+# Weighted towards the stories the rule is about: every nameserver dropping a refused master.
+_FEW_NS = st.sampled_from([(), (), (), (NS1,), (NS2,), (NS3,), (NS1, NS3)])
+_crash_worlds = st.builds(
+    World,
+    master_down=st.tuples(st.floats(5.0, 12.0), st.floats(12.0, 25.0)),
+    master_failure=st.sampled_from(["refused", "refused", "timeout", "closed", "unreachable"]),
+    deregistered_by=st.sampled_from([THREE_NS, THREE_NS, BOTH, (NS1,), (NS2, NS3), ()]),
+    nameservers=st.sampled_from([BOTH, THREE_NS]),
+    ns_empty=_FEW_NS,
+    ns_down=_FEW_NS,
+    secondary=st.sampled_from(["none", True, False, None]),
+    is_slave_advancing=st.booleans(),
+)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(_crash_worlds, st.integers(1, 4), st.integers(0, 3))
+def test_the_crash_rule_changes_nothing_but_the_cycles_it_fires_in(
+    world: World, quorum: int, tilt_cycles: int
+) -> None:
+    """The same failure story with the master's probes timing out instead: every cycle in
+    which the crash rule does not fire is judged exactly as before (the rule keeps no memory),
+    and it fires only on a refusal that a majority of nameservers confirm."""
+    detect_settings = settings(quorum=quorum, tilt_cycles=tilt_cycles)
+    crash, silence = Replay(settings=detect_settings), Replay(settings=detect_settings)
+    times = seconds(0, 30)
+    crash.run(world, times)
+    silence.run(replace(world, master_failure="timeout"), times)
+    for t, a, b in zip(times, crash.verdicts, silence.verdicts, strict=True):
+        (g,) = a.groups
+        if not g.is_crash_confirmed:
+            assert a == b, t
+            continue
+        assert world.master_failure == "refused"
+        up = [ns for ns in world.nameservers if ns not in world.ns_down]
+        gone = [ns for ns in up if ns in world.deregistered_by and ns not in world.ns_empty]
+        assert len(gone) > len(world.nameservers) // 2
+        assert all(ns in world.deregistered_by or ns in world.ns_empty for ns in up)
+        assert g.is_sdown and not a.is_tilted and not a.is_isolated
+        assert g.is_odown == (not g.alive_evidence and g.down_votes >= quorum)
+
 
 @hsettings(max_examples=300, deadline=None)
 @given(snapshot_runs(), st.integers(1, 4), st.integers(0, 3))
@@ -585,6 +887,16 @@ def test_detect_never_raises_and_keeps_its_promises(
                 assert g.is_sdown and not g.alive_evidence and g.down_votes >= quorum
                 assert not verdict.is_isolated and not verdict.is_tilted
                 assert g.state is GroupState.MASTER_ODOWN
+            if g.is_sdown and not g.is_crash_confirmed:
+                assert g.down_for_seconds >= replay.settings.down_after_seconds
+            if g.is_crash_confirmed:
+                # Only a refused master that a majority of nameservers dropped and none lists.
+                seen = [b for b in snap.brokers if b.addr == g.master_addr]
+                assert seen and all(b.failure == "refused" and not b.is_up for b in seen)
+                up = snap.nameservers_up()
+                assert not any(ns.ids_of(str(g.master_addr)) for ns in up)
+                assert len(up) > len(snap.nameservers) // 2
+                assert not verdict.is_isolated and not verdict.is_tilted
             if verdict.is_tilted:
                 assert not g.is_sdown
             if verdict.is_isolated:

@@ -301,13 +301,7 @@ def _decide_group(
             f"no action: {g.reason}; no slave can be promoted: {detail}",
             GroupState.FAILOVER_BLOCKED,
         )
-    promote = promotion(
-        g,
-        chosen,
-        f"master unreachable for {format_seconds(g.down_for_seconds)} from {g.down_votes} of "
-        f"{g.vantage_points} vantage points",
-        now=now,
-    )
+    promote = promotion(g, chosen, _why_down(g), now=now)
     if not gp.is_auto_failover:
         return NoAction(
             name,
@@ -352,6 +346,19 @@ def promotion(
         requires_master_down=requires_master_down,
         decided_at=now,
     )
+
+
+def _why_down(g: GroupVerdict) -> str:
+    """The promotion's "because": how long and from where the master was seen down, or, for
+    a crash (detect's crash rule), what made waiting down_after needless."""
+    seen = f"{g.down_votes} of {g.vantage_points} vantage points"
+    if g.is_crash_confirmed:
+        return (
+            "master crashed: it refuses connections and no answering nameserver lists it "
+            f"(down for {format_seconds(g.down_for_seconds)} from {seen}, "
+            "without waiting down_after)"
+        )
+    return f"master unreachable for {format_seconds(g.down_for_seconds)} from {seen}"
 
 
 def _few_nameservers(verdict: ClusterVerdict) -> str:

@@ -109,6 +109,9 @@ class GroupVerdict:
     # How long no answering nameserver (a majority answering) has listed the master; None
     # while one still does or too few answer to say.
     deregistered_for_seconds: float | None = None
+    # Down by the crash rule (see _crash_confirmed): the master's probe was refused and a
+    # majority of nameservers dropped it, so down_after was not waited for.
+    is_crash_confirmed: bool = False
 
     @property
     def is_split_brain(self) -> bool:
@@ -379,6 +382,7 @@ def detect(
                 settings=settings,
                 is_isolated=is_isolated,
                 is_tilted=tilt.is_tilted,
+                is_forgiving=tilt.is_forgiving,
                 cluster_reason=cluster_reason,
                 master_role=master_role.get(name, DEFAULT_MASTER_ROLE),
                 master_offset=None if master is None else last_offset.get(master.addr),
@@ -447,6 +451,7 @@ def _judge_group(
     settings: DetectSettings,
     is_isolated: bool,
     is_tilted: bool,
+    is_forgiving: bool,
     cluster_reason: str,
     master_role: str,
     master_offset: int | None,
@@ -471,6 +476,8 @@ def _judge_group(
         for b in slaves
         if b.key in slaves_down
     )
+
+    is_crash = False  # set below, once the master and the nameservers' view are known
 
     def verdict(state: GroupState, reason: str, votes: _Votes | None = None) -> GroupVerdict:
         v = votes or _Votes()
@@ -497,6 +504,7 @@ def _judge_group(
             registered_on=listed,
             deregistered_for_seconds=deregistered_for_seconds,
             returned_offsets=returned_offsets,
+            is_crash_confirmed=is_crash,
         )
 
     ns_up = snapshot.nameservers_up()
@@ -514,27 +522,36 @@ def _judge_group(
     master_down_for = down_for(master.addr)
 
     # --- votes ----------------------------------------------------------------------------
-    is_sdown = not is_tilted and not is_answering and master_down_for >= down_after
-    vantage_points = 1
-    down_votes = 1 if is_sdown else 0
-    alive: list[str] = []
-    down: list[str] = []
-    if is_answering:
-        alive.append("own probe answered")
-    elif is_sdown:
-        down.append(f"no reply for {format_seconds(master_down_for)}")
-
-    gone = 0
+    gone_from: list[str] = []
     for ns in ns_up:
-        vantage_points += 1
         of_group = ns.group_registrations(name)
         # A nameserver that knows nothing of the group (e.g. just restarted) abstains: only
         # "lists the group but not the master" means it saw the master's connection close.
         if of_group and not any(r.addr == master.addr for r in of_group):
-            gone += 1
-            down_votes += 1
-            down.append(f"gone from nameserver {ns.addr}")
+            gone_from.append(ns.addr)
+    gone = len(gone_from)
     ns_down = len(snapshot.nameservers) - len(ns_up)
+    is_crash = (
+        not is_forgiving
+        and not is_isolated
+        and not is_answering
+        and _crash_confirmed(
+            [b for b in group if b.addr == master.addr], gone, listed, len(snapshot.nameservers)
+        )
+    )
+
+    is_sdown = not is_tilted and not is_answering and (master_down_for >= down_after or is_crash)
+    vantage_points = 1 + len(ns_up)
+    down_votes = (1 if is_sdown else 0) + gone
+    alive: list[str] = []
+    down: list[str] = []
+    if is_answering:
+        alive.append("own probe answered")
+    elif is_crash:
+        down.append(f"connection refused (no reply for {format_seconds(master_down_for)})")
+    elif is_sdown:
+        down.append(f"no reply for {format_seconds(master_down_for)}")
+    down.extend(f"gone from nameserver {addr}" for addr in gone_from)
 
     silent_since = first_failed.get(master.addr, now)
     for check in snapshot.secondary:
@@ -606,6 +623,31 @@ def _judge_group(
         ns_text = f"no nameserver reachable (0/{len(snapshot.nameservers)})"
     secondary_down = [d for d in down if d.startswith("secondary check")]
 
+    if is_crash:
+        crash_text = _crash_text(name, gone, len(ns_up), ns_down)
+        if is_odown:
+            return verdict(
+                GroupState.MASTER_ODOWN,
+                f"master {who} objectively down: "
+                + ", ".join(
+                    [
+                        f"{crash_text}: a crash, down without waiting down_after "
+                        f"({format_seconds(down_after)})",
+                        *secondary_down,
+                    ]
+                ),
+                votes,
+            )
+        if alive:
+            why = "but " + "; ".join(alive)
+        else:
+            why = (
+                f"but only {down_votes} of {vantage_points} vantage points see it down "
+                f"(quorum {settings.quorum})"
+            )
+        return verdict(
+            GroupState.MASTER_SDOWN, f"master {who} subjectively down: {crash_text}, {why}", votes
+        )
     if is_odown:
         parts = [f"no reply for {format_seconds(master_down_for)}", ns_text, *secondary_down]
         return verdict(
@@ -636,6 +678,50 @@ def _judge_group(
         noun = "slave" if len(slaves_down) == 1 else "slaves"
         return verdict(GroupState.DEGRADED, f"{head}, {noun} {slaves_down_text} down", votes)
     return verdict(GroupState.HEALTHY, head, votes)
+
+
+def _crash_confirmed(
+    master_observations: Sequence[BrokerObservation],
+    gone: int,
+    listed: int,
+    nameservers_total: int,
+) -> bool:
+    """The crash rule: a master that refuses connections and that a majority of the nameservers
+    dropped is down at once, without waiting down_after.
+
+    Precisely, in one cycle (its snapshot): this cycle's probe of the master was refused (a
+    fresh connect, answered by the kernel because nothing listens on the port), at least a
+    majority of all configured nameservers answer, list the group and not the master (each saw
+    the master's channel close: a dead process's sockets are closed by the kernel, and the
+    nameserver drops a broker whose channel closes), and no answering nameserver lists it.
+    A nameserver that lists nothing of the group (just restarted) abstains: it is not evidence.
+
+    The confirming probe is this cycle's own: the nameservers' drop is what the crash did, the
+    refused connect is a second, independent witness made after it. Waiting for another cycle
+    would add a probe interval and guard only against a master back within that interval,
+    which no broker JVM boots in, and which the fence handles anyway (act refuses to stop a
+    master that answers again; the old master's file is rewritten to SLAVE before its stop).
+    Neither witness alone will do: a firewall REJECT also refuses connects (ICMP port
+    unreachable is ECONNREFUSED) while the master heartbeats to the nameservers, and a
+    nameserver drops a live master whose channel to it broke until its next heartbeat.
+    Timeouts (a hang, SIGSTOP, a partition), a closed connection and silence keep down_after.
+    """
+    refused = bool(master_observations) and all(b.failure == "refused" for b in master_observations)
+    majority = nameservers_total // 2 + 1
+    return refused and listed == 0 and gone >= majority
+
+
+def _crash_text(name: str, gone: int, answering: int, unreachable: int) -> str:
+    details = [f"gone from {gone}/{answering}"]
+    if answering > gone:
+        abstaining = answering - gone
+        verb = "knows" if abstaining == 1 else "know"
+        details.append(f"{abstaining} {verb} nothing of {name}")
+    if unreachable:
+        details.append(f"{unreachable} unreachable")
+    return (
+        "it refuses connections and no answering nameserver lists it (" + ", ".join(details) + ")"
+    )
 
 
 def _quiet_state(slaves_down: tuple[str, ...]) -> GroupState:

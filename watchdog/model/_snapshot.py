@@ -4,16 +4,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import Literal
 
 from ._roles import is_master_role
 
 __all__ = [
+    "BrokerFailure",
     "Registration",
     "NamesrvObservation",
     "BrokerObservation",
     "SecondaryObservation",
     "ClusterSnapshot",
 ]
+
+
+# Why a broker gave no answer, as the prober saw it (never read from error text by detection):
+#   refused      the TCP connect was refused (ECONNREFUSED): nothing listens on the port, or
+#                a firewall rejects it (so detection never takes it alone as a crash)
+#   unreachable  the connect failed otherwise (no route, network down)
+#   timeout      no connection or no reply within the timeout (a hang, SIGSTOP, a partition)
+#   closed       the connection was lost while a request waited for its reply
+#   protocol     bytes that are not a RocketMQ reply, or a reply that cannot be read
+#   remote_error the broker answered, with an error code
+BrokerFailure = Literal["refused", "unreachable", "timeout", "closed", "protocol", "remote_error"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,9 @@ class BrokerObservation:
     commitlog_max_offset: int | None = None
     version: str | None = None
     runtime: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # How the probe failed (None while it answers): detection's evidence, where `error` is
+    # for humans. Last, so positional construction elsewhere keeps its meaning.
+    failure: BrokerFailure | None = None
 
     @property
     def key(self) -> str:

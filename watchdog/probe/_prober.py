@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -18,10 +20,14 @@ from ..model import (
     Registration,
     SecondaryObservation,
 )
+from ..model._snapshot import BrokerFailure
 from ..remoting import (
     ClientPool,
+    RemoteError,
     RemotingClient,
+    RemotingClosed,
     RemotingCommand,
+    RemotingConnectError,
     RemotingError,
     RemotingTimeout,
     RequestCode,
@@ -34,11 +40,37 @@ from ..remoting import (
     parse_cluster_info,
 )
 
-__all__ = ["Prober", "SecondaryRunner", "client_pool"]
+__all__ = ["Prober", "SecondaryRunner", "client_pool", "failure_of"]
 
 # A secondary check: (check name, master addr) -> observation. Runs on another host.
 SecondaryRunner = Callable[[str, str], Awaitable[SecondaryObservation]]
 
+
+# How the remoting client words a connect the kernel refused ("ADDR: connect failed: Connection
+# refused"). RemotingConnectError carries no errno, so its text is where the refusal survives;
+# it is read here, once, so that detection reads a typed `failure` and never error text
+# (tests/unit/test_crash_probe.py pins this against real refused connects).
+_CONNECT_FAILED = ": connect failed: "
+_REFUSED = _CONNECT_FAILED + os.strerror(errno.ECONNREFUSED)
+
+
+def failure_of(exc: RemotingError) -> BrokerFailure:
+    """How a probe failed, for detection: a refused connect (a crash leaves nothing listening)
+    is told apart from a timeout (a hang, SIGSTOP or partition may end any moment)."""
+    if isinstance(exc, RemotingConnectError):
+        text = str(exc)
+        if text.endswith(_REFUSED):
+            return "refused"
+        if _CONNECT_FAILED in text:
+            return "unreachable"
+        return "timeout"  # the connect timed out, or did not finish within the request timeout
+    if isinstance(exc, RemotingTimeout):
+        return "timeout"
+    if isinstance(exc, RemotingClosed):
+        return "closed"
+    if isinstance(exc, RemoteError):
+        return "remote_error"
+    return "protocol"
 
 
 def _to_int(value: str | None) -> int | None:
@@ -365,6 +397,7 @@ class Prober:
                 addr=broker.addr,
                 is_up=False,
                 error=describe_error(runtime_result),
+                failure=failure_of(runtime_result),
             )
         boot = runtime_result.get("bootTimestamp")
         role: str | None = None
