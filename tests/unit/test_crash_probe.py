@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -28,12 +29,16 @@ from watchdog.remoting.standin import FaultMode, StandinBroker, StandinServer
 FAILURES: list[tuple[str, RemotingError, BrokerFailure]] = [
     (
         "refused",
-        RemotingConnectError("10.0.0.1:10911: connect failed: Connection refused"),
+        RemotingConnectError(
+            "10.0.0.1:10911: connect failed: Connection refused", errno=errno.ECONNREFUSED
+        ),
         "refused",
     ),
     (
         "no route",
-        RemotingConnectError("10.0.0.1:10911: connect failed: No route to host"),
+        RemotingConnectError(
+            "10.0.0.1:10911: connect failed: No route to host", errno=errno.EHOSTUNREACH
+        ),
         "unreachable",
     ),
     (
@@ -46,7 +51,12 @@ FAILURES: list[tuple[str, RemotingError, BrokerFailure]] = [
         RemotingConnectError("10.0.0.1:10911: not connected within the request timeout"),
         "timeout",
     ),
-    # A broker named "...Connection refused" in another message is no refusal.
+    # The errno decides, never the text.
+    (
+        "refusal text without the errno",
+        RemotingConnectError("x: connect failed: Connection refused"),
+        "timeout",
+    ),
     (
         "refusal text in a timeout",
         RemotingTimeout("x: connect failed: Connection refused: no reply within 1s"),

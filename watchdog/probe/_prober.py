@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -46,22 +45,13 @@ __all__ = ["Prober", "SecondaryRunner", "client_pool", "failure_of"]
 SecondaryRunner = Callable[[str, str], Awaitable[SecondaryObservation]]
 
 
-# How the remoting client words a connect the kernel refused ("ADDR: connect failed: Connection
-# refused"). RemotingConnectError carries no errno, so its text is where the refusal survives;
-# it is read here, once, so that detection reads a typed `failure` and never error text
-# (tests/unit/test_crash_probe.py pins this against real refused connects).
-_CONNECT_FAILED = ": connect failed: "
-_REFUSED = _CONNECT_FAILED + os.strerror(errno.ECONNREFUSED)
-
-
 def failure_of(exc: RemotingError) -> BrokerFailure:
     """How a probe failed, for detection: a refused connect (a crash leaves nothing listening)
     is told apart from a timeout (a hang, SIGSTOP or partition may end any moment)."""
     if isinstance(exc, RemotingConnectError):
-        text = str(exc)
-        if text.endswith(_REFUSED):
+        if exc.errno == errno.ECONNREFUSED:
             return "refused"
-        if _CONNECT_FAILED in text:
+        if exc.errno is not None:
             return "unreachable"
         return "timeout"  # the connect timed out, or did not finish within the request timeout
     if isinstance(exc, RemotingTimeout):

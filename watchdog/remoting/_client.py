@@ -313,7 +313,8 @@ class RemotingClient:
         exc = task.exception()
         if exc is not None:
             # A fresh exception per waiter: many requests may share this one failed attempt.
-            raise RemotingConnectError(str(exc)) from None
+            errno = exc.errno if isinstance(exc, RemotingConnectError) else None
+            raise RemotingConnectError(str(exc), errno=errno) from None
         conn = task.result()
         if not conn.is_usable:
             raise RemotingClosed(f"{self.addr}: connection lost right after connecting")
@@ -348,7 +349,9 @@ class RemotingClient:
             # The errno's text alone: asyncio's message repeats the address as a tuple ("Connect
             # call failed ('10.0.0.1', 10911)") after the one this message already starts with.
             reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
-            raise RemotingConnectError(f"{self.addr}: connect failed: {reason}") from None
+            raise RemotingConnectError(
+                f"{self.addr}: connect failed: {reason}", errno=exc.errno
+            ) from None
         self.connects += 1
         return conn
 

@@ -33,7 +33,15 @@ class RemotingTimeout(RemotingError):
 
 
 class RemotingConnectError(RemotingError):
-    """The TCP connection could not be made: refused, unreachable, or it took too long."""
+    """The TCP connection could not be made: refused, unreachable, or it took too long.
+
+    `errno` is the connect's error number (ECONNREFUSED: nothing listens there), None for a
+    timeout.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 class RemotingClosed(RemotingError):
