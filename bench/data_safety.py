@@ -63,7 +63,6 @@ from watchdog.remoting import (
     get_cluster_info,
     get_topic_route,
     invoke,
-    update_broker_config,
 )
 from watchdog.tools.sandbox import Sandbox
 
@@ -328,6 +327,15 @@ class ProducerChild:
     def is_running(self) -> bool:
         return self.proc.poll() is None
 
+    def paused_while(self, action: Callable[[], None]) -> None:
+        """SIGSTOP while `action` runs, then SIGCONT: no send during an operator's planned
+        restart (a SYNC_MASTER without its slave stores each retry of a send it refuses)."""
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            action()
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
+
     def stop(self, timeout_seconds: float = 30.0) -> None:
         try:
             terminate(self.proc, timeout_seconds)
@@ -455,13 +463,6 @@ def create_bench_topic(master: str) -> None:
             write_queue_nums=QUEUES,
             timeout_seconds=5.0,
         )
-
-    _run(go)
-
-
-def set_live_role(addr: str, role: str) -> None:
-    async def go(pool: ClientPool) -> None:
-        await update_broker_config(pool.get(addr), {"brokerRole": role}, timeout_seconds=5.0)
 
     _run(go)
 
@@ -619,6 +620,35 @@ def _rewrite_role(properties: Path, role: str) -> None:
     os.replace(tmp, properties)
 
 
+class _Daemon:
+    """The daemon child, stopped around an operator's planned restart of a broker (a planned
+    restart is no failover) and started again on the same config and log."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config, self.log = config, log
+        self.child = DaemonChild(config, log)
+
+    def stopped_while(self, action: Callable[[], None]) -> None:
+        self.child.stop()
+        try:
+            action()
+        finally:
+            self.child = DaemonChild(self.config, self.log)
+
+    def stop(self) -> None:
+        self.child.stop()
+
+
+def _restart_as(cluster: _Cluster, key: str, role: str) -> None:
+    """brokerRole=role in its properties file, then a restart: 4.x reads the role at boot. (A
+    live UPDATE_BROKER_CONFIG would also change it, but makes the broker rewrite its whole -c
+    file: every field of its four config objects, ~250 keys, comments and key order lost.)"""
+    _rewrite_role(cluster.properties[key], role)
+    cluster.box.stop(key)
+    cluster.box.start(key, wait_registered=True, timeout_seconds=180)
+    wait_until(lambda: ha_connected(cluster.addrs[key]), 60, f"a slave's HA connection to {key}")
+
+
 class _Cluster:
     """What a mode's loop knows of its sandbox: addresses, properties, nameservers."""
 
@@ -703,9 +733,9 @@ def run_mode(
     wait_until(lambda: ha_connected(cluster.addrs[master]), 60, "the slave's HA connection")
     producer = ProducerChild(cluster.namesrv, work / f"acks-{replication}.jsonl",
                              work / f"producer-{replication}.log")  # fmt: skip
-    daemon = DaemonChild(box.config_path, work / f"daemon-{replication}.log")
+    daemon = _Daemon(box.config_path, work / f"daemon-{replication}.log")
     try:
-        _healthy_after(daemon, 0.0, 90)
+        _healthy_after(daemon.child, 0.0, 90)
         wait_until(lambda: sum(a.is_acked for a in producer.attempts()) >= 20, 90,
                    "the producer's first 20 acks")  # fmt: skip
         for number in range(1, rounds + 1):
@@ -742,7 +772,7 @@ def run_mode(
 def _one_round(
     number: int,
     cluster: _Cluster,
-    daemon: DaemonChild,
+    daemon: _Daemon,
     producer: ProducerChild,
     state_dir: Path,
     master: str,
@@ -763,18 +793,26 @@ def _one_round(
     cluster.caught_up(master, slave)
     if replication == "sync":
         # The promotion made the new master ASYNC_MASTER (alone, a SYNC_MASTER refuses every
-        # send); with its slave back, the operator sets SYNC_MASTER again, in the file and live.
-        _rewrite_role(cluster.properties[master], "SYNC_MASTER")
-        set_live_role(cluster.addrs[master], "SYNC_MASTER")
+        # send); with its slave back, the operator sets SYNC_MASTER again in its properties file
+        # and restarts it, the daemon stopped meanwhile (a planned restart is no failover) and
+        # the producer paused until the slave is attached again.
         view = broker_view(cluster.addrs[master])
         if view is None or view.role != "SYNC_MASTER":
-            raise RoundFailed(f"{master} did not take brokerRole=SYNC_MASTER: {view}")
+            daemon.stopped_while(
+                lambda: producer.paused_while(
+                    lambda: _restart_as(cluster, master, "SYNC_MASTER")
+                )
+            )
+            view = broker_view(cluster.addrs[master])
+        if view is None or view.role != "SYNC_MASTER":
+            raise RoundFailed(f"{master} did not come back as SYNC_MASTER: {view}")
+        wait_until(lambda: ha_connected(cluster.addrs[master]), 60, f"{slave}'s HA connection")
         # Everything acked before the switch is on the slave once this returns.
         cluster.caught_up(master, slave)
     ready = time.time()
     # The daemon has probed the master since, and re-read its role (it re-reads a master's
     # config every few cycles, not every cycle).
-    _healthy_after(daemon, ready, 60, "SYNC_MASTER" if replication == "sync" else None)
+    _healthy_after(daemon.child, ready, 60, "SYNC_MASTER" if replication == "sync" else None)
     _fresh_ack(producer, ready)  # traffic in flight when it dies
     if not producer.is_running():
         raise RoundFailed("the producer exited")
@@ -815,7 +853,7 @@ def _one_round(
     acked_end = max((m.end for m in acked_on_old), default=0)
     measured = max(0, acked_end - promotion_offset)
     lost_in_round = sum(1 for m in acked_on_old if m.end > promotion_offset)
-    stale = max(0, acked_end - old_log.offset_at(_probe_bound(daemon, cluster.addrs[master])))
+    stale = max(0, acked_end - old_log.offset_at(_probe_bound(daemon.child, cluster.addrs[master])))
     one = RoundResult(
         round=number,
         killed_key=master,
@@ -1102,10 +1140,14 @@ NOTES = [
     "against it.",
     "Sync mode: the daemon promotes the slave as ASYNC_MASTER (alone, a SYNC_MASTER answers "
     "every send SLAVE_NOT_AVAILABLE) and says so in the plan; once the deposed master is back "
-    "as a slave, this benchmark sets brokerRole=SYNC_MASTER again, in the properties file and "
-    "live (UPDATE_BROKER_CONFIG, which 4.9 applies to the running store), as the plan tells an "
-    "operator to; then waits for the slave to replicate everything acked before, so every "
-    "SEND_OK that counts is a synchronous one.",
+    "as a slave, this benchmark sets brokerRole=SYNC_MASTER again, as the plan tells an "
+    "operator to: in the properties file, then a restart of that master (the daemon stopped "
+    "meanwhile and started again after: a planned restart is no failover; the producer "
+    "paused with SIGSTOP until the slave's HA connection is back, since a SYNC_MASTER without "
+    "its slave stores every retry of a send it answers SLAVE_NOT_AVAILABLE; no live "
+    "UPDATE_BROKER_CONFIG, which would make the broker rewrite its whole -c file); then waits "
+    "for the slave to replicate everything acked before, so every SEND_OK that counts is a "
+    "synchronous one.",
     "'store moved aside': the deposed master rejoined with a log past the promotion point, so "
     "the daemon fenced it again (stop, move the store aside, start as slave; it then copies "
     "the whole log from the new master).",
