@@ -77,7 +77,7 @@ integration: rocketmq
 # tests/docker runs on a real engine (a private dockerd when none answers, see its conftest);
 # its compose test, which pulls images, is left to test-docker.
 test: venv system-deps rocketmq systemd-rootfs lint typecheck
-	$(BIN)/pytest tests $(RERUNS) $(PYTEST_ARGS)
+	$(BIN)/pytest tests -m "not long" $(RERUNS) $(PYTEST_ARGS)
 
 # tests/systemd (part of `make test`) installs rmq-watchdog by the README's steps in a Debian
 # bookworm container booted with systemd-nspawn: its root filesystem is made once with
@@ -135,6 +135,7 @@ NEMESIS_SECONDS ?= 1800
 chaos: rocketmq
 	RMQWD_NEMESIS_SECONDS=$(NEMESIS_SECONDS) RMQWD_NEMESIS_SEED=$${RMQWD_NEMESIS_SEED:-$$RANDOM$$RANDOM} \
 	  $(BIN)/pytest -s tests/netns/test_nemesis.py tests/chaos $(PYTEST_ARGS)
+	$(BIN)/pytest -s tests -m long $(PYTEST_ARGS)
 
 # Heavy (fresh sandboxes, JVM restarts): run on a quiet machine; results go to bench/results/.
 bench: rocketmq
