@@ -207,8 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "MASTER_ODOWN minus the wall-clock time taken just before the signal. The line is "
         "written at the end of its cycle, so the time includes that cycle's probe. The "
         "detector counts silence from the last answered probe, which is up to one interval "
-        "before the fault: expect down_after - interval .. down_after after the fault, plus "
-        "one probe (up to the probe timeout when the master hangs).",
+        "before the fault. A hang (SIGSTOP): expect down_after - interval .. down_after after "
+        "the fault, plus one probe (up to the probe timeout). A crash (kill -9: refused, and "
+        "dropped by every answering nameserver) is objectively down in the first cycle that "
+        "sees both, without waiting down_after: expect up to one interval plus that probe.",
         "The daemon runs with dry_run = true (prepended to a copy of the sandbox's "
         "watchdog.toml), so it only decides (promote) and never acts; the cluster is unchanged "
         "between runs. The venv's bin is on its PATH, as for an installed `rmq-watchdog`.",
