@@ -304,10 +304,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     }
                 )
                 notes.append(
-                    "The JVM's CDS warnings over every run: "
-                    + ("; ".join(warnings[:3]) if warnings else "none (the archive mapped)")
-                    + " (the training run's 'Pre JDK 6 class not supported by CDS' lines, "
-                    "commons-cli classes it cannot archive, left out)."
+                    "The JVM's [cds] log lines over every run: "
+                    + ("; ".join(warnings[:3]) if warnings else "none")
+                    + ". 'Skipping ...' and 'Pre JDK 6 class not supported by CDS' (left out) "
+                    "are the training run's, classes it could not archive; an appcds run that "
+                    "could not map the archive would warn here too."
                 )
         finally:
             if box.cluster_path.exists():
