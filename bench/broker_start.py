@@ -314,6 +314,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             if box.cluster_path.exists():
                 box.down()
 
+    cds = [r.registered_seconds for r in runs if r.variant == "appcds"]
+    plain = [r.registered_seconds for r in runs if r.variant == "disabled"]
+    if cds and plain:
+        saved = median(plain) - median(cds)
+        notes.append(
+            f"Verdict: the dynamic AppCDS archive saved {saved:.2f} s (median "
+            f"{median(plain):.2f} -> {median(cds):.2f} s), "
+            + (
+                "at least the 0.5 s that makes it worth a sandbox step."
+                if saved >= 0.5
+                else "under the 0.5 s that would make it worth a sandbox step: the sandbox "
+                "offers none."
+            )
+        )
     summary = markdown_table(
         ["variant", "flags", "runs", "listening median s", "registered median s", "min s",
          "max s", "load (1 min) over its runs"],
