@@ -448,9 +448,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gone), spawned as the watchdog spawns them; about 0.3-0.5 s of each is the Python "
         "interpreter's own start.",
         "next boot -> registered: Sandbox.start until both nameservers list it and it answers "
-        "GET_BROKER_RUNTIME_INFO (what the failover's start and wait_master steps wait for). "
-        "store load s: from the boot's first log line to DefaultMessageStore's 'load over' "
-        "(commitlog and consume queue recovery; abnormal after a kill, with the abort file).",
+        "GET_BROKER_RUNTIME_INFO (what the failover's start and wait_master steps wait for); "
+        "Sandbox.start polls every 0.2 s (listening) and 0.5 s (registered), so this column "
+        "moves in steps (bench/broker_start.py times a start to 50 ms). store load s: from the "
+        "boot's first log line to DefaultMessageStore's 'load over' (commitlog and consume "
+        "queue recovery; abnormal after a kill, with the abort file).",
         "Offsets: UPDATE_CONSUMER_OFFSET to the slave every 100 ms for 6 s, the stop right "
         "after the last; then QUERY_CONSUMER_OFFSET after the boot. 4.9.7 persists "
         "consumerOffset.json every flushConsumerOffsetInterval (5 s, from 10 s after boot: "
