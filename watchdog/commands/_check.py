@@ -78,7 +78,10 @@ async def _check_control_path(broker: BrokerConfig, host: Host) -> _ControlPath:
     findings.extend(await _properties_dir_findings(broker, host))
     if any(f.blocks_failover for f in findings):
         ok = False
-    for what, argv in (("start", broker.start), ("stop", broker.stop)):
+    commands = [("start", broker.start), ("stop", broker.stop)]
+    if broker.kill:
+        commands.append(("kill", broker.kill))
+    for what, argv in commands:
         try:
             present = await host.has_command(argv[0])
         except HostError as exc:
@@ -95,7 +98,8 @@ async def _check_control_path(broker: BrokerConfig, host: Host) -> _ControlPath:
             )
             ok = False
     if ok:
-        findings.append(Finding("ok", broker.key, f"start/stop commands present on {host.name}"))
+        names = "/".join(what for what, _ in commands)
+        findings.append(Finding("ok", broker.key, f"{names} commands present on {host.name}"))
     return _ControlPath(ok, tuple(findings))
 
 
