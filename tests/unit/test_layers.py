@@ -23,6 +23,8 @@ function over module sources, so the tests below also show it catching a violati
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -188,3 +190,19 @@ def test_no_import_cycle_between_top_level_parts() -> None:
 
     cycles = sorted(p for p in edges if reaches(p, p, {p}))
     assert cycles == []
+
+
+def test_the_command_line_imports_no_room_until_a_command_needs_it() -> None:
+    """A failover runs the sandbox's start/stop/kill commands (`python -m watchdog sandbox ...`)
+    once per step: their start-up must not pay for act, daemon, probe and the rest."""
+    code = (
+        "import sys, watchdog.commands\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[:2] in ("
+        "['watchdog', 'act'], ['watchdog', 'daemon'], ['watchdog', 'probe'], "
+        "['watchdog', 'detect'], ['watchdog', 'decide'], ['watchdog', 'native']))\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert out.strip() == "[]", out
