@@ -155,7 +155,8 @@ async def _start(ctx: StepContext, step: Step, host: Host) -> str:
     while ctx.clock() < deadline:
         if await answers(ctx, broker.addr):
             return f"started; {broker.addr} answers"
-        await asyncio.sleep(0.5)
+        # As often as the stop's poll: every poll the group has no master is a poll too late.
+        await asyncio.sleep(0.2)
     raise StepFailed(f"{broker.addr} does not answer after start")
 
 
