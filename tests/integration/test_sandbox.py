@@ -272,10 +272,9 @@ def test_up_that_cannot_finish_stops_what_it_started(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "not registered after" in result.stderr or "does not listen" in result.stderr
     box = Sandbox(directory)
-    assert sorted(p.name for p in (directory / "logs").glob("*.out"))[:2] == [
-        "namesrv-0.out",
-        "namesrv-1.out",
-    ]  # it had started JVMs before giving up
+    # It had started JVMs before giving up (the brokers too, when they boot within the second).
+    started = {p.name for p in (directory / "logs").glob("*.out")}
+    assert {"namesrv-0.out", "namesrv-1.out"} <= started, started
     for pid, main_class, props in every_process(box):
         assert pid is None, (main_class, props)
     for entry in Path("/proc").iterdir():
