@@ -7,7 +7,6 @@ import os
 import posixpath
 import pwd
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -15,7 +14,7 @@ from typing import Literal
 from ..config import BrokerConfig, SecondaryCheck, WatchdogConfig
 from ..decide._plan import fence_command_argv
 from ..hosts import Host, HostError
-from ..model import BrokerObservation, ClusterSnapshot, PropertiesFile
+from ..model import BrokerObservation, ClusterSnapshot, PropertiesFile, format_utc
 
 __all__ = ["Finding", "block_findings", "run_checks", "can_fail_over"]
 
@@ -224,7 +223,7 @@ def block_findings(
                 )
             )
         if record.is_blocked(now_wall) and record.blocked_until is not None:
-            until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.blocked_until))
+            until = format_utc(record.blocked_until)
             findings.append(
                 Finding(
                     "error",

@@ -40,7 +40,7 @@ from ..decide import (
 )
 from ..detect import ClusterVerdict, DetectorState, GroupVerdict, detect
 from ..hosts import Host, make_host
-from ..model import ClusterSnapshot
+from ..model import ClusterSnapshot, format_utc
 from ..observe import HookRunner, WebhookNotifier
 from ..probe import Prober, client_pool
 from ..remoting import ClientPool
@@ -310,7 +310,7 @@ def _say_block(config: WatchdogConfig, broker_name: str, echo: Echo) -> None:
     record = StateStore(config.state_dir).peek().group(broker_name)
     if record.blocked_until is None or not record.is_blocked(time.time()):
         return
-    until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.blocked_until))
+    until = format_utc(record.blocked_until)
     echo(
         f"automatic failovers of {broker_name} are blocked until {until} ({record.block_reason}); "
         f"`rmq-watchdog ack -c FILE --broker-name {broker_name}` lifts the block"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._docker_cli import CONTAINER_NAME, DockerCliCommand, DockerCliError, parse_docker_cli
-from ._durations import format_seconds, parse_duration
+from ._durations import format_seconds, format_utc, parse_duration
 from ._errors import WatchdogError
 from ._properties import PropertiesFile, unified_diff
 from ._roles import DEFAULT_MASTER_ROLE, MASTER_ROLES, is_master_role
@@ -29,6 +29,7 @@ __all__ = [
     "GroupState",
     "parse_duration",
     "format_seconds",
+    "format_utc",
     "PropertiesFile",
     "unified_diff",
     "CONTAINER_NAME",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
-__all__ = ["parse_duration", "format_seconds"]
+__all__ = ["parse_duration", "format_seconds", "format_utc"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)\s*$")
@@ -36,3 +37,8 @@ def format_seconds(seconds: float) -> str:
     if seconds < 120.0:
         return f"{seconds:.1f} s"
     return f"{seconds / 60:.1f} min"
+
+
+def format_utc(at: float) -> str:
+    """A Unix time as operators read it in every message: `2027-01-15 08:00:00 UTC`."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

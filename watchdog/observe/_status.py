@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from ..model import ClusterSnapshot
+from ..model import ClusterSnapshot, format_utc
 
 __all__ = ["status_problems", "status_report", "render_status"]
 
@@ -93,7 +92,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _when(at: float | None) -> str:
-    return "-" if at is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+    return "-" if at is None else format_utc(at)
 
 
 def _watchdog_lines(view: dict[str, Any] | None) -> list[str]:

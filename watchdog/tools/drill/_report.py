@@ -3,11 +3,11 @@ from journals and daemon logs, build_report and the text rendering."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...model import format_utc
 from ...native import ReceiveRecord, SendRecord, int_field, number_field
 from ..daemon_child import logged_at
 
@@ -652,7 +652,7 @@ def render_report(report: DrillReport) -> str:
             f"the promotion point, from {moved.get('broker_key')} to {moved.get('path')}"
         )
     if report.blocked_until is not None:
-        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.blocked_until))
+        until = format_utc(report.blocked_until)
         lines.append(
             f"automatic failovers of {report.broker_name} are now blocked until {until} "
             f"({report.block_reason}): a second fault before then is not failed over "
