@@ -64,8 +64,11 @@ from watchdog.tools.sandbox import Sandbox, ensure_rocketmq, java_argv
 
 NAME = "controller5"
 WATCHDOG = "rmq-watchdog + 4.9.7"
+INPLACE = "rmq-watchdog + 4.9.7 in place"
 CONTROLLER = "5.3.3 Controller"
-SYSTEMS = (WATCHDOG, CONTROLLER)
+SYSTEMS = (WATCHDOG, INPLACE, CONTROLLER)
+WATCHDOG_SYSTEMS = (WATCHDOG, INPLACE)
+SYSTEM_CHOICES = {"watchdog": WATCHDOG, "inplace": INPLACE, "controller": CONTROLLER}
 FAULTS = {"kill -9": signal.SIGKILL, "SIGSTOP": signal.SIGSTOP}
 CONTROLLER_VERSION = "5.3.3"
 WATCHDOG_VERSION = "4.9.7"
@@ -509,21 +512,27 @@ class ControllerCluster:
 class WatchdogCluster:
     """A 4.9.7 sandbox (two nameservers, master + slave) watched by `rmq-watchdog run`."""
 
-    def __init__(self, directory: Path, base_port: int, replication: str) -> None:
+    def __init__(
+        self, directory: Path, base_port: int, replication: str, *, promotion: str = "restart"
+    ) -> None:
         self.dir = directory
         self.base_port = base_port
         self.replication = replication
+        self.promotion = promotion
         self.box = Sandbox(directory / "sandbox")
         self.daemon: DaemonChild | None = None
         self._spawned: list[int] = []
 
     def start(self, timeout_seconds: float) -> Cluster:
+        # The in-place arm's brokers carry the promotion plug-in (sandbox up --promotion inplace).
+        extra: dict[str, Any] = {"promotion": self.promotion} if self.promotion != "restart" else {}
         self.box.up(
             version=WATCHDOG_VERSION,
             replication=self.replication,  # type: ignore[arg-type]
             base_port=self.base_port,
             tls="disabled",
             timeout_seconds=timeout_seconds,
+            **extra,
         )
         try:
             doc = self.box.info()
@@ -558,11 +567,38 @@ class WatchdogCluster:
                 slave_addr=slave["addr"],
                 master_pid=pid,
                 stop=self.stop,
-                details={"daemon": self.daemon, "settings": settings},
+                details={
+                    "daemon": self.daemon,
+                    "settings": settings,
+                    "restart_limit": self.restart_limit,
+                },
             )
         except BaseException:
             self.stop()
             raise
+
+    def restart_limit(self) -> float | None:
+        """The restart path's physical limit on this cluster, after its failover: with the
+        daemon stopped, kill -9 of the new master (broker-a:1, now id 0) and start it again as it
+        is; seconds from the kill until every nameserver lists it as id 0 again (abnormal store
+        recovery included, as after the failover's own kill of the candidate)."""
+        if self.daemon is not None:
+            self.daemon.stop()
+            self.daemon = None
+        key = f"{GROUP}:1"
+        tables = cluster_tables(self.box.nameserver_addrs())
+        addr = next((t.get(0) for t in tables if t), None)
+        if addr is None or self.box.pid(key) is None:
+            return None
+        killed_at = time.monotonic()
+        self.box.kill(key)
+        self.box.start(key, wait_registered=True, timeout_seconds=NEW_MASTER_TIMEOUT_SECONDS)
+        while time.monotonic() - killed_at < NEW_MASTER_TIMEOUT_SECONDS:
+            if all(t is not None and t.get(0) == addr for t in cluster_tables(
+                    self.box.nameserver_addrs())):  # fmt: skip
+                return time.monotonic() - killed_at
+            time.sleep(POLL_SECONDS)
+        return None
 
     def stop(self) -> None:
         try:
@@ -591,7 +627,8 @@ class RunResult:
     odown_seconds: float | None = None  # watchdog only: its MASTER_ODOWN log line
     failover_seconds: float | None = None  # watchdog only: the failover's own duration
     note: str = ""
-    steps: str = ""  # watchdog only: each failover step and its seconds
+    steps: tuple[tuple[str, float], ...] = ()  # watchdog only: each failover step, its seconds
+    restart_limit_seconds: float | None = None  # watchdog only: one broker restart, same cluster
 
 
 def prepare_topic(cluster: Cluster) -> None:
@@ -634,13 +671,17 @@ def one_run(system: str, fault: str, run: int, cluster: Cluster) -> RunResult:
                 p.stop()
             steady = write_outcome(producers[0].sends(), killed_at)
             fresh = write_outcome(producers[1].sends(), killed_at)
-        odown = failover = None
-        note = steps = ""
+        odown = failover = limit = None
+        note = ""
+        steps: tuple[tuple[str, float], ...] = ()
         daemon = cluster.details.get("daemon")
         if isinstance(daemon, DaemonChild):
             odown, failover, note, steps = watchdog_timings(daemon, wall_at)
+            restart = cluster.details.get("restart_limit")
+            if fault == "kill -9" and callable(restart) and new_master is not None:
+                limit = restart()
         return RunResult(
-            system, fault, run, new_master, steady, fresh, odown, failover, note, steps
+            system, fault, run, new_master, steady, fresh, odown, failover, note, steps, limit
         )
     finally:
         for p in producers:
@@ -650,7 +691,7 @@ def one_run(system: str, fault: str, run: int, cluster: Cluster) -> RunResult:
 
 def watchdog_timings(
     daemon: DaemonChild, wall_at: float
-) -> tuple[float | None, float | None, str, str]:
+) -> tuple[float | None, float | None, str, tuple[tuple[str, float], ...]]:
     """MASTER_ODOWN after the fault, the failover's own duration once it finished, a note if it
     did not succeed, and its steps with their seconds."""
     odown: float | None = None
@@ -676,10 +717,10 @@ def watchdog_timings(
             what="the failover to finish",
         )
     except (TimeoutError, RuntimeError) as exc:
-        return odown, None, f"failover did not finish: {str(exc).splitlines()[0]}", ""
+        return odown, None, f"failover did not finish: {str(exc).splitlines()[0]}", ()
     note = "" if "succeeded" in str(done.get("event")) else str(done.get("event"))[:120]
-    steps = ", ".join(
-        f"{e['step']} {float(e['duration_seconds']):.1f}"
+    steps = tuple(
+        (f"{e['step']} {e.get('broker', '')}".strip(), float(e["duration_seconds"]))
         for e in daemon.events()
         if str(e.get("event", "")).startswith("step ")
         and "step" in e
@@ -709,13 +750,17 @@ def _median_of(values: Sequence[float | None]) -> float | None:
     return median(got) if got else None
 
 
-def summary_table(results: Sequence[RunResult]) -> str:
+def summary_table(results: Sequence[RunResult], systems: Sequence[str]) -> str:
     def pick(system: str, fault: str) -> list[RunResult]:
         return [r for r in results if r.system == system and r.fault == fault]
 
     metrics: list[tuple[str, str, Callable[[RunResult], float | None]]] = [
+        ("(e) kill -9 -> MASTER_ODOWN (the watchdog's detection)", "kill -9",
+         lambda r: r.odown_seconds),
         ("(a) kill -9 -> new master id 0 on nameserver(s)", "kill -9",
          lambda r: r.new_master_seconds),
+        ("(f) physical limit: one broker restart (kill -9 -> id 0 again), same cluster", "kill -9",
+         lambda r: r.restart_limit_seconds),
         ("(b) kill -9 -> first write, long-lived producer", "kill -9",
          lambda r: r.steady.first_write_seconds if r.steady else None),
         ("(c) write outage, long-lived producer", "kill -9",
@@ -727,21 +772,48 @@ def summary_table(results: Sequence[RunResult]) -> str:
         ("(d) SIGSTOP -> new master id 0 on nameserver(s)", "SIGSTOP",
          lambda r: r.new_master_seconds),
     ]  # fmt: skip
+    ours = [s for s in systems if s in WATCHDOG_SYSTEMS]
+    has_controller = CONTROLLER in systems
     rows = []
     for label, fault, get in metrics:
         cells = [label]
-        medians = []
-        for system in SYSTEMS:
+        medians: dict[str, float | None] = {}
+        for system in systems:
             values = [get(r) for r in pick(system, fault)]
-            cells.append(_median_cell(values) if values else "-")
-            medians.append(_median_of(values))
-        watchdog, controller = medians
-        ratio = f"{watchdog / controller:.1f}" if watchdog and controller else "-"
-        cells.append(ratio)
+            cells.append(_median_cell(values) if any(v is not None for v in values) else "-")
+            medians[system] = _median_of(values)
+        if has_controller:
+            controller = medians[CONTROLLER]
+            for system in ours:
+                mine = medians[system]
+                cells.append(f"{mine / controller:.1f}" if mine and controller else "-")
         rows.append(cells)
-    return markdown_table(
-        ["median seconds", WATCHDOG, CONTROLLER, "ratio watchdog / controller"], rows
-    )
+    header = ["median seconds", *systems]
+    if has_controller:
+        header += [f"ratio {s.removeprefix('rmq-watchdog + 4.9.7').strip() or 'restart'} / "
+                   "controller" for s in ours]  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def step_table(results: Sequence[RunResult], systems: Sequence[str]) -> str:
+    """Median seconds of each failover step (kind and broker) per watchdog system, kill -9 runs.
+    Steps of one lane run side by side with the other lane's, so they do not add up."""
+    ours = [s for s in systems if s in WATCHDOG_SYSTEMS]
+    labels: list[str] = []
+    values: dict[tuple[str, str], list[float]] = {}
+    for r in results:
+        if r.system not in ours or r.fault != "kill -9":
+            continue
+        for label, seconds in r.steps:
+            if label not in labels:
+                labels.append(label)
+            values.setdefault((r.system, label), []).append(seconds)
+    rows = [
+        [label, *(_median_cell(values.get((s, label), [])) if values.get((s, label)) else "-"
+                  for s in ours)]
+        for label in labels
+    ]  # fmt: skip
+    return markdown_table(["step (kill -9 runs), median s", *ours], rows)
 
 
 def _short_error(text: str) -> str:
@@ -764,16 +836,17 @@ def per_run_table(results: Sequence[RunResult]) -> str:
                 str(steady.failed_sends) if steady else "-",
                 _fmt(fresh.first_write_seconds) if fresh else "-",
                 _fmt(fresh.outage_seconds) if fresh else "-",
-                _fmt(r.odown_seconds) if r.system == WATCHDOG else "-",
-                _fmt(r.failover_seconds) if r.system == WATCHDOG else "-",
-                r.steps or "-",
+                _fmt(r.odown_seconds) if r.system in WATCHDOG_SYSTEMS else "-",
+                _fmt(r.failover_seconds) if r.system in WATCHDOG_SYSTEMS else "-",
+                _fmt(r.restart_limit_seconds) if r.restart_limit_seconds is not None else "-",
+                ", ".join(f"{label} {seconds:.1f}" for label, seconds in r.steps) or "-",
                 _short_error(r.note or (steady.first_error or "" if steady else "")),
             ]
         )
     return markdown_table(
         ["system", "fault", "run", "new master s", "first write s", "outage s", "failed sends",
          "fresh first write s", "fresh outage s", "ODOWN s", "failover s",
-         "watchdog steps (s)", "note / first send error"],
+         "one restart s", "watchdog steps (s)", "note / first send error"],
         rows,
     )  # fmt: skip
 
@@ -803,8 +876,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the 4.9.7 sandbox's replication (sync matches allAckInSyncStateSet)",
     )
     parser.add_argument("--faults", nargs="+", choices=list(FAULTS), default=list(FAULTS))
-    parser.add_argument("--systems", nargs="+", choices=["watchdog", "controller"],
-                        default=["watchdog", "controller"])  # fmt: skip
+    parser.add_argument("--systems", nargs="+", choices=list(SYSTEM_CHOICES),
+                        default=["watchdog", "controller"],
+                        help="watchdog: the restart path; inplace: in-place promotion through "
+                             "the broker plug-in (sandbox up --promotion inplace)")  # fmt: skip
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep logs and stores afterwards")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
@@ -815,8 +890,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     facts = machine_facts(f"{WATCHDOG_VERSION} (watchdog) and {CONTROLLER_VERSION} (controller)")
     lib5 = ensure_rocketmq(CONTROLLER_VERSION)
     ensure_rocketmq(WATCHDOG_VERSION)
-    chosen = {"watchdog": WATCHDOG, "controller": CONTROLLER}
-    systems = [s for s in SYSTEMS if s in {chosen[c] for c in args.systems}]
+    systems = [s for s in SYSTEMS if s in {SYSTEM_CHOICES[c] for c in args.systems}]
     results: list[RunResult] = []
     watchdog_settings: dict[str, str] = {}
     loads: list[float] = []
@@ -825,12 +899,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for run in range(1, args.runs + 1):
             for fault in args.faults:
                 for system in systems:
-                    slug = f"{'wd' if system == WATCHDOG else 'c5'}-{fault.split()[0]}-{run}"
+                    tag = {WATCHDOG: "wd", INPLACE: "ip", CONTROLLER: "c5"}[system]
+                    slug = f"{tag}-{fault.split()[0]}-{run}"
                     run_dir = work / slug
                     run_dir.mkdir()
                     manager: WatchdogCluster | ControllerCluster
-                    if system == WATCHDOG:
-                        manager = WatchdogCluster(run_dir, args.base_port, args.replication)
+                    if system in WATCHDOG_SYSTEMS:
+                        manager = WatchdogCluster(
+                            run_dir,
+                            args.base_port,
+                            args.replication,
+                            promotion="inplace" if system == INPLACE else "restart",
+                        )
                     else:
                         manager = ControllerCluster(run_dir, lib5, args.controller_port)
                     loads.append(os.getloadavg()[0])
@@ -870,16 +950,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                         + (f" [{result.note}]" if result.note else ""),
                         file=sys.stderr,
                     )
-    summary = summary_table(results)
+    summary = summary_table(results, systems)
+    steps = step_table(results, systems)
     runs = per_run_table(results)
     print(summary)
+    print()
+    print(steps)
     print()
     print(runs)
     notes = build_notes(args, loads, errors, watchdog_settings)
     publish(
         NAME,
         "Failover side by side: rmq-watchdog on 4.9.7 vs RocketMQ 5.3.3 Controller mode",
-        [summary, "Per run (seconds from the signal):\n\n" + runs],
+        [
+            summary,
+            "Failover steps (from the daemon's log):\n\n" + steps,
+            "Per run (seconds from the signal):\n\n" + runs,
+        ],
         facts,
         notes,
         results_dir=args.results_dir,
@@ -940,14 +1027,24 @@ def build_notes(
         "the daemon's JSON log. A 4.x broker reads brokerId and brokerRole only at boot, so the "
         "watchdog must restart the slave's JVM; the 5.x controller switches roles in a running "
         "JVM. With a SYNC_MASTER and no slave left the watchdog promotes to ASYNC_MASTER "
-        "(watchdog/plan.py: a lone SYNC_MASTER would answer SLAVE_NOT_AVAILABLE).",
+        "(watchdog/decide/_plan.py: a lone SYNC_MASTER would answer SLAVE_NOT_AVAILABLE).",
+        "(e) is the daemon's MASTER_ODOWN line; (f), the restart path's physical limit, is "
+        "measured on the same cluster right after its kill -9 run: the daemon stopped, kill -9 "
+        "of the new master and a start of it as it is (through the sandbox's own launcher, no "
+        "CLI), until every nameserver lists it as id 0 again (abnormal recovery included, as "
+        "after the failover's kill of its candidate). The failover's overhead over the limit is "
+        "(a) - (e) - (f).",
+        f"{INPLACE}: the same sandbox started with --promotion inplace (the broker plug-in in "
+        "every broker's classpath, the watchdog configured with promotion = inplace): the "
+        "candidate is promoted inside its running JVM; the run falls back to a restart if the "
+        "plug-in refuses, which the steps column shows.",
         "bench/failover.py measures the 4.9.7 side alone (kill -9, async replication, "
         "producers in threads); this script has its own driver so that one producer child and "
         "one nameserver poller measure both systems alike.",
         "The 5.3.3 nameserver also connects to its own non-loopback address on its listen port "
         "(its client scans the nameserver list; bindAddress=127.0.0.1 refuses it): host-local "
         "traffic that RocketMQ itself makes.",
-        "Load: this is a shared 2-core machine; other helpers ran tests at the same time. "
+        "Load: a 2-core machine. "
         f"1-minute load average at the start of each run: min {min(loads, default=0):.1f}, "
         f"median {median(loads) if loads else 0:.1f}, max {max(loads, default=0):.1f}.",
     ]
