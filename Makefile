@@ -14,8 +14,8 @@ PYTEST_ARGS ?=
 # pytest reports every rerun ("R"), so a flake stays visible instead of failing CI silently.
 RERUNS ?= --reruns 1 --reruns-delay 5
 
-.PHONY: all venv demo-deps system-deps rocketmq test test-docker unit integration lint typecheck demo demo-down \
-	bench clean chaos fuzz systemd-rootfs test-systemd
+.PHONY: all venv demo-deps system-deps rocketmq plugin test test-docker unit integration lint typecheck demo \
+	demo-down bench clean chaos fuzz systemd-rootfs test-systemd
 
 all: test
 
@@ -62,6 +62,16 @@ system-deps: demo-deps
 rocketmq: venv system-deps
 	$(BIN)/rmq-watchdog sandbox fetch --version $(ROCKETMQ_VERSION)
 
+# The broker plug-in for in-place promotion (broker-plugin/README.md): a Maven build, its Java
+# unit tests included, redone only when a source changed. `sandbox up --promotion inplace` needs it.
+PLUGIN_JAR := broker-plugin/target/rmq-watchdog-broker-plugin.jar
+plugin: $(PLUGIN_JAR)
+
+$(PLUGIN_JAR): broker-plugin/pom.xml $(shell find broker-plugin/src -type f 2>/dev/null)
+	@command -v mvn >/dev/null || { echo "make plugin: mvn (Apache Maven) is needed: make demo-deps"; exit 1; }
+	mvn -q -B -f broker-plugin/pom.xml package
+	touch $@
+
 lint: venv
 	$(BIN)/ruff check watchdog tests bench fuzz
 
@@ -71,12 +81,12 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-integration: rocketmq
+integration: rocketmq plugin
 	$(BIN)/pytest tests -m integration $(PYTEST_ARGS)
 
 # tests/docker runs on a real engine (a private dockerd when none answers, see its conftest);
 # its compose test, which pulls images, is left to test-docker.
-test: venv system-deps rocketmq systemd-rootfs lint typecheck
+test: venv system-deps rocketmq plugin systemd-rootfs lint typecheck
 	$(BIN)/pytest tests -m "not long" $(RERUNS) $(PYTEST_ARGS)
 
 # tests/systemd (part of `make test`) installs rmq-watchdog by the README's steps in a Debian
