@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +40,8 @@ __all__ = [
     "GroupPolicy",
     "load_config",
     "parse_config",
+    "read_plugin_secret",
+    "PLUGIN_SECRET_MIN_BYTES",
     "EVENT_NAMES",
     "EventName",
     "HookName",
@@ -369,6 +373,62 @@ class FailoverSettings(_Strict):
     # committed to it in its last <= 5 s are lost); "graceful" runs its `stop` argv. A broker
     # without a `kill` argv is stopped with `stop` either way. Measured: bench/candidate_stop.py.
     candidate_stop: Literal["graceful", "kill"] = "kill"
+    # How the candidate becomes the master: "restart" stops it and starts it as master (any
+    # broker); "inplace" asks the broker plug-in (broker-plugin/README.md) to switch the running
+    # slave, falling back to the restart path whenever the plug-in is absent or refuses.
+    promotion: Literal["restart", "inplace"] = "restart"
+    plugin_secret_file: str | None = Field(
+        None,
+        description="the secret shared with the brokers' plug-in (required with promotion = "
+        '"inplace"); readable by the watchdog\'s user only',
+    )
+
+    @model_validator(mode="after")
+    def _plugin_secret(self) -> FailoverSettings:
+        if self.promotion == "inplace" and self.plugin_secret_file is None:
+            raise ValueError('promotion = "inplace" needs plugin_secret_file')
+        if self.plugin_secret_file is not None:
+            try:
+                read_plugin_secret(self.plugin_secret_file)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+
+PLUGIN_SECRET_MIN_BYTES = 16
+_PLUGIN_SECRET_MAX_BYTES = 4096
+
+
+def read_plugin_secret(path: str | Path) -> bytes:
+    """The in-place promotion plug-in's secret from ``path``, as the plug-in reads it: the
+    content without leading and trailing bytes <= 0x20, at least 16 bytes. ConfigError when the
+    file is missing, readable by group or others, not a file, or holds no usable secret. Read
+    at each use, so a rotated secret applies without a restart (as in the plug-in)."""
+    p = Path(path)
+    try:
+        info = os.stat(p)
+    except OSError as exc:
+        raise ConfigError(f"plugin_secret_file {p}: cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"plugin_secret_file {p}: not a regular file")
+    if info.st_mode & 0o044:
+        raise ConfigError(
+            f"plugin_secret_file {p}: readable by group or others (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}); chmod 600 it"
+        )
+    if info.st_size > _PLUGIN_SECRET_MAX_BYTES:
+        raise ConfigError(f"plugin_secret_file {p}: larger than {_PLUGIN_SECRET_MAX_BYTES} bytes")
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"plugin_secret_file {p}: cannot read: {exc.strerror or exc}") from None
+    secret = raw.strip(bytes(range(0x21)))
+    if len(secret) < PLUGIN_SECRET_MIN_BYTES:
+        raise ConfigError(
+            f"plugin_secret_file {p}: holds {len(secret)} bytes; the plug-in needs at least "
+            f"{PLUGIN_SECRET_MIN_BYTES}"
+        )
+    return secret
 
 
 def _default_hosts() -> dict[str, HostConfig]:

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from watchdog.commands._cli import cli
-from watchdog.config import ConfigError, load_config, parse_config
+from watchdog.config import ConfigError, load_config, parse_config, read_plugin_secret
 
 GOOD = """
 cluster_name = "XdclassCluster"
@@ -159,3 +159,76 @@ def test_errors_do_not_repeat_a_broken_list_as_empty() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(data)
     assert "at least 1 item" not in str(info.value)
+
+
+# --- [failover] promotion and plugin_secret_file ------------------------------------------------
+
+
+def secret_file(
+    tmp_path: Path, text: str = "0123456789abcdef0123456789abcdef\n", mode: int = 0o600
+) -> Path:
+    path = tmp_path / "plugin.secret"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_promotion_defaults_to_restart_and_inplace_takes_a_private_secret_file(
+    tmp_path: Path,
+) -> None:
+    assert load_config(write(tmp_path, GOOD)).failover.promotion == "restart"
+    secret = secret_file(tmp_path)
+    text = GOOD + f'\n[failover]\npromotion = "inplace"\nplugin_secret_file = "{secret}"\n'
+    config = load_config(write(tmp_path, text))
+    assert config.failover.promotion == "inplace"
+    assert config.failover.plugin_secret_file == str(secret)
+    assert read_plugin_secret(secret) == b"0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("none", 'promotion = "inplace" needs plugin_secret_file'),
+        ("missing", "cannot read: No such file or directory"),
+        ("group", "readable by group or others (mode 0640); chmod 600 it"),
+        ("world", "readable by group or others (mode 0604); chmod 600 it"),
+        ("short", "holds 15 bytes; the plug-in needs at least 16"),
+        ("folder", "not a regular file"),
+    ],
+)
+def test_an_unusable_secret_file_is_one_error_at_load(
+    tmp_path: Path, setup: str, expected: str
+) -> None:
+    lines = '\n[failover]\npromotion = "inplace"\n'
+    path = tmp_path / "plugin.secret"
+    if setup == "group":
+        secret_file(tmp_path, mode=0o640)
+    elif setup == "world":
+        secret_file(tmp_path, mode=0o604)
+    elif setup == "short":
+        secret_file(tmp_path, " 0123456789abcde \n")
+    elif setup == "folder":
+        path.mkdir()
+    if setup != "none":
+        lines += f'plugin_secret_file = "{path}"\n'
+    config = write(tmp_path, GOOD + lines)
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    message = str(info.value)
+    assert message.startswith(f"{config}: failover: ")
+    assert expected in message
+    assert message.count("\n") == 0
+
+
+def test_a_secret_file_is_checked_whenever_it_is_given(tmp_path: Path) -> None:
+    secret = secret_file(tmp_path, mode=0o644)
+    text = GOOD + f'\n[failover]\nplugin_secret_file = "{secret}"\n'
+    with pytest.raises(ConfigError, match="readable by group or others"):
+        load_config(write(tmp_path, text))
+    with pytest.raises(ConfigError, match="failover.promotion"):
+        load_config(write(tmp_path, GOOD + '\n[failover]\npromotion = "hot"\n'))
+
+
+def test_the_secret_is_trimmed_as_the_plugin_trims_it(tmp_path: Path) -> None:
+    secret = secret_file(tmp_path, "\x00\t secret-of-sixteen-bytes \r\n\x1f")
+    assert read_plugin_secret(secret) == b"secret-of-sixteen-bytes"
