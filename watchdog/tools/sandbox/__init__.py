@@ -9,6 +9,7 @@ from ._files import (
     watchdog_toml_text,
 )
 from ._netns import OBSERVER, NetnsHost, NetnsTopology, check_netns_support, netns_topology
+from ._plugin import PLUGIN_JAR_ENV, Promotion, plugin_jar
 from ._procs import ProcessStatus
 from ._runtime import (
     DEFAULT_VERSION,
@@ -37,11 +38,13 @@ __all__ = [
     "JAVA_MODULE_OPTIONS",
     "NAMESRV_MAIN",
     "OBSERVER",
+    "PLUGIN_JAR_ENV",
     "PORT_RANGE_ENV",
     "BrokerPlan",
     "NetnsHost",
     "NetnsTopology",
     "ProcessStatus",
+    "Promotion",
     "Sandbox",
     "SandboxError",
     "Topology",
@@ -55,6 +58,7 @@ __all__ = [
     "java_argv",
     "netns_topology",
     "pick_base_port",
+    "plugin_jar",
     "plan_topology",
     "sandbox",
     "unbindable_ports",

@@ -23,6 +23,16 @@ from ._files import (
     render_files,
     write_atomic,
 )
+from ._plugin import (
+    PLUGIN_DIR,
+    PLUGIN_JAR_NAME,
+    PROMOTIONS,
+    SANDBOX_SECRET_NAME,
+    Promotion,
+    new_secret,
+    plugin_jar,
+    write_private,
+)
 from ._procs import (
     SIGNALS,
     Expectation,
@@ -44,6 +54,7 @@ from ._runtime import (
     check_heap,
     ensure_rocketmq,
     find_java,
+    rocketmq_major,
 )
 from ._topology import (
     HOST,
@@ -243,6 +254,7 @@ class Sandbox:
         tls: Tls = "disabled",
         timeout_seconds: float = 180.0,
         netns: bool = False,
+        promotion: Promotion = "restart",
     ) -> dict[str, Any]:
         """Start the cluster; return cluster.json once every broker is registered on every
         nameserver. On any failure, stop what was started and raise SandboxError.
@@ -253,8 +265,22 @@ class Sandbox:
         default (TLS and plain TCP on the same port, a new self-signed key at each boot).
 
         netns=True lays the cluster out as separate hosts (network namespaces on a bridge, an
-        sshd in each; see _netns.py): one group, one slave, base_port ignored; needs root."""
+        sshd in each; see _netns.py): one group, one slave, base_port ignored; needs root.
+
+        promotion="inplace" puts the broker plug-in (broker-plugin/, built by `make plugin`) on
+        every broker's classpath, gives every broker and the watchdog one fresh secret (0600:
+        STORE/watchdog-plugin.secret, DIR/plugin.secret), and makes watchdog.toml promote in
+        place ([failover] promotion, plugin_secret_file). 4.9.x only, not with netns."""
         check_dir_path(self.dir)
+        if promotion not in PROMOTIONS:
+            raise SandboxError(f"--promotion must be restart or inplace, not {promotion!r}")
+        jar = None
+        if promotion == "inplace":
+            if netns:
+                raise SandboxError("--promotion inplace is not supported with --netns")
+            if rocketmq_major(version) != 4:
+                raise SandboxError(f"--promotion inplace needs RocketMQ 4.9.x, not {version}")
+            jar = plugin_jar()  # fail before touching the folder
         if netns:
             if groups != 1 or slaves != 1:
                 raise SandboxError("--netns lays out exactly one group with one slave")
@@ -273,7 +299,15 @@ class Sandbox:
             raise SandboxError(f"--tls must be permissive or disabled, not {tls!r}")
         find_java()  # fail before touching the folder or Maven
         self._prepare_dir()
-        jvm = Jvm(ensure_rocketmq(version), version, heap, namesrv_heap, tls)
+        broker_jars: tuple[Path, ...] = ()
+        secret = None
+        if jar is not None:
+            installed = self.dir / PLUGIN_DIR / PLUGIN_JAR_NAME
+            installed.parent.mkdir(exist_ok=True)
+            shutil.copyfile(jar, installed)
+            broker_jars = (installed,)
+            secret = new_secret()
+        jvm = Jvm(ensure_rocketmq(version), version, heap, namesrv_heap, tls, broker_jars)
         deadline = time.monotonic() + timeout_seconds
         for attempt in range(1, _PORT_RACE_ATTEMPTS + 1):
             if base_port:
@@ -293,7 +327,7 @@ class Sandbox:
                     base, groups=groups, slaves=slaves, replication=replication
                 )
             try:
-                self._boot(topology, jvm, deadline)
+                self._boot(topology, jvm, deadline, plugin_secret=secret)
                 return self.info()
             except SandboxError as exc:
                 # Another program may bind a port between our check and the JVM's bind: with
@@ -304,8 +338,14 @@ class Sandbox:
                     shutil.rmtree(self.dir / sub, ignore_errors=True)
         raise AssertionError("unreachable")
 
-    def _boot(self, topology: Topology, jvm: Jvm, deadline: float) -> None:
-        self._start_procs(self._write_files(topology, jvm), topology, deadline)
+    def _boot(
+        self, topology: Topology, jvm: Jvm, deadline: float, *, plugin_secret: str | None = None
+    ) -> None:
+        extra: dict[str, Any] = {"promotion": "restart" if plugin_secret is None else "inplace"}
+        if plugin_secret is not None:
+            extra["plugin_secret_file"] = str(self.dir / SANDBOX_SECRET_NAME)
+        procs = self._write_files(topology, jvm, extra=extra, plugin_secret=plugin_secret)
+        self._start_procs(procs, topology, deadline)
 
     def _start_procs(self, procs: list[Proc], topology: Topology, deadline: float) -> None:
         try:
@@ -338,8 +378,9 @@ class Sandbox:
             # A stopped sandbox: start over with empty stores and a watchdog that remembers
             # nothing of the last run (its anti-flap block, epoch and master would otherwise
             # make the next kill do nothing for an hour); the logs are appended to.
-            for sub in ("store", "home", "watchdog-state"):
+            for sub in ("store", "home", "watchdog-state", PLUGIN_DIR):
                 shutil.rmtree(self.dir / sub, ignore_errors=True)
+            (self.dir / SANDBOX_SECRET_NAME).unlink(missing_ok=True)
             for leftover in (
                 *self.dir.glob("*.properties.rmq-watchdog-*.bak"),
                 *self.dir.glob("*.properties.epoch"),
@@ -366,11 +407,18 @@ class Sandbox:
         prefixes: Mapping[str, Sequence[str]] | None = None,
         extra: Mapping[str, Any] | None = None,
         config_text: str | None = None,
+        plugin_secret: str | None = None,
     ) -> list[Proc]:
-        """Write what render_files renders: properties and logback files, sandbox.json,
-        cluster.json and watchdog.toml; the processes to start."""
+        """Write what render_files renders: properties and logback files, the plug-in secrets,
+        sandbox.json, cluster.json and watchdog.toml; the processes to start."""
         files = render_files(
-            self.dir, topology, jvm, prefixes=prefixes, extra=extra, config_text=config_text
+            self.dir,
+            topology,
+            jvm,
+            prefixes=prefixes,
+            extra=extra,
+            config_text=config_text,
+            plugin_secret=plugin_secret,
         )
         (self.dir / "conf").mkdir(exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
@@ -378,6 +426,8 @@ class Sandbox:
             home.mkdir(parents=True, exist_ok=True)
         for path, text in files.texts.items():
             path.write_text(text)
+        for path, text in files.private_texts.items():
+            write_private(path, text)
         with self._lock():
             write_atomic(self._state_path, json.dumps(files.state, indent=2) + "\n")
             write_atomic(self.cluster_path, json.dumps(files.cluster, indent=2) + "\n")

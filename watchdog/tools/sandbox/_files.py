@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ...model import PropertiesFile
+from ._plugin import BROKER_SECRET_NAME, SANDBOX_SECRET_NAME
 from ._procs import Proc
 from ._runtime import Jvm, SandboxError, java_argv, rocketmq_major
 from ._topology import HOST, BrokerPlan, Topology
@@ -82,8 +83,16 @@ def toml_list(values: Sequence[str]) -> str:
     return "[" + ", ".join(toml_str(v) for v in values) + "]"
 
 
-def watchdog_toml_text(directory: Path, topology: Topology, python: str | None = None) -> str:
-    """A watchdog config for this sandbox; start/stop go through `sandbox start|stop`."""
+def watchdog_toml_text(
+    directory: Path,
+    topology: Topology,
+    python: str | None = None,
+    *,
+    plugin_secret_file: Path | None = None,
+) -> str:
+    """A watchdog config for this sandbox; start/stop go through `sandbox start|stop`. With
+    `plugin_secret_file` (--promotion inplace) it ends in a [failover] table that promotes in
+    place with that secret: add further [failover] keys to that table, not to a second one."""
     python = python or sys.executable
     out = [
         "# written by rmq-watchdog sandbox: a watchdog config for the sandbox in this folder",
@@ -106,6 +115,14 @@ def watchdog_toml_text(directory: Path, topology: Topology, python: str | None =
     ]
     for broker in topology.brokers:
         out += broker_table(broker, directory, "local", python)
+    if plugin_secret_file is not None:
+        out += [
+            "",
+            "# the brokers run the in-place promotion plug-in (broker-plugin/README.md)",
+            "[failover]",
+            'promotion = "inplace"',
+            f"plugin_secret_file = {toml_str(str(plugin_secret_file))}",
+        ]
     return "\n".join(out) + "\n"
 
 
@@ -171,6 +188,7 @@ class SandboxFiles:
     """Everything `sandbox up` writes into its folder, rendered before a byte is written."""
 
     texts: Mapping[Path, str]  # properties and logback files, in the order they are written
+    private_texts: Mapping[Path, str]  # written 0600: the plug-in secrets (--promotion inplace)
     homes: tuple[Path, ...]  # each JVM's -Duser.home, created empty
     procs: tuple[Proc, ...]  # what to start (no pid yet)
     state: Mapping[str, Any]  # sandbox.json: what restarts and recognises a process
@@ -186,15 +204,19 @@ def render_files(
     prefixes: Mapping[str, Sequence[str]] | None = None,
     extra: Mapping[str, Any] | None = None,
     config_text: str | None = None,
+    plugin_secret: str | None = None,
 ) -> SandboxFiles:
     """The files of a sandbox in `directory`: cluster.json gets the `extra` keys, watchdog.toml
     is `config_text` if given; `prefixes` go before a process's java argv (by process name:
-    `ip netns exec NS` with --netns)."""
+    `ip netns exec NS` with --netns). With `plugin_secret` (--promotion inplace) each broker's
+    store gets it as watchdog-plugin.secret, the folder as plugin.secret, and watchdog.toml
+    promotes in place with it; the plug-in's jar is among `jvm.broker_jars`."""
     prefixes = prefixes or {}
     version = jvm.version
     d = directory
     conf = d / "conf"
     texts: dict[Path, str] = {}
+    private_texts: dict[Path, str] = {}
     plain = _logback_xml("ch.qos.logback")
     texts[conf / "logback_namesrv.xml"] = plain
     texts[conf / "logback_broker.xml"] = plain
@@ -250,7 +272,10 @@ def render_files(
             jvm.heap,
             ["-c", str(props)],
             jvm_options=jvm_options(plan.name),
+            jars=jvm.broker_jars,
         )]  # fmt: skip
+        if plugin_secret is not None:
+            private_texts[store / BROKER_SECRET_NAME] = plugin_secret + "\n"
         log = d / "logs" / f"{plan.name}.out"
         procs.append(
             Proc("broker", plan.name, plan.key, plan.addr, BROKER_MAIN, props, log, tuple(argv),
@@ -268,11 +293,16 @@ def render_files(
             }
         )
         recorded[plan.name] = {"kind": "broker", "properties": str(props), "argv": argv}
+    secret_file = None
+    if plugin_secret is not None:
+        secret_file = d / SANDBOX_SECRET_NAME
+        private_texts[secret_file] = plugin_secret + "\n"
     return SandboxFiles(
         texts=texts,
+        private_texts=private_texts,
         homes=tuple(homes),
         procs=tuple(procs),
         state={"version": version, "lib_dir": str(jvm.lib), "processes": recorded},
         cluster={"nameservers": ns_doc, "brokers": brokers_doc, **(extra or {})},
-        config_text=config_text or watchdog_toml_text(d, topology),
+        config_text=config_text or watchdog_toml_text(d, topology, plugin_secret_file=secret_file),
     )

@@ -60,6 +60,8 @@ class Jvm:
     heap: str
     namesrv_heap: str
     tls: Tls
+    # Jars on the brokers' classpath after lib/*: the broker plug-in with --promotion inplace.
+    broker_jars: tuple[Path, ...] = ()
 
 
 class SandboxError(WatchdogError):
@@ -196,12 +198,14 @@ def java_argv(
     extra: Sequence[str] = (),
     *,
     jvm_options: Sequence[str] = (),
+    jars: Sequence[Path] = (),
 ) -> list[str]:
     """The argv that runs `main_class` from the jars in `lib_dir` with a `heap` such as "256m".
 
     `extra` are the main class's own arguments (e.g. `-c broker.properties`, or
     `clusterList -n 127.0.0.1:9876` for org.apache.rocketmq.tools.command.MQAdminStartup);
-    `jvm_options` go before the class (e.g. `-Duser.home=...`).
+    `jvm_options` go before the class (e.g. `-Duser.home=...`); `jars` follow `lib_dir/*` on
+    the classpath.
     """
     check_heap(heap)
     return [
@@ -214,7 +218,7 @@ def java_argv(
         "-XX:-UsePerfData",
         *jvm_options,
         "-cp",
-        f"{lib_dir}/*",
+        ":".join([f"{lib_dir}/*", *map(str, jars)]),
         main_class,
         *extra,
     ]

@@ -213,6 +213,16 @@ def fetch(version: str) -> None:
     help="Separate hosts: network namespaces server1..4, watchdog, vantage, clients on a "
     "bridge (198.18.N.0/24), an sshd on each server and vantage; one group, one slave; root.",
 )
+@click.option(
+    "--promotion",
+    type=click.Choice(["restart", "inplace"]),
+    default="restart",
+    show_default=True,
+    help="How the watchdog promotes a slave. restart: stop it and start it as master; inplace: "
+    "put the broker plug-in (`make plugin`) on every broker's classpath, give each broker and "
+    'the watchdog a fresh secret (0600), and set [failover] promotion = "inplace" in '
+    "watchdog.toml. 4.9.x only.",
+)
 def up(
     directory: str,
     version: str,
@@ -225,6 +235,7 @@ def up(
     tls: str,
     timeout_seconds: float,
     netns: bool,
+    promotion: str,
 ) -> None:
     """Start the cluster; return once every broker is registered on every nameserver."""
     box = Sandbox(directory)
@@ -241,6 +252,7 @@ def up(
             tls="disabled" if tls == "disabled" else "permissive",
             timeout_seconds=timeout_seconds,
             netns=netns,
+            promotion="inplace" if promotion == "inplace" else "restart",
         )
     nameservers = ";".join(n["addr"] for n in doc["nameservers"])
     click.echo(f"sandbox up in {_seconds(time.monotonic() - began)}: RocketMQ {version}")
@@ -248,6 +260,9 @@ def up(
     for b in doc["brokers"]:
         click.echo(f"  {b['broker_name']}:{b['broker_id']} {b['role']} {b['addr']} pid {b['pid']}")
     click.echo(f"  watchdog config {box.config_path}")
+    if doc.get("promotion") == "inplace":
+        secret = doc["plugin_secret_file"]
+        click.echo(f"  promotion inplace: the plug-in on every broker, secret {secret}")
     net = doc.get("netns")
     if net is not None:
         hosts = ", ".join(
