@@ -66,6 +66,7 @@ class WorldHost(LocalBackend):
         if argv and argv[0] == "fake-broker":
             action, key = argv[1], argv[2]
             self.commands.append((action, key))
+            await asyncio.sleep(self.world.command_seconds.get((action, key), 0.0))
             if (
                 action in self.world.failing_commands
                 or (action, key) in self.world.failing_commands
@@ -96,6 +97,7 @@ class World:
         }
         self.is_registering = True  # False: started brokers never show up on the nameservers
         self.failing_commands: set[str | tuple[str, str]] = set()
+        self.command_seconds: dict[tuple[str, str], float] = {}  # how long a command takes
         self.host = WorldHost(self)
         self.pool = ClientPool(connect_timeout_seconds=0.3)
         self.canary_calls = 0
@@ -405,6 +407,18 @@ def test_dropped_by_every_nameserver_fences_after_the_grace(
             assert fenced[0]["path"] == "nameservers"
         else:
             assert "dropped by every answering nameserver only" in result.detail
+            # Dropped everywhere: the candidate was stopped and rewritten side by side with
+            # the fence; no fence, so it is a slave again, its file as it was, and the next
+            # attempt waits fence_retry without an anti-flap block.
+            assert plan.lanes == ("fence", "candidate")
+            assert world.props(A1).read_bytes() == world.originals[A1]
+            assert world.props(A0).read_bytes() == world.originals[A0]
+            slave = world.brokers[A1]
+            assert (slave.broker_role, slave.broker_id, slave.fault) == ("SLAVE", 1, "ok")
+            assert world.masters() == [None, None]
+            group = StateStore(config.state_dir).load().group("broker-a")
+            assert group.fence_retry_at is not None and group.blocked_until is None
+            assert group.epoch == 0
 
     run(body, tmp_path)
 
@@ -644,6 +658,107 @@ def test_resume_after_each_step(tmp_path: Path, crash_after: int) -> None:
         assert all_commands.count(("stop", A1)) == 1
         assert len(backups(world)) == 2
         assert journal.progress("fo-1").is_finished
+
+    run(body, tmp_path)
+
+
+@pytest.mark.parametrize("crash_after", range(1, 10))
+def test_resume_after_each_step_side_by_side(tmp_path: Path, crash_after: int) -> None:
+    """The master crashed and is dropped everywhere: the fence and the candidate's stop and
+    rewrite run side by side. A crash right after any step, with the other lane's step still
+    running (it dies with the process), is resumed to the end: nothing journaled done runs
+    again, and the candidate starts once, after the gate."""
+
+    async def body(world: World) -> None:
+        config = world.config()
+        await world.stop(A0)
+        plan = world.promotion(config, deregistered_for_seconds=0.0)
+        assert plan.lanes == ("fence", "candidate") and len(plan.steps) == 9
+        # The fence's stop is the slow one (a stop command on a dead broker's host), so the
+        # candidate's lane is mid-way when a fence step ends, and the other way round.
+        world.command_seconds[("stop", A0)] = 0.2
+        world.command_seconds[("stop", A1)] = 0.1
+        crashing = world.executor(config, cls=CrashingExecutor)
+        assert isinstance(crashing, CrashingExecutor)
+        crashing.crash_after = crash_after
+        with pytest.raises(SimulatedCrash):
+            await crashing.run(plan, "fo-1")
+        journal = Journal(config.state_dir)
+        progress = journal.progress("fo-1")
+        done = progress.done_steps
+        assert crash_after - 1 in done
+        assert all(plan.waits_for(i) <= done for i in done)
+        result: FailoverResult = await world.executor(config).run(
+            progress.plan, "fo-1", resume=progress
+        )
+        assert result.outcome == "succeeded", result
+        assert sorted(r.index for r in result.steps) == sorted(set(range(9)) - done)
+        assert world.masters() == [world.brokers[A1].addr] * 2
+        assert world.brokers[A1].broker_role == "ASYNC_MASTER"
+        assert world.host.commands.count(("start", A1)) == 1
+        events = journal.read("fo-1")
+        gate = next(
+            i
+            for i, e in enumerate(events)
+            if e["event"] == "step_done" and e.get("kind") == "confirm_fenced"
+        )
+        start = next(
+            i
+            for i, e in enumerate(events)
+            if e["event"] == "step_started" and e.get("kind") == "start"
+        )
+        assert gate < start
+        state = StateStore(config.state_dir).load()
+        assert state.running == {} and state.group("broker-a").epoch == 1
+
+    run(body, tmp_path)
+
+
+def test_the_candidates_stop_runs_while_the_old_master_is_fenced(tmp_path: Path) -> None:
+    """Side by side: the candidate is killed and rewritten while the fence's slow stop runs,
+    and started only once the gate is done; the journal names each step's lane."""
+
+    async def body(world: World) -> None:
+        config = world.config()
+        await world.stop(A0)
+        world.command_seconds[("stop", A0)] = 0.5
+        plan = world.promotion(config, deregistered_for_seconds=0.0)
+        result = await world.executor(config).run(plan, "fo-1")
+        assert result.outcome == "succeeded", result
+        events = [
+            (e["event"], e["index"], e["lane"])
+            for e in journal_events(config, "fo-1")
+            if e["event"] in ("step_started", "step_done") and e["phase"] == "main"
+        ]
+        assert events[:2] == [("step_started", 0, "fence"), ("step_started", 2, "candidate")]
+        at = {(event, index): i for i, (event, index, _) in enumerate(events)}
+        # The candidate's lane ends while the fence's stop still runs; the gate waits for both.
+        assert at[("step_started", 1)] < at[("step_done", 3)] < at[("step_done", 1)]
+        assert at[("step_done", 1)] < at[("step_started", 4)] < at[("step_done", 4)]
+        assert at[("step_done", 4)] < at[("step_started", 5)]  # the candidate's start
+        assert {lane for _, index, lane in events if index in (0, 1)} == {"fence"}
+        assert {lane for _, index, lane in events if index in (2, 3)} == {"candidate"}
+        assert {lane for _, index, lane in events if index >= 4} == {""}
+
+    run(body, tmp_path)
+
+
+def test_a_failed_candidate_stop_lets_the_fence_step_end_and_starts_nothing(
+    tmp_path: Path,
+) -> None:
+    async def body(world: World) -> None:
+        config = world.config(step_timeout="1s")
+        await world.stop(A0)
+        world.command_seconds[("stop", A0)] = 0.3
+        world.failing_commands.add(("stop", A1))  # it keeps answering: the stop fails
+        plan = world.promotion(config, deregistered_for_seconds=0.0)
+        result = await world.executor(config).run(plan, "fo-1")
+        assert result.outcome == "failed", result
+        assert result.detail.startswith("step 3 (stop) failed: ")
+        kinds = {(e["event"], e.get("index")) for e in journal_events(config, "fo-1")}
+        assert ("step_failed", 2) in kinds and ("step_done", 1) in kinds
+        assert not {i for e, i in kinds if e == "step_started"} & {3, 4, 5}
+        assert world.brokers[A1].broker_role == "SLAVE"
 
     run(body, tmp_path)
 

@@ -93,7 +93,9 @@ def run(body: Callable[[StandinWorld], Awaitable[None]], tmp_path: Path) -> None
 def test_back_as_master_before_its_fence_calls_the_promotion_off(tmp_path: Path) -> None:
     """The supervisor had it back, with its old master properties, by the time the fence
     comes to stop it: the promotion is called off, the old master stays the one master, its
-    file is as it was, the slave is not touched."""
+    file is as it was. The slave, stopped and rewritten side by side with the fence (a crash:
+    the plan fences in a lane of its own), never started as master: it is rolled back, its file
+    as it was, and serves as a slave again."""
 
     async def body(world: StandinWorld) -> None:
         config = world.config()
@@ -106,7 +108,10 @@ def test_back_as_master_before_its_fence_calls_the_promotion_off(tmp_path: Path)
         assert monitor.most_masters == [A0]
         assert world.masters() == [world.brokers[A0].addr] * 2
         assert world.props(A0).read_bytes() == world.originals[A0]
-        assert not any(key == A1 for _, key in world.host.commands)
+        assert world.props(A1).read_bytes() == world.originals[A1]
+        assert [c for c in world.host.commands if c[1] == A1][-1] == ("start", A1)
+        slave = world.brokers[A1]
+        assert (slave.broker_role, slave.broker_id, slave.fault) == ("SLAVE", 1, "ok")
 
     run(body, tmp_path)
 

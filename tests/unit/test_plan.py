@@ -428,3 +428,127 @@ def test_an_operators_switch_from_a_live_master_rejoins_it_as_a_slave() -> None:
     assert "rejoin the old master" in last.purpose
     dead = plan_of(plan_promotion(promote(), config(), FILES, current_epoch=0))
     assert dead.steps[-1].kind is StepKind.RECORD_EPOCH  # a dead master is left to its owner
+
+
+# --------------------------------------------------------------------------- side by side
+
+
+def lanes_of(plan: Plan) -> list[tuple[str, StepKind, str]]:
+    return [(s.lane, s.kind, s.broker_key) for s in plan.steps]
+
+
+def test_a_crashed_master_is_fenced_side_by_side_with_the_candidates_stop() -> None:
+    """Down and dropped by every answering nameserver (a crash): the old master's rewrite, then
+    its stop, in the fence lane; the candidate's stop and rewrite in its own lane; the gate
+    joins them, and only then does the candidate start."""
+    plan = plan_of(
+        plan_promotion(promote(deregistered_for_seconds=0.0), config(), FILES, current_epoch=0)
+    )
+    assert lanes_of(plan) == [
+        ("fence", StepKind.REWRITE, "broker-a:0"),
+        ("fence", StepKind.STOP, "broker-a:0"),
+        ("candidate", StepKind.STOP, "broker-a:1"),
+        ("candidate", StepKind.REWRITE, "broker-a:1"),
+        ("", StepKind.CONFIRM_FENCED, "broker-a:0"),
+        ("", StepKind.START, "broker-a:1"),
+        ("", StepKind.WAIT_MASTER, "broker-a:1"),
+        ("", StepKind.CANARY, "broker-a:1"),
+        ("", StepKind.RECORD_EPOCH, "broker-a:1"),
+    ]
+    assert plan.lanes == ("fence", "candidate")
+    assert [plan.waits_for(i) for i in range(6)] == [
+        frozenset(),
+        frozenset({0}),
+        frozenset(),
+        frozenset({2}),
+        frozenset({0, 1, 2, 3}),
+        frozenset({0, 1, 2, 3, 4}),
+    ]
+    rewrite, stop = plan.steps[:2]
+    assert "first rewrite" in rewrite.purpose and "then stop it" in stop.purpose
+    assert rewrite.is_best_effort and stop.is_best_effort
+    assert not any(s.is_best_effort for s in plan.steps[2:])
+    assert dict(plan.details)["order"].startswith("side by side: ")
+    assert Plan.from_json(plan.to_json()) == plan
+
+
+def test_the_fence_command_runs_in_the_fence_lane() -> None:
+    cfg = parse_config(
+        {
+            "cluster_name": "c",
+            "nameservers": ["127.0.0.1:9876"],
+            "hosts": {"h0": {"kind": "local", "fence_command": ["fence", "{addr}"]}},
+            "brokers": [
+                {
+                    "broker_name": "broker-a",
+                    "broker_id": i,
+                    "addr": addr,
+                    "properties": f"/etc/rmq/a{i}.properties",
+                    "host": "h0",
+                    "start": ["start-broker", str(i)],
+                    "stop": ["stop-broker", str(i)],
+                }
+                for i, addr in enumerate([A0, A1])
+            ],
+        }
+    )
+    plan = plan_of(
+        plan_promotion(promote(deregistered_for_seconds=1.0), cfg, FILES, current_epoch=0)
+    )
+    assert [(s.lane, s.kind) for s in plan.steps[:5]] == [
+        ("fence", StepKind.REWRITE),
+        ("fence", StepKind.STOP),
+        ("fence", StepKind.FENCE_COMMAND),
+        ("candidate", StepKind.STOP),
+        ("candidate", StepKind.REWRITE),
+    ]
+    assert plan.steps[2].argv == ("fence", A0)
+
+
+@pytest.mark.parametrize(
+    ("decision", "files", "why"),
+    [
+        # A nameserver still lists it: a partition may hide a live master that still
+        # replicates to the candidate, and a failed fence must leave the candidate untouched.
+        (promote(old_master_registered_on=1), FILES, "a nameserver still lists the old master"),
+        # An operator's switch of a live master: the candidate must hold all it stored.
+        (
+            promote(requires_master_down=False, deregistered_for_seconds=0.0),
+            FILES,
+            "an operator's switch",
+        ),
+        # Its host did not answer the planner: the fence is likely to fail.
+        (
+            promote(deregistered_for_seconds=0.0),
+            {**FILES, "broker-a:0": None},
+            "host did not answer the planner",
+        ),
+    ],
+)
+def test_in_sequence_when_the_old_master_may_still_feed_the_candidate(
+    decision: Promote, files: dict[str, str | None], why: str
+) -> None:
+    plan = plan_of(plan_promotion(decision, config(), files, current_epoch=0))
+    assert not plan.lanes
+    assert [(s.kind, s.broker_key) for s in plan.steps[:5]] == [
+        (StepKind.REWRITE, "broker-a:0"),
+        (StepKind.STOP, "broker-a:0"),
+        (StepKind.CONFIRM_FENCED, "broker-a:0"),
+        (StepKind.STOP, "broker-a:1"),
+        (StepKind.REWRITE, "broker-a:1"),
+    ]
+    order = dict(plan.details)["order"]
+    assert order.startswith("in sequence: ") and why in order
+    assert [plan.waits_for(i) for i in range(3)] == [frozenset(), {0}, {0, 1}]
+
+
+def test_a_plan_journaled_before_lanes_resumes_in_sequence() -> None:
+    """A journal written by a watchdog without lanes: its steps carry no `lane` key."""
+    plan = plan_of(plan_promotion(promote(), config(), FILES, current_epoch=0))
+    doc = plan.to_json()
+    for step in doc["steps"] + doc["rollback"]:
+        del step["lane"]
+    old = Plan.from_json(doc)
+    assert old == plan and not old.lanes
+    assert all(old.waits_for(i) == frozenset(range(i)) for i in range(len(old.steps)))
+

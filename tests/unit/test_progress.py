@@ -12,12 +12,19 @@ uninterrupted sequence, or the documented resume behaviour:
   reason "resumed an interrupted rollback".
 
 A resumed run is itself cut and resumed again, so a crash during a resume is covered too.
+
+Plans with lanes (the fence side by side with the candidate's stop and rewrite) are run in
+every order in which the steps running side by side can end, each of them cut after every
+journal entry and resumed in two orders; every run, whole or resumed, is checked against the
+rules of lanes (`Rules`): a step starts only once what it waits for is journaled done, one step
+per lane at a time, nothing starts after a failure, and the candidate never starts before the
+confirm_fenced gate is done.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +38,10 @@ from watchdog.act._progress import (
     Finish,
     Progress,
     RunStep,
+    Start,
     StartRollback,
     StepStatus,
+    Wait,
     next_action,
     retry_budget_seconds,
 )
@@ -92,7 +101,12 @@ FILES = {
 }
 
 
-def promotion(*, requires_master_down: bool = True, **settings: Any) -> Plan:
+def promotion(
+    *,
+    requires_master_down: bool = True,
+    deregistered_for_seconds: float | None = None,
+    **settings: Any,
+) -> Plan:
     decision = Promote(
         broker_name="broker-a",
         old_master_key=A0,
@@ -104,6 +118,7 @@ def promotion(*, requires_master_down: bool = True, **settings: Any) -> Plan:
         new_role="ASYNC_MASTER",
         reason="master died",
         requires_master_down=requires_master_down,
+        deregistered_for_seconds=deregistered_for_seconds,
     )
     plan = plan_promotion(decision, config(**settings), FILES, current_epoch=0)
     assert not isinstance(plan, Refusal), plan
@@ -130,6 +145,9 @@ WITH_FENCE_COMMAND = promotion(fence_command=True)  # the fence command before t
 WITH_SLAVE = promotion(slaves=2)  # A2 is pinned to A0: it is re-pointed after the canary
 SWITCH = promotion(requires_master_down=False)  # failover --force: A0 rejoins at the end
 FENCE = fence_plan()  # rewrite, stop, move aside, start A0; record_epoch
+# The old master down and dropped by every nameserver: fenced side by side with the candidate.
+LANES = promotion(deregistered_for_seconds=0.0)
+LANES_WITH_FENCE_COMMAND = promotion(deregistered_for_seconds=0.0, fence_command=True)
 
 
 def test_the_plans_are_the_planners() -> None:
@@ -164,6 +182,30 @@ def test_the_plans_are_the_planners() -> None:
         f"record_epoch {A1}",
     ]
 
+    def lanes(plan: Plan) -> list[str]:
+        return [f"{s.lane or '-'} {s.kind} {s.broker_key}" for s in plan.steps]
+
+    assert lanes(LANES) == [
+        f"fence rewrite {A0}",
+        f"fence stop {A0}",
+        f"candidate stop {A1}",
+        f"candidate rewrite {A1}",
+        f"- confirm_fenced {A0}",
+        f"- start {A1}",
+        f"- wait_master {A1}",
+        f"- canary {A1}",
+        f"- record_epoch {A1}",
+    ]
+    assert lanes(LANES_WITH_FENCE_COMMAND)[:5] == [
+        f"fence rewrite {A0}",
+        f"fence stop {A0}",
+        f"fence fence_command {A0}",
+        f"candidate stop {A1}",
+        f"candidate rewrite {A1}",
+    ]
+    assert LANES.rollback == PROMOTION.rollback
+    assert not any(s.lane for p in (PROMOTION, SWITCH, FENCE) for s in p.steps)
+
 
 # --------------------------------------------------------------------------- the stand-in run
 
@@ -180,47 +222,177 @@ class Script:
         return self.results.get((action.phase, action.index), "done")
 
 
+def render_step(action: RunStep) -> str:
+    restore = " restore" if action.restore_backup else ""
+    return f"{action.phase} {action.index} {action.step.kind} {action.step.broker_key}{restore}"
+
+
 def render(action: Action) -> str:
-    if isinstance(action, RunStep):
-        restore = " restore" if action.restore_backup else ""
-        return f"{action.phase} {action.index} {action.step.kind} {action.step.broker_key}{restore}"
+    """A Start of several steps reads "main 0 ... | main 2 ...": they start side by side."""
+    if isinstance(action, Start):
+        return " | ".join(render_step(a) for a in action.steps)
     if isinstance(action, StartRollback):
-        return f"rollback_started: {action.why}"
+        fence = " (fence)" if action.is_fence else ""
+        return f"rollback_started{fence}: {action.why}"
+    if isinstance(action, Wait):
+        return "wait"
     return f"{action.outcome}: {action.detail}"
 
 
+# Which running step ends next: the one with the lowest index, or another policy.
+Pick = Callable[[Sequence[RunStep]], RunStep]
+
+
+def lowest(running: Sequence[RunStep]) -> RunStep:
+    return min(running, key=lambda a: a.key)
+
+
+def highest(running: Sequence[RunStep]) -> RunStep:
+    return max(running, key=lambda a: a.key)
+
+
+@dataclass
+class Rules:
+    """The rules every run keeps, judged from the journal (not from `Progress`): a main step
+    starts only once every step it waits for is journaled done, alone in its lane (a step
+    without a lane: alone), never after a failure; the candidate's start only after the gate
+    is done; the run finishes or rolls back only when nothing runs."""
+
+    plan: Plan
+    done: set[int]  # main steps journaled done or skipped
+    gate_done: bool = False
+    failed: bool = False
+
+    @classmethod
+    def of(cls, plan: Plan, entries: list[dict[str, Any]]) -> Rules:
+        done = {
+            e["index"]
+            for e in entries
+            if e["event"] in ("step_done", "step_skipped") and e["phase"] == "main"
+        }
+        gate = any(
+            e["event"] == "step_done"
+            and e["phase"] == "main"
+            and plan.steps[e["index"]].kind is StepKind.CONFIRM_FENCED
+            for e in entries
+        )
+        return cls(plan, done, gate_done=gate)
+
+    def start(self, action: RunStep, running: Sequence[RunStep]) -> None:
+        if action.phase == "rollback":
+            assert not [r for r in running if r.phase == "main"], running
+            return
+        step = self.plan.steps[action.index]
+        assert not self.failed, f"{render_step(action)} started after a failure"
+        assert action.index not in self.done, f"{render_step(action)} again"
+        assert self.plan.waits_for(action.index) <= self.done, render_step(action)
+        for other in running:
+            lane = self.plan.steps[other.index].lane
+            assert step.lane and lane and lane != step.lane, (action, other)
+        has_gate = any(s.kind is StepKind.CONFIRM_FENCED for s in self.plan.steps)
+        if (
+            step.kind is StepKind.START
+            and step.broker_key == self.plan.new_master_key
+            and has_gate
+            and self.plan.requires_master_down
+        ):
+            assert self.gate_done, "the candidate started before the fence was confirmed"
+
+    def end(self, action: RunStep, status: StepStatus) -> None:
+        if action.phase != "main":
+            return
+        if status == "failed":
+            self.failed = True
+            return
+        self.done.add(action.index)
+        if status == "done" and self.plan.steps[action.index].kind is StepKind.CONFIRM_FENCED:
+            self.gate_done = True
+
+
 def play(
-    plan: Plan, script: Script, progress: Progress, journal: list[dict[str, Any]]
+    plan: Plan,
+    script: Script,
+    progress: Progress,
+    journal: list[dict[str, Any]],
+    *,
+    pick: Pick = lowest,
+    before: list[dict[str, Any]] | None = None,
 ) -> list[str]:
-    """Drive the resolver as the executor does, appending what the executor journals."""
+    """Drive the resolver as the executor does, appending what the executor journals; `pick`
+    chooses which running step ends next. Waits are not listed."""
     seen: list[str] = []
     backups = set(progress.backups)
+    rules = Rules.of(plan, before or [])
+    running: list[RunStep] = []
     while True:
         action = next_action(plan, progress)
-        seen.append(render(action))
+        if not isinstance(action, Wait):
+            seen.append(render(action))
         assert len(seen) < 100, seen
         if isinstance(action, Finish):
+            assert not running, running
             journal.append({"event": "finished", "outcome": action.outcome})
             return seen
         if isinstance(action, StartRollback):
+            assert not running, running
             journal.append({"event": "rollback_started", "reason": action.why})
-            progress = progress.rolling_back(action.why)
+            progress = progress.rolling_back(action.why, is_fence=action.is_fence)
             continue
-        where = {"index": action.index, "phase": action.phase}
-        journal.append({"event": "step_started", **where})
-        status = script.status(action)
-        key = action.step.broker_key
+        if isinstance(action, Start):
+            for started in action.steps:
+                rules.start(started, running)
+                where = {"index": started.index, "phase": started.phase}
+                journal.append({"event": "step_started", **where})
+                running.append(started)
+                progress = progress.started(started)
+            continue
+        assert running, "a wait with nothing running"
+        ended = pick(running)
+        running.remove(ended)
+        status = script.status(ended)
+        key = ended.step.broker_key
         if (
-            action.phase == "main"
-            and action.step.kind is StepKind.REWRITE
+            ended.phase == "main"
+            and ended.step.kind is StepKind.REWRITE
             and status == "done"
             and key not in backups
         ):
             backups.add(key)
             journal.append({"event": "backup_written", "broker_key": key, "backup": f"{key}.bak"})
-        journal.append({"event": f"step_{status}", **where})
+        journal.append({"event": f"step_{status}", "index": ended.index, "phase": ended.phase})
+        rules.end(ended, status)
         detail = "boom" if status != "done" else "ok"
-        progress = progress.after(action, status, detail, backups=frozenset(backups))
+        progress = progress.after(ended, status, detail, backups=frozenset(backups))
+
+
+@dataclass
+class Picker:
+    """Ends the running steps in the order `choices` says (an index into them, lowest key
+    first; 0 once the choices are used up), noting how many ran at each wait."""
+
+    choices: list[int]
+    widths: list[int] = field(default_factory=list)
+
+    def __call__(self, running: Sequence[RunStep]) -> RunStep:
+        k = len(self.widths)
+        self.widths.append(len(running))
+        choice = self.choices[k] if k < len(self.choices) else 0
+        return sorted(running, key=lambda a: a.key)[choice]
+
+
+def orders(plan: Plan, script: Script) -> list[list[int]]:
+    """Every order in which the steps running side by side can end, as `Picker` choices."""
+    found: list[list[int]] = []
+    stack: list[list[int]] = [[]]
+    while stack:
+        prefix = stack.pop()
+        picker = Picker(prefix)
+        play(plan, script, Progress(), [], pick=picker)
+        choices = prefix + [0] * (len(picker.widths) - len(prefix))
+        found.append(choices)
+        for k in range(len(prefix), len(picker.widths)):
+            stack.extend(choices[:k] + [alt] for alt in range(1, picker.widths[k]))
+    return found
 
 
 def progress_of(tmp_path: Path, plan: Plan, entries: list[dict[str, Any]]) -> Progress:
@@ -236,12 +408,12 @@ def progress_of(tmp_path: Path, plan: Plan, entries: list[dict[str, Any]]) -> Pr
 
 def expected_resume(sequence: list[str], entries: list[dict[str, Any]]) -> list[str]:
     """The documented resume behaviour, stated on the uninterrupted sequence `sequence` that
-    journaled `entries` before the cut."""
+    journaled `entries` before the cut (a plan without lanes: one step at a time)."""
     if any(e["event"] == "rollback_started" for e in entries):
-        start = next(i for i, s in enumerate(sequence) if s.startswith("rollback_started: "))
-        why = sequence[start].removeprefix("rollback_started: ")
+        start = next(i for i, s in enumerate(sequence) if s.startswith("rollback_started"))
+        head, _, why = sequence[start].partition(": ")
         tail = sequence[start:]
-        tail[0] = "rollback_started: resumed an interrupted rollback"
+        tail[0] = f"{head}: resumed an interrupted rollback"
         tail[-1] = tail[-1].replace(why, "resumed an interrupted rollback")
         return tail
     done = {
@@ -264,17 +436,56 @@ def check_interrupted(
     """Cut the run's journal after each entry; the resumed run does what `expected_resume`
     says; `depth` > 1 cuts the resumed run again."""
     journal: list[dict[str, Any]] = []
-    play(plan, script, progress_of(tmp_path, plan, before), journal)
+    play(plan, script, progress_of(tmp_path, plan, before), journal, before=before)
     for cut in range(len(journal)):  # the last entry is `finished`: nothing to resume
         entries = before + journal[:cut]
         resumed = progress_of(tmp_path, plan, entries)
         again: list[dict[str, Any]] = []
-        seen = play(plan, script, resumed, again)
+        seen = play(plan, script, resumed, again, before=entries)
         assert seen == expected_resume(expected, entries), (cut, journal[:cut])
         if depth > 1:
             check_interrupted(
                 tmp_path, plan, script, expected_resume(expected, entries), entries, depth - 1
             )
+
+
+def check_interrupted_lanes(
+    tmp_path: Path, plan: Plan, script: Script, pick: Pick, finish: str
+) -> None:
+    """Cut a run with lanes after each journal entry and resume it, letting the steps side by
+    side end lowest first, then highest first: each resumed run keeps the `Rules` (so it runs
+    no step journaled done, and the candidate waits for the gate), runs every step the journal
+    left started but not done when it still goes on, and ends as the whole run did; after a
+    `rollback_started` it is the rollback from its first step, as in a plan without lanes."""
+    journal: list[dict[str, Any]] = []
+    whole = play(plan, script, Progress(), journal, pick=pick)
+    assert whole[-1] == finish
+    for cut in range(len(journal)):
+        entries = journal[:cut]
+        for order in (lowest, highest):
+            resumed = progress_of(tmp_path, plan, entries)
+            again: list[dict[str, Any]] = []
+            seen = play(plan, script, resumed, again, pick=order, before=entries)
+            if any(e["event"] == "rollback_started" for e in entries):
+                assert seen == expected_resume(whole, entries), (cut, entries)
+                continue
+            assert seen[-1] == finish, (cut, seen)
+            done = {
+                e["index"]
+                for e in entries
+                if e["event"] in ("step_done", "step_skipped") and e["phase"] == "main"
+            }
+            started = {
+                e["index"] for e in entries if e["event"] == "step_started" and e["phase"] == "main"
+            }
+            again_started = {
+                e["index"] for e in again if e["event"] == "step_started" and e["phase"] == "main"
+            }
+            if finish.startswith("succeeded"):
+                assert again_started == set(range(len(plan.steps))) - done, (cut, seen)
+            else:
+                # A step that was running when the crash came runs again.
+                assert started - done <= again_started, (cut, seen)
 
 
 ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
@@ -485,6 +696,164 @@ def test_a_whole_plan_and_every_interruption_of_it(
     check_interrupted(tmp_path, plan, script, expected, [], depth=2)
 
 
+L = LANES.steps
+LANES_START = [
+    f"main 0 rewrite {A0} | main 2 stop {A1}",
+    f"main 1 stop {A0}",
+    f"main 3 rewrite {A1}",
+    f"main 4 confirm_fenced {A0}",
+]
+ROLLBACK = [f"rollback 0 stop {A1}", f"rollback 1 rewrite {A1} restore", f"rollback 2 start {A1}"]
+
+# Side by side, the running step with the lowest index ending first; every other order is
+# checked by test_lanes_in_every_order_and_every_interruption.
+LANE_ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
+    (
+        "every step done: the fence and the candidate's stop and rewrite side by side",
+        LANES,
+        {},
+        [
+            *LANES_START,
+            f"main 5 start {A1}",
+            f"main 6 wait_master {A1}",
+            f"main 7 canary {A1}",
+            f"main 8 record_epoch {A1}",
+            "succeeded: master died",
+        ],
+    ),
+    (
+        "a best-effort fence step that fails holds up no lane",
+        LANES,
+        {("main", 0): "skipped", ("main", 1): "skipped"},
+        [
+            *LANES_START,
+            *[f"main {i} {L[i].kind} {A1}" for i in range(5, 9)],
+            "succeeded: master died",
+        ],
+    ),
+    (
+        "no fence: the candidate, stopped side by side, is restored and started as a slave",
+        LANES,
+        {("main", 1): "skipped", ("main", 4): "failed"},
+        [
+            *LANES_START,
+            "rollback_started (fence): boom",
+            *ROLLBACK,
+            f"rollback 3 rewrite {A0} restore",
+            f"awaiting_fence: not promoting until {A0} is fenced: boom; {A1} rolled back",
+        ],
+    ),
+    (
+        "no fence and no rewrite of the old master: its file is written as it was",
+        LANES,
+        {("main", 0): "skipped", ("main", 1): "skipped", ("main", 4): "failed"},
+        [
+            *LANES_START,
+            "rollback_started (fence): boom",
+            *ROLLBACK,
+            f"rollback 3 rewrite {A0}",
+            f"awaiting_fence: not promoting until {A0} is fenced: boom; {A1} rolled back",
+        ],
+    ),
+    (
+        "no fence, and the candidate's restore fails: failed, not awaiting the fence",
+        LANES,
+        {("main", 4): "failed", ("rollback", 2): "failed"},
+        [
+            *LANES_START,
+            "rollback_started (fence): boom",
+            *ROLLBACK,
+            f"rollback 3 rewrite {A0} restore",
+            "failed: boom; rolled back (rollback incomplete)",
+        ],
+    ),
+    (
+        "the candidate's stop fails: the running fence step ends, nothing else starts",
+        LANES,
+        {("main", 2): "failed"},
+        [LANES_START[0], LANES_START[1], "failed: step 3 (stop) failed: boom"],
+    ),
+    (
+        "the candidate's rewrite fails: rolled back once the fence lane's step has ended",
+        LANES,
+        {("main", 3): "failed"},
+        [
+            *LANES_START[:3],
+            "rollback_started: step 4 (rewrite) failed: boom",
+            f"rollback 0 stop {A1}",
+            f"rollback 1 rewrite {A1}",
+            f"rollback 2 start {A1}",
+            f"rollback 3 rewrite {A0} restore",
+            "rolled_back: step 4 (rewrite) failed: boom; rolled back",
+        ],
+    ),
+    (
+        "the new master never registers: rolled back as without lanes",
+        LANES,
+        {("main", 6): "failed"},
+        [
+            *LANES_START,
+            f"main 5 start {A1}",
+            f"main 6 wait_master {A1}",
+            "rollback_started: step 7 (wait_master) failed: boom",
+            *ROLLBACK,
+            f"rollback 3 rewrite {A0} restore",
+            "rolled_back: step 7 (wait_master) failed: boom; rolled back",
+        ],
+    ),
+    (
+        "the fence command runs in the fence lane, after the stop",
+        LANES_WITH_FENCE_COMMAND,
+        {("main", 1): "skipped"},
+        [
+            f"main 0 rewrite {A0} | main 3 stop {A1}",
+            f"main 1 stop {A0}",
+            f"main 2 fence_command {A0}",
+            f"main 4 rewrite {A1}",
+            f"main 5 confirm_fenced {A0}",
+            f"main 6 start {A1}",
+            f"main 7 wait_master {A1}",
+            f"main 8 canary {A1}",
+            f"main 9 record_epoch {A1}",
+            "succeeded: master died",
+        ],
+    ),
+    (
+        "no fence after the fence command either: the candidate is rolled back",
+        LANES_WITH_FENCE_COMMAND,
+        {("main", 1): "skipped", ("main", 2): "skipped", ("main", 5): "failed"},
+        [
+            f"main 0 rewrite {A0} | main 3 stop {A1}",
+            f"main 1 stop {A0}",
+            f"main 2 fence_command {A0}",
+            f"main 4 rewrite {A1}",
+            f"main 5 confirm_fenced {A0}",
+            "rollback_started (fence): boom",
+            *ROLLBACK,
+            f"rollback 3 rewrite {A0} restore",
+            f"awaiting_fence: not promoting until {A0} is fenced: boom; {A1} rolled back",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("plan", "results", "expected"), [r[1:] for r in LANE_ROWS], ids=[r[0] for r in LANE_ROWS]
+)
+def test_lanes_in_every_order_and_every_interruption(
+    tmp_path: Path,
+    plan: Plan,
+    results: dict[tuple[str, int], StepStatus],
+    expected: list[str],
+) -> None:
+    script = Script(results)
+    assert play(plan, script, Progress(), []) == expected
+    every = orders(plan, script)
+    assert len(every) > 1
+    for choices in every:
+        check_interrupted_lanes(tmp_path, plan, script, Picker(choices), expected[-1])
+
+
 def test_a_crash_between_a_failure_and_its_rollback_runs_the_failed_step_again(
     tmp_path: Path,
 ) -> None:
@@ -553,6 +922,70 @@ WAIT = RunStep("main", 6, PROMOTION.steps[6])
 )
 def test_next_action(progress: Progress, expected: str) -> None:
     assert render(next_action(PROMOTION, progress)) == expected
+
+
+M = frozenset  # for the running sets below
+
+
+@pytest.mark.parametrize(
+    ("progress", "expected"),
+    [
+        (Progress(), f"main 0 rewrite {A0} | main 2 stop {A1}"),
+        (Progress(running=M({("main", 0), ("main", 2)})), "wait"),
+        (Progress(done=M({0}), running=M({("main", 2)})), f"main 1 stop {A0}"),
+        (Progress(done=M({2}), running=M({("main", 0)})), f"main 3 rewrite {A1}"),
+        (Progress(done=M({0, 1, 2}), running=M({("main", 3)})), "wait"),
+        # The gate joins the lanes; the candidate's start waits for the gate.
+        (Progress(done=M({0, 1, 2, 3})), f"main 4 confirm_fenced {A0}"),
+        (Progress(done=M({0, 1, 2, 3, 4})), f"main 5 start {A1}"),
+        # Out of order, as a resumed journal may say: each lane goes on where it stands.
+        (Progress(done=M({1, 3})), f"main 0 rewrite {A0} | main 2 stop {A1}"),
+        (Progress(done=M({0, 1, 3})), f"main 2 stop {A1}"),
+        # A failure: the running step ends first, nothing else starts, then it is judged.
+        (Progress(done=M({0}), running=M({("main", 1)}), failed=2, failed_detail="x"), "wait"),
+        (Progress(done=M({0, 1}), failed=2, failed_detail="x"), "failed: step 3 (stop) failed: x"),
+        (
+            Progress(done=M({0, 1, 2}), failed=3, failed_detail="x"),
+            "rollback_started: step 4 (rewrite) failed: x",
+        ),
+        (
+            Progress(done=M({0, 1, 2, 3}), failed=4, failed_detail="x", backups=M({A0, A1})),
+            "rollback_started (fence): x",
+        ),
+        # A resumed rollback: after the gate (everything it waits for done) or not.
+        (
+            Progress(done=M({0, 1, 2, 3}), is_rollback_interrupted=True),
+            "rollback_started (fence): resumed an interrupted rollback",
+        ),
+        (
+            Progress(done=M({0, 1, 2}), is_rollback_interrupted=True),
+            "rollback_started: resumed an interrupted rollback",
+        ),
+        (
+            Progress(done=M(range(6)), is_rollback_interrupted=True),
+            "rollback_started: resumed an interrupted rollback",
+        ),
+        (
+            Progress(rollback_why="x", is_fence_rollback=True, rollback_ran=4),
+            f"awaiting_fence: not promoting until {A0} is fenced: x; {A1} rolled back",
+        ),
+        (Progress(rollback_why="x", running=M({("rollback", 0)})), "wait"),
+    ],
+)
+def test_next_action_side_by_side(progress: Progress, expected: str) -> None:
+    assert render(next_action(LANES, progress)) == expected
+
+
+def test_started_steps_run_until_they_end() -> None:
+    first, second = RunStep("main", 0, L[0]), RunStep("main", 2, L[2])
+    progress = Progress().started(first).started(second)
+    assert progress.running == {("main", 0), ("main", 2)}
+    progress = progress.after(second, "failed", "x", backups=frozenset())
+    assert (progress.running, progress.failed) == ({("main", 0)}, 2)
+    # A second failure while the first is judged changes nothing but the running set.
+    third = RunStep("main", 1, L[1])
+    again = progress.started(third).after(third, "failed", "y", backups=frozenset())
+    assert (again.failed, again.failed_detail, again.running) == (2, "x", {("main", 0)})
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -15,7 +16,16 @@ from ..model import WatchdogError
 from ..observe import Event, EventName, HookRunner, WebhookNotifier
 from ..remoting import ClientPool
 from ._journal import Journal, JournalProgress
-from ._progress import Finish, Phase, Progress, RunStep, StartRollback, StepStatus, next_action
+from ._progress import (
+    Finish,
+    Phase,
+    Progress,
+    RunStep,
+    Start,
+    StartRollback,
+    StepStatus,
+    next_action,
+)
 from ._run import (
     CanaryRunner,
     Emit,
@@ -140,27 +150,52 @@ class Executor:
             self.emit("failover_resumed", {"failover_id": failover_id, "done_steps": done})
             progress = Progress.resumed(resume)
         records: list[StepRecord] = []
-        while True:
-            action = next_action(plan, progress)
-            if isinstance(action, Finish):
-                return self._finish(run, records, action.outcome, action.detail)
-            if isinstance(action, StartRollback):
-                self.journal.append(failover_id, "rollback_started", reason=action.why)
-                self.emit("rollback_started", {"failover_id": failover_id, "reason": action.why})
-                progress = progress.rolling_back(action.why)
-                continue
-            record = await self._run_action(action, run)
-            records.append(record)
-            progress = progress.after(
-                action, record.status, record.detail, backups=frozenset(run.backups)
-            )
-            if (
-                action.phase == "main"
-                and record.status != "failed"
-                and self.crash_after_step is not None
-                and action.index + 1 == self.crash_after_step
-            ):
-                os._exit(70)
+        running: dict[asyncio.Task[StepRecord], RunStep] = {}
+        try:
+            while True:
+                action = next_action(plan, progress)
+                if isinstance(action, Finish):
+                    return self._finish(run, records, action.outcome, action.detail)
+                if isinstance(action, StartRollback):
+                    self.journal.append(
+                        failover_id,
+                        "rollback_started",
+                        reason=action.why,
+                        is_fence=action.is_fence,
+                    )
+                    self.emit(
+                        "rollback_started", {"failover_id": failover_id, "reason": action.why}
+                    )
+                    progress = progress.rolling_back(action.why, is_fence=action.is_fence)
+                    continue
+                if isinstance(action, Start):
+                    for to_run in action.steps:
+                        running[asyncio.create_task(self._run_action(to_run, run))] = to_run
+                        progress = progress.started(to_run)
+                    continue
+                ended, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                # In plan order when several end together, so the journal reads the same way.
+                for task in sorted(ended, key=lambda t: running[t].key):
+                    ran = running.pop(task)
+                    record = task.result()  # a step's own failure is its record's status
+                    records.append(record)
+                    progress = progress.after(
+                        ran, record.status, record.detail, backups=frozenset(run.backups)
+                    )
+                    if (
+                        ran.phase == "main"
+                        and record.status != "failed"
+                        and self.crash_after_step is not None
+                        and ran.index + 1 == self.crash_after_step
+                    ):
+                        os._exit(70)
+        finally:
+            # An error that is no step's failure (StateError) or a cancelled run: the steps
+            # still running side by side end with it; the journal says they were started.
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
 
     async def _run_action(self, action: RunStep, run: FailoverRun) -> StepRecord:
         record = await self._run_logged(
@@ -342,6 +377,7 @@ class Executor:
             phase=phase,
             kind=str(step.kind),
             broker_key=step.broker_key,
+            lane=step.lane,
         )
         self.emit(
             "step_started",
@@ -365,6 +401,7 @@ class Executor:
             phase=phase,
             kind=str(step.kind),
             broker_key=step.broker_key,
+            lane=step.lane,
             detail=detail,
             duration_seconds=duration,
         )
@@ -374,6 +411,7 @@ class Executor:
             "phase": phase,
             "kind": str(step.kind),
             "broker_key": step.broker_key,
+            "lane": step.lane,
             "purpose": step.purpose,
             "status": status,
             "detail": detail,

@@ -1,4 +1,5 @@
-"""Pure: where a running plan stands, and what the executor does next (run, roll back, finish)."""
+"""Pure: where a running plan stands, and what the executor does next (start steps, wait for
+running ones, roll back, finish)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ __all__ = [
     "Phase",
     "Progress",
     "RunStep",
+    "Start",
     "StartRollback",
     "StepStatus",
+    "Wait",
     "next_action",
     "retry_budget_seconds",
 ]
@@ -36,19 +39,39 @@ _BEST_EFFORT_BUDGET_SECONDS = 15.0  # a dead host must not hold the promotion fo
 
 @dataclass(frozen=True)
 class RunStep:
-    """Run one step (each step is idempotent: running a done one again changes nothing)."""
+    """One step to run (each step is idempotent: running a done one again changes nothing)."""
 
     phase: Phase
     index: int  # in plan.steps (main) or plan.rollback; the fence restore is len(plan.steps)
     step: Step
     restore_backup: bool = False  # a rewrite that puts the file's backup back
 
+    @property
+    def key(self) -> tuple[Phase, int]:
+        return (self.phase, self.index)
+
+
+@dataclass(frozen=True)
+class Start:
+    """Start these steps now, each on its own: everything they wait for is done (Plan.waits_for),
+    so they are at most one per lane. The executor then asks again."""
+
+    steps: tuple[RunStep, ...]
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Steps are running and nothing may start (or end the run) before one of them ends."""
+
 
 @dataclass(frozen=True)
 class StartRollback:
-    """Journal `rollback_started` with this reason; the rollback steps come next."""
+    """Journal `rollback_started` with this reason; the rollback steps come next. `is_fence`:
+    the confirm_fenced gate failed after the candidate was stopped side by side with the fence,
+    so the run ends awaiting the fence once the candidate is restored."""
 
     why: str
+    is_fence: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,20 +82,22 @@ class Finish:
     detail: str
 
 
-Action = RunStep | StartRollback | Finish
+Action = Start | Wait | StartRollback | Finish
 
 
 @dataclass(frozen=True)
 class Progress:
-    """What the journal says of a run, plus the result of the step just run."""
+    """What the journal says of a run, plus what this process started and what ended since."""
 
     done: frozenset[int] = frozenset()  # main steps done or skipped
     backups: frozenset[str] = frozenset()  # broker keys whose properties file has a backup
-    failed: int | None = None  # the main step that failed, which ends the main steps
+    running: frozenset[tuple[Phase, int]] = frozenset()  # started by this process, not ended
+    failed: int | None = None  # the main step that failed: nothing starts after it
     failed_detail: str = ""
     # The journal had a rollback_started but no finished: the rollback starts over.
     is_rollback_interrupted: bool = False
     rollback_why: str | None = None  # set once rollback_started is journaled by this run
+    is_fence_rollback: bool = False  # that rollback undoes the candidate after a failed gate
     rollback_ran: int = 0  # rollback steps run by this run
     is_rollback_incomplete: bool = False  # one of them failed
     is_fence_restored: bool = False  # not fenced: the old master's file was put back
@@ -80,32 +105,50 @@ class Progress:
     @classmethod
     def resumed(cls, journal: JournalProgress) -> Progress:
         """Where a new process picks a run up. A step journaled as started but not as done
-        runs again, and so does one journaled as failed (the crash came before the run acted
-        on the failure); a rollback starts over from its first step."""
+        runs again (steps running side by side when the crash came all do), and so does one
+        journaled as failed (the crash came before the run acted on the failure); a rollback
+        starts over from its first step."""
         return cls(
             done=journal.done_steps,
             backups=frozenset(journal.backups),
             is_rollback_interrupted=journal.is_rolling_back,
         )
 
-    def rolling_back(self, why: str) -> Progress:
-        return replace(self, rollback_why=why, rollback_ran=0, is_rollback_incomplete=False)
+    def started(self, ran: RunStep) -> Progress:
+        return replace(self, running=self.running | {ran.key})
+
+    def rolling_back(self, why: str, *, is_fence: bool = False) -> Progress:
+        return replace(
+            self,
+            rollback_why=why,
+            is_fence_rollback=is_fence,
+            rollback_ran=0,
+            is_rollback_incomplete=False,
+        )
 
     def after(
         self, ran: RunStep, status: StepStatus, detail: str, *, backups: frozenset[str]
     ) -> Progress:
         """The progress once `ran` ended with `status`; `backups` as they are now (a rewrite
         writes its file's backup the first time it changes the file)."""
+        running = self.running - {ran.key}
         if ran.phase == "main":
             if status == "failed":
-                return replace(self, failed=ran.index, failed_detail=detail, backups=backups)
-            return replace(self, done=self.done | {ran.index}, backups=backups)
+                if self.failed is not None:
+                    # A second failure among steps that ran side by side: the first one
+                    # decides what happens next (both are in the journal).
+                    return replace(self, running=running, backups=backups)
+                return replace(
+                    self, running=running, failed=ran.index, failed_detail=detail, backups=backups
+                )
+            return replace(self, running=running, done=self.done | {ran.index}, backups=backups)
         if self.rollback_why is None:
             # The only rollback-phase step outside a rollback: the fence gate's restore,
             # whose result changes nothing (the run waits for a fence either way).
-            return replace(self, is_fence_restored=True, backups=backups)
+            return replace(self, running=running, is_fence_restored=True, backups=backups)
         return replace(
             self,
+            running=running,
             rollback_ran=self.rollback_ran + 1,
             is_rollback_incomplete=self.is_rollback_incomplete or status == "failed",
             backups=backups,
@@ -113,28 +156,64 @@ class Progress:
 
 
 def next_action(plan: Plan, progress: Progress) -> Action:
-    """What the executor does next, given the plan and where its run stands."""
+    """What the executor does next, given the plan and where its run stands.
+
+    Main steps start as soon as every step they wait for is done (Plan.waits_for: in order
+    within a lane, lanes side by side, a step without a lane once all before it are done). A
+    best-effort step that failed counts as done, so it holds up no other lane. Once a step
+    fails nothing new starts; the steps still running end first, then the failure is judged.
+    Rollback steps run one after the other."""
     if progress.rollback_why is not None:
+        if progress.running:
+            return Wait()
         if progress.rollback_ran < len(plan.rollback):
             step = plan.rollback[progress.rollback_ran]
             restore = step.kind is StepKind.REWRITE and step.broker_key in progress.backups
-            return RunStep("rollback", progress.rollback_ran, step, restore_backup=restore)
-        detail = f"{progress.rollback_why}; rolled back" + (
-            " (rollback incomplete)" if progress.is_rollback_incomplete else ""
-        )
-        return Finish("failed" if progress.is_rollback_incomplete else "rolled_back", detail)
+            return Start(
+                (RunStep("rollback", progress.rollback_ran, step, restore_backup=restore),)
+            )
+        return _after_rollback(plan, progress, progress.rollback_why)
     if progress.is_rollback_interrupted:
-        return StartRollback(RESUMED_ROLLBACK)
+        return StartRollback(RESUMED_ROLLBACK, is_fence=_is_gate_failed(plan, progress.done))
     if progress.failed is not None:
+        if progress.running:
+            return Wait()
         return _after_failure(plan, progress, progress.failed)
-    for index, step in enumerate(plan.steps):
-        if index not in progress.done:
-            return RunStep("main", index, step)
+    runnable = tuple(
+        RunStep("main", index, step)
+        for index, step in enumerate(plan.steps)
+        if index not in progress.done
+        and ("main", index) not in progress.running
+        and plan.waits_for(index) <= progress.done
+    )
+    if runnable:
+        return Start(runnable)
+    if progress.running:
+        return Wait()
     return Finish("succeeded", plan.reason)
+
+
+def _after_rollback(plan: Plan, progress: Progress, why: str) -> Finish:
+    incomplete = " (rollback incomplete)" if progress.is_rollback_incomplete else ""
+    if progress.is_fence_rollback and not progress.is_rollback_incomplete:
+        # The candidate is a slave again and the old master's file is as it was: nothing was
+        # promoted, and the daemon tries the fence again after fence_retry.
+        return Finish(
+            "awaiting_fence",
+            f"not promoting until {plan.old_master_key} is fenced: {why}; "
+            f"{plan.new_master_key} rolled back",
+        )
+    detail = f"{why}; rolled back{incomplete}"
+    return Finish("failed" if progress.is_rollback_incomplete else "rolled_back", detail)
 
 
 def _after_failure(plan: Plan, progress: Progress, index: int) -> Action:
     step = plan.steps[index]
+    if step.kind is StepKind.CONFIRM_FENCED and _is_candidate_touched(plan, progress.done):
+        # No fence, no promotion, but the candidate was stopped and rewritten side by side
+        # with the fence: the plan's rollback restarts it as a slave and puts the old master's
+        # file back; then the run waits for the fence like the one below.
+        return StartRollback(progress.failed_detail, is_fence=True)
     if step.kind is StepKind.CONFIRM_FENCED:
         # No fence, no promotion: undo the old master's rewrite (it may come back to serve,
         # and as a slave with the candidate's id it would leave the group without a master),
@@ -149,8 +228,9 @@ def _after_failure(plan: Plan, progress: Progress, index: int) -> Action:
                 undo = replace(
                     rewrite,
                     purpose=f"not fenced: restore {old_key}'s properties (nothing was promoted)",
+                    lane="",
                 )
-                return RunStep("rollback", len(plan.steps), undo, restore_backup=True)
+                return Start((RunStep("rollback", len(plan.steps), undo, restore_backup=True),))
         return Finish(
             "awaiting_fence", f"not promoting until {old_key} is fenced: {progress.failed_detail}"
         )
@@ -169,6 +249,19 @@ def _after_failure(plan: Plan, progress: Progress, index: int) -> Action:
     ):
         return StartRollback(why)
     return Finish("failed", why)
+
+
+def _is_gate_failed(plan: Plan, done: frozenset[int]) -> bool:
+    """Whether an interrupted rollback was the one after a failed confirm_fenced gate: the gate
+    is not done but everything it waits for is. Nothing after the gate can have run, and every
+    step before it was done, so the step that failed into the rollback was the gate."""
+    return any(
+        step.kind is StepKind.CONFIRM_FENCED
+        and index not in done
+        and plan.waits_for(index) <= done
+        and _is_candidate_touched(plan, done)
+        for index, step in enumerate(plan.steps)
+    )
 
 
 def _is_epoch_recorded(plan: Plan, done: frozenset[int]) -> bool:

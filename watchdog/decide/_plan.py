@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..config import BrokerConfig, WatchdogConfig
@@ -14,6 +14,8 @@ from ..remoting import group_topic
 from ._decision import Fence, Promote
 
 __all__ = [
+    "CANDIDATE_LANE",
+    "FENCE_LANE",
     "StepKind",
     "Step",
     "Plan",
@@ -24,6 +26,10 @@ __all__ = [
     "properties_diffs",
 ]
 
+
+# The lanes of a promotion that fences its old master side by side with the candidate's stop.
+FENCE_LANE = "fence"
+CANDIDATE_LANE = "candidate"
 
 
 class StepKind(enum.StrEnum):
@@ -50,6 +56,9 @@ class Step:
     # A step whose failure is recorded as skipped and does not end the plan: the old master's
     # fence steps (the confirm_fenced gate then judges what they achieved) and rollback edits.
     is_best_effort: bool = False
+    # Steps of one lane run in order, lanes run side by side; a step without a lane ("") waits
+    # for every step before it (Plan.waits_for). Plans journaled before lanes have none.
+    lane: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +70,7 @@ class Step:
             "path": self.path,
             "edits": [list(e) for e in self.edits],
             "is_best_effort": self.is_best_effort,
+            "lane": self.lane,
         }
 
     @classmethod
@@ -74,6 +84,7 @@ class Step:
             path=str(data.get("path", "")),
             edits=tuple((str(k), str(v)) for k, v in data.get("edits", ())),
             is_best_effort=bool(data.get("is_best_effort", False)),
+            lane=str(data.get("lane") or ""),
         )
 
 
@@ -107,6 +118,22 @@ class Plan:
     # The old master's role when the new master gets a lower one (SYNC_MASTER promoted as
     # ASYNC_MASTER: no slave left); None when the role is kept.
     lowered_from: str | None = None
+
+    def waits_for(self, index: int) -> frozenset[int]:
+        """The steps that must be done before step `index` starts: the earlier steps of its
+        lane and every earlier step without one; a step without a lane (a join) waits for
+        every step before it. A plan without lanes runs one step after the other."""
+        lane = self.steps[index].lane
+        return frozenset(
+            j
+            for j in range(index)
+            if not lane or not self.steps[j].lane or self.steps[j].lane == lane
+        )
+
+    @property
+    def lanes(self) -> tuple[str, ...]:
+        """The plan's lanes in the order their first steps appear."""
+        return tuple(dict.fromkeys(s.lane for s in self.steps if s.lane))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -287,17 +314,30 @@ def plan_promotion(
             )
         )
     steps: list[Step] = []
-    if old is not None and old.key != candidate.key:
-        steps.extend(_fence_steps(old, candidate_old_id, config))
-        details.append(("fence", _fence_paths_text(decision, old, config)))
-    steps.append(_stop_candidate(candidate, config))
-    steps.append(
+    candidate_steps = [
+        _stop_candidate(candidate, config),
         _rewrite(
             candidate,
             {"brokerId": "0", "brokerRole": new_role},
             f"make {candidate.key} the master: brokerId=0, brokerRole={new_role}",
-        )
-    )
+        ),
+    ]
+    if old is not None and old.key != candidate.key:
+        fence = _fence_steps(old, candidate_old_id, config)
+        gate = _confirm_fenced(old)
+        details.append(("fence", _fence_paths_text(decision, old, config)))
+        side_by_side, why = _is_fenced_side_by_side(decision, files.get(old.key) is not None)
+        details.append(("order", why))
+        if side_by_side:
+            # The gate joins the lanes: the candidate starts only once both are done and the
+            # fence is confirmed; a gate that fails rolls the candidate back (progress.py).
+            steps.extend(replace(s, lane=FENCE_LANE) for s in fence)
+            steps.extend(replace(s, lane=CANDIDATE_LANE) for s in candidate_steps)
+            steps.append(gate)
+        else:
+            steps.extend([*fence, gate, *candidate_steps])
+    else:
+        steps.extend(candidate_steps)
     steps.append(_start(candidate, f"start {candidate.key} as {new_role}"))
     steps.append(
         Step(
@@ -418,18 +458,53 @@ def fence_command_argv(old: BrokerConfig, config: WatchdogConfig) -> tuple[str, 
     )
 
 
+def _is_fenced_side_by_side(decision: Promote, is_old_file_read: bool) -> tuple[bool, str]:
+    """Whether the candidate is stopped and rewritten while the old master is fenced (only its
+    start waits for the gate), and the sentence that says why or why not."""
+    if not decision.requires_master_down:
+        return False, (
+            "in sequence: the old master answers (an operator's switch); the candidate is "
+            "stopped only after it, so that its log holds everything the old master stored"
+        )
+    if decision.deregistered_for_seconds is None:
+        return False, (
+            "in sequence: a nameserver still lists the old master (or too few answer to say "
+            "it is gone), so it may be alive and replicating to the candidate; the candidate "
+            "is stopped only after the gate, and a failed fence leaves it untouched"
+        )
+    if not is_old_file_read:
+        return False, (
+            "in sequence: the old master's host did not answer the planner, so the fence may "
+            "fail; the candidate is stopped only after the gate and stays untouched if it does"
+        )
+    return True, (
+        "side by side: the old master was down and no answering nameserver (a majority) lists "
+        "it (a crash drops it at once), so it is not feeding the candidate; the candidate is "
+        "stopped and rewritten while the old master is fenced and starts only after the "
+        "confirm_fenced gate (a failed gate restores it and starts it as a slave again)"
+    )
+
+
 def _fence_steps(old: BrokerConfig, freed_id: int, config: WatchdogConfig) -> list[Step]:
-    # Rewrite first: a supervisor restarting the broker between a stop and a rewrite would
-    # read the master properties. Each step may fail (host down, partition); the gate judges.
+    """The old master's fence, gate excluded: rewrite, stop, then the fence command if any.
+
+    The rewrite comes first: a supervisor restarting the broker between a stop and a rewrite
+    would read the master properties. Each step may fail (host down, partition); the gate
+    judges what they achieved."""
     steps = [
         _rewrite(
             old,
             {"brokerId": str(freed_id), "brokerRole": "SLAVE"},
-            f"fence the old master {old.key}: make it a slave with the freed id {freed_id}, so "
-            "a restart cannot bring it back as master",
+            f"fence the old master {old.key}, first rewrite: make it a slave with the freed id "
+            f"{freed_id}, so a restart cannot bring it back as master",
             best_effort=True,
         ),
-        _stop(old, f"fence the old master {old.key}@{old.addr}: stop it", best_effort=True),
+        _stop(
+            old,
+            f"fence the old master {old.key}@{old.addr}, then stop it (its file already says "
+            "SLAVE)",
+            best_effort=True,
+        ),
     ]
     argv = fence_command_argv(old, config)
     if argv:
@@ -444,15 +519,16 @@ def _fence_steps(old: BrokerConfig, freed_id: int, config: WatchdogConfig) -> li
                 is_best_effort=True,
             )
         )
-    steps.append(
-        Step(
-            StepKind.CONFIRM_FENCED,
-            old.key,
-            old.host,
-            f"no fence, no promotion: confirm {old.key}@{old.addr} can no longer take writes",
-        )
-    )
     return steps
+
+
+def _confirm_fenced(old: BrokerConfig) -> Step:
+    return Step(
+        StepKind.CONFIRM_FENCED,
+        old.key,
+        old.host,
+        f"no fence, no promotion: confirm {old.key}@{old.addr} can no longer take writes",
+    )
 
 
 def _fence_paths_text(decision: Promote, old: BrokerConfig, config: WatchdogConfig) -> str:
