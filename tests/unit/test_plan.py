@@ -552,3 +552,35 @@ def test_a_plan_journaled_before_lanes_resumes_in_sequence() -> None:
     assert old == plan and not old.lanes
     assert all(old.waits_for(i) == frozenset(range(i)) for i in range(len(old.steps)))
 
+
+def test_the_dry_run_shows_which_steps_run_side_by_side() -> None:
+    from watchdog.commands import render_plan
+    from watchdog.detect import GroupVerdict
+    from watchdog.model import GroupState
+
+    group = GroupVerdict(
+        "broker-a", GroupState.MASTER_ODOWN, A0, "broker-a:0", True, True, 3.0, 3, 3,
+        (), (), (), "master down",
+    )  # fmt: skip
+    plan = plan_of(
+        plan_promotion(promote(deregistered_for_seconds=0.0), config(), FILES, current_epoch=0)
+    )
+    lines = render_plan(plan, group, FILES, config()).splitlines()
+    steps = lines[lines.index("steps:") + 1 :]
+    heads = [line for line in steps if not line.startswith("         ")]
+    assert heads[:9] == [
+        "  side by side, each lane in order:",
+        "    lane fence:",
+        f"      1. [rewrite] {plan.steps[0].purpose}",
+        f"      2. [stop] {plan.steps[1].purpose}",
+        "    lane candidate:",
+        f"      3. [stop] {plan.steps[2].purpose}",
+        f"      4. [rewrite] {plan.steps[3].purpose}",
+        "  then, once every lane is done:",
+        f"  5. [confirm_fenced] {plan.steps[4].purpose}",
+    ]
+    assert any(line.startswith("fence and candidate: side by side: ") for line in lines)
+    sequential = plan_of(plan_promotion(promote(), config(), FILES, current_epoch=0))
+    text = render_plan(sequential, group, FILES, config())
+    assert "side by side, each lane" not in text and "  3. [confirm_fenced]" in text
+    assert "fence and candidate: in sequence: " in text

@@ -97,19 +97,32 @@ def render_plan(
         ),
         f"old master: {plan.old_master_key}@{plan.old_master_addr}",
         "fence (no fence, no promotion): " + (dict(plan.details).get("fence") or "none needed"),
-        f"epoch after: {plan.epoch}",
-        "",
-        "steps:",
     ]
+    order = dict(plan.details).get("order")
+    if order:
+        lines.append(f"fence and candidate: {order}")
+    lines += [f"epoch after: {plan.epoch}", "", "steps:"]
+    lane = ""
     for i, step in enumerate(plan.steps, 1):
-        lines.append(f"  {i}. [{step.kind}] {step.purpose}")
+        # Steps of a lane run in order, lanes side by side; a step without one waits for all.
+        if step.lane and not lane:
+            lines.append("  side by side, each lane in order:")
+        if step.lane and step.lane != lane:
+            lines.append(f"    lane {step.lane}:")
+        if lane and not step.lane:
+            lines.append("  then, once every lane is done:")
+        lane = step.lane
+        pad = "    " if step.lane else ""
+        lines.append(f"{pad}  {i}. [{step.kind}] {step.purpose}")
         if step.argv:
-            lines.append(f"       on host {step.host}: {json.dumps(list(step.argv))}")
+            lines.append(f"{pad}       on host {step.host}: {json.dumps(list(step.argv))}")
         elif step.path and step.kind == "rewrite":
             edits = ", ".join(f"{k}={v}" for k, v in step.edits)
-            lines.append(f"       on host {step.host}: edit {step.path}: {edits}")
+            lines.append(f"{pad}       on host {step.host}: edit {step.path}: {edits}")
         if step.is_best_effort:
-            lines.append("       (may fail, e.g. host unreachable: the confirm_fenced gate judges)")
+            lines.append(
+                f"{pad}       (may fail, e.g. host unreachable: the confirm_fenced gate judges)"
+            )
     if plan.rollback:
         lines.append(
             "if the candidate does not register as master within "
