@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -356,6 +357,97 @@ def test_no_fence_no_promotion_in_a_partition(tmp_path: Path) -> None:
     run(body, tmp_path)
 
 
+GATE = Path(__file__).resolve().parents[2] / "deploy" / "broker-gate" / "rmq-broker-gate"
+
+
+def gate(properties: Path) -> subprocess.CompletedProcess[str]:
+    """The real broker-host gate (deploy/broker-gate) on a properties file and its record."""
+    return subprocess.run(
+        ["sh", str(GATE), str(properties)], capture_output=True, text=True, check=False
+    )
+
+
+class StopWatcher(WorldHost):
+    """Keeps the old master's properties and epoch record as they are when its stop runs."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world)
+        self.at_stop: tuple[bytes, bytes] | None = None
+
+    async def run(self, argv: Sequence[str], *, timeout_seconds: float) -> CommandResult:
+        if list(argv) == ["fake-broker", "stop", A0] and self.at_stop is None:
+            props = self.world.props(A0)
+            self.at_stop = (props.read_bytes(), Path(f"{props}.epoch").read_bytes())
+        return await super().run(argv, timeout_seconds=timeout_seconds)
+
+
+@pytest.mark.parametrize("side_by_side", [True, False])
+def test_the_fence_rewrites_properties_and_epoch_record_before_the_stop(
+    tmp_path: Path, side_by_side: bool
+) -> None:
+    """By the time the old master's stop runs, its file says SLAVE with the freed id and its
+    epoch record says it may not be master: the real gate refuses it as master even from its
+    old master properties put back (a configuration tool), and lets it start as a slave."""
+
+    async def body(world: World) -> None:
+        config = world.config()
+        await world.stop(A0)
+        watcher = StopWatcher(world)
+        world.host = watcher
+        decided = {"deregistered_for_seconds": 0.0} if side_by_side else {}
+        plan = world.promotion(config, **decided)
+        assert bool(plan.lanes) is side_by_side
+        result = await world.executor(config).run(plan, "fo-1")
+        assert result.outcome == "succeeded", result
+        assert watcher.at_stop is not None
+        props, record = watcher.at_stop
+        values = PropertiesFile.parse(props.decode("latin-1"))
+        assert (values.get("brokerId"), values.get("brokerRole")) == ("1", "SLAVE")
+        assert "may_be_master=false\n" in record.decode() and "master_addr=\n" in record.decode()
+        fence_rewrite = next(r for r in result.steps if r.index == 0)
+        assert fence_rewrite.detail.endswith(".epoch: may_be_master=false")
+        put_back = tmp_path / "put-back" / "a0.properties"
+        put_back.parent.mkdir()
+        Path(f"{put_back}.epoch").write_bytes(record)
+        put_back.write_bytes(world.originals[A0])
+        refused = gate(put_back)
+        assert refused.returncode == 1, refused
+        put_back.write_bytes(props)
+        assert gate(put_back).returncode == 0
+
+    run(body, tmp_path)
+
+
+@pytest.mark.parametrize("had_record", [True, False])
+def test_no_fence_puts_the_old_masters_epoch_record_back(tmp_path: Path, had_record: bool) -> None:
+    """Not fenced: the record is as it was, or, when it had none, one that lets it start as
+    the master it still is; the real gate lets its master properties start either way."""
+
+    async def body(world: World) -> None:
+        config = world.config(fence_retry="45s")
+        record = Path(f"{world.props(A0)}.epoch")
+        before = (
+            "# written by rmq-watchdog\nepoch=3\nbroker_name=broker-a\n"
+            f"master_addr={world.brokers[A0].addr}\nthis_addr={world.brokers[A0].addr}\n"
+            "may_be_master=true\nrecorded_at=1700000000\n"
+        )
+        if had_record:
+            record.write_text(before)
+        await cut_off(world, A0)
+        world.failing_commands.add(("stop", A0))
+        result = await world.executor(config).run(world.promotion(config), "fo-1")
+        assert result.outcome == "awaiting_fence", result
+        assert world.props(A0).read_bytes() == world.originals[A0]
+        if had_record:
+            assert record.read_text() == before
+        else:
+            assert "may_be_master=true\n" in record.read_text()
+        allowed = gate(world.props(A0))
+        assert allowed.returncode == 0 and "may start as master" in allowed.stdout, allowed
+
+    run(body, tmp_path)
+
+
 def test_a_fence_command_fences_when_the_host_cannot(tmp_path: Path) -> None:
     async def body(world: World) -> None:
         marker = tmp_path / "fenced"
@@ -413,6 +505,7 @@ def test_dropped_by_every_nameserver_fences_after_the_grace(
             assert plan.lanes == ("fence", "candidate")
             assert world.props(A1).read_bytes() == world.originals[A1]
             assert world.props(A0).read_bytes() == world.originals[A0]
+            assert "may_be_master=true\n" in Path(f"{world.props(A0)}.epoch").read_text()
             slave = world.brokers[A1]
             assert (slave.broker_role, slave.broker_id, slave.fault) == ("SLAVE", 1, "ok")
             assert world.masters() == [None, None]
@@ -656,7 +749,7 @@ def test_resume_after_each_step(tmp_path: Path, crash_after: int) -> None:
         all_commands = commands_before + world.host.commands[len(commands_before) :]
         assert all_commands.count(("start", A1)) == 1
         assert all_commands.count(("stop", A1)) == 1
-        assert len(backups(world)) == 2
+        assert len(backups(world)) == 3  # both properties files and the old master's record
         assert journal.progress("fo-1").is_finished
 
     run(body, tmp_path)
@@ -714,17 +807,38 @@ def test_resume_after_each_step_side_by_side(tmp_path: Path, crash_after: int) -
     run(body, tmp_path)
 
 
+class WaitingFence(WorldHost):
+    """The old master's stop command runs until the candidate's file says brokerId=0 (at most
+    5 s): a run that did not rewrite the candidate side by side would not get past it."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world)
+        self.saw_candidate_rewritten = False
+
+    async def run(self, argv: Sequence[str], *, timeout_seconds: float) -> CommandResult:
+        if list(argv) == ["fake-broker", "stop", A0]:
+            for _ in range(100):
+                text = self.world.props(A1).read_text(encoding="latin-1")
+                if PropertiesFile.parse(text).get("brokerId") == "0":
+                    self.saw_candidate_rewritten = True
+                    break
+                await asyncio.sleep(0.05)
+        return await super().run(argv, timeout_seconds=timeout_seconds)
+
+
 def test_the_candidates_stop_runs_while_the_old_master_is_fenced(tmp_path: Path) -> None:
-    """Side by side: the candidate is killed and rewritten while the fence's slow stop runs,
-    and started only once the gate is done; the journal names each step's lane."""
+    """Side by side: the candidate is stopped and rewritten while the fence's stop runs, and
+    started only once the gate is done; the journal names each step's lane."""
 
     async def body(world: World) -> None:
         config = world.config()
         await world.stop(A0)
-        world.command_seconds[("stop", A0)] = 0.5
+        waiting = WaitingFence(world)
+        world.host = waiting
         plan = world.promotion(config, deregistered_for_seconds=0.0)
         result = await world.executor(config).run(plan, "fo-1")
         assert result.outcome == "succeeded", result
+        assert waiting.saw_candidate_rewritten
         events = [
             (e["event"], e["index"], e["lane"])
             for e in journal_events(config, "fo-1")
@@ -732,9 +846,8 @@ def test_the_candidates_stop_runs_while_the_old_master_is_fenced(tmp_path: Path)
         ]
         assert events[:2] == [("step_started", 0, "fence"), ("step_started", 2, "candidate")]
         at = {(event, index): i for i, (event, index, _) in enumerate(events)}
-        # The candidate's lane ends while the fence's stop still runs; the gate waits for both.
-        assert at[("step_started", 1)] < at[("step_done", 3)] < at[("step_done", 1)]
-        assert at[("step_done", 1)] < at[("step_started", 4)] < at[("step_done", 4)]
+        # The candidate's lane ends before the fence's stop; the gate waits for both.
+        assert at[("step_done", 3)] < at[("step_done", 1)] < at[("step_started", 4)]
         assert at[("step_done", 4)] < at[("step_started", 5)]  # the candidate's start
         assert {lane for _, index, lane in events if index in (0, 1)} == {"fence"}
         assert {lane for _, index, lane in events if index in (2, 3)} == {"candidate"}

@@ -1,4 +1,5 @@
-"""The old master's fence: the live-master check, the fence command, and the no-fence gate."""
+"""The old master's fence: its epoch record, the live-master check, the fence command, and the
+no-fence gate."""
 
 from __future__ import annotations
 
@@ -6,17 +7,99 @@ import math
 from dataclasses import replace
 
 from ..decide import FenceEvidence, Step, fenced_by
+from ..hosts import Host, HostError
 from ..remoting import RemotingError
+from ._epoch import epoch_file_text
 from ._run import FailoverRun, NotFenced, StepContext, StepFailed
 from ._verify import answers, group_on_nameservers
 
-__all__ = ["confirm_fenced", "fence_command", "refuse_a_live_master"]
+__all__ = [
+    "close_epoch_record",
+    "confirm_fenced",
+    "fence_command",
+    "old_master_rewrite",
+    "refuse_a_live_master",
+    "restore_epoch_record",
+]
 
 
 # A master cut off from its slave while it serves clients writes faster than the last
 # minute's peak (no replication to feed): the bound grows at the peak rate plus this margin.
 # Measured in tests/netns: the loss came to 97-98 % of the bound at the bare peak rate.
 _FENCE_RATE_MARGIN = 1.25
+
+
+def old_master_rewrite(run: FailoverRun, step: Step, restore_backup: bool) -> str | None:
+    """What a rewrite of a promotion's old master is: "fence" (to SLAVE) or "restore" (its
+    backup, or the values it had: the fence undone); None for any other rewrite."""
+    plan = run.plan
+    if plan.kind != "promote" or step.broker_key != plan.old_master_key:
+        return None
+    if restore_backup or dict(step.edits).get("brokerRole") != "SLAVE":
+        return "restore"
+    return "fence"
+
+
+def _epoch_backup(run: FailoverRun, step: Step) -> str:
+    return f"{step.path}.epoch.rmq-watchdog-{run.failover_id}.bak"
+
+
+async def close_epoch_record(ctx: StepContext, run: FailoverRun, step: Step, host: Host) -> str:
+    """With its properties, the fence rewrites the old master's `.epoch` record, which the
+    broker-host gate reads before each start: no master of this group is known while the
+    promotion runs, and this broker may not start as one, even from a properties file someone
+    puts back (a configuration tool). The record as it was is kept beside it once (empty: there
+    was none) for the restore when the promotion does not go on. Best effort within the step:
+    the properties say SLAVE already, the record is a second lock; the detail says if not."""
+    plan = run.plan
+    broker = ctx.broker(step.broker_key)
+    record, backup = step.path + ".epoch", _epoch_backup(run, step)
+    try:
+        try:
+            await host.read_file(backup)
+        except HostError:
+            try:
+                was = await host.read_file(record)
+            except HostError:
+                was = b""  # no record: the watchdog never acted on this broker
+            await host.write_file(backup, was)
+        text = epoch_file_text(
+            epoch=plan.epoch - 1,
+            broker_name=plan.broker_name,
+            master_addr="",
+            this_addr=broker.addr,
+            recorded_at=ctx.wall_clock(),
+        )
+        await host.write_file(record, text.encode())
+    except HostError as exc:
+        return f"; epoch record not written: {exc}"
+    return f"; {record}: may_be_master=false"
+
+
+async def restore_epoch_record(ctx: StepContext, run: FailoverRun, step: Step, host: Host) -> str:
+    """Undo close_epoch_record (the promotion did not go on): the record as it was, or, when
+    there was none, one that lets it start as the master it still is (the gate treats both
+    alike). Nothing when the fence never wrote one."""
+    plan = run.plan
+    broker = ctx.broker(step.broker_key)
+    record = step.path + ".epoch"
+    try:
+        was = await host.read_file(_epoch_backup(run, step))
+    except HostError:
+        return ""
+    if not was:
+        was = epoch_file_text(
+            epoch=plan.epoch - 1,
+            broker_name=plan.broker_name,
+            master_addr=broker.addr,
+            this_addr=broker.addr,
+            recorded_at=ctx.wall_clock(),
+        ).encode()
+    try:
+        await host.write_file(record, was)
+    except HostError as exc:
+        return f"; epoch record not restored: {exc}"
+    return f"; {record} restored"
 
 
 async def refuse_a_live_master(ctx: StepContext, run: FailoverRun, step: Step) -> None:

@@ -13,7 +13,14 @@ from ..hosts import Host
 from ..model import PropertiesFile, WatchdogError
 from ..remoting import RemotingError, get_broker_runtime_info
 from ._epoch import record_epoch
-from ._fence import confirm_fenced, fence_command, refuse_a_live_master
+from ._fence import (
+    close_epoch_record,
+    confirm_fenced,
+    fence_command,
+    old_master_rewrite,
+    refuse_a_live_master,
+    restore_epoch_record,
+)
 from ._loss import move_store_aside
 from ._progress import retry_budget_seconds
 from ._run import FailoverRun, StepContext, StepFailed
@@ -161,6 +168,20 @@ async def _start(ctx: StepContext, step: Step, host: Host) -> str:
 
 
 async def _rewrite(
+    ctx: StepContext, run: FailoverRun, step: Step, host: Host, restore_backup: bool
+) -> str:
+    detail = await _rewrite_properties(ctx, run, step, host, restore_backup)
+    # The old master's fence: its epoch record goes with its properties (after them: the
+    # properties are what the fence needs), and is put back with them.
+    what = old_master_rewrite(run, step, restore_backup)
+    if what == "fence":
+        return detail + await close_epoch_record(ctx, run, step, host)
+    if what == "restore":
+        return detail + await restore_epoch_record(ctx, run, step, host)
+    return detail
+
+
+async def _rewrite_properties(
     ctx: StepContext, run: FailoverRun, step: Step, host: Host, restore_backup: bool
 ) -> str:
     text = (await host.read_file(step.path)).decode("latin-1")

@@ -488,15 +488,17 @@ def _is_fenced_side_by_side(decision: Promote, is_old_file_read: bool) -> tuple[
 def _fence_steps(old: BrokerConfig, freed_id: int, config: WatchdogConfig) -> list[Step]:
     """The old master's fence, gate excluded: rewrite, stop, then the fence command if any.
 
-    The rewrite comes first: a supervisor restarting the broker between a stop and a rewrite
-    would read the master properties. Each step may fail (host down, partition); the gate
-    judges what they achieved."""
+    The rewrite (properties, then the `.epoch` record the broker-host gate reads) comes first:
+    a supervisor restarting the broker between a stop and a rewrite would read the master
+    properties. Each step may fail (host down, partition); the gate judges what they
+    achieved."""
     steps = [
         _rewrite(
             old,
             {"brokerId": str(freed_id), "brokerRole": "SLAVE"},
             f"fence the old master {old.key}, first rewrite: make it a slave with the freed id "
-            f"{freed_id}, so a restart cannot bring it back as master",
+            f"{freed_id}, and its .epoch record say it may not be master, so a restart cannot "
+            "bring it back as master",
             best_effort=True,
         ),
         _stop(
