@@ -1,12 +1,18 @@
 """Crash safety on a real sandbox: a daemon killed right after any step of a promotion finishes it
 when started again (RMQ_WATCHDOG_CRASH_AFTER_STEP=N makes it exit 70 once step N is journaled).
 
+The master is killed with kill -9, so the plan fences it side by side with the candidate's stop
+and rewrite (two lanes joined by the confirm_fenced gate): a daemon killed after a step of one
+lane dies with the other lane's step still running, and the next daemon runs it again.
+
 One sandbox serves the whole file, restored between scenarios (brokers stopped, files and
 stores reset, state dir wiped), which is much cheaper than a new sandbox each time:
 
-1. one failover, the daemon killed after each step in turn: started with the hook at 1, then
-   at 2 (it resumes, runs step 2 and dies), ... up to the last step, then without the hook;
-2. independent runs for a few steps: killed after step N once, restarted without the hook.
+1. one failover, the daemon killed again and again: each time with the hook at the first step
+   not yet done, until every step is done, then without the hook;
+2. independent runs for the steps the chain never stopped at (a step of one lane that ended
+   while the chain waited for the other's) and for the gate: killed after step N once,
+   restarted without the hook.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import pytest
 
 from tests.integration.daemon_harness import (
     Daemon,
+    StateDir,
     Topology,
     append_config,
     broker_config,
@@ -28,15 +35,14 @@ from tests.integration.daemon_harness import (
     registrations,
     wait_until,
 )
+from watchdog.decide import Plan
 from watchdog.model import PropertiesFile
 
 pytestmark = pytest.mark.integration
 
 A0, A1 = "broker-a:0", "broker-a:1"
 CRASH_EXIT_CODE = 70
-# Independent runs: after the old master is fenced, after the candidate is stopped (the group
-# has no broker running), and after the candidate was started as master but not yet verified.
-INDEPENDENT_STEPS = (3,)  # the confirm_fenced gate; the chain above covers every step
+GATE_STEP = 5  # the confirm_fenced gate, after both lanes: always an independent run too
 
 
 def report(what: str, seconds: float) -> None:
@@ -95,6 +101,14 @@ def assert_finished(top: Topology, failover_id: str, log: Path) -> float:
     return took
 
 
+def done_now(states: StateDir, failover_id: str, plan: Plan) -> set[int]:
+    """The steps the journal says are done; each one's waits are done too (lanes, the gate)."""
+    done = set(states.done_indexes(failover_id))
+    for index in done:
+        assert plan.waits_for(index) <= done, (index, sorted(done))
+    return done
+
+
 def test_a_daemon_killed_after_any_step_finishes_the_failover(
     fresh_sandbox: Any, tmp_path: Path
 ) -> None:
@@ -108,31 +122,40 @@ def test_a_daemon_killed_after_any_step_finishes_the_failover(
     dry = cli("failover", "-c", str(top.config), "--broker-name", "broker-a", "--dry-run", "--json")
     assert dry.returncode == 0, dry
     steps = len(json.loads(dry.stdout)["plan"]["steps"])
-    assert steps == 9  # rewrite + stop the old master, the confirm_fenced gate, then 6 more
+    assert steps == 9  # 2 fence steps | 2 candidate steps, the confirm_fenced gate, then 4 more
 
-    # 1. One failover, the daemon killed after every step in turn.
+    # 1. One failover, the daemon killed after the first step not yet done, again and again.
     daemon = crash_daemon(top, tmp_path / "chain-1.log", 1)
     daemon.wait_event(lambda e: e.get("state") == "HEALTHY", 60, "a HEALTHY cycle")
     box.kill(A0, "KILL")
     assert daemon.wait_exit(120) == CRASH_EXIT_CODE
     [failover_id] = states.failover_ids()
-    assert states.done_indexes(failover_id) == [0]
+    plan = Plan.from_json(states.plan(failover_id))
+    assert [s.lane for s in plan.steps] == ["fence"] * 2 + ["candidate"] * 2 + [""] * 5
+    done = done_now(states, failover_id, plan)
+    assert 0 in done
     assert states.state()["running"] == {"broker-a": failover_id}
-    for step in range(2, steps + 1):
+    killed_after = [1]
+    while len(done) < steps:
+        step = min(set(range(steps)) - done) + 1
         daemon = crash_daemon(top, tmp_path / f"chain-{step}.log", step)
         assert daemon.wait_exit(120) == CRASH_EXIT_CODE, daemon.tail()
-        assert states.done_indexes(failover_id) == list(range(step)), step
+        before, done = done, done_now(states, failover_id, plan)
+        assert step - 1 in done and before < done, (step, sorted(done))
         assert states.outcome(failover_id) is None
         resumed = [e for e in states.journal(failover_id) if e["event"] == "resumed"]
-        assert len(resumed) == step - 1
-        assert resumed[-1]["done_steps"] == list(range(step - 1))
+        assert len(resumed) == len(killed_after)
+        assert resumed[-1]["done_steps"] == sorted(before)
+        killed_after.append(step)
     assert_finished(top, failover_id, tmp_path / "chain-final.log")
     report(
-        f"one failover killed after each of its {steps} steps, resumed", time.monotonic() - began
+        f"one failover killed {len(killed_after)} times (after steps {killed_after}), resumed",
+        time.monotonic() - began,
     )
 
     # 2. Independent runs: killed once after step N, restarted without the hook.
-    for step in INDEPENDENT_STEPS:
+    independent = sorted({*(set(range(1, steps + 1)) - set(killed_after)), GATE_STEP})
+    for step in independent:
         restore(box, top, pristine)
         round_began = time.monotonic()
         daemon = crash_daemon(top, tmp_path / f"once-{step}.log", step)
@@ -140,7 +163,8 @@ def test_a_daemon_killed_after_any_step_finishes_the_failover(
         box.kill(A0, "KILL")
         assert daemon.wait_exit(120) == CRASH_EXIT_CODE, daemon.tail()
         [failover_id] = states.failover_ids()
-        assert states.done_indexes(failover_id) == list(range(step))
+        plan = Plan.from_json(states.plan(failover_id))
+        assert step - 1 in done_now(states, failover_id, plan)
         resume_took = assert_finished(top, failover_id, tmp_path / f"once-{step}-final.log")
         report(f"killed after step {step}: restart -> finished", resume_took)
         report(f"killed after step {step}: whole round", time.monotonic() - round_began)
