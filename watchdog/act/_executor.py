@@ -47,7 +47,8 @@ class Executor:
     per group (the caller guarantees it through the state's `running` map and the lock).
 
     What to run next is decided by `next_action` (pure, act/_progress.py); the steps are run by
-    act/_steps.py; this class does the I/O around them: journal, state, events, hooks."""
+    act/_steps.py, each as its own task, so steps the plan puts in different lanes run side by
+    side; this class does the I/O around them: journal, state, events, hooks."""
 
     def __init__(
         self,
