@@ -284,7 +284,8 @@ class Executor:
         state = self.store.load()
         record = state.group(plan.broker_name)
         if plan.kind == "promote" and outcome == "awaiting_fence":
-            # Nothing changed on the candidate: no anti-flap block, a retry after fence_retry.
+            # The candidate untouched (or, stopped side by side, restored): no anti-flap block,
+            # a retry after fence_retry.
             record = replace(
                 record,
                 fence_retry_at=now + self.config.failover.fence_retry_seconds,
