@@ -94,3 +94,28 @@ def fresh_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
                 errors.append(str(exc))
         if errors:
             raise RuntimeError("; ".join(errors))
+
+
+@pytest.fixture(scope="module")
+def plugin_sandboxes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Sandbox]]:
+    """A factory for a test module: `plugin_sandboxes(**up_options)` starts a sandbox with
+    `--promotion inplace` (the broker plug-in on every broker, built by `make plugin`), shared
+    by the module's tests; every sandbox it started is taken down after the module."""
+    started: list[Path] = []
+
+    def factory(**options: Any) -> Sandbox:
+        directory = tmp_path_factory.mktemp("sandbox-plugin")
+        started.append(directory)
+        return start_sandbox(directory, promotion="inplace", **options)
+
+    try:
+        yield factory
+    finally:
+        errors = []
+        for directory in started:
+            try:
+                stop_sandbox(directory)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                errors.append(str(exc))
+        if errors:
+            raise RuntimeError("; ".join(errors))
