@@ -341,8 +341,11 @@ class Sandbox:
     def _boot(
         self, topology: Topology, jvm: Jvm, deadline: float, *, plugin_secret: str | None = None
     ) -> None:
-        extra: dict[str, Any] = {"promotion": "restart" if plugin_secret is None else "inplace"}
+        # cluster.json names the plug-in's setup only when there is one (a restart sandbox's
+        # cluster.json stays as it was).
+        extra: dict[str, Any] = {}
         if plugin_secret is not None:
+            extra["promotion"] = "inplace"
             extra["plugin_secret_file"] = str(self.dir / SANDBOX_SECRET_NAME)
         procs = self._write_files(topology, jvm, extra=extra, plugin_secret=plugin_secret)
         self._start_procs(procs, topology, deadline)
