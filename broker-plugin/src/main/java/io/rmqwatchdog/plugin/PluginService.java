@@ -127,7 +127,13 @@ final class PluginService {
         // master to copy from.
         broker.getTopicConfigManager().getDataVersion().nextVersion();
         broker.changeToMaster(role);
-        broker.registerBrokerAll(true, false, true);
+        try {
+            broker.registerBrokerAll(true, false, true);
+        } catch (RuntimeException e) {
+            // The broker is the master now whatever this registration does; its periodic one
+            // (every 30 s) registers it again, and the watchdog waits for the registration.
+            LOG.warn("rmq-watchdog plug-in: registration after the promotion failed", e);
+        }
         LOG.info("rmq-watchdog plug-in: promoted in place to {} at epoch {}, promotion point {}",
             roleName, epoch, point);
 
