@@ -25,10 +25,12 @@ from ._decision import (
 from ._operator import CleanRejoin, clean_rejoins, manual_promote, operator_refusal
 from ._plan import (
     Plan,
+    PluginAnswer,
     Refusal,
     Step,
     StepKind,
     canary_topic,
+    in_place_path,
     plan_fence,
     plan_promotion,
     properties_diffs,
@@ -60,7 +62,9 @@ __all__ = [
     "StepKind",
     "Step",
     "Plan",
+    "PluginAnswer",
     "Refusal",
+    "in_place_path",
     "plan_promotion",
     "plan_fence",
     "canary_topic",

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..config import BrokerConfig, WatchdogConfig
 from ..model import MASTER_ROLES, PropertiesFile, unified_diff
-from ..remoting import group_topic
+from ..remoting import PluginInfo, group_topic
 from ._decision import Fence, Promote
 
 __all__ = [
@@ -19,7 +19,9 @@ __all__ = [
     "StepKind",
     "Step",
     "Plan",
+    "PluginAnswer",
     "Refusal",
+    "in_place_path",
     "plan_promotion",
     "plan_fence",
     "canary_topic",
@@ -42,6 +44,10 @@ class StepKind(enum.StrEnum):
     WAIT_MASTER = "wait_master"  # every nameserver lists it as id 0
     CANARY = "canary"  # a real client writes and reads through the group
     RECORD_EPOCH = "record_epoch"  # new epoch in state, .epoch files, nameserver KV
+    # The broker plug-in (broker-plugin/README.md): the candidate made master inside its
+    # running JVM; on failure the plan's fallback (stop, rewrite, start) runs instead.
+    PROMOTE_IN_PLACE = "promote_in_place"
+    SET_HA_MASTER = "set_ha_master"  # a slave's replication re-pointed without a restart
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,10 @@ class Plan:
     steps: tuple[Step, ...]
     # Undo of the promotion when the candidate never registers as master.
     rollback: tuple[Step, ...] = ()
+    # The restart path's candidate steps (stop, rewrite, start), run in place of a
+    # PROMOTE_IN_PLACE step that fails; the plan then goes on after that step. Empty on the
+    # restart path.
+    fallback: tuple[Step, ...] = ()
     old_master_key: str | None = None
     old_master_addr: str | None = None
     new_master_key: str | None = None
@@ -131,6 +141,13 @@ class Plan:
         )
 
     @property
+    def in_place_index(self) -> int | None:
+        """The index of the PROMOTE_IN_PLACE step; None on the restart path."""
+        return next(
+            (i for i, s in enumerate(self.steps) if s.kind is StepKind.PROMOTE_IN_PLACE), None
+        )
+
+    @property
     def lanes(self) -> tuple[str, ...]:
         """The plan's lanes in the order their first steps appear."""
         return tuple(dict.fromkeys(s.lane for s in self.steps if s.lane))
@@ -159,6 +176,7 @@ class Plan:
             "lowered_from": self.lowered_from,
             "steps": [s.to_json() for s in self.steps],
             "rollback": [s.to_json() for s in self.rollback],
+            "fallback": [s.to_json() for s in self.fallback],
         }
 
     @classmethod
@@ -176,6 +194,7 @@ class Plan:
             epoch=int(data["epoch"]),
             steps=tuple(Step.from_json(s) for s in data["steps"]),
             rollback=tuple(Step.from_json(s) for s in data.get("rollback", ())),
+            fallback=tuple(Step.from_json(s) for s in data.get("fallback", ())),
             old_master_key=opt_str(data.get("old_master_key")),
             old_master_addr=opt_str(data.get("old_master_addr")),
             new_master_key=opt_str(data.get("new_master_key")),
@@ -267,6 +286,60 @@ def _current_id(b: BrokerConfig, files: Mapping[str, str | None]) -> int:
     return b.broker_id
 
 
+@dataclass(frozen=True)
+class PluginAnswer:
+    """What a broker answered to PLUGIN_INFO when the plan was made (act asks it, so the plan
+    stays pure): its plug-in's info, or None and why."""
+
+    info: PluginInfo | None
+    # Why there is no info: "" when the broker answered REQUEST_CODE_NOT_SUPPORTED (no
+    # plug-in), else the error of the request (timeout, connection refused, a garbled reply).
+    error: str = ""
+
+    def why_not(self, key: str, epoch: int) -> str | None:
+        """Why the plug-in cannot take a request of this epoch now; None when it can."""
+        if self.info is None:
+            if self.error:
+                return f"{key} did not answer PLUGIN_INFO ({self.error})"
+            return f"{key} has no plug-in (it answered REQUEST_CODE_NOT_SUPPORTED)"
+        info = self.info
+        where = f"{key}'s plug-in {info.plugin_version}"
+        if not info.has_secret:
+            return f"{where} has no secret loaded (its secret file is missing or too short)"
+        if info.broker_role != "SLAVE":
+            return f"{key} runs as {info.broker_role}, not SLAVE"
+        if info.last_epoch >= epoch:
+            return (
+                f"{where} already served epoch {info.last_epoch}, not older than this "
+                f"failover's epoch {epoch}: it would refuse (was the watchdog's state reset?)"
+            )
+        return None
+
+
+def in_place_path(
+    config: WatchdogConfig,
+    candidate_key: str,
+    plugins: Mapping[str, PluginAnswer] | None,
+    epoch: int,
+) -> tuple[bool, str]:
+    """Whether the candidate is promoted in place (by its plug-in, no restart) or by the
+    restart path, and the one sentence that says why."""
+    if config.failover.promotion != "inplace":
+        return False, "restart: promotion = restart"
+    answer = (plugins or {}).get(candidate_key)
+    if answer is None:
+        return False, f"restart: promotion = inplace but {candidate_key}'s plug-in was not asked"
+    why_not = answer.why_not(candidate_key, epoch)
+    if why_not is not None:
+        return False, f"restart: promotion = inplace but {why_not}"
+    assert answer.info is not None
+    return True, (
+        f"in place: promotion = inplace and {candidate_key}'s plug-in "
+        f"{answer.info.plugin_version} answers (secret loaded, SLAVE, last epoch "
+        f"{answer.info.last_epoch})"
+    )
+
+
 def plan_promotion(
     decision: Promote,
     config: WatchdogConfig,
@@ -274,11 +347,16 @@ def plan_promotion(
     current_epoch: int,
     *,
     namesrv_addrs: tuple[str, ...] | None = None,
+    plugins: Mapping[str, PluginAnswer] | None = None,
 ) -> Plan | Refusal:
     """The steps that make `decision.candidate_key` the master of its group.
 
     `files` maps broker keys to the current text of their properties files (None: unreadable);
     it is read by the caller, so this function stays pure and a dry run shows the same diffs.
+    `plugins` maps broker keys to their PLUGIN_INFO answers, asked by the caller when
+    [failover] promotion = "inplace": with a usable plug-in on the candidate the plan promotes
+    it in place (in_place_path says why or why not) and carries the restart path's candidate
+    steps as its fallback.
     """
     name = decision.broker_name
     candidate = config.broker_by_key(decision.candidate_key)
@@ -313,7 +391,11 @@ def plan_promotion(
                 "brokerRole=SYNC_MASTER again once a slave is attached",
             )
         )
+    epoch = current_epoch + 1
+    is_in_place, path = in_place_path(config, candidate.key, plugins, epoch)
+    details.append(("path", path))
     steps: list[Step] = []
+    # The restart path's: on the in-place path, the fallback.
     candidate_steps = [
         _stop_candidate(candidate, config),
         _rewrite(
@@ -326,19 +408,51 @@ def plan_promotion(
         fence = _fence_steps(old, candidate_old_id, config)
         gate = _confirm_fenced(old)
         details.append(("fence", _fence_paths_text(decision, old, config)))
-        side_by_side, why = _is_fenced_side_by_side(decision, files.get(old.key) is not None)
-        details.append(("order", why))
-        if side_by_side:
-            # The gate joins the lanes: the candidate starts only once both are done and the
-            # fence is confirmed; a gate that fails rolls the candidate back (progress.py).
-            steps.extend(replace(s, lane=FENCE_LANE) for s in fence)
-            steps.extend(replace(s, lane=CANDIDATE_LANE) for s in candidate_steps)
-            steps.append(gate)
+        if is_in_place:
+            details.append(
+                (
+                    "order",
+                    "in sequence: promoted in place, the candidate has nothing to do before the "
+                    "confirm_fenced gate; it is promoted right after it",
+                )
+            )
+            steps.extend([*fence, gate])
         else:
-            steps.extend([*fence, gate, *candidate_steps])
-    else:
+            side_by_side, why = _is_fenced_side_by_side(decision, files.get(old.key) is not None)
+            details.append(("order", why))
+            if side_by_side:
+                # The gate joins the lanes: the candidate starts only once both are done and
+                # the fence is confirmed; a gate that fails rolls the candidate back
+                # (progress.py).
+                steps.extend(replace(s, lane=FENCE_LANE) for s in fence)
+                steps.extend(replace(s, lane=CANDIDATE_LANE) for s in candidate_steps)
+                steps.append(gate)
+            else:
+                steps.extend([*fence, gate, *candidate_steps])
+    elif not is_in_place:
         steps.extend(candidate_steps)
-    steps.append(_start(candidate, f"start {candidate.key} as {new_role}"))
+    start = _start(candidate, f"start {candidate.key} as {new_role}")
+    if is_in_place:
+        steps.append(
+            Step(
+                StepKind.PROMOTE_IN_PLACE,
+                candidate.key,
+                candidate.host,
+                f"promote {candidate.key}@{candidate.addr} in place as {new_role} (its broker "
+                "plug-in; no restart), once two runtime-info reads show its log end holding "
+                "still and fully dispatched; refused or failed: the fallback below instead",
+            )
+        )
+        steps.append(
+            _rewrite(
+                candidate,
+                {"brokerId": "0", "brokerRole": new_role},
+                f"make {candidate.key}'s properties say what it now is: brokerId=0, "
+                f"brokerRole={new_role} (not restarted: a later restart keeps the role)",
+            )
+        )
+    else:
+        steps.append(start)
     steps.append(
         Step(
             StepKind.WAIT_MASTER,
@@ -358,11 +472,34 @@ def plan_promotion(
                 path=topic,
             )
         )
+    new_ha = _ha_addr(candidate.addr)
     for other in others:
         text = files.get(other.key)
         pinned = PropertiesFile.parse(text).get("haMasterAddress") if text else None
-        if pinned:
-            new_ha = _ha_addr(candidate.addr)
+        answer = (plugins or {}).get(other.key)
+        if is_in_place and answer is not None and answer.why_not(other.key, epoch) is None:
+            if pinned:
+                steps.append(
+                    _rewrite(
+                        other,
+                        {"haMasterAddress": new_ha},
+                        f"re-point slave {other.key}: haMasterAddress {pinned} -> {new_ha} "
+                        "(not restarted: for its next start; SET_HA_MASTER re-points it now)",
+                    )
+                )
+            steps.append(
+                Step(
+                    StepKind.SET_HA_MASTER,
+                    other.key,
+                    other.host,
+                    f"re-point slave {other.key} in place (its plug-in): replicate from "
+                    f"{candidate.key} (HA {new_ha}), unless its log reaches past the promotion "
+                    "point"
+                    + ("" if pinned else "; else the nameservers re-point it within 30 s"),
+                    is_best_effort=True,
+                )
+            )
+        elif pinned:
             steps.append(_stop(other, f"re-point slave {other.key}: stop it"))
             steps.append(
                 _rewrite(
@@ -377,7 +514,7 @@ def plan_promotion(
             StepKind.RECORD_EPOCH,
             candidate.key,
             candidate.host,
-            f"record epoch {current_epoch + 1}: {name} master is {candidate.key}@{candidate.addr}",
+            f"record epoch {epoch}: {name} master is {candidate.key}@{candidate.addr}",
         )
     )
     if old is not None and old.key != candidate.key and not decision.requires_master_down:
@@ -386,6 +523,14 @@ def plan_promotion(
         steps.append(
             _start(old, f"rejoin the old master {old.key} as a slave of {candidate.key}")
         )
+    fallback = (
+        tuple(
+            replace(s, purpose=f"fallback (restart path): {s.purpose}")
+            for s in (*candidate_steps, start)
+        )
+        if is_in_place
+        else ()
+    )
     original = PropertiesFile.parse(files[candidate.key] or "")
     rollback = [
         _stop(candidate, f"roll back: stop {candidate.key}"),
@@ -419,9 +564,10 @@ def plan_promotion(
         kind="promote",
         broker_name=name,
         reason=decision.reason,
-        epoch=current_epoch + 1,
+        epoch=epoch,
         steps=tuple(steps),
         rollback=tuple(rollback),
+        fallback=fallback,
         old_master_key=old.key if old else decision.old_master_key,
         old_master_addr=decision.old_master_addr,
         new_master_key=candidate.key,
