@@ -8,6 +8,8 @@ uninterrupted sequence, or the documented resume behaviour:
 
 - a step journaled as started, failed, or followed only by the fence gate's restore runs again
   (the crash came before the run acted on it), and everything after it is as before;
+- once `fallback_started` is journaled (the in-place promotion failed), the fallback goes on
+  at its first step not journaled done, and the PROMOTE_IN_PLACE step is not run again;
 - once `rollback_started` is journaled, the rollback starts over from its first step, with the
   reason "resumed an interrupted rollback".
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from watchdog.act._progress import (
     Progress,
     RunStep,
     Start,
+    StartFallback,
     StartRollback,
     StepStatus,
     Wait,
@@ -49,6 +52,7 @@ from watchdog.config import WatchdogConfig, parse_config
 from watchdog.decide import (
     Fence,
     Plan,
+    PluginAnswer,
     Promote,
     Refusal,
     Step,
@@ -56,6 +60,7 @@ from watchdog.decide import (
     plan_fence,
     plan_promotion,
 )
+from watchdog.remoting import PluginInfo
 
 A0, A1, A2 = "broker-a:0", "broker-a:1", "broker-a:2"
 ADDRS = {A0: "127.0.0.1:10911", A1: "127.0.0.1:10921", A2: "127.0.0.1:10931"}
@@ -125,6 +130,35 @@ def promotion(
     return plan
 
 
+def in_place(*, slaves: int = 1) -> Plan:
+    """A promotion in place: the candidate's plug-in (and the other slave's) answers."""
+    base = config(slaves=slaves)
+    # Without validation: the plan never reads the secret file (the step does).
+    settings = base.failover.model_copy(
+        update={"promotion": "inplace", "plugin_secret_file": "/nonexistent/plugin.secret"}
+    )
+    cfg = base.model_copy(update={"failover": settings})
+    ready = PluginAnswer(
+        PluginInfo("0.1.0", "4.9.7", "SLAVE", 1, 0, 4800, 0, "127.0.0.1:10912", True)
+    )
+    decision = Promote(
+        broker_name="broker-a",
+        old_master_key=A0,
+        old_master_addr=ADDRS[A0],
+        candidate_key=A1,
+        candidate_addr=ADDRS[A1],
+        candidate_offset=4800,
+        expected_loss_bytes=200,
+        new_role="ASYNC_MASTER",
+        reason="master died",
+        deregistered_for_seconds=0.0,
+    )
+    plugins = {A1: ready, A2: ready}
+    plan = plan_promotion(decision, cfg, FILES, current_epoch=0, plugins=plugins)
+    assert not isinstance(plan, Refusal), plan
+    return plan
+
+
 def fence_plan() -> Plan:
     decision = Fence("broker-a", A0, ADDRS[A0], A1, "second master")
     plan = plan_fence(
@@ -148,6 +182,10 @@ FENCE = fence_plan()  # rewrite, stop, move aside, start A0; record_epoch
 # The old master down and dropped by every nameserver: fenced side by side with the candidate.
 LANES = promotion(deregistered_for_seconds=0.0)
 LANES_WITH_FENCE_COMMAND = promotion(deregistered_for_seconds=0.0, fence_command=True)
+# Promoted in place (no lanes: the candidate has nothing to do before the gate), and with a
+# second slave pinned to the old master, re-pointed in place.
+IN_PLACE = in_place()
+IN_PLACE_SLAVE = in_place(slaves=2)
 
 
 def test_the_plans_are_the_planners() -> None:
@@ -206,6 +244,25 @@ def test_the_plans_are_the_planners() -> None:
     assert LANES.rollback == PROMOTION.rollback
     assert not any(s.lane for p in (PROMOTION, SWITCH, FENCE) for s in p.steps)
 
+    assert kinds(IN_PLACE) == [
+        f"rewrite {A0}",
+        f"stop {A0}",
+        f"confirm_fenced {A0}",
+        f"promote_in_place {A1}",
+        f"rewrite {A1}",
+        f"wait_master {A1}",
+        f"canary {A1}",
+        f"record_epoch {A1}",
+    ]
+    assert [f"{s.kind} {s.broker_key}" for s in IN_PLACE.fallback] == [
+        f"stop {A1}",
+        f"rewrite {A1}",
+        f"start {A1}",
+    ]
+    assert IN_PLACE.rollback == PROMOTION.rollback
+    assert kinds(IN_PLACE_SLAVE)[7:9] == [f"rewrite {A2}", f"set_ha_master {A2}"]
+    assert not any(s.lane for p in (IN_PLACE, IN_PLACE_SLAVE) for s in p.steps)
+
 
 # --------------------------------------------------------------------------- the stand-in run
 
@@ -234,6 +291,8 @@ def render(action: Action) -> str:
     if isinstance(action, StartRollback):
         fence = " (fence)" if action.is_fence else ""
         return f"rollback_started{fence}: {action.why}"
+    if isinstance(action, StartFallback):
+        return f"fallback_started: {action.why}"
     if isinstance(action, Wait):
         return "wait"
     return f"{action.outcome}: {action.detail}"
@@ -262,6 +321,9 @@ class Rules:
     done: set[int]  # main steps journaled done or skipped
     gate_done: bool = False
     failed: bool = False
+    # The in-place step's fallback: started, and its steps done (all done: the step is done).
+    is_falling_back: bool = False
+    fallback_done: set[int] = field(default_factory=set)
 
     @classmethod
     def of(cls, plan: Plan, entries: list[dict[str, Any]]) -> Rules:
@@ -276,11 +338,24 @@ class Rules:
             and plan.steps[e["index"]].kind is StepKind.CONFIRM_FENCED
             for e in entries
         )
-        return cls(plan, done, gate_done=gate)
+        rules = cls(plan, done, gate_done=gate)
+        if any(e["event"] == "fallback_started" for e in entries):
+            rules.fall_back()
+            for e in entries:
+                if e["event"] == "step_done" and e["phase"] == "fallback":
+                    rules.end(RunStep("fallback", e["index"], plan.fallback[e["index"]]), "done")
+        return rules
+
+    def fall_back(self) -> None:
+        """The in-place step's failure is answered by its fallback: no longer a failure."""
+        assert self.plan.in_place_index is not None and self.plan.in_place_index not in self.done
+        self.failed = False
+        self.is_falling_back = True
 
     def start(self, action: RunStep, running: Sequence[RunStep]) -> None:
-        if action.phase == "rollback":
-            assert not [r for r in running if r.phase == "main"], running
+        if action.phase in ("rollback", "fallback"):
+            # One after the other, alone: nothing of the main phase runs beside them.
+            assert not running, running
             return
         step = self.plan.steps[action.index]
         assert not self.failed, f"{render_step(action)} started after a failure"
@@ -299,6 +374,16 @@ class Rules:
             assert self.gate_done, "the candidate started before the fence was confirmed"
 
     def end(self, action: RunStep, status: StepStatus) -> None:
+        if action.phase == "fallback":
+            assert self.is_falling_back, action
+            if status == "failed":
+                self.failed = True
+                return
+            self.fallback_done.add(action.index)
+            if len(self.fallback_done) == len(self.plan.fallback):
+                assert self.plan.in_place_index is not None
+                self.done.add(self.plan.in_place_index)
+            return
         if action.phase != "main":
             return
         if status == "failed":
@@ -338,6 +423,12 @@ def play(
             journal.append({"event": "rollback_started", "reason": action.why})
             progress = progress.rolling_back(action.why, is_fence=action.is_fence)
             continue
+        if isinstance(action, StartFallback):
+            assert not running, running
+            rules.fall_back()
+            journal.append({"event": "fallback_started", "reason": action.why})
+            progress = progress.falling_back(action.why)
+            continue
         if isinstance(action, Start):
             for started in action.steps:
                 rules.start(started, running)
@@ -352,7 +443,7 @@ def play(
         status = script.status(ended)
         key = ended.step.broker_key
         if (
-            ended.phase == "main"
+            ended.phase in ("main", "fallback")
             and ended.step.kind is StepKind.REWRITE
             and status == "done"
             and key not in backups
@@ -417,10 +508,16 @@ def expected_resume(sequence: list[str], entries: list[dict[str, Any]]) -> list[
         tail[-1] = tail[-1].replace(why, "resumed an interrupted rollback")
         return tail
     done = {
-        f"main {e['index']} "
+        f"{e['phase']} {e['index']} "
         for e in entries
-        if e["event"] in ("step_done", "step_skipped") and e["phase"] == "main"
+        if e["event"] in ("step_done", "step_skipped") and e["phase"] in ("main", "fallback")
     }
+    if any(e["event"] == "fallback_started" for e in entries):
+        # The in-place step that failed is not run again: its fallback goes on.
+        failed = next(
+            e["index"] for e in entries if e["event"] == "step_failed" and e["phase"] == "main"
+        )
+        done |= {f"main {failed} ", "fallback_started: "}
     start = next(i for i, s in enumerate(sequence) if not s.startswith(tuple(done) or ("\0",)))
     return sequence[start:]
 
@@ -663,6 +760,155 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
         [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(SWITCH.steps)]
         + [
             "failed: step 10 (start) failed: boom; the promotion stands (its epoch is recorded)",
+        ],
+    ),
+    # ----- promoted in place (the fence before it, in sequence)
+    (
+        "in place: every step done, the candidate never stopped",
+        IN_PLACE,
+        {},
+        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE.steps)]
+        + ["succeeded: master died; promoted in place"],
+    ),
+    (
+        "in place refused: the fallback restarts it, then the plan goes on",
+        IN_PLACE,
+        {("main", 3): "failed"},
+        [
+            f"main 0 rewrite {A0}",
+            f"main 1 stop {A0}",
+            f"main 2 confirm_fenced {A0}",
+            f"main 3 promote_in_place {A1}",
+            "fallback_started: the in-place promotion (step 4) failed: boom",
+            f"fallback 0 stop {A1}",
+            f"fallback 1 rewrite {A1}",
+            f"fallback 2 start {A1}",
+            f"main 4 rewrite {A1}",
+            f"main 5 wait_master {A1}",
+            f"main 6 canary {A1}",
+            f"main 7 record_epoch {A1}",
+            "succeeded: master died; promoted by restart: the in-place promotion (step 4) "
+            "failed: boom",
+        ],
+    ),
+    (
+        "in place: no fence, nothing promoted, the candidate untouched",
+        IN_PLACE,
+        {("main", 1): "skipped", ("main", 2): "failed"},
+        [
+            f"main 0 rewrite {A0}",
+            f"main 1 stop {A0}",
+            f"main 2 confirm_fenced {A0}",
+            f"rollback 8 rewrite {A0} restore",
+            f"awaiting_fence: not promoting until {A0} is fenced: boom",
+        ],
+    ),
+    (
+        "in place refused, and the fallback's stop fails: failed, the candidate runs on",
+        IN_PLACE,
+        {("main", 3): "failed", ("fallback", 0): "failed"},
+        [
+            *[f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE.steps[:4])],
+            "fallback_started: the in-place promotion (step 4) failed: boom",
+            f"fallback 0 stop {A1}",
+            "failed: the in-place promotion (step 4) failed: boom; then fallback step 1 (stop) "
+            "failed: boom",
+        ],
+    ),
+    (
+        "in place refused, and the fallback's start fails: rolled back as on the restart path",
+        IN_PLACE,
+        {("main", 3): "failed", ("fallback", 2): "failed"},
+        [
+            *[f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE.steps[:4])],
+            "fallback_started: the in-place promotion (step 4) failed: boom",
+            f"fallback 0 stop {A1}",
+            f"fallback 1 rewrite {A1}",
+            f"fallback 2 start {A1}",
+            "rollback_started: the in-place promotion (step 4) failed: boom; then fallback "
+            "step 3 (start) failed: boom",
+            f"rollback 0 stop {A1}",
+            f"rollback 1 rewrite {A1} restore",
+            f"rollback 2 start {A1}",
+            f"rollback 3 rewrite {A0} restore",
+            "rolled_back: the in-place promotion (step 4) failed: boom; then fallback step 3 "
+            "(start) failed: boom; rolled back",
+        ],
+    ),
+    (
+        "promoted in place, its properties cannot be rewritten: restarted as a slave",
+        IN_PLACE,
+        {("main", 4): "failed"},
+        [
+            *[f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE.steps[:5])],
+            "rollback_started: step 5 (rewrite) failed: boom",
+            f"rollback 0 stop {A1}",
+            f"rollback 1 rewrite {A1}",
+            f"rollback 2 start {A1}",
+            f"rollback 3 rewrite {A0} restore",
+            "rolled_back: step 5 (rewrite) failed: boom; rolled back",
+        ],
+    ),
+    (
+        "promoted in place but never registered: no demote in place, the restart path's rollback",
+        IN_PLACE,
+        {("main", 5): "failed"},
+        [
+            *[f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE.steps[:6])],
+            "rollback_started: step 6 (wait_master) failed: boom",
+            f"rollback 0 stop {A1}",
+            f"rollback 1 rewrite {A1} restore",
+            f"rollback 2 start {A1}",
+            f"rollback 3 rewrite {A0} restore",
+            "rolled_back: step 6 (wait_master) failed: boom; rolled back",
+        ],
+    ),
+    (
+        "fell back, then never registered: rolled back",
+        IN_PLACE,
+        {("main", 3): "failed", ("main", 5): "failed"},
+        [
+            *[f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE.steps[:4])],
+            "fallback_started: the in-place promotion (step 4) failed: boom",
+            f"fallback 0 stop {A1}",
+            f"fallback 1 rewrite {A1}",
+            f"fallback 2 start {A1}",
+            f"main 4 rewrite {A1}",
+            f"main 5 wait_master {A1}",
+            "rollback_started: step 6 (wait_master) failed: boom",
+            f"rollback 0 stop {A1}",
+            f"rollback 1 rewrite {A1} restore",
+            f"rollback 2 start {A1}",
+            f"rollback 3 rewrite {A0} restore",
+            "rolled_back: step 6 (wait_master) failed: boom; rolled back",
+        ],
+    ),
+    (
+        "promoted in place, a failed canary: the group has a master, nothing undone",
+        IN_PLACE,
+        {("main", 6): "failed"},
+        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE.steps[:7])]
+        + ["failed: step 7 (canary) failed: boom"],
+    ),
+    (
+        "a slave not re-pointed in place (best effort) holds nothing up",
+        IN_PLACE_SLAVE,
+        {("main", 8): "skipped"},
+        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE_SLAVE.steps)]
+        + ["succeeded: master died; promoted in place"],
+    ),
+    (
+        "the pinned slave's file cannot be rewritten: rolled back, as on the restart path",
+        IN_PLACE_SLAVE,
+        {("main", 7): "failed"},
+        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE_SLAVE.steps[:8])]
+        + [
+            "rollback_started: step 8 (rewrite) failed: boom",
+            f"rollback 0 stop {A1}",
+            f"rollback 1 rewrite {A1} restore",
+            f"rollback 2 start {A1}",
+            f"rollback 3 rewrite {A0} restore",
+            "rolled_back: step 8 (rewrite) failed: boom; rolled back",
         ],
     ),
     (
@@ -974,6 +1220,86 @@ M = frozenset  # for the running sets below
 )
 def test_next_action_side_by_side(progress: Progress, expected: str) -> None:
     assert render(next_action(LANES, progress)) == expected
+
+
+@pytest.mark.parametrize(
+    ("progress", "expected"),
+    [
+        (Progress(done=M({0, 1, 2})), f"main 3 promote_in_place {A1}"),
+        (
+            Progress(done=M({0, 1, 2}), failed=3, failed_detail="refused (log_moved)"),
+            "fallback_started: the in-place promotion (step 4) failed: refused (log_moved)",
+        ),
+        # Falling back: the fallback steps one by one, then the steps after the in-place one.
+        (Progress(done=M({0, 1, 2}), fallback_why="w"), f"fallback 0 stop {A1}"),
+        (
+            Progress(done=M({0, 1, 2}), fallback_why="w", fallback_done=M({0})),
+            f"fallback 1 rewrite {A1}",
+        ),
+        (
+            Progress(done=M({0, 1, 2}), fallback_why="w", running=M({("fallback", 1)})),
+            "wait",
+        ),
+        (
+            Progress(done=M({0, 1, 2}), fallback_why="w", fallback_done=M({0, 1, 2})),
+            f"main 4 rewrite {A1}",
+        ),
+        (
+            Progress(done=M(range(8)) - {3}, fallback_why="w", fallback_done=M({0, 1, 2})),
+            "succeeded: master died; promoted by restart: w",
+        ),
+        (Progress(done=M(range(8))), "succeeded: master died; promoted in place"),
+        (
+            Progress(done=M({0, 1, 2}), fallback_why="w", fallback_failed=0, failed_detail="x"),
+            "failed: w; then fallback step 1 (stop) failed: x",
+        ),
+        (
+            Progress(
+                done=M({0, 1, 2}),
+                fallback_why="w",
+                fallback_done=M({0}),
+                fallback_failed=1,
+                failed_detail="x",
+            ),
+            "rollback_started: w; then fallback step 2 (rewrite) failed: x",
+        ),
+        # Promoted in place: a later failure rolls the candidate back (restarted as a slave).
+        (
+            Progress(done=M({0, 1, 2, 3}), failed=4, failed_detail="x"),
+            "rollback_started: step 5 (rewrite) failed: x",
+        ),
+    ],
+)
+def test_next_action_in_place(progress: Progress, expected: str) -> None:
+    assert render(next_action(IN_PLACE, progress)) == expected
+
+
+def test_an_in_place_step_without_a_fallback_rolls_back_when_it_fails() -> None:
+    """A plan journaled with no fallback (none planned): the step's outcome may be unknown,
+    so the candidate is restarted as a slave rather than left as it may be."""
+    plan = replace(IN_PLACE, fallback=())
+    progress = Progress(done=M({0, 1, 2}), failed=3, failed_detail="x")
+    assert render(next_action(plan, progress)) == (
+        "rollback_started: step 4 (promote_in_place) failed: x"
+    )
+
+
+def test_a_resumed_fallback_reads_its_reason_and_steps_from_the_journal(tmp_path: Path) -> None:
+    entries = [
+        *({"event": "step_done", "index": i, "phase": "main"} for i in range(3)),
+        {"event": "step_started", "index": 3, "phase": "main"},
+        {"event": "step_failed", "index": 3, "phase": "main"},
+        {"event": "fallback_started", "reason": "refused"},
+        {"event": "step_done", "index": 0, "phase": "fallback"},
+        {"event": "step_started", "index": 1, "phase": "fallback"},
+    ]
+    resumed = progress_of(tmp_path, IN_PLACE, entries)
+    assert (resumed.fallback_why, resumed.fallback_done, resumed.done) == (
+        "refused",
+        {0},
+        {0, 1, 2},
+    )
+    assert render(next_action(IN_PLACE, resumed)) == f"fallback 1 rewrite {A1}"
 
 
 def test_started_steps_run_until_they_end() -> None:

@@ -22,6 +22,7 @@ from ._progress import (
     Progress,
     RunStep,
     Start,
+    StartFallback,
     StartRollback,
     StepStatus,
     next_action,
@@ -168,6 +169,14 @@ class Executor:
                         "rollback_started", {"failover_id": failover_id, "reason": action.why}
                     )
                     progress = progress.rolling_back(action.why, is_fence=action.is_fence)
+                    continue
+                if isinstance(action, StartFallback):
+                    # The in-place promotion failed: the restart path stands in for it.
+                    self.journal.append(failover_id, "fallback_started", reason=action.why)
+                    self.emit(
+                        "fallback_started", {"failover_id": failover_id, "reason": action.why}
+                    )
+                    progress = progress.falling_back(action.why)
                     continue
                 if isinstance(action, Start):
                     for to_run in action.steps:

@@ -25,6 +25,10 @@ class JournalProgress:
     backups: dict[str, str]  # broker key -> backup path of its first rewrite
     promotion_offset: int | None  # the candidate's log end when it stopped being a slave
     skipped_steps: frozenset[int] = frozenset()  # of done_steps, those that failed as best effort
+    # The in-place promotion gave way to the restart path (fallback_started): why, and the
+    # fallback steps done since.
+    fallback_reason: str | None = None
+    fallback_done: frozenset[int] = frozenset()
 
 
 class Journal:
@@ -107,6 +111,8 @@ class Journal:
         backups: dict[str, str] = {}
         promotion_offset: int | None = None
         skipped: set[int] = set()
+        fallback_reason: str | None = None
+        fallback_done: set[int] = set()
         for entry in entries[1:]:
             if event_is(entry, "promotion_offset"):
                 promotion_offset = int(entry["offset"])
@@ -115,6 +121,10 @@ class Journal:
                 done.add(int(entry["index"]))
                 if event == "step_skipped":
                     skipped.add(int(entry["index"]))
+            if event == "step_done" and entry.get("phase") == "fallback":
+                fallback_done.add(int(entry["index"]))
+            if event == "fallback_started":
+                fallback_reason = str(entry.get("reason", ""))
             if event == "backup_written":
                 backups.setdefault(str(entry["broker_key"]), str(entry["backup"]))
             if event == "rollback_started":
@@ -131,6 +141,8 @@ class Journal:
             backups,
             promotion_offset,
             frozenset(skipped),
+            fallback_reason,
+            frozenset(fallback_done),
         )
 
 

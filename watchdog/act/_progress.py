@@ -1,5 +1,5 @@
 """Pure: where a running plan stands, and what the executor does next (start steps, wait for
-running ones, roll back, finish)."""
+running ones, fall back from an in-place promotion to a restart, roll back, finish)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ __all__ = [
     "Progress",
     "RunStep",
     "Start",
+    "StartFallback",
     "StartRollback",
     "StepStatus",
     "Wait",
@@ -24,15 +25,26 @@ __all__ = [
     "retry_budget_seconds",
 ]
 
-Phase = Literal["main", "rollback"]
+# fallback: the plan's restart-path steps, run in place of its PROMOTE_IN_PLACE step when it
+# failed (each indexed in plan.fallback).
+Phase = Literal["main", "rollback", "fallback"]
 StepStatus = Literal["done", "skipped", "failed"]  # skipped: a best-effort step that failed
 
 # The reason a resumed rollback gives: the first reason is in the journal, not in its progress.
 RESUMED_ROLLBACK = "resumed an interrupted rollback"
 
-# Kinds that wait within their own deadline, and a fence command, which is not repeated blindly.
+# Kinds that wait within their own deadline, a fence command, which is not repeated blindly,
+# and the plug-in's requests: a refusal is an answer (the restart path takes over at once, and
+# a re-point is best effort), not a failure to try again for a minute.
 _NOT_RETRIED = frozenset(
-    {StepKind.WAIT_MASTER, StepKind.CANARY, StepKind.CONFIRM_FENCED, StepKind.FENCE_COMMAND}
+    {
+        StepKind.WAIT_MASTER,
+        StepKind.CANARY,
+        StepKind.CONFIRM_FENCED,
+        StepKind.FENCE_COMMAND,
+        StepKind.PROMOTE_IN_PLACE,
+        StepKind.SET_HA_MASTER,
+    }
 )
 _BEST_EFFORT_BUDGET_SECONDS = 15.0  # a dead host must not hold the promotion for long
 
@@ -75,6 +87,16 @@ class StartRollback:
 
 
 @dataclass(frozen=True)
+class StartFallback:
+    """Journal `fallback_started` with this reason (the in-place promotion failed: refused, or
+    its outcome unknown); the plan's fallback steps come next, then the steps after the
+    PROMOTE_IN_PLACE step. A restart reads the rewritten properties, so it is safe whether or
+    not the broker took the promotion."""
+
+    why: str
+
+
+@dataclass(frozen=True)
 class Finish:
     """The run is over: journal `finished`, update the state, tell the world."""
 
@@ -82,7 +104,7 @@ class Finish:
     detail: str
 
 
-Action = Start | Wait | StartRollback | Finish
+Action = Start | Wait | StartFallback | StartRollback | Finish
 
 
 @dataclass(frozen=True)
@@ -101,21 +123,31 @@ class Progress:
     rollback_ran: int = 0  # rollback steps run by this run
     is_rollback_incomplete: bool = False  # one of them failed
     is_fence_restored: bool = False  # not fenced: the old master's file was put back
+    # Set once fallback_started is journaled: why the in-place promotion gave way to a restart.
+    fallback_why: str | None = None
+    fallback_done: frozenset[int] = frozenset()  # fallback steps done
+    fallback_failed: int | None = None  # the fallback step that failed (failed_detail: why)
 
     @classmethod
     def resumed(cls, journal: JournalProgress) -> Progress:
         """Where a new process picks a run up. A step journaled as started but not as done
         runs again (steps running side by side when the crash came all do), and so does one
         journaled as failed (the crash came before the run acted on the failure); a rollback
-        starts over from its first step."""
+        starts over from its first step; a fallback goes on at its first step not done."""
         return cls(
             done=journal.done_steps,
             backups=frozenset(journal.backups),
             is_rollback_interrupted=journal.is_rolling_back,
+            fallback_why=journal.fallback_reason,
+            fallback_done=journal.fallback_done,
         )
 
     def started(self, ran: RunStep) -> Progress:
         return replace(self, running=self.running | {ran.key})
+
+    def falling_back(self, why: str) -> Progress:
+        """The in-place step's failure is answered: the fallback steps run in its place."""
+        return replace(self, failed=None, failed_detail="", fallback_why=why)
 
     def rolling_back(self, why: str, *, is_fence: bool = False) -> Progress:
         return replace(
@@ -142,6 +174,17 @@ class Progress:
                     self, running=running, failed=ran.index, failed_detail=detail, backups=backups
                 )
             return replace(self, running=running, done=self.done | {ran.index}, backups=backups)
+        if ran.phase == "fallback":
+            if status == "failed":
+                return replace(
+                    self,
+                    running=running,
+                    fallback_failed=ran.index,
+                    failed_detail=detail,
+                    backups=backups,
+                )
+            done = self.fallback_done | {ran.index}
+            return replace(self, running=running, fallback_done=done, backups=backups)
         if self.rollback_why is None:
             # The only rollback-phase step outside a rollback: the fence gate's restore,
             # whose result changes nothing (the run waits for a fence either way).
@@ -162,7 +205,8 @@ def next_action(plan: Plan, progress: Progress) -> Action:
     within a lane, lanes side by side, a step without a lane once all before it are done). A
     best-effort step that failed counts as done, so it holds up no other lane. Once a step
     fails nothing new starts; the steps still running end first, then the failure is judged.
-    Rollback steps run one after the other."""
+    Rollback steps run one after the other, and so do fallback steps, which stand in for a
+    failed PROMOTE_IN_PLACE step: once they are done it counts as done."""
     if progress.rollback_why is not None:
         if progress.running:
             return Wait()
@@ -179,18 +223,59 @@ def next_action(plan: Plan, progress: Progress) -> Action:
         if progress.running:
             return Wait()
         return _after_failure(plan, progress, progress.failed)
+    if progress.fallback_failed is not None:
+        if progress.running:
+            return Wait()
+        return _after_fallback_failure(plan, progress, progress.fallback_failed)
+    left = [i for i in range(len(plan.fallback)) if i not in progress.fallback_done]
+    if progress.fallback_why is not None and left:
+        if progress.running:
+            return Wait()
+        return Start((RunStep("fallback", left[0], plan.fallback[left[0]]),))
+    done = _effective_done(plan, progress)
     runnable = tuple(
         RunStep("main", index, step)
         for index, step in enumerate(plan.steps)
-        if index not in progress.done
+        if index not in done
         and ("main", index) not in progress.running
-        and plan.waits_for(index) <= progress.done
+        and plan.waits_for(index) <= done
     )
     if runnable:
         return Start(runnable)
     if progress.running:
         return Wait()
-    return Finish("succeeded", plan.reason)
+    return Finish("succeeded", _success_detail(plan, progress))
+
+
+def _effective_done(plan: Plan, progress: Progress) -> frozenset[int]:
+    """The main steps done, the PROMOTE_IN_PLACE step included once a fallback stands in for
+    it (the caller has checked that every fallback step is done)."""
+    index = plan.in_place_index
+    if progress.fallback_why is None or index is None:
+        return progress.done
+    return progress.done | {index}
+
+
+def _success_detail(plan: Plan, progress: Progress) -> str:
+    """The plan's reason, and on the in-place path which way the candidate was promoted."""
+    if plan.in_place_index is None:
+        return plan.reason
+    if progress.fallback_why is None:
+        return f"{plan.reason}; promoted in place"
+    return f"{plan.reason}; promoted by restart: {progress.fallback_why}"
+
+
+def _after_fallback_failure(plan: Plan, progress: Progress, index: int) -> Finish | StartRollback:
+    """A fallback step failed: as the same step of the restart path would (its stop failing
+    leaves the candidate running: nothing to undo; later, the rollback)."""
+    step = plan.fallback[index]
+    why = (
+        f"{progress.fallback_why}; then fallback step {index + 1} ({step.kind}) failed: "
+        f"{progress.failed_detail}"
+    )
+    if step.kind is StepKind.STOP:
+        return Finish("failed", why)
+    return StartRollback(why)
 
 
 def _after_rollback(plan: Plan, progress: Progress, why: str) -> Finish:
@@ -209,6 +294,12 @@ def _after_rollback(plan: Plan, progress: Progress, why: str) -> Finish:
 
 def _after_failure(plan: Plan, progress: Progress, index: int) -> Action:
     step = plan.steps[index]
+    if step.kind is StepKind.PROMOTE_IN_PLACE and plan.fallback:
+        # Refused (the broker is the slave it was), or its outcome unknown: the restart
+        # path's steps either way, since a restart reads the properties they rewrite.
+        return StartFallback(
+            f"the in-place promotion (step {index + 1}) failed: {progress.failed_detail}"
+        )
     if step.kind is StepKind.CONFIRM_FENCED and _is_candidate_touched(plan, progress.done):
         # No fence, no promotion, but the candidate was stopped and rewritten side by side
         # with the fence: the plan's rollback restarts it as a slave and puts the old master's
@@ -235,7 +326,8 @@ def _after_failure(plan: Plan, progress: Progress, index: int) -> Action:
             "awaiting_fence", f"not promoting until {old_key} is fenced: {progress.failed_detail}"
         )
     why = f"step {index + 1} ({step.kind}) failed: {progress.failed_detail}"
-    if _is_epoch_recorded(plan, progress.done):
+    done = _effective_done(plan, progress)
+    if _is_epoch_recorded(plan, done):
         # The new master's epoch is in state.json, the .epoch files and the nameservers: the
         # promotion is final, and undoing it now (the old master's rejoin after a forced
         # switch failed) would leave a group whose records name a master that is not one.
@@ -244,9 +336,10 @@ def _after_failure(plan: Plan, progress: Progress, index: int) -> Action:
     # registered master then, and undoing that would leave it with none.
     if (
         plan.kind == "promote"
-        and _is_candidate_touched(plan, progress.done)
+        and (_is_candidate_touched(plan, done) or step.kind is StepKind.PROMOTE_IN_PLACE)
         and step.kind is not StepKind.CANARY
     ):
+        # A PROMOTE_IN_PLACE that failed without a fallback (none planned) may have taken.
         return StartRollback(why)
     return Finish("failed", why)
 
@@ -269,8 +362,10 @@ def _is_epoch_recorded(plan: Plan, done: frozenset[int]) -> bool:
 
 
 def _is_candidate_touched(plan: Plan, done: frozenset[int]) -> bool:
+    """The candidate was stopped, or promoted in place (or its fallback ran)."""
     return any(
-        plan.steps[i].kind is StepKind.STOP and plan.steps[i].broker_key == plan.new_master_key
+        plan.steps[i].kind in (StepKind.STOP, StepKind.PROMOTE_IN_PLACE)
+        and plan.steps[i].broker_key == plan.new_master_key
         for i in done
     )
 
