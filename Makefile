@@ -40,7 +40,8 @@ demo-deps:
 	fi
 
 # The tests need more: sshd, Prometheus/promtool, systemd-analyze, ip/nft, dockerd, busybox,
-# debootstrap and systemd-nspawn (tests/systemd boots a Debian root filesystem under systemd).
+# debootstrap and systemd-nspawn (tests/systemd boots a Debian root filesystem under systemd),
+# etcd and etcdctl (tests/etcd_cluster.py runs a 3-member cluster on loopback).
 system-deps: demo-deps
 	@missing=""; \
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
@@ -53,6 +54,8 @@ system-deps: demo-deps
 	test -x /bin/busybox || missing="$$missing busybox-static"; \
 	test -x /usr/sbin/debootstrap || missing="$$missing debootstrap"; \
 	test -x /usr/bin/systemd-nspawn || missing="$$missing systemd-container"; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
+	command -v etcdctl >/dev/null || missing="$$missing etcd-client"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \

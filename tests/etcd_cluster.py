@@ -1,0 +1,307 @@
+"""A throwaway etcd cluster on 127.0.0.1: N members, free ports, their own data dirs, and the
+faults the coordination tests need (stop, kill -9, SIGSTOP/SIGCONT, restart) one member at a time.
+
+    with start_etcd_cluster(tmp_path / "etcd") as cluster:
+        cluster.endpoints                # ("127.0.0.1:27xxx", ...): what [etcd] endpoints takes
+        cluster.members[0].freeze()      # SIGSTOP: its connections stay open and hang
+        cluster.members[0].thaw()
+        cluster.members[1].stop()        # SIGTERM; start() brings it back on its ports and data
+
+Debian's `etcd-server` package (make system-deps) provides /usr/bin/etcd, `etcd-client`
+/usr/bin/etcdctl. Every member is killed when the block ends, whatever happened in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "ETCD",
+    "ETCDCTL",
+    "EtcdCluster",
+    "EtcdMember",
+    "free_ports",
+    "start_etcd_cluster",
+]
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
+# The ports given to etcd in the test suite (sshd has 26000-26999, Prometheus 24000-24999).
+PORT_RANGE = range(27000, 28000)
+# etcd's defaults (heartbeat 100 ms, election 1 s): a lost member's leadership moves in ~1 s,
+# and the smallest lease TTL etcd grants is 1.5 election timeouts (2 s).
+HEARTBEAT_MS = 100
+ELECTION_MS = 1000
+
+
+def free_ports(count: int, exclude: frozenset[int] = frozenset()) -> tuple[int, ...]:
+    """`count` ports in PORT_RANGE that nothing listens on now, tried from a random offset so
+    that clusters started side by side rarely race for the same ports."""
+    ports: list[int] = []
+    start = random.randrange(len(PORT_RANGE))
+    for i in range(len(PORT_RANGE)):
+        port = PORT_RANGE[(start + i) % len(PORT_RANGE)]
+        if port in exclude:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return tuple(ports)
+    raise RuntimeError(f"no {count} free ports in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
+
+
+@dataclass
+class EtcdMember:
+    """One etcd process; stop/start keep its name, ports and data dir (it rejoins as itself)."""
+
+    name: str
+    client_port: int
+    peer_port: int
+    directory: Path
+    initial_cluster: str
+    token: str
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    frozen: bool = False
+    started_once: bool = False
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "etcd.log"
+
+    @property
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def argv(self) -> list[str]:
+        return [
+            ETCD,
+            f"--name={self.name}",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={self.client_url}",
+            f"--advertise-client-urls={self.client_url}",
+            f"--listen-peer-urls={self.peer_url}",
+            f"--initial-advertise-peer-urls={self.peer_url}",
+            f"--initial-cluster={self.initial_cluster}",
+            # "new" only matters on the first boot; a restart reads its data dir.
+            "--initial-cluster-state=new",
+            f"--initial-cluster-token={self.token}",
+            f"--heartbeat-interval={HEARTBEAT_MS}",
+            f"--election-timeout={ELECTION_MS}",
+            # What an operator must set too: the watchdog's keys change every few seconds.
+            "--auto-compaction-mode=periodic",
+            "--auto-compaction-retention=10m",
+            "--logger=zap",
+            "--log-outputs=stderr",
+        ]
+
+    def start(self) -> None:
+        """Start the process (the cluster may still lack a quorum: no waiting here)."""
+        if self.is_running:
+            raise RuntimeError(f"etcd {self.name} already runs as pid {self.process.pid}")  # type: ignore[union-attr]
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        self.frozen = False
+        self.started_once = True
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, sig)
+
+    def stop(self) -> None:
+        """SIGTERM (a clean shutdown: it hands over raft leadership if it had it) and wait."""
+        proc = self.process
+        if proc is None:
+            return
+        if self.frozen:
+            self.thaw()
+        self._signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: the member vanishes mid-whatever, as a crashed host's would."""
+        proc = self.process
+        if proc is None:
+            return
+        self._signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        self.process = None
+        self.frozen = False
+
+    def freeze(self) -> None:
+        """SIGSTOP: the member keeps its sockets but answers nothing (a hung host)."""
+        self._signal(signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        self._signal(signal.SIGCONT)
+        self.frozen = False
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def etcdctl(self, *args: str, timeout_seconds: float = 5.0) -> subprocess.CompletedProcess[str]:
+        """etcdctl against this member alone (ETCDCTL_API=3)."""
+        return subprocess.run(
+            [ETCDCTL, f"--endpoints={self.client_url}", "--command-timeout=2s", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout_seconds,
+            env={**os.environ, "ETCDCTL_API": "3"},
+            stdin=subprocess.DEVNULL,
+        )
+
+    def is_healthy(self) -> bool:
+        """This member answers a linearizable read: it is up and part of a quorum."""
+        if not self.is_running or self.frozen:
+            return False
+        try:
+            return self.etcdctl("endpoint", "health").returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+
+
+@dataclass
+class EtcdCluster:
+    directory: Path
+    members: tuple[EtcdMember, ...]
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return tuple(m.endpoint for m in self.members)
+
+    def member_of(self, endpoint: str) -> EtcdMember:
+        return next(m for m in self.members if m.endpoint == endpoint)
+
+    def raft_leader(self) -> EtcdMember | None:
+        """The member that is raft leader now, asked of the running members."""
+        for member in self.members:
+            if not member.is_running or member.frozen:
+                continue
+            try:
+                out = member.etcdctl("endpoint", "status", "-w", "json")
+            except subprocess.TimeoutExpired:
+                continue
+            if out.returncode != 0:
+                continue
+            try:
+                status = json.loads(out.stdout)[0]["Status"]
+            except (ValueError, LookupError, TypeError):
+                continue
+            leader_id = status.get("leader")
+            if leader_id and leader_id == status.get("header", {}).get("member_id"):
+                return member
+        return None
+
+    def start(self) -> None:
+        for member in self.members:
+            member.start()
+
+    def wait_healthy(
+        self, members: Sequence[EtcdMember] | None = None, timeout_seconds: float = 30.0
+    ) -> None:
+        """Until every given member (default: every running one) serves linearizable reads."""
+        wanted = [m for m in (members or self.members) if members is not None or m.is_running]
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            sick = [m for m in wanted if not m.is_healthy()]
+            if not sick:
+                return
+            for m in sick:
+                if m.started_once and not m.is_running and not m.frozen:
+                    raise RuntimeError(f"etcd {m.name} exited:\n{_tail(m.log_path)}")
+            if time.monotonic() > deadline:
+                logs = "\n".join(f"--- {m.name}\n{_tail(m.log_path)}" for m in sick)
+                raise RuntimeError(
+                    f"etcd members {[m.name for m in sick]} not healthy within "
+                    f"{timeout_seconds:.0f} s:\n{logs}"
+                )
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        """Kill every member (thawed first: a stopped process still dies, but tidily)."""
+        for member in self.members:
+            if member.frozen:
+                member.thaw()
+            with contextlib.suppress(Exception):
+                member.kill()
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@contextlib.contextmanager
+def start_etcd_cluster(directory: Path, size: int = 3) -> Iterator[EtcdCluster]:
+    """Start `size` members under `directory`, wait until all serve, kill them all at the end."""
+    if not os.access(ETCD, os.X_OK):
+        raise RuntimeError(f"{ETCD} not found: run `make system-deps` (installs etcd-server)")
+    ports = free_ports(2 * size)
+    names = [f"m{i + 1}" for i in range(size)]
+    initial = ",".join(
+        f"{name}=http://127.0.0.1:{ports[2 * i + 1]}" for i, name in enumerate(names)
+    )
+    token = f"rmqwd-test-{os.getpid()}-{ports[0]}"
+    cluster = EtcdCluster(
+        directory=directory,
+        members=tuple(
+            EtcdMember(
+                name=name,
+                client_port=ports[2 * i],
+                peer_port=ports[2 * i + 1],
+                directory=directory / name,
+                initial_cluster=initial,
+                token=token,
+            )
+            for i, name in enumerate(names)
+        ),
+    )
+    try:
+        cluster.start()
+        cluster.wait_healthy(cluster.members)
+        yield cluster
+    finally:
+        cluster.close()
