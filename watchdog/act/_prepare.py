@@ -1,4 +1,5 @@
-"""Before acting: read the group's files and plan, name the failover, recall recorded masters."""
+"""Before acting: read the group's files (and, for in-place promotion, ask the brokers'
+plug-ins) and plan, name the failover, recall recorded masters."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..config import WatchdogConfig
-from ..decide import Fence, Plan, Promote, Refusal, plan_fence, plan_promotion
+from ..decide import Fence, Plan, PluginAnswer, Promote, Refusal, plan_fence, plan_promotion
 from ..hosts import Host, HostError
 from ..model import ClusterSnapshot
+from ..remoting import ClientPool, RemotingError, describe_error, get_plugin_info
 from ._journal import Journal
 from ._state import WatchdogState
 
 __all__ = [
     "RecordedMaster",
+    "ask_plugins",
     "new_failover_id",
     "prepare_plan",
     "read_group_files",
@@ -48,18 +51,58 @@ async def read_group_files(
     return dict(pairs)
 
 
+async def ask_plugins(
+    config: WatchdogConfig, pool: ClientPool, addrs: Mapping[str, str]
+) -> dict[str, PluginAnswer]:
+    """PLUGIN_INFO of each broker (key -> addr), side by side: what its plug-in says, or why
+    there is none (no plug-in, or the request failed)."""
+
+    async def ask(key: str, addr: str) -> tuple[str, PluginAnswer]:
+        try:
+            info = await get_plugin_info(
+                pool.get(addr), timeout_seconds=config.probe.timeout_seconds
+            )
+        except RemotingError as exc:
+            return key, PluginAnswer(None, describe_error(exc))
+        return key, PluginAnswer(info)
+
+    return dict(await asyncio.gather(*(ask(k, a) for k, a in addrs.items())))
+
+
 async def prepare_plan(
     decision: Promote | Fence,
     config: WatchdogConfig,
     snapshot: ClusterSnapshot,
     hosts: Mapping[str, Host],
     state: WatchdogState,
+    *,
+    pool: ClientPool | None = None,
 ) -> tuple[Plan | Refusal, dict[str, str | None]]:
-    """Read what the planner needs (properties files) and plan; returns the files for diffs."""
+    """Read what the planner needs (properties files; with [failover] promotion = "inplace"
+    the PLUGIN_INFO of every member but the old master) and plan; returns the files for
+    diffs. Without `pool`, plug-ins are asked over connections of their own."""
     files = await read_group_files(config, hosts, decision.broker_name)
     record = state.group(decision.broker_name)
     if isinstance(decision, Promote):
-        return plan_promotion(decision, config, files, record.epoch), files
+        plugins = None
+        if config.failover.promotion == "inplace":
+            addrs = {
+                b.key: b.addr
+                for b in config.group(decision.broker_name)
+                if b.key != decision.old_master_key
+            }
+            own = pool is None
+            asking = pool or ClientPool(
+                connect_timeout_seconds=config.probe.connect_timeout_seconds,
+                source_address=config.probe.source_address,
+            )
+            try:
+                plugins = await ask_plugins(config, asking, addrs)
+            finally:
+                if own:
+                    await asking.close_all()
+        plan = plan_promotion(decision, config, files, record.epoch, plugins=plugins)
+        return plan, files
     target = snapshot.broker_at(decision.target_addr)
     used = frozenset(
         b.reported_broker_id

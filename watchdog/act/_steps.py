@@ -21,6 +21,7 @@ from ._fence import (
     refuse_a_live_master,
     restore_epoch_record,
 )
+from ._inplace import promote_step, set_ha_master_step
 from ._loss import move_store_aside
 from ._progress import retry_budget_seconds
 from ._run import FailoverRun, StepContext, StepFailed
@@ -97,6 +98,10 @@ async def _do(ctx: StepContext, run: FailoverRun, step: Step, restore_backup: bo
         return await run_canary(ctx, plan, ctx.broker(step.broker_key), step.path)
     if step.kind is StepKind.RECORD_EPOCH:
         return await record_epoch(ctx, run)
+    if step.kind is StepKind.PROMOTE_IN_PLACE:
+        return await promote_step(ctx, run, step)
+    if step.kind is StepKind.SET_HA_MASTER:
+        return await set_ha_master_step(ctx, run, step)
     raise StepFailed(f"unknown step kind {step.kind}")
 
 
