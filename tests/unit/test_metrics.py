@@ -290,6 +290,19 @@ def test_failover_metrics(registry: CollectorRegistry, metrics: WatchdogMetrics)
     assert get("rmq_watchdog_last_failover_timestamp_seconds", {"broker_name": "broker-a"}) == 1.8e9
 
 
+def test_inplace_promotion_metrics(registry: CollectorRegistry, metrics: WatchdogMetrics) -> None:
+    metrics.record_inplace_promotion("broker-a", "done")
+    metrics.record_inplace_promotion("broker-a", "refused")
+    metrics.record_inplace_promotion("broker-a", "done")
+    get = registry.get_sample_value
+    name = "rmq_watchdog_inplace_promotions_total"
+    assert get(name, {"broker_name": "broker-a", "result": "done"}) == 2.0
+    assert get(name, {"broker_name": "broker-a", "result": "refused"}) == 1.0
+    assert get(name, {"broker_name": "broker-a", "result": "fallback"}) is None
+    with pytest.raises(ValueError, match="done|refused|fallback"):
+        metrics.record_inplace_promotion("broker-a", "succeeded")
+
+
 def test_cycle_metrics(registry: CollectorRegistry, metrics: WatchdogMetrics) -> None:
     metrics.record_cycle(finished_at=1_700_000_001.0)
     metrics.record_cycle(finished_at=1_700_000_002.5, is_overrun=True)

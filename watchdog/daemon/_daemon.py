@@ -540,7 +540,7 @@ class Daemon:
             failover_id=failover_id, broker_name=decision.broker_name
         ):
             plan, _files = await prepare_plan(
-                decision, self.config, snapshot, self.hosts, self.store.load()
+                decision, self.config, snapshot, self.hosts, self.store.load(), pool=self.pool
             )
             if isinstance(plan, Refusal):
                 log.error("failover refused", reason=plan.reason)
@@ -647,7 +647,7 @@ class Daemon:
             send({"error": decision.reason})
             return
         plan, _ = await prepare_plan(
-            decision, self.config, cycle.snapshot, self.hosts, self.store.load()
+            decision, self.config, cycle.snapshot, self.hosts, self.store.load(), pool=self.pool
         )
         if isinstance(plan, Refusal):
             send({"error": plan.reason})
@@ -707,6 +707,16 @@ class Daemon:
             )
         elif event == "rollback_started":
             log.error("rolling back", failover_id=failover_id, reason=fields.get("reason"))
+        elif event == "inplace_promotion":
+            tried = str(fields.get("result"))
+            (log.warning if tried == "done" else log.error)(
+                f"in-place promotion {tried}: {fields.get('detail')}",
+                failover_id=failover_id,
+                broker_name=fields.get("broker_name"),
+            )
+            self.metrics.record_inplace_promotion(str(fields.get("broker_name")), tried)
+        elif event == "fallback_started":
+            log.error("falling back to a restart", failover_id=failover_id, reason=fields["reason"])
         elif event == "store_moved_aside":
             log.warning(
                 f"moved the deposed master's store aside: {fields.get('messages')} message(s), "

@@ -250,6 +250,15 @@ class WatchdogMetrics:
             ["broker_name", "outcome"],
             registry=registry,
         )
+        self.inplace_promotions_total = Counter(
+            "rmq_watchdog_inplace_promotions_total",
+            "In-place promotions tried (promotion = inplace, a plug-in on the candidate), per "
+            "broker group, by result: done (promoted without a restart), refused (the plug-in "
+            "said no: the restart path ran instead) or fallback (the request or the watchdog's "
+            "own checks failed: the restart path ran instead).",
+            ["broker_name", "result"],
+            registry=registry,
+        )
         self.failover_duration_seconds = Histogram(
             "rmq_watchdog_failover_duration_seconds",
             "Wall time from the start of a failover to its end, whatever the outcome.",
@@ -352,6 +361,12 @@ class WatchdogMetrics:
 
     def set_role_lowered(self, broker_name: str, is_lowered: bool) -> None:
         self.master_role_lowered.labels(broker_name=broker_name).set(1 if is_lowered else 0)
+
+    def record_inplace_promotion(self, broker_name: str, result: str) -> None:
+        """Count an in-place promotion tried: done, refused or fallback."""
+        if result not in ("done", "refused", "fallback"):
+            raise ValueError(f"in-place promotion result must be done|refused|fallback: {result!r}")
+        self.inplace_promotions_total.labels(broker_name=broker_name, result=result).inc()
 
     def record_fence(self, broker_name: str, outcome: str) -> None:
         """Count a finished fence of a second master (not a failover)."""
