@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -445,7 +444,37 @@ def test_purposes_name_the_new_master_for_the_dry_run(secret_file: str) -> None:
     assert set_ha.host == "h2"
 
 
-def test_no_path_detail_on_a_plan_made_without_config_of_promotion(tmp_path: Path) -> None:
-    # The default configuration: restart, and the dry run says so.
+def test_the_default_configuration_says_restart() -> None:
     plan = plan_of(plan_promotion(promote(), config(None), FILES, 0))
     assert dict(plan.details)["path"] == "restart: promotion = restart"
+
+
+def test_the_dry_run_says_which_path_and_lists_the_fallback(secret_file: str) -> None:
+    from watchdog.commands import render_plan
+    from watchdog.detect import GroupVerdict
+    from watchdog.model import GroupState
+
+    group = GroupVerdict(
+        "broker-a", GroupState.MASTER_ODOWN, ADDRS[A0], A0, True, True, 3.0, 3, 3,
+        (), (), (), "master down",
+    )  # fmt: skip
+    cfg = config(secret_file)
+    plan = plan_of(plan_promotion(promote(), cfg, FILES, 0, plugins={A1: READY}))
+    lines = render_plan(plan, group, FILES, cfg).splitlines()
+    assert (
+        "promotion: in place: promotion = inplace and broker-a:1's plug-in 0.1.0 answers "
+        "(secret loaded, SLAVE, last epoch 0)"
+    ) in lines
+    assert f"  4. [promote_in_place] {plan.steps[3].purpose}" in lines
+    start = lines.index(
+        "if the in-place promotion (step 4) is refused or fails, instead of it (the restart "
+        "path; then the steps after it):"
+    )
+    assert lines[start + 1 : start + 4] == [f"  - [{s.kind}] {s.purpose}" for s in plan.fallback]
+    restart = plan_of(plan_promotion(promote(), cfg, FILES, 0, plugins={A1: PluginAnswer(None)}))
+    text = render_plan(restart, group, FILES, cfg)
+    assert (
+        "promotion: restart: promotion = inplace but broker-a:1 has no plug-in (it answered "
+        "REQUEST_CODE_NOT_SUPPORTED)"
+    ) in text.splitlines()
+    assert "if the in-place promotion" not in text

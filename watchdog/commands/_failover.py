@@ -98,6 +98,9 @@ def render_plan(
         f"old master: {plan.old_master_key}@{plan.old_master_addr}",
         "fence (no fence, no promotion): " + (dict(plan.details).get("fence") or "none needed"),
     ]
+    path = dict(plan.details).get("path")
+    if path:
+        lines.append(f"promotion: {path}")
     order = dict(plan.details).get("order")
     if order:
         lines.append(f"fence and candidate: {order}")
@@ -123,6 +126,14 @@ def render_plan(
             lines.append(
                 f"{pad}       (may fail, e.g. host unreachable: the confirm_fenced gate judges)"
             )
+    if plan.fallback:
+        where = (plan.in_place_index or 0) + 1
+        lines.append(
+            f"if the in-place promotion (step {where}) is refused or fails, instead of it "
+            "(the restart path; then the steps after it):"
+        )
+        for step in plan.fallback:
+            lines.append(f"  - [{step.kind}] {step.purpose}")
     if plan.rollback:
         lines.append(
             "if the candidate does not register as master within "
@@ -290,7 +301,7 @@ async def _plan_and_maybe_run(
         )
         if isinstance(decision, Refusal):
             return _refused(decision.reason, as_json, echo)
-        plan, files = await prepare_plan(decision, config, snapshot, hosts, state)
+        plan, files = await prepare_plan(decision, config, snapshot, hosts, state, pool=pool)
         if isinstance(plan, Refusal):
             return _refused(plan.reason, as_json, echo)
         if dry_run:
@@ -361,6 +372,10 @@ async def _execute_locally(
             echo(f"failover {fields['failover_id']}: {plan.reason}")
         elif event == "rollback_started":
             echo(f"rolling back: {fields['reason']}")
+        elif event == "fallback_started":
+            echo(f"falling back to a restart: {fields['reason']}")
+        elif event == "inplace_promotion":
+            echo(f"  in-place promotion {fields['result']}: {fields['detail']}")
 
     failover_id = new_failover_id(plan.broker_name)
     notifier = WebhookNotifier(config.notify.webhook)
@@ -413,6 +428,8 @@ async def _ask_daemon(
                     f"  step {rec['index'] + 1} {rec['status']}: {message['step']['purpose']} — "
                     f"{rec['detail']}"
                 )
+            elif message.get("event") == "fallback_started":
+                echo(f"falling back to a restart: {message['reason']}")
             elif message.get("event") == "result":
                 echo(f"failover {message['outcome']}: {message['detail']}")
         return code
