@@ -10,8 +10,9 @@ Top to bottom (README, "Architecture"):
     observe                       room 5: logs, metrics, sd_notify, webhooks, the status report
     decide                        room 3 (pure): decisions, operator rules, the plan
     detect | probe                room 2 (pure) | room 1 (I/O); neither imports the other
-    native | hosts | ping         librocketmq children | the command/file seam | the light
-                                  `rmq-watchdog-ping` secondary check; siblings
+    native | hosts | ping | coord librocketmq children | the command/file seam | the light
+                                  `rmq-watchdog-ping` secondary check | etcd (several
+                                  instances, one leader); siblings
     remoting                      the wire
     config                        the TOML schema
     model                         shared values and rules (standard library only)
@@ -41,7 +42,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"observe"}),
     frozenset({"decide"}),
     frozenset({"detect", "probe"}),
-    frozenset({"native", "hosts", "ping"}),
+    frozenset({"native", "hosts", "ping", "coord"}),
     frozenset({"remoting"}),
     frozenset({"config"}),
     frozenset({"model"}),
@@ -53,7 +54,7 @@ IO_MODULES = frozenset(
     {
         "asyncio", "socket", "subprocess", "os", "time", "threading", "ctypes", "shutil",
         "tempfile", "fcntl", "select", "signal", "selectors", "httpx", "asyncssh", "pathlib",
-        "structlog", "prometheus_client", "rocketmq", "random", "uuid",
+        "structlog", "prometheus_client", "rocketmq", "random", "uuid", "grpc", "etcd3aio",
     }
 )  # fmt: skip
 
@@ -206,3 +207,24 @@ def test_the_command_line_imports_no_room_until_a_command_needs_it() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     assert out.strip() == "[]", out
+
+
+def test_only_coord_etcd_speaks_to_etcd() -> None:
+    """coord/_etcd.py is the one module that imports the etcd client (or gRPC): the client can
+    be swapped there alone, and no other part of the package talks to etcd."""
+    speakers = sorted(
+        f"{module}:{line}"
+        for module, (source, is_package) in package_sources().items()
+        for line, target in _imports(module, source, is_package)
+        if target.split(".")[0] in ("etcd3aio", "grpc")
+    )
+    assert speakers and all(s.startswith("watchdog.coord._etcd:") for s in speakers), speakers
+
+
+def test_coord_views_are_pure() -> None:
+    """The values and the merge of instances' views are what detect will be fed: no I/O."""
+    sources = package_sources()
+    for module in ("watchdog.coord._values", "watchdog.coord._views"):
+        source, is_package = sources[module]
+        io = [t for _, t in _imports(module, source, is_package) if t.split(".")[0] in IO_MODULES]
+        assert io == [], f"{module} imports {io}"
