@@ -1061,3 +1061,40 @@ def test_history_lists_failovers_and_waits_for_a_fence_from_the_journals(tmp_pat
     assert [r["outcome"] for r in json.loads(result.output)] == ["awaiting_fence", "succeeded"]
     bad = CliRunner().invoke(cli, ["history", "-c", str(config_path), "--broker-name", "nope"])
     assert bad.exit_code == 2 and "unknown broker group 'nope'" in bad.output
+
+
+def test_a_store_moved_aside_keeps_the_plug_ins_secret_and_epoch(tmp_path: Path) -> None:
+    """The plug-in's files live in the store root by default: the fresh store gets copies, so
+    the rejoined broker can still be promoted in place and does not re-open old epochs."""
+
+    async def body(world: World) -> None:
+        config = world.config()
+        store = tmp_path / "store-a0"
+        (store / "commitlog").mkdir(parents=True)
+        (store / "watchdog-plugin.secret").write_text("s" * 32)
+        (store / "watchdog-plugin.secret").chmod(0o600)
+        (store / "watchdog-plugin.epoch").write_text("3\n")
+        with world.props(A0).open("a") as fh:
+            fh.write(f"storePathRootDir={store}\r\n")
+        step = Step(
+            StepKind.MOVE_STORE_ASIDE, A0, "local", "move it aside", path=str(world.props(A0))
+        )
+        plan = Plan("fence", "broker-a", "test", 1, (step,))
+        result = await world.executor(config).run(plan, "fo-1")
+        assert result.outcome == "succeeded", result
+        aside = Path(f"{store}.rmq-watchdog-aside-fo-1")
+        assert (aside / "commitlog").is_dir() and not (store / "commitlog").exists()
+        assert (store / "watchdog-plugin.secret").read_text() == "s" * 32
+        assert (store / "watchdog-plugin.secret").stat().st_mode & 0o777 == 0o600
+        assert (store / "watchdog-plugin.epoch").read_text() == "3\n"
+        assert (aside / "watchdog-plugin.secret").exists()  # the moved store keeps its own
+        assert "the plug-in's watchdog-plugin.secret, watchdog-plugin.epoch kept" in (
+            result.steps[0].detail
+        )
+        # Run again (a resumed run): nothing moved twice, nothing copied over the copies.
+        (store / "watchdog-plugin.epoch").write_text("4\n")
+        again = await world.executor(config).run(plan, "fo-1")
+        assert again.steps[0].detail.startswith(f"store already moved to {aside}")
+        assert (store / "watchdog-plugin.epoch").read_text() == "4\n"
+
+    run(body, tmp_path)

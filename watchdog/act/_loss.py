@@ -10,6 +10,11 @@ from ._run import FailoverRun, StepContext, StepFailed
 
 __all__ = ["move_store_aside"]
 
+# The broker plug-in's files, in the store root by default (broker-plugin/README.md): its
+# secret, without which it refuses every request, and the last epoch it served, so that the
+# fresh store does not re-open old epochs. The fresh store gets copies.
+_PLUGIN_FILES = ("watchdog-plugin.secret", "watchdog-plugin.epoch")
+
 
 async def move_store_aside(ctx: StepContext, run: FailoverRun, step: Step, host: Host) -> str:
     failover_id = run.failover_id
@@ -20,7 +25,7 @@ async def move_store_aside(ctx: StepContext, run: FailoverRun, step: Step, host:
     aside = f"{root.rstrip('/')}.rmq-watchdog-aside-{failover_id}"
     check = await host.run(["test", "-e", aside], timeout_seconds=30)
     if check.is_ok:
-        return f"store already moved to {aside}"
+        return f"store already moved to {aside}" + await _keep_plugin_files(host, aside, root)
     moved = await host.run(["mv", root, aside], timeout_seconds=120)
     if not moved.is_ok:
         raise StepFailed(f"mv {root} {aside}: {moved.summary()}")
@@ -35,8 +40,31 @@ async def move_store_aside(ctx: StepContext, run: FailoverRun, step: Step, host:
         moved_log = aside + commitlog[len(root.rstrip("/")) :]
     else:
         moved_log = f"{aside}/commitlog"
+    kept = await _keep_plugin_files(host, aside, root)
     accounted = await _account_moved_aside(ctx, run, host, step.broker_key, aside, moved_log)
-    return f"moved {root} to {aside}" + (f"; {accounted}" if accounted else "")
+    return f"moved {root} to {aside}" + kept + (f"; {accounted}" if accounted else "")
+
+
+async def _keep_plugin_files(host: Host, aside: str, root: str) -> str:
+    """Copy the plug-in's files from the moved store into the fresh one (mode kept), unless
+    there already; best effort: the detail says what was kept or could not be."""
+    kept, problems = [], []
+    for name in _PLUGIN_FILES:
+        source, target = f"{aside}/{name}", f"{root.rstrip('/')}/{name}"
+        if not (await host.run(["test", "-f", source], timeout_seconds=30)).is_ok:
+            continue
+        if (await host.run(["test", "-e", target], timeout_seconds=30)).is_ok:
+            continue
+        made = await host.run(["mkdir", "-p", root], timeout_seconds=30)
+        copied = made if not made.is_ok else await host.run(
+            ["cp", "-p", source, target], timeout_seconds=30
+        )
+        if copied.is_ok:
+            kept.append(name)
+        else:
+            problems.append(f"{name} not kept: {copied.summary()}")
+    out = f"; the plug-in's {', '.join(kept)} kept in the fresh store" if kept else ""
+    return out + "".join(f"; {p}" for p in problems)
 
 
 async def _account_moved_aside(
