@@ -13,7 +13,12 @@ daemon moves its store aside when its log reaches past the promotion point).
 After the rounds, every queue of the topic is read from offset 0 on the final master by a real
 pull consumer: an acked sequence number never read is lost; one read twice is a duplicate.
 
+With `--promotion inplace` the sandbox runs the broker plug-in (`sandbox up --promotion
+inplace`) and the daemon promotes each slave in place, without restarting it (falling back to
+the restart path when that fails); the result goes to bench/results/data_safety_inplace.md.
+
     .venv/bin/python bench/data_safety.py [--rounds 20] [--replication sync|async|both]
+        [--promotion restart|inplace]
 """
 
 from __future__ import annotations
@@ -531,6 +536,9 @@ class RoundResult:
     was_fenced: bool  # the rejoining old master's store was moved aside
     sync_at_decision: bool  # the plan shows the master ran SYNC_MASTER when it died
     round_seconds: float
+    # How the candidate became master: "restart", "in place", or "fallback: <why>" (the
+    # in-place promotion failed and the restart path ran instead).
+    path: str = "restart"
 
     @property
     def is_within_reported(self) -> bool:
@@ -551,6 +559,7 @@ class RoundResult:
 class ModeResult:
     replication: str
     rounds_asked: int
+    promotion: str = "restart"  # [failover] promotion of the sandbox's watchdog
     rounds: list[RoundResult] = field(default_factory=list)
     error: str | None = None  # why the rounds stopped early
     acked: int = 0  # distinct seqs acknowledged SEND_OK
@@ -570,6 +579,10 @@ class ModeResult:
     @property
     def succeeded(self) -> int:
         return sum(1 for r in self.rounds if r.outcome == "succeeded")
+
+    @property
+    def in_place(self) -> int:
+        return sum(1 for r in self.rounds if r.path == "in place")
 
 
 def _cycles(daemon: DaemonChild) -> list[dict[str, Any]]:
@@ -718,14 +731,18 @@ def run_mode(
     seed: int = 1,
     deadline: float | None = None,
     progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    promotion: str = "restart",
 ) -> ModeResult:
-    """The whole loop on a running sandbox started with this replication (master broker-a:0)."""
+    """The whole loop on a running sandbox started with this replication (master broker-a:0)
+    and this promotion (inplace: `sandbox up --promotion inplace`)."""
     began = time.monotonic()
     rng = random.Random(seed)
-    result = ModeResult(replication=replication, rounds_asked=rounds)
+    result = ModeResult(replication=replication, rounds_asked=rounds, promotion=promotion)
     cluster = _Cluster(box)
     with box.config_path.open("a") as fh:
-        fh.write('\n[failover]\nrecovery_block = "0s"\n')
+        # With the plug-in, watchdog.toml ends in the [failover] table the sandbox wrote.
+        table = "" if promotion == "inplace" else "\n[failover]"
+        fh.write(f'{table}\nrecovery_block = "0s"\n')
     state_dir = box.dir / "watchdog-state"
     master, slave = KEYS
     create_bench_topic(cluster.addrs[master])
@@ -752,7 +769,8 @@ def run_mode(
             result.rounds.append(one)
             progress(
                 f"[{replication}] round {number}: {one.killed_key} killed, {one.promoted_key} "
-                f"promoted in {one.failover_seconds:.1f} s; reported {one.reported_loss_bytes} B, "
+                f"promoted ({one.path}) in {one.failover_seconds:.1f} s; "
+                f"reported {one.reported_loss_bytes} B, "
                 f"acked past the point {one.measured_loss_bytes} B ({one.lost_in_round} msgs), "
                 f"stale {one.stale_bytes} B; fenced {one.was_fenced}; "
                 f"round {one.round_seconds:.0f} s"
@@ -845,6 +863,7 @@ def _one_round(
     sync_at_decision = any(
         k == "role" and "SYNC_MASTER -> ASYNC_MASTER" in v for k, v in plan.get("details", [])
     )
+    path = _promotion_path(entries)
 
     # The killed master's commitlog is still on disk (kill -9 loses no page-cache data).
     old_log = read_commitlog(cluster.commitlog_dir(master))
@@ -872,6 +891,7 @@ def _one_round(
         was_fenced=False,
         sync_at_decision=sync_at_decision,
         round_seconds=0.0,
+        path=path,
     )
     if outcome != "succeeded":
         return one
@@ -887,6 +907,17 @@ def _one_round(
         for e in journals(state_dir).values()
     )
     return replace(one, was_fenced=fenced, round_seconds=time.monotonic() - began)
+
+
+def _promotion_path(entries: Sequence[dict[str, Any]]) -> str:
+    """How the journal says the candidate became master."""
+    fell = next((e for e in entries if e.get("event") == "fallback_started"), None)
+    if fell is not None:
+        return f"fallback: {fell.get('reason', '')}"
+    promoted = any(
+        e.get("event") == "step_done" and e.get("kind") == "promote_in_place" for e in entries
+    )
+    return "in place" if promoted else "restart"
 
 
 def _account(result: ModeResult, cluster: _Cluster, producer: ProducerChild, work: Path) -> None:
@@ -944,8 +975,10 @@ def summary_table(results: Sequence[ModeResult]) -> str:
         over_bound = sum(1 for x in r.rounds if not x.is_within_plan_bound)
         rows.append([
             r.replication,
+            r.promotion,
             f"{len(r.rounds)}/{r.rounds_asked}",
             f"{r.succeeded}/{len(r.rounds)}",
+            f"{r.in_place}/{len(r.rounds)}",
             str(r.acked),
             str(len(r.lost)),
             f"{r.duplicated_seqs} ({r.duplicate_copies} extra copies)",
@@ -956,7 +989,8 @@ def summary_table(results: Sequence[ModeResult]) -> str:
             "yes" if r.one_master else "NO",
         ])  # fmt: skip
     return markdown_table(
-        ["mode", "rounds", "failovers succeeded", "acked (SEND_OK)", "lost", "duplicated seqs",
+        ["mode", "promotion", "rounds", "failovers succeeded", "promoted in place",
+         "acked (SEND_OK)", "lost", "duplicated seqs",
          "max per-round loss vs reported", "rounds loss > reported",
          "rounds loss > max_loss_bytes", "median failover s",
          "one master at end"],
@@ -970,6 +1004,7 @@ def rounds_table(r: ModeResult) -> str:
             str(x.round),
             f"{x.killed_key} -> {x.promoted_key}",
             x.outcome,
+            x.path if len(x.path) <= 60 else x.path[:57] + "...",
             fmt_s(x.failover_seconds),
             _bytes(x.reported_loss_bytes),
             _bytes(x.bound_loss_bytes),
@@ -985,7 +1020,8 @@ def rounds_table(r: ModeResult) -> str:
         for x in r.rounds
     ]
     return markdown_table(
-        ["round", "killed -> promoted", "outcome", "failover s", "reported B", "max_loss B",
+        ["round", "killed -> promoted", "outcome", "promoted how", "failover s", "reported B",
+         "max_loss B",
          "acked past point B", "acked msgs lost", "log past point B", "stale B",
          "<= reported + stale", "<= max_loss", "store moved aside", "round s"],
         rows,
@@ -1061,6 +1097,19 @@ def findings(r: ModeResult) -> list[str]:
             "aside."
         )
     out = []
+    if r.promotion == "inplace":
+        fell = Counter(x.path for x in r.rounds if x.path.startswith("fallback"))
+        out.append(
+            f"Promotion, {r.replication}: {r.in_place} of {n} promotions in place (the slave's "
+            "JVM kept running)"
+            + (
+                "; the others fell back to the restart path: "
+                + "; ".join(f"{why} ({k}x)" for why, k in fell.most_common())
+                if fell
+                else ""
+            )
+            + "."
+        )
     if r.replication == "sync":
         out.append(
             f"Finding, sync: {len(r.lost)} of {r.acked} acknowledged messages lost over {n} "
@@ -1154,6 +1203,19 @@ NOTES = [
 ]
 
 
+NOTE_INPLACE = (
+    "In place (--promotion inplace): every broker runs the rmq-watchdog plug-in and the daemon "
+    "has [failover] promotion = \"inplace\": after the fence it checks the candidate itself (two "
+    "runtime-info reads 0.2 s apart, the same log end, nothing left to dispatch) and asks the "
+    "plug-in to promote it inside its running JVM (PROMOTE_IN_PLACE: replication stopped, the "
+    "log end checked again, queue offsets recovered, changeToMaster, a synchronous "
+    "registration); the promotion point is the plug-in's answer (its log end when it switched). "
+    "'promoted how' says per round whether that happened or the restart path ran instead, and "
+    "why. The killed broker comes back through the restart path as before (4.x cannot demote "
+    "in place)."
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] in (["produce"], ["pull"]):
@@ -1162,6 +1224,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_common_arguments(parser, default_base_port=32000)
     parser.add_argument("--rounds", type=int, default=20, help="failovers per mode")
     parser.add_argument("--replication", choices=("sync", "async", "both"), default="both")
+    parser.add_argument(
+        "--promotion",
+        choices=("restart", "inplace"),
+        default="restart",
+        help="inplace: the broker plug-in on every broker (sandbox up --promotion inplace), "
+        "the daemon promotes in place; results in data_safety_inplace.md",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the random kill delays")
     parser.add_argument(
         "--budget-minutes",
@@ -1186,9 +1255,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 replication=mode,
                 base_port=args.base_port + 100 * index,
                 version=args.version,
+                promotion=args.promotion,
             ) as box:
                 one = run_mode(box, replication=mode, rounds=args.rounds, work=mode_dir,
-                               seed=args.seed, deadline=deadline)  # fmt: skip
+                               seed=args.seed, deadline=deadline,
+                               promotion=args.promotion)  # fmt: skip
                 results.append(one)
     summary = summary_table(results)
     per_mode = [f"Rounds, {r.replication}:\n\n" + rounds_table(r) for r in results]
@@ -1197,9 +1268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(table)
     notes = [n for r in results for n in (*findings(r), *mode_notes(r))] + NOTES
+    in_place = args.promotion == "inplace"
+    if in_place:
+        notes.append(NOTE_INPLACE)
     publish(
-        NAME,
-        "Data safety: consecutive kill -9 failovers under a continuous producer",
+        f"{NAME}_inplace" if in_place else NAME,
+        "Data safety: consecutive kill -9 failovers under a continuous producer"
+        + (", promoted in place (the broker plug-in)" if in_place else ""),
         [summary, *per_mode],
         facts,
         notes,
@@ -1211,14 +1286,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 @contextlib.contextmanager
 def _sandbox(
-    directory: Path, *, replication: str, base_port: int, version: str
+    directory: Path, *, replication: str, base_port: int, version: str, promotion: str = "restart"
 ) -> Iterator[Sandbox]:
     """`sandbox up` (TLS off: no certificate built at every broker start), always taken down."""
     box = Sandbox(directory)
     try:
         mode = cast(Literal["sync", "async"], replication)
+        how = cast(Literal["restart", "inplace"], promotion)
         box.up(version=version, replication=mode, base_port=base_port, tls="disabled",
-               timeout_seconds=300)  # fmt: skip
+               timeout_seconds=300, promotion=how)  # fmt: skip
         yield box
     finally:
         if box.cluster_path.exists():
