@@ -451,7 +451,7 @@ class EtcdSettings(_Strict):
         cacert = "/etc/rmq-watchdog/etcd-ca.pem"   # TLS (https members); cert + key: mutual TLS
         cert = "/etc/rmq-watchdog/etcd-client.pem"
         key = "/etc/rmq-watchdog/etcd-client-key.pem"
-        server_name = "etcd.example"       # a name every member's certificate holds
+        server_name = "etcd.example"       # checked in certificates; default: each endpoint's host
         user = "rmq-watchdog"
         password_file = "/etc/rmq-watchdog/etcd-password"  # or password = "..."
     """
@@ -468,7 +468,7 @@ class EtcdSettings(_Strict):
     cert: str | None = Field(None, description="client certificate (mutual TLS), with key")
     key: str | None = Field(None, description="the client certificate's private key")
     server_name: str | None = Field(
-        None, description="TLS name checked in every member's certificate (several endpoints)"
+        None, description="the name checked in every member's certificate instead of its host"
     )
     user: str | None = None
     password: str | None = Field(None, repr=False)
@@ -520,11 +520,6 @@ class EtcdSettings(_Strict):
             path = getattr(self, name)
             if path is not None and not os.access(path, os.R_OK):
                 raise ValueError(f"{name} {path}: not a readable file")
-        if self.cacert is not None and len(self.endpoints) > 1 and self.server_name is None:
-            raise ValueError(
-                "TLS with several endpoints needs server_name: one name every member's "
-                "certificate holds (the client checks each member against it)"
-            )
         if self.password is not None and self.password_file is not None:
             raise ValueError("give password or password_file, not both")
         has_password = self.password is not None or self.password_file is not None

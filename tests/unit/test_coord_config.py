@@ -90,10 +90,6 @@ def test_etcd_values() -> None:
             "etcd: cert and key need cacert",
         ),
         ({"cacert": "/nonexistent/ca.pem"}, "etcd: cacert /nonexistent/ca.pem: not a readable"),
-        (
-            {"endpoints": ["a:1", "b:1"], "cacert": "/etc/hostname"},
-            "etcd: TLS with several endpoints needs server_name",
-        ),
         ({"lease": "3s"}, "etcd.lease: unknown key; did you mean 'lease_ttl'?"),
     ],
 )

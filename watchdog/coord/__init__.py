@@ -28,12 +28,14 @@ transactions comparing a key's lease and create revision, several endpoints, TLS
     etcd3gw 2.7 (OpenStack)    2026-06   no        yes  one        no     HTTP gateway
 
 etcd3aio is the only one that is asyncio, maintained and complete: mutual TLS, user/password
-with a token, several members behind one gRPC channel (round robin), the whole KV/lease/watch
-API, and type hints (its protobuf messages are untyped: `_etcd.py` turns them into our values).
-Its risk is youth (one maintainer, 0.x): everything it is used for sits in `_etcd.py`, so a
-change of client is one module. Two limits it brings: with TLS and several endpoints, every
-member's certificate must hold one common name (`[etcd] server_name`), and importing it puts its
-generated protobuf modules (`etcd`, `google.api`) first on sys.path.
+with a token, the whole KV/lease/watch API, and type hints (its protobuf messages are untyped:
+`_etcd.py` turns them into our values). Its risk is youth (one maintainer, 0.x): everything it
+is used for sits in `_etcd.py`, so a change of client is one module. We use its services
+(KV, lease, auth) over our own gRPC channels, one per member, rather than its single
+round-robin channel: that one takes IPv4 literals only, checks TLS names against one common
+name, and keeps sending a share of the requests to a hung member; ours pins one member and
+moves on when it fails, as etcd's Go client does. Importing it puts its generated protobuf
+modules (`etcd`, `google.api`) first on sys.path.
 """
 
 from __future__ import annotations

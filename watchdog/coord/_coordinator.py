@@ -351,7 +351,11 @@ class Coordinator:
     async def fenced_write(self, puts: Mapping[str, bytes], deletes: tuple[str, ...] = ()) -> int:
         """Commit state records (keys relative to <prefix>/state/) in one transaction that holds
         only while this instance's lease still holds the leader key it took; the revision
-        committed. FenceRefused when not leading, not sure (etcd unreachable), or deposed."""
+        committed. FenceRefused when not leading, not sure (etcd unreachable), or deposed.
+
+        A refusal for a lost reply (etcd unreachable mid-request) does not prove the write was
+        not committed, as with any commit whose answer is lost: do not act on it, and read the
+        state back (`read_state`) before going on, as the next leader does."""
         lease, token = self._lease, self._token
         if not self.is_leader or lease is None or token is None:
             raise FenceRefused(f"{self.instance_name} is not the leader")
