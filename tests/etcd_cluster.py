@@ -7,13 +7,17 @@ faults the coordination tests need (stop, kill -9, SIGSTOP/SIGCONT, restart) one
         cluster.members[0].thaw()
         cluster.members[1].stop()        # SIGTERM; start() brings it back on its ports and data
 
-Debian's `etcd-server` package (make system-deps) provides /usr/bin/etcd, `etcd-client`
-/usr/bin/etcdctl. Every member is killed when the block ends, whatever happened in it.
+With `tls=True` members serve https only to clients holding a certificate of the cluster's own
+CA (cluster.tls names the files); `cluster.enable_auth(password)` turns etcd's auth on with a
+root user. Debian's `etcd-server` package (make system-deps) provides /usr/bin/etcd,
+`etcd-client` /usr/bin/etcdctl. Every member is killed when the block ends, whatever happened.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
 import json
 import os
 import random
@@ -26,12 +30,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 __all__ = [
     "ETCD",
     "ETCDCTL",
     "EtcdCluster",
     "EtcdMember",
+    "EtcdTls",
     "free_ports",
+    "make_tls",
     "start_etcd_cluster",
 ]
 
@@ -65,6 +76,85 @@ def free_ports(count: int, exclude: frozenset[int] = frozenset()) -> tuple[int, 
     raise RuntimeError(f"no {count} free ports in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
 
 
+@dataclass(frozen=True)
+class EtcdTls:
+    """A CA, one server certificate for 127.0.0.1 and localhost, one client certificate."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+
+
+def make_tls(directory: Path) -> EtcdTls:
+    """Generate the files under `directory` (EC P-256, valid for a day)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def builder(
+        subject: str, issuer: str, key: ec.EllipticCurvePrivateKey
+    ) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(issuer))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        builder("rmq-watchdog test etcd CA", "rmq-watchdog test etcd CA", ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = EtcdTls(
+        ca=directory / "ca.pem",
+        server_cert=directory / "server.pem",
+        server_key=directory / "server-key.pem",
+        client_cert=directory / "client.pem",
+        client_key=directory / "client-key.pem",
+    )
+    files.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    for cert_path, key_path, cn, usage, names in (
+        (
+            files.server_cert,
+            files.server_key,
+            "etcd",
+            ExtendedKeyUsageOID.SERVER_AUTH,
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
+        ),
+        (files.client_cert, files.client_key, "rmq-watchdog", ExtendedKeyUsageOID.CLIENT_AUTH, []),
+    ):
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = builder(cn, "rmq-watchdog test etcd CA", key).add_extension(
+            x509.ExtendedKeyUsage([usage]), critical=False
+        )
+        if names:
+            b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        cert = b.sign(ca_key, hashes.SHA256())
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(key_path, key)
+    return files
+
+
 @dataclass
 class EtcdMember:
     """One etcd process; stop/start keep its name, ports and data dir (it rejoins as itself)."""
@@ -75,9 +165,11 @@ class EtcdMember:
     directory: Path
     initial_cluster: str
     token: str
+    tls: EtcdTls | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     frozen: bool = False
     started_once: bool = False
+    root_password: str | None = None  # once auth is on, etcdctl logs in as root
 
     @property
     def endpoint(self) -> str:
@@ -85,7 +177,7 @@ class EtcdMember:
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.endpoint}"
+        return f"{'https' if self.tls else 'http'}://{self.endpoint}"
 
     @property
     def peer_url(self) -> str:
@@ -123,6 +215,16 @@ class EtcdMember:
             "--auto-compaction-retention=10m",
             "--logger=zap",
             "--log-outputs=stderr",
+            *(
+                [
+                    f"--cert-file={self.tls.server_cert}",
+                    f"--key-file={self.tls.server_key}",
+                    f"--trusted-ca-file={self.tls.ca}",
+                    "--client-cert-auth",
+                ]
+                if self.tls
+                else []
+            ),
         ]
 
     def start(self) -> None:
@@ -181,9 +283,18 @@ class EtcdMember:
         self.start()
 
     def etcdctl(self, *args: str, timeout_seconds: float = 5.0) -> subprocess.CompletedProcess[str]:
-        """etcdctl against this member alone (ETCDCTL_API=3)."""
+        """etcdctl against this member alone (ETCDCTL_API=3), as root once auth is on."""
+        flags = [f"--endpoints={self.client_url}", "--command-timeout=2s"]
+        if self.tls is not None:
+            flags += [
+                f"--cacert={self.tls.ca}",
+                f"--cert={self.tls.client_cert}",
+                f"--key={self.tls.client_key}",
+            ]
+        if self.root_password is not None:
+            flags.append(f"--user=root:{self.root_password}")
         return subprocess.run(
-            [ETCDCTL, f"--endpoints={self.client_url}", "--command-timeout=2s", *args],
+            [ETCDCTL, *flags, *args],
             capture_output=True,
             text=True,
             timeout=timeout_seconds,
@@ -205,6 +316,7 @@ class EtcdMember:
 class EtcdCluster:
     directory: Path
     members: tuple[EtcdMember, ...]
+    tls: EtcdTls | None = None
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -258,6 +370,16 @@ class EtcdCluster:
                 )
             time.sleep(0.1)
 
+    def enable_auth(self, root_password: str) -> None:
+        """Add the root user (etcd's auth needs it) and turn authentication on."""
+        first = next(m for m in self.members if m.is_running and not m.frozen)
+        for args in (("user", "add", f"root:{root_password}"), ("auth", "enable")):
+            out = first.etcdctl(*args)
+            if out.returncode != 0:
+                raise RuntimeError(f"etcdctl {' '.join(args[:2])}: {out.stderr.strip()}")
+        for member in self.members:
+            member.root_password = root_password
+
     def close(self) -> None:
         """Kill every member (thawed first: a stopped process still dies, but tidily)."""
         for member in self.members:
@@ -275,7 +397,9 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 @contextlib.contextmanager
-def start_etcd_cluster(directory: Path, size: int = 3) -> Iterator[EtcdCluster]:
+def start_etcd_cluster(
+    directory: Path, size: int = 3, *, tls: bool = False
+) -> Iterator[EtcdCluster]:
     """Start `size` members under `directory`, wait until all serve, kill them all at the end."""
     if not os.access(ETCD, os.X_OK):
         raise RuntimeError(f"{ETCD} not found: run `make system-deps` (installs etcd-server)")
@@ -285,8 +409,10 @@ def start_etcd_cluster(directory: Path, size: int = 3) -> Iterator[EtcdCluster]:
         f"{name}=http://127.0.0.1:{ports[2 * i + 1]}" for i, name in enumerate(names)
     )
     token = f"rmqwd-test-{os.getpid()}-{ports[0]}"
+    files = make_tls(directory / "tls") if tls else None
     cluster = EtcdCluster(
         directory=directory,
+        tls=files,
         members=tuple(
             EtcdMember(
                 name=name,
@@ -295,6 +421,7 @@ def start_etcd_cluster(directory: Path, size: int = 3) -> Iterator[EtcdCluster]:
                 directory=directory / name,
                 initial_cluster=initial,
                 token=token,
+                tls=files,
             )
             for i, name in enumerate(names)
         ),
