@@ -35,6 +35,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from watchdog.tools.etcd import (
+    EtcdMemberSpec,
+    EtcdServerTls,
+    etcd_binary,
+    member_argv,
+    plan_members,
+)
+
 __all__ = [
     "ETCD",
     "ETCDCTL",
@@ -46,14 +54,10 @@ __all__ = [
     "start_etcd_cluster",
 ]
 
-ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+ETCD = etcd_binary()
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 # The ports given to etcd in the test suite (sshd has 26000-26999, Prometheus 24000-24999).
 PORT_RANGE = range(27000, 28000)
-# etcd's defaults (heartbeat 100 ms, election 1 s): a lost member's leadership moves in ~1 s,
-# and the smallest lease TTL etcd grants is 1.5 election timeouts (2 s).
-HEARTBEAT_MS = 100
-ELECTION_MS = 1000
 
 
 def free_ports(count: int, exclude: frozenset[int] = frozenset()) -> tuple[int, ...]:
@@ -157,13 +161,11 @@ def make_tls(directory: Path) -> EtcdTls:
 
 @dataclass
 class EtcdMember:
-    """One etcd process; stop/start keep its name, ports and data dir (it rejoins as itself)."""
+    """One etcd process; stop/start keep its name, ports and data dir (it rejoins as itself).
+    Its argv is watchdog/tools/etcd.py's, as the sandbox will run it."""
 
-    name: str
-    client_port: int
-    peer_port: int
-    directory: Path
-    initial_cluster: str
+    spec: EtcdMemberSpec
+    cluster: tuple[EtcdMemberSpec, ...]
     token: str
     tls: EtcdTls | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -172,60 +174,36 @@ class EtcdMember:
     root_password: str | None = None  # once auth is on, etcdctl logs in as root
 
     @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return self.spec.endpoint
 
     @property
     def client_url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{self.endpoint}"
+        return self.spec.client_url(self.tls is not None)
 
     @property
-    def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.directory / "data"
+    def directory(self) -> Path:
+        return self.spec.directory
 
     @property
     def log_path(self) -> Path:
-        return self.directory / "etcd.log"
+        return self.spec.log_path
 
     @property
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def argv(self) -> list[str]:
-        return [
-            ETCD,
-            f"--name={self.name}",
-            f"--data-dir={self.data_dir}",
-            f"--listen-client-urls={self.client_url}",
-            f"--advertise-client-urls={self.client_url}",
-            f"--listen-peer-urls={self.peer_url}",
-            f"--initial-advertise-peer-urls={self.peer_url}",
-            f"--initial-cluster={self.initial_cluster}",
-            # "new" only matters on the first boot; a restart reads its data dir.
-            "--initial-cluster-state=new",
-            f"--initial-cluster-token={self.token}",
-            f"--heartbeat-interval={HEARTBEAT_MS}",
-            f"--election-timeout={ELECTION_MS}",
-            # What an operator must set too: the watchdog's keys change every few seconds.
-            "--auto-compaction-mode=periodic",
-            "--auto-compaction-retention=10m",
-            "--logger=zap",
-            "--log-outputs=stderr",
-            *(
-                [
-                    f"--cert-file={self.tls.server_cert}",
-                    f"--key-file={self.tls.server_key}",
-                    f"--trusted-ca-file={self.tls.ca}",
-                    "--client-cert-auth",
-                ]
-                if self.tls
-                else []
-            ),
-        ]
+        server_tls = (
+            None
+            if self.tls is None
+            else EtcdServerTls(self.tls.ca, self.tls.server_cert, self.tls.server_key)
+        )
+        return member_argv(self.spec, self.cluster, token=self.token, tls=server_tls, etcd=ETCD)
 
     def start(self) -> None:
         """Start the process (the cluster may still lack a quorum: no waiting here)."""
@@ -403,28 +381,13 @@ def start_etcd_cluster(
     """Start `size` members under `directory`, wait until all serve, kill them all at the end."""
     if not os.access(ETCD, os.X_OK):
         raise RuntimeError(f"{ETCD} not found: run `make system-deps` (installs etcd-server)")
-    ports = free_ports(2 * size)
-    names = [f"m{i + 1}" for i in range(size)]
-    initial = ",".join(
-        f"{name}=http://127.0.0.1:{ports[2 * i + 1]}" for i, name in enumerate(names)
-    )
-    token = f"rmqwd-test-{os.getpid()}-{ports[0]}"
+    specs = plan_members(directory, free_ports(2 * size))
+    token = f"rmqwd-test-{os.getpid()}-{specs[0].client_port}"
     files = make_tls(directory / "tls") if tls else None
     cluster = EtcdCluster(
         directory=directory,
         tls=files,
-        members=tuple(
-            EtcdMember(
-                name=name,
-                client_port=ports[2 * i],
-                peer_port=ports[2 * i + 1],
-                directory=directory / name,
-                initial_cluster=initial,
-                token=token,
-                tls=files,
-            )
-            for i, name in enumerate(names)
-        ),
+        members=tuple(EtcdMember(spec, specs, token, tls=files) for spec in specs),
     )
     try:
         cluster.start()
