@@ -340,7 +340,8 @@ class Coordinator:
 
     async def resign(self) -> None:
         """Hand the leader key back now (only if it is still ours); keep the lease and the
-        published view. Raises EtcdUnavailable."""
+        published view. The next `cycle` campaigns again like any instance's: a clean stop is
+        `close()`, which also revokes the lease. Raises EtcdUnavailable."""
         lease = self._lease
         self._holds_key = False
         self._token = None
