@@ -49,6 +49,7 @@ from watchdog.remoting import (
     get_plugin_info,
     promote_in_place,
 )
+from watchdog.tools.daemon_child import logged_at
 from watchdog.tools.sandbox import Sandbox
 
 pytestmark = pytest.mark.integration
@@ -319,6 +320,26 @@ def test_a_killed_master_is_replaced_in_place(promoted: Promoted) -> None:
     assert sorted(per_queue) == list(range(QUEUES))
     for queue_id, offsets in per_queue.items():
         assert sorted(offsets) == list(range(len(offsets))), f"queue {queue_id}: {offsets}"
+
+    # Detection follows the promoted broker at once, although it kept its bootTimestamp (the
+    # prober re-reads a broker's config only after a restart or every 15-30 cycles): the
+    # daemon logs a cycle line when the group's state changes, and after the one cycle that
+    # may have been in flight when the failover ended, none names the old master as master.
+    ended = logged_at(finished)
+    old, new = cluster.addr(A0), cluster.addr(A1)
+    promoted.daemon.wait_event(
+        lambda e: "cycle" in e and f"master broker-a@{new}" in str(e.get("event")),
+        10,
+        "a cycle following the promoted master",
+        after=ended,
+    )
+    cycles = [
+        str(e["event"])
+        for e in promoted.daemon.events()
+        if "cycle" in e and e.get("broker_name") == "broker-a" and logged_at(e) > ended + 1.5
+    ]
+    assert not [c for c in cycles if f"master broker-a@{old}" in c], cycles
+    assert cluster.states.failover_ids() == [failover_id]
 
 
 def test_the_old_master_rejoins_as_a_slave_of_the_promoted_one(promoted: Promoted) -> None:

@@ -317,3 +317,22 @@ def test_garbage_from_a_connected_broker_is_a_protocol_error() -> None:
         assert not observed.is_up and "broker runtime info" in (observed.error or "")
 
     run(scenario)
+
+
+def test_a_forgotten_config_is_fetched_again_at_the_next_probe() -> None:
+    """A broker promoted in place keeps its bootTimestamp: the daemon makes the prober forget
+    its config, and the next snapshot shows its new role."""
+
+    async def scenario(c: Cluster) -> None:
+        await c.observe()
+        c.config_fetches()
+        slave = c.brokers[SLAVE]
+        slave.broker_role, slave.broker_id = "ASYNC_MASTER", 0  # same bootTimestamp
+        c.clock.t += 1
+        assert roles(await c.observe())[SLAVE] == ("SLAVE", 1)  # cached
+        c.prober.forget_config(slave.addr)
+        c.clock.t += 1
+        assert roles(await c.observe())[SLAVE] == ("ASYNC_MASTER", 0)
+        assert c.config_fetches() == {MASTER: 0, SLAVE: 1}
+
+    run(scenario)

@@ -570,6 +570,10 @@ class Daemon:
         """After a promotion, detection follows the new master at once; otherwise a returning
         old master answering first could be taken for the one to keep."""
         if plan.kind == "promote" and result.is_success and plan.new_master_addr:
+            if isinstance(self.prober, Prober):
+                # Promoted in place, it kept its bootTimestamp: the prober's cached config
+                # would show it as the slave it was for up to 30 cycles.
+                self.prober.forget_config(plan.new_master_addr)
             self.detector = self.detector.with_master(
                 plan.broker_name, plan.new_master_addr, plan.new_role or "ASYNC_MASTER"
             )

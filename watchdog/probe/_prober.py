@@ -360,6 +360,12 @@ class Prober:
         latency = self.clock() - started
         return self._observation(broker, started, latency, None, runtime, config_result)
 
+    def forget_config(self, addr: str) -> None:
+        """Fetch `addr`'s config again at its next probe: a broker promoted in place (the
+        broker plug-in) changed its role and id without a restart, so its bootTimestamp says
+        nothing changed."""
+        self._known_configs.pop(addr, None)
+
     def _take_known_config(self, addr: str, now: float) -> _KnownConfig | None:
         """The config last fetched from `addr` if it may be reused now; it is put back by
         _observation() only if the broker answers this cycle."""
