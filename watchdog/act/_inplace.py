@@ -140,19 +140,27 @@ async def promote_step(ctx: StepContext, run: FailoverRun, step: Step) -> str:
         raise StepFailed(str(exc)) from None
     except RemotingError as exc:
         # Unknown: it may have taken the promotion. The fallback restarts it from the
-        # rewritten properties either way.
+        # rewritten properties either way. The promotion point is the log end it was asked
+        # at (the plug-in switches only there): what the fallback's stop would read later may
+        # hold writes it took as master since, and a deposed master's log is judged by it.
         why = f"promote request to {broker.addr}: {describe_error(exc)} (outcome unknown)"
+        _note_point(ctx, run, offset)
         _report(ctx, run, "fallback", why)
         raise StepFailed(why) from None
-    if run.promotion_offset is None:
-        run.promotion_offset = promotion.promotion_point
-        ctx.journal.append(run.failover_id, "promotion_offset", offset=promotion.promotion_point)
+    _note_point(ctx, run, promotion.promotion_point)
     detail = (
         f"promoted in place as {promotion.broker_role} at offset {promotion.promotion_point} "
         f"(epoch {promotion.epoch}; no restart)"
     )
     _report(ctx, run, "done", detail)
     return detail
+
+
+def _note_point(ctx: StepContext, run: FailoverRun, offset: int) -> None:
+    """The promotion point, journaled once (as the restart path's stop notes it)."""
+    if run.promotion_offset is None:
+        run.promotion_offset = offset
+        ctx.journal.append(run.failover_id, "promotion_offset", offset=offset)
 
 
 def _ha_addr(addr: str) -> str:
