@@ -8,6 +8,9 @@
 #  │    ├── ProtocolError           garbage on the wire, a body that makes no sense
 #  │    └── RemoteError             the server answered with a non-zero code
 #  ├── HostError                    hosts: a host unreachable, a file operation failed
+#  ├── CoordError                   coord: etcd unreachable or refusing (drawn in coord/_errors.py)
+#  │    ├── EtcdUnavailable, LeaseGone
+#  │    └── FenceRefused            a fenced write not committed: not (surely) the leader
 #  ├── CanaryOutputError            native: a canary child's output that is not its protocol
 #  ├── StateError                   act: state.json unreadable or not ours
 #  ├── CommitLogError               act: a commit log that cannot be read for loss accounting
