@@ -638,6 +638,17 @@ def prepare_topic(cluster: Cluster) -> None:
     wait_for(lambda: has_topic(cluster.slave_addr, TOPIC), 60, f"{TOPIC} on the slave")
 
 
+ROUTE_FIRST_POLL_SECONDS = 3.0  # librocketmq's route timer: first read after start
+ROUTE_POLL_SECONDS = 30.0  # then every 30 s (pollNameServerInterval, not settable from Python)
+
+
+def route_timer_phase(run: int) -> float:
+    """Where run `run`'s kill falls in the long-lived producer's 30 s route timer (seconds
+    after a timed route read): the same for every system in a run, spread evenly over the
+    timer across runs (golden-ratio steps), so no system's runs all land just before a read."""
+    return ((run * 0.6180339887) % 1.0) * ROUTE_POLL_SECONDS
+
+
 def one_run(system: str, fault: str, run: int, cluster: Cluster) -> RunResult:
     producers: list[ProducerProcess] = []
     work = Path(cluster.details.get("work", "."))
@@ -645,6 +656,7 @@ def one_run(system: str, fault: str, run: int, cluster: Cluster) -> RunResult:
         if fault == "kill -9":
             prepare_topic(cluster)
             namesrv = ";".join(cluster.nameservers)
+            spawned = time.monotonic()
             for mode in ("steady", "fresh"):
                 producers.append(ProducerProcess(work / f"producer-{mode}.jsonl", namesrv, mode))
             start = time.monotonic()
@@ -654,6 +666,14 @@ def one_run(system: str, fault: str, run: int, cluster: Cluster) -> RunResult:
                 "both producers writing",
             )
             time.sleep(1.0)
+            # The long-lived producer's first write after the kill depends on where the kill
+            # falls in its 30 s route timer (librocketmq: first read ~3 s after start, then every
+            # 30 s): run i kills every system at the same phase, spread over the 30 s by run.
+            phase = route_timer_phase(run)
+            kill_at = spawned + ROUTE_FIRST_POLL_SECONDS + phase
+            while kill_at < time.monotonic():
+                kill_at += ROUTE_POLL_SECONDS
+            time.sleep(kill_at - time.monotonic())
         wall_at = time.time()
         killed_at = time.monotonic()
         os.kill(cluster.master_pid, FAULTS[fault])
@@ -1007,6 +1027,14 @@ def build_notes(
         "(a)/(d): GET_BROKER_CLUSTER_INFO polled every 50 ms on every nameserver of the system "
         "(2 for 4.9.7, 1 for 5.3.3) until each lists broker-a id 0 at an address other than the "
         "old master's. Times are CLOCK_MONOTONIC from just before the signal.",
+        "The kill -9 of run i falls at the same phase of the long-lived producer's 30 s route "
+        "timer for every system (librocketmq reads routes ~3 s after start, then every 30 s; "
+        "phases spread over the timer by run: "
+        + ", ".join(f"{route_timer_phase(i):.1f} s" for i in range(1, args.runs + 1))
+        + " after a timed read). Such a producer writes again at its first route read that "
+        "shows the new master (or, if a read finds the group registered but master-less, at "
+        "once when the new master registers); a read while no broker of the group is "
+        "registered (TOPIC_NOT_EXIST) keeps its stale route until the next one.",
         "(b)/(c): a real client (PyPI `rocketmq` 0.4.4, librocketmq) in a child process sends "
         f"one message every {POLL_SECONDS * 1000:.0f} ms with a {SEND_TIMEOUT_MS} ms send "
         "timeout to a topic created on the master (and present on the slave, checked with "
