@@ -70,6 +70,20 @@ from ._plugin import (
     set_master_role,
     sign_request,
 )
+from ._register import (
+    DataVersion,
+    RegisterBrokerBody,
+    RegisterBrokerRequest,
+    RegisterBrokerResult,
+    TopicConfig,
+    decode_register_body,
+    encode_register_body,
+    get_all_topic_config,
+    parse_register_request,
+    parse_topic_config_wrapper,
+    register_broker,
+    register_broker_command,
+)
 from ._topics import (
     DEFAULT_TOPIC,
     TOPIC_MAX_LENGTH,
@@ -154,4 +168,17 @@ __all__ = [
     "check_topic_name",
     "create_topic",
     "group_topic",
+    # broker registration (bench/spare_id.py)
+    "DataVersion",
+    "RegisterBrokerBody",
+    "RegisterBrokerRequest",
+    "RegisterBrokerResult",
+    "TopicConfig",
+    "decode_register_body",
+    "encode_register_body",
+    "get_all_topic_config",
+    "parse_register_request",
+    "parse_topic_config_wrapper",
+    "register_broker",
+    "register_broker_command",
 ]
