@@ -250,6 +250,16 @@ def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return pool.submit(lambda: asyncio.run(factory())).result()
 
 
+def has_exited(proc: Proc, *, recheck_seconds: float = 0.3) -> bool:
+    """Whether a JVM we started has exited, seen twice: on a loaded machine one read of its
+    /proc entries has reported a running broker as gone (the bench then left it running,
+    believing it dead, and its ports blocked every later run)."""
+    if proc.is_running():
+        return False
+    time.sleep(recheck_seconds)
+    return not proc.is_running()
+
+
 @dataclass(frozen=True)
 class Expectation:
     proc: Proc
@@ -266,7 +276,7 @@ def wait_until_registered(
     missing: list[str] = []
     while True:
         for item in expected:
-            if not item.proc.is_running():
+            if has_exited(item.proc):
                 raise SandboxError(
                     f"broker {item.proc.key} ({item.proc.addr}) exited while starting; "
                     f"the end of {item.proc.log}:\n{_tail(item.proc.log)}"
@@ -305,7 +315,7 @@ def wait_until_listening(
     waiting = list(procs)
     while waiting:
         for proc in list(waiting):
-            if not proc.is_running():
+            if has_exited(proc):
                 raise SandboxError(
                     f"{proc.kind} {proc.key} exited while starting; "
                     f"the end of {proc.log}:\n{_tail(proc.log)}"
