@@ -22,15 +22,14 @@ from ._decision import (
     rejoin_offset,
     role_lowered,
 )
+from ._inplace import PluginAnswer, in_place_path
 from ._operator import CleanRejoin, clean_rejoins, manual_promote, operator_refusal
 from ._plan import (
     Plan,
-    PluginAnswer,
     Refusal,
     Step,
     StepKind,
     canary_topic,
-    in_place_path,
     plan_fence,
     plan_promotion,
     properties_diffs,

@@ -10,8 +10,9 @@ from typing import Any
 
 from ..config import BrokerConfig, WatchdogConfig
 from ..model import MASTER_ROLES, PropertiesFile, unified_diff
-from ..remoting import PluginInfo, group_topic
+from ..remoting import group_topic
 from ._decision import Fence, Promote
+from ._inplace import PluginAnswer, in_place_path
 
 __all__ = [
     "CANDIDATE_LANE",
@@ -19,9 +20,7 @@ __all__ = [
     "StepKind",
     "Step",
     "Plan",
-    "PluginAnswer",
     "Refusal",
-    "in_place_path",
     "plan_promotion",
     "plan_fence",
     "canary_topic",
@@ -286,60 +285,6 @@ def _current_id(b: BrokerConfig, files: Mapping[str, str | None]) -> int:
     return b.broker_id
 
 
-@dataclass(frozen=True)
-class PluginAnswer:
-    """What a broker answered to PLUGIN_INFO when the plan was made (act asks it, so the plan
-    stays pure): its plug-in's info, or None and why."""
-
-    info: PluginInfo | None
-    # Why there is no info: "" when the broker answered REQUEST_CODE_NOT_SUPPORTED (no
-    # plug-in), else the error of the request (timeout, connection refused, a garbled reply).
-    error: str = ""
-
-    def why_not(self, key: str, epoch: int) -> str | None:
-        """Why the plug-in cannot take a request of this epoch now; None when it can."""
-        if self.info is None:
-            if self.error:
-                return f"{key} did not answer PLUGIN_INFO ({self.error})"
-            return f"{key} has no plug-in (it answered REQUEST_CODE_NOT_SUPPORTED)"
-        info = self.info
-        where = f"{key}'s plug-in {info.plugin_version}"
-        if not info.has_secret:
-            return f"{where} has no secret loaded (its secret file is missing or too short)"
-        if info.broker_role != "SLAVE":
-            return f"{key} runs as {info.broker_role}, not SLAVE"
-        if info.last_epoch >= epoch:
-            return (
-                f"{where} already served epoch {info.last_epoch}, not older than this "
-                f"failover's epoch {epoch}: it would refuse (was the watchdog's state reset?)"
-            )
-        return None
-
-
-def in_place_path(
-    config: WatchdogConfig,
-    candidate_key: str,
-    plugins: Mapping[str, PluginAnswer] | None,
-    epoch: int,
-) -> tuple[bool, str]:
-    """Whether the candidate is promoted in place (by its plug-in, no restart) or by the
-    restart path, and the one sentence that says why."""
-    if config.failover.promotion != "inplace":
-        return False, "restart: promotion = restart"
-    answer = (plugins or {}).get(candidate_key)
-    if answer is None:
-        return False, f"restart: promotion = inplace but {candidate_key}'s plug-in was not asked"
-    why_not = answer.why_not(candidate_key, epoch)
-    if why_not is not None:
-        return False, f"restart: promotion = inplace but {why_not}"
-    assert answer.info is not None
-    return True, (
-        f"in place: promotion = inplace and {candidate_key}'s plug-in "
-        f"{answer.info.plugin_version} answers (secret loaded, SLAVE, last epoch "
-        f"{answer.info.last_epoch})"
-    )
-
-
 def plan_promotion(
     decision: Promote,
     config: WatchdogConfig,
@@ -494,8 +439,7 @@ def plan_promotion(
                     other.host,
                     f"re-point slave {other.key} in place (its plug-in): replicate from "
                     f"{candidate.key} (HA {new_ha}), unless its log reaches past the promotion "
-                    "point"
-                    + ("" if pinned else "; else the nameservers re-point it within 30 s"),
+                    "point" + ("" if pinned else "; else the nameservers re-point it within 30 s"),
                     is_best_effort=True,
                 )
             )
@@ -520,9 +464,7 @@ def plan_promotion(
     if old is not None and old.key != candidate.key and not decision.requires_master_down:
         # An operator's switch away from a live master: it was healthy, so it comes back at
         # once, as a slave of the new master (its file says SLAVE since the fence).
-        steps.append(
-            _start(old, f"rejoin the old master {old.key} as a slave of {candidate.key}")
-        )
+        steps.append(_start(old, f"rejoin the old master {old.key} as a slave of {candidate.key}"))
     fallback = (
         tuple(
             replace(s, purpose=f"fallback (restart path): {s.purpose}")
@@ -687,9 +629,7 @@ def _fence_paths_text(decision: Promote, old: BrokerConfig, config: WatchdogConf
         paths.append("else the fence command " + " ".join(argv))
     gone = decision.deregistered_for_seconds
     if decision.old_master_registered_on:
-        paths.append(
-            f"else not the nameservers: {decision.old_master_registered_on} still list it"
-        )
+        paths.append(f"else not the nameservers: {decision.old_master_registered_on} still list it")
     elif gone is not None:
         state = "passed" if gone >= grace else f"not yet ({gone:.1f} s)"
         paths.append(f"else the nameservers' drop + fence_grace {grace:g} s: {state}")

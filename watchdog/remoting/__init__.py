@@ -50,7 +50,6 @@ from ._errors import (
     describe_error,
 )
 from ._plugin import (
-    MASTER_ROLES,
     PLUGIN_INFO,
     PROMOTE_IN_PLACE,
     PROMOTION_REFUSED,
@@ -149,7 +148,6 @@ __all__ = [
     "SET_MASTER_ROLE",
     "PROMOTION_REFUSED",
     "REFUSALS",
-    "MASTER_ROLES",
     "PluginInfo",
     "Promotion",
     "PluginRefused",

@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..model import MASTER_ROLES
 from ._admin import Requester, ResponseCode, _java_long, _short
 from ._codec import RemotingCommand
 from ._errors import ProtocolError, RemoteError, RemotingError
@@ -30,7 +31,6 @@ __all__ = [
     "SET_MASTER_ROLE",
     "PROMOTION_REFUSED",
     "REFUSALS",
-    "MASTER_ROLES",
     "PluginInfo",
     "Promotion",
     "PluginRefused",
@@ -55,8 +55,7 @@ REFUSALS = frozenset(
     {"not_slave", "not_master", "epoch_not_newer", "log_moved", "partial_tail", "bad_request",
      "busy"}
 )  # fmt: skip
-MASTER_ROLES = frozenset({"ASYNC_MASTER", "SYNC_MASTER"})
-_BROKER_ROLES = MASTER_ROLES | {"SLAVE"}
+_BROKER_ROLES = (*MASTER_ROLES, "SLAVE")
 _HEX = frozenset("0123456789abcdefABCDEF")
 _MIN_NONCE_CHARS = 16
 _MAX_NONCE_CHARS = 128
@@ -209,7 +208,7 @@ def _long(reply: RemotingCommand, name: str, code: int, *, signed: bool = False)
     return number
 
 
-def _role(reply: RemotingCommand, roles: frozenset[str], code: int) -> str:
+def _role(reply: RemotingCommand, roles: tuple[str, ...], code: int) -> str:
     value = _field(reply, "brokerRole", code)
     if value not in roles:
         raise ProtocolError(
