@@ -1,4 +1,6 @@
-"""Real librocketmq clients for the plug-in tests, each in a child process a test can kill:
+"""The plug-in tests' shared helpers: one remoting call with a fresh client (`call`, `info`,
+`make_topic`, `has_topic_config`), and real librocketmq clients, each in a child process a test
+can kill:
 `python -m tests.integration.plugin_clients send|pull|consume ...`, the last stdout line JSON.
 
 - send: keyed messages (optionally delayed), statuses counted;
@@ -10,16 +12,61 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from tests.integration.daemon_harness import REPO, watchdog_env
+from watchdog.remoting import (
+    PluginInfo,
+    RemotingClient,
+    RequestCode,
+    create_topic,
+    get_plugin_info,
+)
+
+T = TypeVar("T")
+
+
+def call(addr: str, use: Callable[[RemotingClient], Awaitable[T]]) -> T:
+    """Run one async call with a fresh client to `addr`."""
+
+    async def go() -> T:
+        client = RemotingClient(addr, connect_timeout_seconds=2.0)
+        try:
+            return await use(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def info(addr: str) -> PluginInfo:
+    found = call(addr, lambda c: get_plugin_info(c, timeout_seconds=5.0))
+    assert found is not None, f"{addr} has no plug-in"
+    return found
+
+
+def make_topic(addr: str, topic: str, queues: int) -> None:
+    call(
+        addr,
+        lambda c: create_topic(
+            c, topic, read_queue_nums=queues, write_queue_nums=queues, timeout_seconds=10.0
+        ),
+    )
+
+
+def has_topic_config(addr: str, topic: str) -> bool:
+    """The broker's topic table (GET_ALL_TOPIC_CONFIG) names `topic`: a slave gets it from its
+    master's SlaveSynchronize, every 10 s."""
+    reply = call(addr, lambda c: c.request(RequestCode.GET_ALL_TOPIC_CONFIG, timeout_seconds=5.0))
+    return reply.code == 0 and f'"{topic}"'.encode() in reply.body
 
 
 def run_client(args: Sequence[str], timeout_seconds: float) -> dict[str, Any]:

@@ -13,16 +13,15 @@ printed; run with -s to see them.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -36,17 +35,12 @@ from tests.integration.daemon_harness import (
     runtime_info,
     wait_until,
 )
-from tests.integration.plugin_clients import pull, send
+from tests.integration.plugin_clients import call, has_topic_config, info, make_topic, pull, send
 from watchdog.config import read_plugin_secret
 from watchdog.decide import Plan
 from watchdog.model import PropertiesFile
 from watchdog.remoting import (
-    PluginInfo,
     Promotion,
-    RemotingClient,
-    RequestCode,
-    create_topic,
-    get_plugin_info,
     promote_in_place,
 )
 from watchdog.tools.daemon_child import logged_at
@@ -60,30 +54,10 @@ QUEUES = 4
 FAILOVER_SECONDS = 120
 CRASH_EXIT_CODE = 70
 STORE_SECRET = "watchdog-plugin.secret"  # in each broker's storePathRootDir
-T = TypeVar("T")
 
 
 def report(what: str, seconds: float) -> None:
     print(f"[in-place timing] {what}: {seconds:.3f} s")
-
-
-def call(addr: str, use: Callable[[RemotingClient], Awaitable[T]]) -> T:
-    """One async call with a fresh client to `addr`."""
-
-    async def go() -> T:
-        client = RemotingClient(addr, connect_timeout_seconds=2.0)
-        try:
-            return await use(client)
-        finally:
-            await client.close()
-
-    return asyncio.run(go())
-
-
-def info(addr: str) -> PluginInfo:
-    found = call(addr, lambda c: get_plugin_info(c, timeout_seconds=5.0))
-    assert found is not None, f"{addr} has no plug-in"
-    return found
 
 
 def promote(addr: str, secret: bytes, *, expect: int, epoch: int) -> Promotion:
@@ -98,21 +72,6 @@ def promote(addr: str, secret: bytes, *, expect: int, epoch: int) -> Promotion:
             timeout_seconds=30.0,
         ),
     )
-
-
-def make_topic(addr: str, topic: str, queues: int) -> None:
-    call(
-        addr,
-        lambda c: create_topic(
-            c, topic, read_queue_nums=queues, write_queue_nums=queues, timeout_seconds=10.0
-        ),
-    )
-
-
-def has_topic_config(addr: str, topic: str) -> bool:
-    """The broker's topic table names `topic` (a slave copies it from its master every 10 s)."""
-    reply = call(addr, lambda c: c.request(RequestCode.GET_ALL_TOPIC_CONFIG, timeout_seconds=5.0))
-    return reply.code == 0 and f'"{topic}"'.encode() in reply.body
 
 
 def log_end(addr: str) -> int:

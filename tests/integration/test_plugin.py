@@ -18,10 +18,9 @@ import os
 import secrets
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -32,7 +31,16 @@ from tests.integration.daemon_harness import (
     runtime_info,
     wait_until,
 )
-from tests.integration.plugin_clients import consumer_deliveries, pull, send, start_consumer
+from tests.integration.plugin_clients import (
+    call,
+    consumer_deliveries,
+    has_topic_config,
+    info,
+    make_topic,
+    pull,
+    send,
+    start_consumer,
+)
 from watchdog.config import read_plugin_secret
 from watchdog.remoting import (
     PROMOTE_IN_PLACE,
@@ -46,9 +54,7 @@ from watchdog.remoting import (
     RemoteError,
     RemotingClient,
     RemotingCommand,
-    RequestCode,
     auth_fields,
-    create_topic,
     encode_frame,
     get_max_offset,
     get_plugin_info,
@@ -61,7 +67,6 @@ from watchdog.tools.sandbox import Sandbox
 pytestmark = pytest.mark.integration
 
 A0, A1, A2 = "broker-a:0", "broker-a:1", "broker-a:2"
-T = TypeVar("T")
 # Generous: a promotion stops the HA client (up to its 5 s connect timeout) and registers
 # synchronously (up to 6 s per dead nameserver).
 PROMOTE_TIMEOUT_SECONDS = 30.0
@@ -69,25 +74,6 @@ SEND_MESSAGE_V2 = 310
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def call(addr: str, use: Callable[[RemotingClient], Awaitable[T]]) -> T:
-    """Run one async call with a fresh client to `addr`."""
-
-    async def go() -> T:
-        client = RemotingClient(addr, connect_timeout_seconds=2.0)
-        try:
-            return await use(client)
-        finally:
-            await client.close()
-
-    return asyncio.run(go())
-
-
-def info(addr: str) -> PluginInfo:
-    found = call(addr, lambda c: get_plugin_info(c, timeout_seconds=5.0))
-    assert found is not None, f"{addr} has no plug-in"
-    return found
 
 
 def raw(addr: str, code: int, fields: Mapping[str, str]) -> RemotingCommand:
@@ -151,22 +137,6 @@ def max_offset(addr: str) -> int:
     table = runtime_info(addr)
     assert table is not None, f"{addr} does not answer"
     return int(table["commitLogMaxOffset"])
-
-
-def has_topic_config(addr: str, topic: str) -> bool:
-    """The broker's topic table (GET_ALL_TOPIC_CONFIG) names `topic`: a slave gets it from its
-    master's SlaveSynchronize, every 10 s."""
-    reply = call(addr, lambda c: c.request(RequestCode.GET_ALL_TOPIC_CONFIG, timeout_seconds=5.0))
-    return reply.code == 0 and f'"{topic}"'.encode() in reply.body
-
-
-def make_topic(addr: str, topic: str, queues: int) -> None:
-    call(
-        addr,
-        lambda c: create_topic(
-            c, topic, read_queue_nums=queues, write_queue_nums=queues, timeout_seconds=10.0
-        ),
-    )
 
 
 def queue_max(addr: str, topic: str, queue_id: int) -> int:
