@@ -255,8 +255,9 @@ def candidate_stop_of(plan: Plan) -> Any:
 
 def test_the_candidate_is_killed_by_default_when_it_has_a_kill_command() -> None:
     """[failover] candidate_stop = "kill" (the default): the candidate's own kill argv, on its
-    host, in the place of its graceful stop; the old master's fence and the rollback still use
-    `stop` (a live old master must unregister; a rolled-back candidate goes on as a slave)."""
+    host, in the place of its graceful stop. The old master's fence kills it too (a frozen JVM's
+    graceful stop waits out its timeout; the closed channels deregister it at once); the
+    rollback still uses `stop` (a rolled-back candidate goes on as a slave)."""
     cfg = config(kill=True)
     assert cfg.failover.candidate_stop == "kill"
     plan = plan_of(plan_promotion(promote(), cfg, FILES, current_epoch=0))
@@ -270,7 +271,9 @@ def test_the_candidate_is_killed_by_default_when_it_has_a_kill_command() -> None
         (StepKind.REWRITE, "broker-a:1")
     )
     fence_stop = plan.steps[1]
-    assert (fence_stop.broker_key, fence_stop.argv) == ("broker-a:0", ("stop-broker", "0"))
+    assert (fence_stop.broker_key, fence_stop.argv) == ("broker-a:0", ("kill-broker", "0"))
+    assert "kill it with its kill command" in fence_stop.purpose
+    assert fence_stop.is_best_effort
     assert plan.rollback[0].argv == ("stop-broker", "1")
     assert Plan.from_json(plan.to_json()) == plan
 
@@ -298,6 +301,9 @@ def test_kill_without_a_kill_command_falls_back_to_stop_and_the_dry_run_says_so(
     without = plan_of(plan_promotion(promote(), config(), FILES, current_epoch=0))
     stop = candidate_stop_of(without)
     assert stop.argv == ("stop-broker", "1")
+    fence_stop = without.steps[1]
+    assert (fence_stop.broker_key, fence_stop.argv) == ("broker-a:0", ("stop-broker", "0"))
+    assert "it has no kill command" in fence_stop.purpose
     assert "candidate_stop = kill, but it has no kill command" in stop.purpose
     text = render_plan(without, group, FILES, config())
     assert f"[stop] {stop.purpose}" in text
