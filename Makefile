@@ -89,8 +89,9 @@ integration: rocketmq plugin
 
 # tests/docker runs on a real engine (a private dockerd when none answers, see its conftest);
 # its compose test, which pulls images, is left to test-docker.
+# The slowest tests are listed at the end, so a CI log shows where its 40 minutes go.
 test: venv system-deps rocketmq plugin systemd-rootfs lint typecheck
-	$(BIN)/pytest tests -m "not long" $(RERUNS) $(PYTEST_ARGS)
+	$(BIN)/pytest tests -m "not long" $(RERUNS) --durations=30 $(PYTEST_ARGS)
 
 # tests/systemd (part of `make test`) installs rmq-watchdog by the README's steps in a Debian
 # bookworm container booted with systemd-nspawn: its root filesystem is made once with
