@@ -3,6 +3,13 @@
 Each case asserts the three things an HA manager must get right: exactly one master per group
 afterwards, no double promotion, and no failover where none was due. Cases already covered in
 depth elsewhere are named at the bottom of this file.
+
+The cases on real brokers run per promotion path (tests/chaos/promotion.py): `restart`, and
+`inplace` (`sandbox up --promotion inplace`: the broker plug-in on every broker, the daemon
+promoting through it). `make test` runs the in-place path for the one case that fails over;
+`make chaos` runs every case on both. The stand-in case never plans a promotion (a dry run whose
+master is never objectively down, and the plug-in is only asked when a failover is planned), so
+it runs once.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tests.chaos.promotion import promotions
 from tests.integration.daemon_harness import (
     StateDir,
     Topology,
@@ -72,16 +80,19 @@ def nft_drop(source: str, dest_ports: list[int]) -> Iterator[None]:
         subprocess.run([nft, "delete", "table", "inet", table], check=False)
 
 
+@pytest.mark.parametrize("promotion", promotions(in_make_test=("restart", "inplace")))
 def test_cut_off_from_the_master_only_is_no_failover_until_it_really_dies(
-    fresh_sandbox: Any, tmp_path: Path
+    fresh_sandbox: Any, tmp_path: Path, promotion: str
 ) -> None:
     """The watchdog's own packets to the master are dropped (it probes from 127.0.0.2); the
     secondary check (from 127.0.0.1, as from another host) still reaches it: no failover.
-    Then the master really hangs: the secondary check agrees, and the failover happens."""
-    sandbox = fresh_sandbox()
+    Then the master really hangs: the secondary check agrees, and the failover happens; in
+    place, the slave becomes the master in the JVM it ran as a slave."""
+    sandbox = fresh_sandbox(promotion=promotion)
     topo = Topology.of(sandbox)
     master_addr = sandbox.info()["brokers"][0]["addr"]
     port = int(master_addr.rsplit(":", 1)[1])
+    slave_pid = sandbox.pid("broker-a:1")
     config = append_config(
         Path(sandbox.config_path),
         '[probe]\nsource_address = "127.0.0.2"\n',
@@ -103,14 +114,22 @@ def test_cut_off_from_the_master_only_is_no_failover_until_it_really_dies(
             )
             assert done
     state = topo.state_dir
-    assert len(state.failover_ids()) == 1
+    [failover_id] = state.failover_ids()
     new_master = sandbox.info()["brokers"][1]["addr"]
     assert one_master(topo) == {new_master}
     assert sandbox.pid("broker-a:0") is None  # fenced: the failover stopped the hung master
+    if promotion == "inplace":
+        journal = state.journal(failover_id)
+        assert state.step_event(failover_id, "promote_in_place"), journal[-3:]
+        assert not [e for e in journal if e["event"] == "fallback_started"], journal[-3:]
+        assert sandbox.pid("broker-a:1") == slave_pid  # promoted in place: not restarted
 
 
-def test_all_nameservers_down_is_no_failover(fresh_sandbox: Any, tmp_path: Path) -> None:
-    sandbox = fresh_sandbox()
+@pytest.mark.parametrize("promotion", promotions())
+def test_all_nameservers_down_is_no_failover(
+    fresh_sandbox: Any, tmp_path: Path, promotion: str
+) -> None:
+    sandbox = fresh_sandbox(promotion=promotion)
     topo = Topology.of(sandbox)
     master_addr = sandbox.info()["brokers"][0]["addr"]
     with running_daemon(Path(sandbox.config_path), tmp_path / "daemon.log") as daemon:
@@ -130,9 +149,12 @@ def test_all_nameservers_down_is_no_failover(fresh_sandbox: Any, tmp_path: Path)
     assert topo.state_dir.failover_ids() == []
 
 
-def test_a_flapping_master_is_no_failover(fresh_sandbox: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("promotion", promotions())
+def test_a_flapping_master_is_no_failover(
+    fresh_sandbox: Any, tmp_path: Path, promotion: str
+) -> None:
     """Paused and resumed faster than down_after, again and again."""
-    sandbox = fresh_sandbox()
+    sandbox = fresh_sandbox(promotion=promotion)
     topo = Topology.of(sandbox)
     master_addr = sandbox.info()["brokers"][0]["addr"]
     with running_daemon(Path(sandbox.config_path), tmp_path / "daemon.log") as daemon:
