@@ -270,14 +270,12 @@ class Sandbox:
         promotion="inplace" puts the broker plug-in (broker-plugin/, built by `make plugin`) on
         every broker's classpath, gives every broker and the watchdog one fresh secret (0600:
         STORE/watchdog-plugin.secret, DIR/plugin.secret), and makes watchdog.toml promote in
-        place ([failover] promotion, plugin_secret_file). 4.9.x only, not with netns."""
+        place ([failover] promotion, plugin_secret_file). 4.9.x only."""
         check_dir_path(self.dir)
         if promotion not in PROMOTIONS:
             raise SandboxError(f"--promotion must be restart or inplace, not {promotion!r}")
         jar = None
         if promotion == "inplace":
-            if netns:
-                raise SandboxError("--promotion inplace is not supported with --netns")
             if rocketmq_major(version) != 4:
                 raise SandboxError(f"--promotion inplace needs RocketMQ 4.9.x, not {version}")
             jar = plugin_jar()  # fail before touching the folder
@@ -288,8 +286,10 @@ class Sandbox:
             check_heap(namesrv_heap)
             if tls not in ("permissive", "disabled"):
                 raise SandboxError(f"--tls must be permissive or disabled, not {tls!r}")
+            # The plug-in's jar rides in broker_jars; up_netns installs it and makes the secrets.
+            jars = () if jar is None else (jar,)
             return self._up_netns(
-                version, replication, Jvm(Path(), version, heap, namesrv_heap, tls),
+                version, replication, Jvm(Path(), version, heap, namesrv_heap, tls, jars),
                 timeout_seconds,
             )  # fmt: skip
         plan_topology(base_port or 20000, groups=groups, slaves=slaves, replication=replication)

@@ -606,9 +606,13 @@ def netns_watchdog_toml_text(
     net: NetnsTopology,
     ssh: SshAccess,
     python: str,
+    *,
+    plugin_secret_file: Path | None = None,
 ) -> str:
     """The watchdog config of a --netns sandbox: brokers reached over SSH, the secondary check
-    run on `vantage`. The daemon itself runs in the `watchdog` namespace."""
+    run on `vantage`. The daemon itself runs in the `watchdog` namespace. With
+    `plugin_secret_file` (--promotion inplace) it ends in a [failover] table that promotes in
+    place, as watchdog_toml_text's does."""
     watchdog_ns = net.host("watchdog").netns
     out = [
         "# written by rmq-watchdog sandbox --netns: run the daemon inside the watchdog host,",
@@ -643,6 +647,14 @@ def netns_watchdog_toml_text(
     ]
     for broker, proc in zip(topology.brokers, ("broker-a-0", "broker-a-1"), strict=True):
         out += broker_table(broker, directory, PROCESS_HOSTS[proc], python)
+    if plugin_secret_file is not None:
+        out += [
+            "",
+            "# the brokers run the in-place promotion plug-in (broker-plugin/README.md)",
+            "[failover]",
+            'promotion = "inplace"',
+            f"plugin_secret_file = {toml_str(str(plugin_secret_file))}",
+        ]
     return "\n".join(out) + "\n"
 
 

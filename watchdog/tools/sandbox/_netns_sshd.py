@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from ._netns import (
     plan_netns_cluster,
     run_watchdog_script,
 )
+from ._plugin import PLUGIN_DIR, PLUGIN_JAR_NAME, SANDBOX_SECRET_NAME, new_secret
 from ._procs import spawn
 from ._runtime import Jvm, SandboxError, ensure_rocketmq, find_java
 
@@ -234,7 +236,9 @@ def up_netns(
 ) -> dict[str, Any]:
     """`sandbox up --netns`: the hosts, an sshd on each server and on vantage, nameservers on
     server1/server2, broker-a's master on server3 and slave on server4; return cluster.json
-    once both brokers are registered on both nameservers. On failure nothing is left."""
+    once both brokers are registered on both nameservers. On failure nothing is left.
+    A jar in `wanted.broker_jars` is the broker plug-in (--promotion inplace): installed and
+    configured as `Sandbox.up` does on 127.0.0.1."""
     check_netns_support()
     find_java()
     if not os.access(SSHD, os.X_OK):
@@ -243,7 +247,18 @@ def up_netns(
     box._prepare_dir()
     if old is not None:  # a stopped --netns sandbox in this folder: make sure its hosts are gone
         teardown_netns(box)
-    jvm = Jvm(ensure_rocketmq(version), version, wanted.heap, wanted.namesrv_heap, wanted.tls)
+    broker_jars: tuple[Path, ...] = ()
+    secret = None
+    inplace: dict[str, Any] = {}
+    if wanted.broker_jars:
+        installed = box.dir / PLUGIN_DIR / PLUGIN_JAR_NAME
+        installed.parent.mkdir(exist_ok=True)
+        shutil.copyfile(wanted.broker_jars[0], installed)
+        broker_jars = (installed,)
+        secret = new_secret()
+        inplace = {"promotion": "inplace", "plugin_secret_file": str(box.dir / SANDBOX_SECRET_NAME)}
+    jvm = Jvm(ensure_rocketmq(version), version, wanted.heap, wanted.namesrv_heap, wanted.tls,
+              broker_jars)  # fmt: skip
     deadline = time.monotonic() + timeout_seconds
     net = _plan_and_create()
     recorded = False
@@ -268,9 +283,13 @@ def up_netns(
             topology,
             jvm,
             prefixes={proc: net.exec_argv(host, []) for proc, host in PROCESS_HOSTS.items()},
-            extra={"netns": netns_doc},
-            config_text=netns_watchdog_toml_text(box.dir, topology, net, ssh, python),
-        )
+            extra={"netns": netns_doc, **inplace},
+            config_text=netns_watchdog_toml_text(
+                box.dir, topology, net, ssh, python,
+                plugin_secret_file=box.dir / SANDBOX_SECRET_NAME if secret else None,
+            ),
+            plugin_secret=secret,
+        )  # fmt: skip
         recorded = True
         for name in SSH_HOSTS:
             _record_sshd(box, name, start_sshd(box.dir, net, name).to_doc())
