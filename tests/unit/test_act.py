@@ -73,7 +73,12 @@ class WorldHost(LocalBackend):
                 or (action, key) in self.world.failing_commands
             ):
                 return CommandResult(tuple(argv), 1, "", f"{action} failed on purpose")
-            if action == "stop":
+            if action == "kill":
+                # As `kill -9 PID` does: an error when there is no process left to kill.
+                if self.world.brokers[key].fault == "refuse":
+                    return CommandResult(tuple(argv), 1, "", "no such process")
+                await self.world.stop(key)
+            elif action == "stop":
                 await self.world.stop(key)
             else:
                 await self.world.start(key)
@@ -122,7 +127,9 @@ class World:
     def props(self, key: str) -> Path:
         return self.tmp / f"{key.replace(':', '-')}.properties"
 
-    def config(self, *, fence_command: Sequence[str] = (), **failover: Any) -> WatchdogConfig:
+    def config(
+        self, *, fence_command: Sequence[str] = (), has_kill: bool = False, **failover: Any
+    ) -> WatchdogConfig:
         settings: dict[str, Any] = {
             "step_timeout": "3s",
             "promote_timeout": "1500ms",
@@ -144,6 +151,7 @@ class World:
                         "properties": str(self.props(key)),
                         "start": ["fake-broker", "start", key],
                         "stop": ["fake-broker", "stop", key],
+                        "kill": ["fake-broker", "kill", key] if has_kill else [],
                     }
                     for key, node in self.brokers.items()
                 ],
@@ -314,6 +322,37 @@ def test_a_failing_best_effort_step_is_skipped(tmp_path: Path) -> None:
         assert "still answers after stop" in result.steps[0].detail
         events = [e["event"] for e in journal_events(config, "fo-1")]
         assert "step_skipped" in events and "step_failed" not in events
+
+    run(body, tmp_path)
+
+
+def test_a_fence_kill_of_a_crashed_master_falls_back_to_its_stop(tmp_path: Path) -> None:
+    """A crashed master has no process left: its kill command fails, its stop command (which
+    succeeds on a stopped broker) confirms it, and the promotion goes on at once."""
+
+    async def body(world: World) -> None:
+        config = world.config(has_kill=True)
+        await world.stop(A0)  # crashed: refuses connections, dropped by the nameservers
+        result = await world.executor(config).run(world.promotion(config), "fo-1")
+        assert result.outcome == "succeeded", result
+        [fence] = [r for r in result.steps if r.kind == "stop" and r.broker_key == A0]
+        assert fence.status == "done"
+        assert fence.detail.startswith("stopped after a failed kill"), fence.detail
+        assert world.host.commands[:2] == [("kill", A0), ("stop", A0)]
+        assert world.masters() == [world.brokers[A1].addr] * 2
+
+    run(body, tmp_path)
+
+
+def test_a_fence_kill_of_a_live_master_needs_no_stop(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        config = world.config(has_kill=True)
+        plan = replace(world.promotion(config), requires_master_down=False)
+        result = await world.executor(config).run(plan, "fo-1")
+        assert result.outcome == "succeeded", result
+        [fence] = [r for r in result.steps if r.kind == "stop" and r.broker_key == A0]
+        assert fence.detail.startswith("killed;"), fence.detail
+        assert ("stop", A0) not in world.host.commands
 
     run(body, tmp_path)
 

@@ -131,16 +131,26 @@ async def _stop(ctx: StepContext, step: Step, host: Host, *, strict: bool = Fals
     # send the signal: the JVM is gone a moment later, not when the command returns.
     is_kill = bool(broker.kill) and step.argv == broker.kill
     what = "kill" if is_kill else "stop"
-    result = await host.run(step.argv, timeout_seconds=ctx.config.failover.step_timeout_seconds)
+    timeout = ctx.config.failover.step_timeout_seconds
+    result = await host.run(step.argv, timeout_seconds=timeout)
     if result.exit_code == 255 and not result.stdout and "connect" in result.stderr:
         raise StepFailed(f"host {host.name} unreachable: {result.stderr.strip()}")
+    if is_kill and not result.is_ok:
+        # Most kill commands fail when there is no process left to kill (a crashed master's
+        # fence): the stop command, which succeeds on a stopped broker, says whether it is.
+        result = await host.run(broker.stop, timeout_seconds=timeout)
+        what = "stop (after a failed kill)"
     if await _still_answers(ctx, broker.addr, _KILL_GRACE_SECONDS if is_kill else 0.0):
         raise StepFailed(f"{broker.addr} still answers after {what} ({result.summary()})")
     if strict and not result.is_ok:
         raise StepFailed(f"{what} command on host {host.name} {result.summary()}")
     if not result.is_ok:
         return f"{what} command {result.summary()}, but {broker.addr} no longer answers"
-    return f"{'killed' if is_kill else 'stopped'}; {broker.addr} no longer answers"
+    if what == "kill":
+        return f"killed; {broker.addr} no longer answers"
+    if what == "stop":
+        return f"stopped; {broker.addr} no longer answers"
+    return f"stopped after a failed kill; {broker.addr} no longer answers"
 
 
 _KILL_GRACE_SECONDS = 3.0
