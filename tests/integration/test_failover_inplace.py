@@ -2,13 +2,14 @@
 daemon promotes the slave through its broker plug-in after a kill -9 of the master, without
 restarting it; a refused promotion falls back to the restart path; a daemon killed around the
 in-place step finishes the failover once; the old master rejoins as a slave of the promoted
-one; the promoted broker restarted later keeps its role and every message.
+one; the promoted broker restarted later keeps its role and every message; with two slaves,
+the other slave is re-pointed in place (SET_HA_MASTER) and replicates from the promoted one.
 
 One sandbox (master + slave, the plug-in on both) serves the module. The first three tests
 share one failover (the `promoted` fixture, run in file order, as tests/integration/
 test_plugin.py does); the others restore the sandbox first (brokers stopped, properties and
-stores as they were, the plug-in's secrets kept, the watchdog's state wiped). Times are
-printed; run with -s to see them.
+stores as they were, the plug-in's secrets kept, the watchdog's state wiped); the two-slave
+test has a sandbox of its own. Times are printed; run with -s to see them.
 """
 
 from __future__ import annotations
@@ -475,3 +476,55 @@ def test_a_daemon_killed_while_the_promotion_was_out_finishes_it_once(
     [done] = journal_steps(cluster, failover_id, "step_done", "promote_in_place")
     assert done["detail"].startswith("already promoted in place at epoch 1"), done
     assert info(candidate).last_epoch == 1
+
+
+# --------------------------------------------------------------------------- two slaves
+
+
+def test_the_other_slave_is_re_pointed_in_place_and_replicates(
+    fresh_sandbox: Any, tmp_path: Path
+) -> None:
+    """`sandbox up --slaves 2 --promotion inplace`, kill -9 of the master: the daemon promotes
+    one slave in place and re-points the other through its plug-in (SET_HA_MASTER), neither
+    restarted. The other slave serves epoch 1 and names the new master's HA port at once (not
+    at its next registration, up to 30 s later), and its log grows to the new master's end
+    after writes made there."""
+    box = fresh_sandbox(slaves=2, promotion="inplace")
+    top = Topology.of(box)
+    append_config(top.config, 'recovery_block = "1h"\ncanary_timeout = "30s"')
+    slaves = ("broker-a:1", "broker-a:2")
+    master = top.addrs[A0]
+    make_topic(master, TOPIC, QUEUES)
+    before = send(top.namesrv, TOPIC, "before", 4 * QUEUES)
+    assert len(before["acked"]) == 4 * QUEUES, before
+    for key in slaves:
+        wait_until(lambda k=key: info(top.addrs[k]).ha_master_address, 60, f"{key}'s HA link")
+        wait_caught_up(master, top.addrs[key])
+    pids = {key: box.pid(key) for key in slaves}
+    running = Daemon(top.config, tmp_path / "daemon.log")
+    try:
+        wait_healthy(running)
+        box.kill(A0, "KILL")
+        killed_at = time.time()
+        failover_id = top.state_dir.wait_finished(FAILOVER_SECONDS)
+    finally:
+        running.stop()
+    journal = top.state_dir.journal(failover_id)
+    assert top.state_dir.outcome(failover_id) == "succeeded", journal[-3:]
+    new_key = top.state_dir.group("broker-a")["master_key"]
+    [other_key] = [k for k in slaves if k != new_key]
+    new, other = top.addrs[new_key], top.addrs[other_key]
+    assert {k: box.pid(k) for k in slaves} == pids  # neither JVM restarted
+    steps = [(e["kind"], e["broker_key"]) for e in journal if e["event"] == "step_done"]
+    assert ("promote_in_place", new_key) in steps and ("set_ha_master", other_key) in steps
+    repointed = top.state_dir.step_event(failover_id, "set_ha_master")
+    assert repointed is not None and repointed["detail"].startswith("replicates from ")
+    report("kill -9 -> the other slave re-pointed in place", repointed["at"] - killed_at)
+    ha = f"{new.rsplit(':', 1)[0]}:{int(new.rsplit(':', 1)[1]) + 1}"
+    found = info(other)
+    assert (found.broker_role, found.last_epoch, found.ha_master_address) == ("SLAVE", 1, ha)
+    end_before = log_end(new)
+    after = send(top.namesrv, TOPIC, "after", 4 * QUEUES)
+    assert len(after["acked"]) == 4 * QUEUES, after
+    end = wait_caught_up(new, other)
+    assert end > end_before
