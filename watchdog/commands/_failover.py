@@ -78,33 +78,10 @@ def render_plan(
     files: Mapping[str, str | None],
     config: WatchdogConfig,
 ) -> str:
-    lines = [
-        f"group {plan.broker_name}: {group.state} — {group.reason}",
-        f"decision: {plan.reason}",
-        f"candidate: {plan.new_master_key}@{plan.new_master_addr} at offset "
-        f"{plan.candidate_offset}, new role {plan.new_role}",
-        "expected loss: "
-        + (
-            "unknown (master offset never seen)"
-            if plan.expected_loss_bytes is None
-            else f"{plan.expected_loss_bytes} bytes"
-            + (
-                ""
-                if plan.max_loss_bytes in (None, plan.expected_loss_bytes)
-                else f", up to {plan.max_loss_bytes} bytes with what the master may have "
-                "written since it last answered"
-            )
-        ),
-        f"old master: {plan.old_master_key}@{plan.old_master_addr}",
-        "fence (no fence, no promotion): " + (dict(plan.details).get("fence") or "none needed"),
-    ]
-    path = dict(plan.details).get("path")
-    if path:
-        lines.append(f"promotion: {path}")
-    order = dict(plan.details).get("order")
-    if order:
-        lines.append(f"fence and candidate: {order}")
-    lines += [f"epoch after: {plan.epoch}", "", "steps:"]
+    if plan.kind == "restore_role":
+        lines = _restore_header(plan, group)
+    else:
+        lines = _promotion_header(plan, group)
     lane = ""
     for i, step in enumerate(plan.steps, 1):
         # Steps of a lane run in order, lanes side by side; a step without one waits for all.
@@ -147,6 +124,54 @@ def render_plan(
         lines.append("properties changes:")
         lines.extend(d.rstrip("\n") for d in diffs)
     return "\n".join(lines)
+
+
+def _promotion_header(plan: Plan, group: GroupVerdict) -> list[str]:
+    """A promotion's (or fence's) dry-run lines before its steps."""
+    lines = [
+        f"group {plan.broker_name}: {group.state} — {group.reason}",
+        f"decision: {plan.reason}",
+        f"candidate: {plan.new_master_key}@{plan.new_master_addr} at offset "
+        f"{plan.candidate_offset}, new role {plan.new_role}",
+        "expected loss: "
+        + (
+            "unknown (master offset never seen)"
+            if plan.expected_loss_bytes is None
+            else f"{plan.expected_loss_bytes} bytes"
+            + (
+                ""
+                if plan.max_loss_bytes in (None, plan.expected_loss_bytes)
+                else f", up to {plan.max_loss_bytes} bytes with what the master may have "
+                "written since it last answered"
+            )
+        ),
+        f"old master: {plan.old_master_key}@{plan.old_master_addr}",
+        "fence (no fence, no promotion): " + (dict(plan.details).get("fence") or "none needed"),
+    ]
+    path = dict(plan.details).get("path")
+    if path:
+        lines.append(f"promotion: {path}")
+    order = dict(plan.details).get("order")
+    if order:
+        lines.append(f"fence and candidate: {order}")
+    lines += [f"epoch after: {plan.epoch}", "", "steps:"]
+    return lines
+
+
+def _restore_header(plan: Plan, group: GroupVerdict) -> list[str]:
+    """A role restore's dry-run lines before its steps (decide/_restore.py)."""
+    details = dict(plan.details)
+    return [
+        f"group {plan.broker_name}: {group.state} — {group.reason}",
+        f"decision: {plan.reason}",
+        f"master: {plan.new_master_key}@{plan.new_master_addr}, role "
+        f"{details.get('role', '?')} (lowered by failover {details.get('lowered_by', '?')})",
+        f"slave in sync: {details.get('slave', '?')}",
+        f"through: its plug-in {details.get('plugin', '?')} (SET_MASTER_ROLE); no restart",
+        f"epoch: {plan.epoch} (unchanged: the master stays)",
+        "",
+        "steps:",
+    ]
 
 
 async def run_failover(

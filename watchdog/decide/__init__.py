@@ -34,6 +34,15 @@ from ._plan import (
     plan_promotion,
     properties_diffs,
 )
+from ._restore import (
+    RESTORE_MAX_LAG_BYTES,
+    RESTORE_RETRY_SECONDS,
+    RestoreRole,
+    decide_role_restores,
+    plan_role_restore,
+    restore_asks,
+    restore_log_fields,
+)
 
 __all__ = [
     "FENCE_PATHS",
@@ -68,4 +77,11 @@ __all__ = [
     "plan_fence",
     "canary_topic",
     "properties_diffs",
+    "RESTORE_MAX_LAG_BYTES",
+    "RESTORE_RETRY_SECONDS",
+    "RestoreRole",
+    "decide_role_restores",
+    "plan_role_restore",
+    "restore_asks",
+    "restore_log_fields",
 ]

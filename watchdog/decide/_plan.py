@@ -47,6 +47,10 @@ class StepKind(enum.StrEnum):
     # running JVM; on failure the plan's fallback (stop, rewrite, start) runs instead.
     PROMOTE_IN_PLACE = "promote_in_place"
     SET_HA_MASTER = "set_ha_master"  # a slave's replication re-pointed without a restart
+    # A lowered master role restored (decide/_restore.py): switched in the running JVM by the
+    # plug-in, then the state record says so.
+    SET_MASTER_ROLE = "set_master_role"
+    RECORD_ROLE = "record_role"  # lowered_from cleared in state.json
 
 
 @dataclass(frozen=True)
