@@ -6,6 +6,7 @@ from ._executor import Executor
 from ._journal import Journal, JournalProgress
 from ._prepare import (
     RecordedMaster,
+    ask_plugins,
     new_failover_id,
     prepare_plan,
     read_group_files,
@@ -31,6 +32,7 @@ __all__ = [
     "WatchdogState",
     "epoch_file_text",
     "RecordedMaster",
+    "ask_plugins",
     "new_failover_id",
     "prepare_plan",
     "read_group_files",

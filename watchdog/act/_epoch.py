@@ -1,4 +1,5 @@
-"""The record_epoch step: the group's new epoch in state.json, `.epoch` files and nameserver KV."""
+"""The record_epoch step: the group's new epoch in state.json, `.epoch` files and nameserver KV;
+the record_role step: a restored master role in state.json."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from ..hosts import HostError
 from ..remoting import RemotingError, put_kv_config
 from ._run import FailoverRun, StepContext
 
-__all__ = ["epoch_file_text", "record_epoch"]
+__all__ = ["epoch_file_text", "record_epoch", "record_role"]
 
 
 def epoch_file_text(
@@ -95,3 +96,26 @@ async def record_epoch(ctx: StepContext, run: FailoverRun) -> str:
     if problems:
         detail += " (not recorded everywhere: " + "; ".join(problems) + ")"
     return detail
+
+
+async def record_role(ctx: StepContext, run: FailoverRun) -> str:
+    """The group's master has the role a failover lowered again: lowered_from and lowered_by
+    cleared (state.json), so `check` and the decision stop asking for it. The epoch stays."""
+    plan = run.plan
+    state = ctx.store.load()
+    record = state.group(plan.broker_name)
+    if record.lowered_from is None:
+        return f"nothing to clear: {plan.broker_name}'s master role is not recorded as lowered"
+    if record.lowered_from != plan.new_role:
+        # Another failover lowered something else since: not this plan's to clear.
+        return (
+            f"left as it is: {plan.broker_name} is recorded as lowered from "
+            f"{record.lowered_from}, not {plan.new_role}"
+        )
+    ctx.store.save(
+        state.with_group(plan.broker_name, replace(record, lowered_from=None, lowered_by=None))
+    )
+    return (
+        f"{plan.broker_name}'s master role is {plan.new_role} again: the lowering by failover "
+        f"{record.lowered_by} cleared"
+    )

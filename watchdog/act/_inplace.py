@@ -1,4 +1,5 @@
-"""The in-place steps: the candidate promoted by its broker plug-in, slaves re-pointed by theirs."""
+"""The in-place steps: the candidate promoted by its broker plug-in, slaves re-pointed by theirs,
+a lowered master role restored by the master's."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from ..remoting import (
     RemotingError,
     Requester,
     describe_error,
+    get_broker_config,
     get_broker_runtime_info,
     get_plugin_info,
     promote_in_place,
     set_ha_master,
+    set_master_role,
 )
 from ._run import FailoverRun, StepContext, StepFailed
 
-__all__ = ["promote_step", "set_ha_master_step"]
+__all__ = ["promote_step", "set_ha_master_step", "set_master_role_step"]
 
 # The plug-in's promotion can take seconds inside the broker: stopping the HA client (up to
 # 5 s while it connects to a black-holed address), waiting up to 2 s for dispatch, and a
@@ -205,3 +208,51 @@ async def set_ha_master_step(ctx: StepContext, run: FailoverRun, step: Step) -> 
     except RemotingError as exc:
         raise StepFailed(f"SET_HA_MASTER on {slave.addr}: {describe_error(exc)}") from None
     return f"replicates from {ha} (its log end {end} <= the promotion point {point})"
+
+
+async def set_master_role_step(ctx: StepContext, run: FailoverRun, step: Step) -> str:
+    """SET_MASTER_ROLE on the group's master: the plan's role in its running JVM, at the plan's
+    epoch, then GET_BROKER_CONFIG shows it (what the prober and clients' brokers go by).
+
+    Done already (a resumed run, or an operator was quicker) when its plug-in says it runs in
+    that role; refused unless the broker is the master (id 0, a master role): a broker that
+    became a slave since the decision must not be switched."""
+    plan = run.plan
+    broker = ctx.broker(step.broker_key)
+    client = ctx.pool.get(broker.addr)
+    role = plan.new_role or ""
+    timeout = ctx.config.probe.timeout_seconds
+    try:
+        info = await get_plugin_info(client, timeout_seconds=timeout)
+    except RemotingError as exc:
+        raise StepFailed(
+            f"{broker.addr} did not answer PLUGIN_INFO: {describe_error(exc)}"
+        ) from None
+    if info is None:
+        raise StepFailed(f"{broker.addr} has no plug-in (it answered REQUEST_CODE_NOT_SUPPORTED)")
+    if info.broker_role not in MASTER_ROLES or info.broker_id != 0:
+        raise StepFailed(
+            f"not switched: {broker.addr} runs as {info.broker_role} with id {info.broker_id}, "
+            "not as the group's master"
+        )
+    if info.broker_role == role:
+        return f"already {role} (its plug-in's last epoch {info.last_epoch})"
+    try:
+        await set_master_role(
+            client, secret=_secret(ctx), role=role, epoch=plan.epoch, timeout_seconds=_timeout(ctx)
+        )
+    except RemotingError as exc:
+        raise StepFailed(f"SET_MASTER_ROLE on {broker.addr}: {describe_error(exc)}") from None
+    try:
+        live = (await get_broker_config(client, timeout_seconds=timeout)).get("brokerRole")
+    except RemotingError as exc:
+        raise StepFailed(
+            f"switched to {role}, but GET_BROKER_CONFIG of {broker.addr} failed: "
+            f"{describe_error(exc)}"
+        ) from None
+    if live != role:
+        raise StepFailed(f"switched to {role}, but GET_BROKER_CONFIG says brokerRole={live}")
+    return (
+        f"{info.broker_role} -> {role} in the running JVM (epoch {plan.epoch}; no restart), "
+        f"GET_BROKER_CONFIG says brokerRole={live}"
+    )

@@ -35,7 +35,8 @@ RESUMED_ROLLBACK = "resumed an interrupted rollback"
 
 # Kinds that wait within their own deadline, a fence command, which is not repeated blindly,
 # and the plug-in's requests: a refusal is an answer (the restart path takes over at once, and
-# a re-point is best effort), not a failure to try again for a minute.
+# a re-point is best effort; a role restore is decided again later), not a failure to try
+# again for a minute.
 _NOT_RETRIED = frozenset(
     {
         StepKind.WAIT_MASTER,
@@ -44,6 +45,7 @@ _NOT_RETRIED = frozenset(
         StepKind.FENCE_COMMAND,
         StepKind.PROMOTE_IN_PLACE,
         StepKind.SET_HA_MASTER,
+        StepKind.SET_MASTER_ROLE,
     }
 )
 _BEST_EFFORT_BUDGET_SECONDS = 15.0  # a dead host must not hold the promotion for long

@@ -12,7 +12,7 @@ from ..decide import Step, StepKind
 from ..hosts import Host
 from ..model import PropertiesFile, WatchdogError
 from ..remoting import RemotingError, get_broker_runtime_info
-from ._epoch import record_epoch
+from ._epoch import record_epoch, record_role
 from ._fence import (
     close_epoch_record,
     confirm_fenced,
@@ -21,7 +21,7 @@ from ._fence import (
     refuse_a_live_master,
     restore_epoch_record,
 )
-from ._inplace import promote_step, set_ha_master_step
+from ._inplace import promote_step, set_ha_master_step, set_master_role_step
 from ._loss import move_store_aside
 from ._progress import retry_budget_seconds
 from ._run import FailoverRun, StepContext, StepFailed
@@ -102,6 +102,10 @@ async def _do(ctx: StepContext, run: FailoverRun, step: Step, restore_backup: bo
         return await promote_step(ctx, run, step)
     if step.kind is StepKind.SET_HA_MASTER:
         return await set_ha_master_step(ctx, run, step)
+    if step.kind is StepKind.SET_MASTER_ROLE:
+        return await set_master_role_step(ctx, run, step)
+    if step.kind is StepKind.RECORD_ROLE:
+        return await record_role(ctx, run)
     raise StepFailed(f"unknown step kind {step.kind}")
 
 
