@@ -26,9 +26,15 @@ class FailoverRow:
     max_loss_bytes: int | None
     fenced_by: str | None
     moved_aside_messages: int | None
+    # The steps of the path the run took: a run that fell back from the in-place promotion
+    # counts the restart path's steps in place of the PROMOTE_IN_PLACE step.
     steps_done: int
     steps: int
     detail: str
+    # The in-place promotion: None on the restart path (and for a fence), else "done",
+    # "refused" (the plug-in said no; the broker was left as it was) or "failed" (the
+    # watchdog's own checks, or an outcome unknown); the last two fell back to a restart.
+    in_place: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,6 +56,7 @@ def _row(failover_id: str, entries: Sequence[Mapping[str, Any]]) -> FailoverRow 
     fenced = [e.get("path") for e in entries if e.get("event") == "fenced_by"]
     moved = [e.get("messages") for e in entries if e.get("event") == "store_moved_aside"]
     started = entries[0].get("at")
+    in_place, steps_done, steps = _path(plan, entries, len(done))
     return FailoverRow(
         failover_id=failover_id,
         kind=str(plan.get("kind", "?")),
@@ -63,10 +70,46 @@ def _row(failover_id: str, entries: Sequence[Mapping[str, Any]]) -> FailoverRow 
         max_loss_bytes=grown[-1] if grown else plan.get("max_loss_bytes"),
         fenced_by=str(fenced[-1]) if fenced else None,
         moved_aside_messages=sum(m for m in moved if isinstance(m, int)) if moved else None,
-        steps_done=len(done),
-        steps=len(plan.get("steps", ())),
+        steps_done=steps_done,
+        steps=steps,
         detail=str(finished.get("detail", "")) if finished else "",
+        in_place=in_place,
     )
+
+
+def _path(
+    plan: Mapping[str, Any], entries: Sequence[Mapping[str, Any]], main_done: int
+) -> tuple[str | None, int, int]:
+    """How the run promoted (see FailoverRow.in_place), and its steps done and planned on the
+    path it took. A fallback stands in for the failed PROMOTE_IN_PLACE step: its steps count,
+    that one does not (counted as main steps, a fallen-back run read "7/8")."""
+    kinds = [s.get("kind") for s in plan.get("steps", ()) if isinstance(s, Mapping)]
+    steps = len(plan.get("steps", ()))
+    if "promote_in_place" not in kinds:
+        return None, main_done, steps
+    if not any(e.get("event") == "fallback_started" for e in entries):
+        return "done", main_done, steps
+    failed = [
+        str(e.get("detail", ""))
+        for e in entries
+        if e.get("event") == "step_failed" and e.get("kind") == "promote_in_place"
+    ]
+    # PluginRefused and PluginUnauthorized (remoting/_plugin.py): the plug-in's own answer.
+    refused = any(d.startswith(("plug-in refused", "plug-in did not authenticate")) for d in failed)
+    fallback_done = {
+        e.get("index")
+        for e in entries
+        if e.get("event") in ("step_done", "step_skipped") and e.get("phase") == "fallback"
+    }
+    fallback = len(plan.get("fallback", ()))
+    return "refused" if refused else "failed", main_done + len(fallback_done), steps - 1 + fallback
+
+
+def _steps_cell(row: FailoverRow) -> str:
+    counted = f"{row.steps_done}/{row.steps}"
+    if row.in_place in ("refused", "failed"):
+        return f"in place {row.in_place} -> restart path: {counted} steps"
+    return counted
 
 
 def read_history(state_dir: str | Path, broker_name: str | None = None) -> list[FailoverRow]:
@@ -125,7 +168,7 @@ def render_history(rows: Sequence[FailoverRow]) -> str:
                 f"{_cell(r.expected_loss_bytes)}/{_cell(r.max_loss_bytes)}",
                 _cell(r.fenced_by),
                 _cell(r.moved_aside_messages),
-                f"{r.steps_done}/{r.steps}",
+                _steps_cell(r),
             )
         )
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
