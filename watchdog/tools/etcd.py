@@ -1,6 +1,7 @@
-"""A local etcd cluster as the tests start it (and `sandbox up --etcd` will): its members, each
+"""A local etcd cluster as the tests and `sandbox up --etcd` start it: its members, each
 member's argv, and the `[etcd]` table of a watchdog.toml that uses it. No process is started
-here: tests/etcd_cluster.py and the sandbox run these argvs their own way."""
+here: tests/etcd_cluster.py and the sandbox (tools/sandbox/_etcd.py) run these argvs their own
+way."""
 
 from __future__ import annotations
 
@@ -133,6 +134,7 @@ def etcd_toml_table(
     endpoints: Sequence[str],
     *,
     lease_ttl: str = "10s",
+    timeout: str | None = None,
     prefix: str | None = None,
     cacert: Path | None = None,
     cert: Path | None = None,
@@ -144,6 +146,8 @@ def etcd_toml_table(
     if prefix is not None:
         lines.append(f"prefix = {json.dumps(prefix)}")
     lines.append(f"lease_ttl = {json.dumps(lease_ttl)}")
+    if timeout is not None:
+        lines.append(f"timeout = {json.dumps(timeout)}")
     for name, path in (("cacert", cacert), ("cert", cert), ("key", key)):
         if path is not None:
             lines.append(f"{name} = {json.dumps(str(path))}")

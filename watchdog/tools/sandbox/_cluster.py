@@ -12,12 +12,26 @@ import signal as signals
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..etcd import etcd_binary
+from ._etcd import (
+    ETCD_DIR,
+    INSTANCE_COUNT,
+    EtcdProc,
+    etcd_doc,
+    etcd_instances,
+    etcd_procs,
+    start_etcd,
+    stop_etcd,
+    wait_etcd_healthy,
+)
 from ._files import (
     BROKER_MAIN,
     NAMESRV_MAIN,
+    WatchdogInstance,
     check_dir_path,
     read_properties,
     render_files,
@@ -203,7 +217,32 @@ class Sandbox:
                     str(proc.log),
                 )
             )
+        for member in self.etcd_members():
+            state = member.state()
+            out.append(
+                ProcessStatus(
+                    member.key,
+                    member.key,
+                    "etcd",
+                    member.endpoint,
+                    member.pid if state != "stopped" else None,
+                    state,
+                    "etcd member",
+                    str(member.data_dir),
+                    str(member.log),
+                )
+            )
         return out
+
+    def etcd_members(self) -> list[EtcdProc]:
+        """The etcd members of a sandbox started with --etcd (none without)."""
+        return etcd_procs(self.info())
+
+    def instance_config_paths(self) -> list[Path]:
+        """Every watchdog config of this sandbox: watchdog.toml, and with --etcd
+        watchdog-2.toml and watchdog-3.toml (one per instance)."""
+        instances = self.info().get("etcd", {}).get("instances", [])
+        return [Path(i["config"]) for i in instances] or [self.config_path]
 
     def pid(self, key: str) -> int | None:
         proc = self._find(key)
@@ -239,6 +278,13 @@ class Sandbox:
             write_atomic(self._state_path, json.dumps(state, indent=2) + "\n")
             write_atomic(self.cluster_path, json.dumps(doc, indent=2) + "\n")
 
+    def _record_etcd(self, members: Sequence[EtcdProc]) -> None:
+        """Set the etcd members' pids in cluster.json."""
+        with self._lock():
+            doc = self.info()
+            doc["etcd"]["members"] = [m.to_json() for m in members]
+            write_atomic(self.cluster_path, json.dumps(doc, indent=2) + "\n")
+
     # ---- the whole cluster
 
     def up(
@@ -255,6 +301,7 @@ class Sandbox:
         timeout_seconds: float = 180.0,
         netns: bool = False,
         promotion: Promotion = "restart",
+        etcd: bool = False,
     ) -> dict[str, Any]:
         """Start the cluster; return cluster.json once every broker is registered on every
         nameserver. On any failure, stop what was started and raise SandboxError.
@@ -270,8 +317,22 @@ class Sandbox:
         promotion="inplace" puts the broker plug-in (broker-plugin/, built by `make plugin`) on
         every broker's classpath, gives every broker and the watchdog one fresh secret (0600:
         STORE/watchdog-plugin.secret, DIR/plugin.secret), and makes watchdog.toml promote in
-        place ([failover] promotion, plugin_secret_file). 4.9.x only."""
+        place ([failover] promotion, plugin_secret_file). 4.9.x only.
+
+        etcd=True also starts a 3-member etcd on 127.0.0.1 (data under DIR/etcd, ports in the
+        sandbox's block) before the brokers, and writes one config per watchdog instance:
+        watchdog.toml (wd-1), watchdog-2.toml (wd-2), watchdog-3.toml (wd-3), each with its own
+        state dir and metrics port and the same [etcd] table (lease_ttl 3s). Not with netns."""
         check_dir_path(self.dir)
+        if etcd:
+            if netns:
+                raise SandboxError("--etcd is not supported with --netns")
+            binary = etcd_binary()
+            if not os.access(binary, os.X_OK):
+                raise SandboxError(
+                    f"{binary} not found: --etcd needs etcd (Debian: apt-get install "
+                    "etcd-server; `make system-deps`)"
+                )
         if promotion not in PROMOTIONS:
             raise SandboxError(f"--promotion must be restart or inplace, not {promotion!r}")
         jar = None
@@ -292,7 +353,9 @@ class Sandbox:
                 version, replication, Jvm(Path(), version, heap, namesrv_heap, tls, jars),
                 timeout_seconds,
             )  # fmt: skip
-        plan_topology(base_port or 20000, groups=groups, slaves=slaves, replication=replication)
+        plan_topology(
+            base_port or 20000, groups=groups, slaves=slaves, replication=replication, etcd=etcd
+        )
         check_heap(heap)
         check_heap(namesrv_heap)
         if tls not in ("permissive", "disabled"):
@@ -312,7 +375,7 @@ class Sandbox:
         for attempt in range(1, _PORT_RACE_ATTEMPTS + 1):
             if base_port:
                 topology = plan_topology(
-                    base_port, groups=groups, slaves=slaves, replication=replication
+                    base_port, groups=groups, slaves=slaves, replication=replication, etcd=etcd
                 )
                 busy = unbindable_ports(topology.ports())
                 if busy:
@@ -322,9 +385,9 @@ class Sandbox:
                     )
             else:
                 low, high = auto_port_range()
-                base = pick_base_port(groups, slaves, low=low, high=high)
+                base = pick_base_port(groups, slaves, low=low, high=high, etcd=etcd)
                 topology = plan_topology(
-                    base, groups=groups, slaves=slaves, replication=replication
+                    base, groups=groups, slaves=slaves, replication=replication, etcd=etcd
                 )
             try:
                 self._boot(topology, jvm, deadline, plugin_secret=secret)
@@ -334,7 +397,7 @@ class Sandbox:
                 # a block of our own choosing, try another one.
                 if base_port or attempt == _PORT_RACE_ATTEMPTS or _PORT_BUSY not in str(exc):
                     raise
-                for sub in ("store", "home"):
+                for sub in ("store", "home", ETCD_DIR):
                     shutil.rmtree(self.dir / sub, ignore_errors=True)
         raise AssertionError("unreachable")
 
@@ -347,12 +410,24 @@ class Sandbox:
         if plugin_secret is not None:
             extra["promotion"] = "inplace"
             extra["plugin_secret_file"] = str(self.dir / SANDBOX_SECRET_NAME)
-        procs = self._write_files(topology, jvm, extra=extra, plugin_secret=plugin_secret)
+        instances: tuple[WatchdogInstance, ...] = ()
+        if topology.etcd_ports:
+            extra["etcd"] = etcd_doc(self.dir, topology)
+            instances = etcd_instances(topology)
+        procs = self._write_files(
+            topology, jvm, extra=extra, plugin_secret=plugin_secret, instances=instances
+        )
         self._start_procs(procs, topology, deadline)
 
     def _start_procs(self, procs: list[Proc], topology: Topology, deadline: float) -> None:
         try:
             env = {**os.environ, "ROCKETMQ_HOME": str(self.dir)}
+            members = self.etcd_members()
+            if members:
+                # First: a watchdog instance started right after `up` finds its etcd serving.
+                members = start_etcd(members, os.environ)
+                self._record_etcd(members)
+                wait_etcd_healthy(members, max(1.0, deadline - time.monotonic()))
             nameservers = [p for p in procs if p.kind == "nameserver"]
             brokers = [p for p in procs if p.kind == "broker"]
             # Nameservers first: a broker registers at boot and then only every 30 s.
@@ -373,6 +448,7 @@ class Sandbox:
     def _prepare_dir(self) -> None:
         if self.cluster_path.exists():
             running = [p.key for p in self._procs() if p.is_running()]
+            running += [m.key for m in self.etcd_members() if m.is_running()]
             if running:
                 raise SandboxError(
                     f"a sandbox already runs in {self.dir} ({', '.join(running)}); "
@@ -381,9 +457,16 @@ class Sandbox:
             # A stopped sandbox: start over with empty stores and a watchdog that remembers
             # nothing of the last run (its anti-flap block, epoch and master would otherwise
             # make the next kill do nothing for an hour); the logs are appended to.
-            for sub in ("store", "home", "watchdog-state", PLUGIN_DIR):
+            # With --etcd: its data (a new cluster every time) and the other instances' files.
+            instances = range(2, INSTANCE_COUNT + 1)
+            for sub in (
+                "store", "home", "watchdog-state", PLUGIN_DIR, ETCD_DIR,
+                *(f"watchdog-state-{i}" for i in instances),
+            ):  # fmt: skip
                 shutil.rmtree(self.dir / sub, ignore_errors=True)
             (self.dir / SANDBOX_SECRET_NAME).unlink(missing_ok=True)
+            for i in instances:
+                (self.dir / f"watchdog-{i}.toml").unlink(missing_ok=True)
             for leftover in (
                 *self.dir.glob("*.properties.rmq-watchdog-*.bak"),
                 *self.dir.glob("*.properties.epoch"),
@@ -411,6 +494,7 @@ class Sandbox:
         extra: Mapping[str, Any] | None = None,
         config_text: str | None = None,
         plugin_secret: str | None = None,
+        instances: Sequence[WatchdogInstance] = (),
     ) -> list[Proc]:
         """Write what render_files renders: properties and logback files, the plug-in secrets,
         sandbox.json, cluster.json and watchdog.toml; the processes to start."""
@@ -422,6 +506,7 @@ class Sandbox:
             extra=extra,
             config_text=config_text,
             plugin_secret=plugin_secret,
+            instances=instances,
         )
         (self.dir / "conf").mkdir(exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
@@ -435,6 +520,8 @@ class Sandbox:
             write_atomic(self._state_path, json.dumps(files.state, indent=2) + "\n")
             write_atomic(self.cluster_path, json.dumps(files.cluster, indent=2) + "\n")
         self.config_path.write_text(files.config_text)
+        for path, text in files.instance_configs.items():
+            path.write_text(text)
         return list(files.procs)
 
     def _launch(self, proc: Proc, env: Mapping[str, str]) -> Proc:
@@ -459,15 +546,26 @@ class Sandbox:
     def _stop_all(self, timeout_seconds: float) -> list[str]:
         procs = self._procs()
         running = [p for p in procs if p.is_running()]
-        # Brokers first: a broker that outlives the nameservers waits on them while shutting down.
+        members = self.etcd_members()
+        stopped_members: list[EtcdProc] = []
+        # Brokers first: a broker that outlives the nameservers waits on them while shutting
+        # down. etcd last: watchdog instances still running keep their view until the end.
         try:
             terminate([p for p in running if p.kind == "broker"], timeout_seconds)
             terminate([p for p in running if p.kind == "nameserver"], timeout_seconds)
+            stopped_members = stop_etcd(members, timeout_seconds)
         finally:
             for proc in procs:
                 if proc.pid is not None and not proc.is_running():
                     self._record(proc.name, None, None, None)
-        return [p.key for p in running]
+            if any(m.pid is not None for m in members):
+                self._record_etcd(
+                    [
+                        m if m.is_running() else replace(m, pid=None, start_ticks=None)
+                        for m in members
+                    ]
+                )
+        return [p.key for p in running] + [m.key for m in stopped_members]
 
     def down(self, *, timeout_seconds: float = 30.0) -> list[str]:
         """Stop every process this sandbox started (TERM, wait, KILL); return their keys.

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ __all__ = [
     "CLUSTER_NAME",
     "NAMESRV_MAIN",
     "SandboxFiles",
+    "WatchdogInstance",
     "broker_properties_text",
     "broker_table",
     "check_dir_path",
@@ -83,28 +84,47 @@ def toml_list(values: Sequence[str]) -> str:
     return "[" + ", ".join(toml_str(v) for v in values) + "]"
 
 
+@dataclass(frozen=True)
+class WatchdogInstance:
+    """One of the watchdog instances sharing the sandbox's etcd (`up --etcd`): its config file,
+    instance name, state dir and metrics port, and the [etcd] table they all carry."""
+
+    name: str  # instance_name: wd-1, wd-2, ...
+    config_name: str  # watchdog.toml, watchdog-2.toml, ...
+    state_dir_name: str  # watchdog-state, watchdog-state-2, ...
+    metrics_port: int
+    etcd_table: str  # etcd_toml_table(...): a blank line first
+
+
 def watchdog_toml_text(
     directory: Path,
     topology: Topology,
     python: str | None = None,
     *,
     plugin_secret_file: Path | None = None,
+    instance: WatchdogInstance | None = None,
 ) -> str:
     """A watchdog config for this sandbox; start/stop go through `sandbox start|stop`. With
     `plugin_secret_file` (--promotion inplace) it ends in a [failover] table that promotes in
-    place with that secret: add further [failover] keys to that table, not to a second one."""
+    place with that secret: add further [failover] keys to that table, not to a second one.
+    With `instance` (--etcd) it is that instance's config: its instance_name, state dir and
+    metrics port, and the [etcd] table last."""
     python = python or sys.executable
+    state_dir = directory / (instance.state_dir_name if instance else "watchdog-state")
+    metrics_port = instance.metrics_port if instance else topology.metrics_port
+    named = [] if instance is None else [f"instance_name = {toml_str(instance.name)}"]
     out = [
         "# written by rmq-watchdog sandbox: a watchdog config for the sandbox in this folder",
         f"cluster_name = {toml_str(CLUSTER_NAME)}",
+        *named,
         f"nameservers = {toml_list(topology.nameserver_addrs)}",
-        f"state_dir = {toml_str(str(directory / 'watchdog-state'))}",
+        f"state_dir = {toml_str(str(state_dir))}",
         "",
         "[hosts.local]",
         'kind = "local"',
         "",
         "[metrics]",
-        f"listen = {toml_str(f'{HOST}:{topology.metrics_port}')}",
+        f"listen = {toml_str(f'{HOST}:{metrics_port}')}",
         "",
         "# a check of the master from a second vantage point, so a hung master can be confirmed",
         "[[secondary_checks]]",
@@ -123,7 +143,8 @@ def watchdog_toml_text(
             'promotion = "inplace"',
             f"plugin_secret_file = {toml_str(str(plugin_secret_file))}",
         ]
-    return "\n".join(out) + "\n"
+    text = "\n".join(out) + "\n"
+    return text if instance is None else text + instance.etcd_table
 
 
 def broker_table(broker: BrokerPlan, directory: Path, host: str, python: str) -> list[str]:
@@ -194,6 +215,8 @@ class SandboxFiles:
     state: Mapping[str, Any]  # sandbox.json: what restarts and recognises a process
     cluster: Mapping[str, Any]  # cluster.json: what runs, for users and the tests
     config_text: str  # watchdog.toml
+    # With --etcd: watchdog-2.toml, watchdog-3.toml, ... (watchdog.toml is config_text).
+    instance_configs: Mapping[Path, str] = field(default_factory=dict)
 
 
 def render_files(
@@ -205,12 +228,14 @@ def render_files(
     extra: Mapping[str, Any] | None = None,
     config_text: str | None = None,
     plugin_secret: str | None = None,
+    instances: Sequence[WatchdogInstance] = (),
 ) -> SandboxFiles:
     """The files of a sandbox in `directory`: cluster.json gets the `extra` keys, watchdog.toml
     is `config_text` if given; `prefixes` go before a process's java argv (by process name:
     `ip netns exec NS` with --netns). With `plugin_secret` (--promotion inplace) each broker's
     store gets it as watchdog-plugin.secret, the folder as plugin.secret, and watchdog.toml
-    promotes in place with it; the plug-in's jar is among `jvm.broker_jars`."""
+    promotes in place with it; the plug-in's jar is among `jvm.broker_jars`. With `instances`
+    (--etcd) watchdog.toml is the first instance's config and each further one gets its own."""
     prefixes = prefixes or {}
     version = jvm.version
     d = directory
@@ -297,6 +322,13 @@ def render_files(
     if plugin_secret is not None:
         secret_file = d / SANDBOX_SECRET_NAME
         private_texts[secret_file] = plugin_secret + "\n"
+    configs = {
+        d / i.config_name: watchdog_toml_text(
+            d, topology, plugin_secret_file=secret_file, instance=i
+        )
+        for i in instances
+    }
+    main = configs.pop(d / "watchdog.toml", None)
     return SandboxFiles(
         texts=texts,
         private_texts=private_texts,
@@ -304,5 +336,8 @@ def render_files(
         procs=tuple(procs),
         state={"version": version, "lib_dir": str(jvm.lib), "processes": recorded},
         cluster={"nameservers": ns_doc, "brokers": brokers_doc, **(extra or {})},
-        config_text=config_text or watchdog_toml_text(d, topology, plugin_secret_file=secret_file),
+        config_text=config_text
+        or main
+        or watchdog_toml_text(d, topology, plugin_secret_file=secret_file),
+        instance_configs=configs,
     )

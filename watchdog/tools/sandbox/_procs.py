@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from ._runtime import SandboxError
 
@@ -23,6 +23,9 @@ __all__ = [
     "Proc",
     "ProcessStatus",
     "State",
+    "cmdline",
+    "has_exited",
+    "log_tail",
     "proc_stat",
     "reap",
     "send_signal",
@@ -45,7 +48,7 @@ SIGNALS: Mapping[str, signals.Signals] = {
 }
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def log_tail(path: Path, lines: int = 20) -> str:
     try:
         with path.open("rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -67,7 +70,7 @@ def proc_stat(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[19])
 
 
-def _cmdline(pid: int) -> list[str]:
+def cmdline(pid: int) -> list[str]:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
@@ -106,7 +109,7 @@ class Proc:
             if self.start_ticks is None:
                 return "stopped"
             return "zombie"
-        argv = _cmdline(self.pid)
+        argv = cmdline(self.pid)
         if self.main_class not in argv or str(self.properties) not in argv:
             return "stopped"  # a reused pid: not our java process
         return "paused" if letter in "Tt" else "alive"
@@ -250,7 +253,11 @@ def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return pool.submit(lambda: asyncio.run(factory())).result()
 
 
-def has_exited(proc: Proc, *, recheck_seconds: float = 0.3) -> bool:
+class Runs(Protocol):
+    def is_running(self) -> bool: ...
+
+
+def has_exited(proc: Runs, *, recheck_seconds: float = 0.3) -> bool:
     """Whether a JVM we started has exited, seen twice: on a loaded machine one read of its
     /proc entries has reported a running broker as gone (the bench then left it running,
     believing it dead, and its ports blocked every later run)."""
@@ -279,7 +286,7 @@ def wait_until_registered(
             if has_exited(item.proc):
                 raise SandboxError(
                     f"broker {item.proc.key} ({item.proc.addr}) exited while starting; "
-                    f"the end of {item.proc.log}:\n{_tail(item.proc.log)}"
+                    f"the end of {item.proc.log}:\n{log_tail(item.proc.log)}"
                 )
         tables = _run_coroutine(lambda: _registrations(nameservers))
         missing = []
@@ -304,7 +311,7 @@ def wait_until_registered(
     first = next(i for i in expected if missing[0].startswith(i.proc.key + " "))
     raise SandboxError(
         f"not registered after {timeout_seconds:.0f} s: {', '.join(missing)}; "
-        f"the end of {first.proc.log}:\n{_tail(first.proc.log)}"
+        f"the end of {first.proc.log}:\n{log_tail(first.proc.log)}"
     )
 
 
@@ -318,7 +325,7 @@ def wait_until_listening(
             if has_exited(proc):
                 raise SandboxError(
                     f"{proc.kind} {proc.key} exited while starting; "
-                    f"the end of {proc.log}:\n{_tail(proc.log)}"
+                    f"the end of {proc.log}:\n{log_tail(proc.log)}"
                 )
             if _is_listening(addr_of(proc)):
                 waiting.remove(proc)
@@ -328,6 +335,6 @@ def wait_until_listening(
             proc = waiting[0]
             raise SandboxError(
                 f"{proc.kind} {proc.key} does not listen on {proc.addr} after "
-                f"{timeout_seconds:.0f} s; the end of {proc.log}:\n{_tail(proc.log)}"
+                f"{timeout_seconds:.0f} s; the end of {proc.log}:\n{log_tail(proc.log)}"
             )
         time.sleep(_POLL_SECONDS)

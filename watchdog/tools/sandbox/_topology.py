@@ -1,4 +1,5 @@
-"""Where a sandbox's processes listen: the port plan of nameservers, metrics and brokers."""
+"""Where a sandbox's processes listen: the port plan of nameservers, metrics, brokers and (with
+--etcd) the etcd members and the extra watchdog instances' metrics."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ NAMESERVER_COUNT = 2
 _AUTO_PORT_LOW = 20000
 _AUTO_PORT_HIGH = 32768
 _BROKER_STRIDE = 10
+# With --etcd: instances 2 and 3 serve metrics at base+3 and base+4, and the etcd members take
+# base+13..base+18 (client, peer per member), ports no broker uses in any layout (broker i
+# takes base+10(i+1)-1, +1 and +2), so the block's size does not change.
+_INSTANCE_METRICS_OFFSETS = (3, 4)
+_ETCD_OFFSETS = (13, 14, 15, 16, 17, 18)
 PORT_RANGE_ENV = "RMQ_WATCHDOG_SANDBOX_PORTS"
 
 Replication = Literal["async", "sync"]
@@ -69,6 +75,10 @@ class Topology:
     brokers: tuple[BrokerPlan, ...]
     nameserver_hosts: tuple[str, ...] = ()  # one per nameserver with --netns; else all HOST
     metrics_host: str = HOST
+    # With --etcd: the metrics ports of watchdog instances 2, 3, ... and the etcd members'
+    # (client, peer) ports, in member order; empty without.
+    instance_metrics_ports: tuple[int, ...] = ()
+    etcd_ports: tuple[int, ...] = ()
 
     @property
     def nameserver_addrs(self) -> tuple[str, ...]:
@@ -80,9 +90,10 @@ class Topology:
         return ";".join(self.nameserver_addrs)
 
     def ports(self) -> tuple[int, ...]:
-        found = [*self.nameserver_ports, self.metrics_port]
+        found = [*self.nameserver_ports, self.metrics_port, *self.instance_metrics_ports]
         for broker in self.brokers:
             found.extend(broker.ports)
+        found.extend(self.etcd_ports)
         return tuple(found)
 
 
@@ -91,11 +102,18 @@ def _span(groups: int, slaves: int) -> int:
 
 
 def plan_topology(
-    base_port: int, *, groups: int = 1, slaves: int = 1, replication: Replication = "async"
+    base_port: int,
+    *,
+    groups: int = 1,
+    slaves: int = 1,
+    replication: Replication = "async",
+    etcd: bool = False,
 ) -> Topology:
     """Lay the cluster out from `base_port`: nameservers at +0 and +1, the watchdog's metrics at
     +2, and broker i (0-based) at listenPort base+10(i+1)+1, e.g. 22011 and 22021 for base 22000
-    (the fast port is listenPort-2, HA listenPort+1, as 10911/10909/10912 in a default install)."""
+    (the fast port is listenPort-2, HA listenPort+1, as 10911/10909/10912 in a default install).
+    With `etcd`, also the metrics of watchdog instances 2 and 3 at +3 and +4 and three etcd
+    members' client and peer ports at +13..+18."""
     if not 1 <= groups <= 26:
         raise SandboxError(f"--groups must be between 1 and 26, not {groups}")
     if not 0 <= slaves <= 8:
@@ -124,6 +142,10 @@ def plan_topology(
         nameserver_ports=tuple(base_port + i for i in range(NAMESERVER_COUNT)),
         metrics_port=base_port + NAMESERVER_COUNT,
         brokers=tuple(brokers),
+        instance_metrics_ports=tuple(base_port + o for o in _INSTANCE_METRICS_OFFSETS)
+        if etcd
+        else (),
+        etcd_ports=tuple(base_port + o for o in _ETCD_OFFSETS) if etcd else (),
     )
 
 
@@ -167,16 +189,18 @@ def pick_base_port(
     low: int = _AUTO_PORT_LOW,
     high: int = _AUTO_PORT_HIGH,
     rng: random.Random | None = None,
+    etcd: bool = False,
 ) -> int:
-    """A base port in [low, high) whose whole block is bindable, tried from a random block on
-    (so sandboxes started side by side rarely race for the same block)."""
+    """A base port in [low, high) whose whole block is bindable (with `etcd`, its etcd and
+    extra metrics ports too), tried from a random block on (so sandboxes started side by side
+    rarely race for the same block)."""
     span = _span(groups, slaves)
     starts = list(range(low, high - span, span))
     if not starts:
         raise SandboxError(f"no room for {span} ports between {low} and {high}")
     first = (rng or random.Random()).randrange(len(starts))
     for base in starts[first:] + starts[:first]:
-        topology = plan_topology(base, groups=groups, slaves=slaves)
+        topology = plan_topology(base, groups=groups, slaves=slaves, etcd=etcd)
         if not unbindable_ports(topology.ports()):
             return base
     raise SandboxError(f"no block of {span} free ports on {HOST} between {low} and {high}")

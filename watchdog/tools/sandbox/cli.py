@@ -223,6 +223,14 @@ def fetch(version: str) -> None:
     'the watchdog a fresh secret (0600), and set [failover] promotion = "inplace" in '
     "watchdog.toml. 4.9.x only.",
 )
+@click.option(
+    "--etcd",
+    is_flag=True,
+    help="Also start a 3-member etcd on 127.0.0.1 (data under DIR/etcd, stopped by `down`) and "
+    "write one config per watchdog instance: watchdog.toml, watchdog-2.toml, watchdog-3.toml "
+    "(instances wd-1..3, each with its own state dir and metrics port, the same [etcd] with "
+    "lease_ttl 3s). Not with --netns.",
+)
 def up(
     directory: str,
     version: str,
@@ -236,6 +244,7 @@ def up(
     timeout_seconds: float,
     netns: bool,
     promotion: str,
+    etcd: bool,
 ) -> None:
     """Start the cluster; return once every broker is registered on every nameserver."""
     box = Sandbox(directory)
@@ -253,13 +262,26 @@ def up(
             timeout_seconds=timeout_seconds,
             netns=netns,
             promotion="inplace" if promotion == "inplace" else "restart",
+            etcd=etcd,
         )
     nameservers = ";".join(n["addr"] for n in doc["nameservers"])
     click.echo(f"sandbox up in {_seconds(time.monotonic() - began)}: RocketMQ {version}")
     click.echo(f"  nameservers {nameservers}")
     for b in doc["brokers"]:
         click.echo(f"  {b['broker_name']}:{b['broker_id']} {b['role']} {b['addr']} pid {b['pid']}")
-    click.echo(f"  watchdog config {box.config_path}")
+    etcd_doc = doc.get("etcd")
+    if etcd_doc:
+        members = ", ".join(
+            f"{m['name']} {m['endpoint']} pid {m['pid']}" for m in etcd_doc["members"]
+        )
+        click.echo(f"  etcd {members}; keys under {etcd_doc['prefix']}")
+        for instance in etcd_doc["instances"]:
+            click.echo(
+                f"  watchdog instance {instance['name']}: config {instance['config']}, "
+                f"metrics {instance['metrics']}"
+            )
+    else:
+        click.echo(f"  watchdog config {box.config_path}")
     if doc.get("promotion") == "inplace":
         secret = doc["plugin_secret_file"]
         click.echo(f"  promotion inplace: the plug-in on every broker, secret {secret}")
