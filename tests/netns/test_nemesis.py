@@ -2,7 +2,9 @@
 never two brokers acknowledging writes for broker-a at once, no acknowledged message lost.
 
 `make test` plays a short fixed schedule; `make chaos` a long one (RMQWD_NEMESIS_SECONDS=1800)
-with a random seed (printed first; RMQWD_NEMESIS_SEED=N replays it).
+with a random seed (printed first; RMQWD_NEMESIS_SEED=N replays it). The daemon promotes by
+restart; RMQWD_CHAOS_PROMOTION=inplace (or both, as `make chaos` sets) plays it against brokers
+with the plug-in, the daemon promoting in place (tests/chaos/promotion.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.daemon_harness import wait_until
+from tests.chaos.promotion import promotions
+from tests.integration.daemon_harness import StateDir, wait_until
 from tests.netns.harness import NEMESIS_SEED_ENV, Nemesis, NetnsCluster, netns_cluster_in
 from tests.netns.test_partitions import A0, A1, TOPIC, MasterWatch, stored_keys, warm_up
 from tests.netns.writers import account, writing
@@ -26,13 +29,28 @@ SECONDS = float(os.environ.get("RMQWD_NEMESIS_SECONDS", "40"))
 SEED = int(os.environ.get(NEMESIS_SEED_ENV, "20261202"))
 
 
-@pytest.fixture
-def sync_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsCluster]:
+def promoted(states: StateDir, failover_id: str) -> str:
+    """How a failover promoted: "in place", "by restart" (the restart path, or the fallback
+    from in place), or "not" (it stopped before a new master was registered)."""
+    if not states.step_event(failover_id, "wait_master"):
+        return "not"
+    journal = states.journal(failover_id)
+    fell_back = any(e.get("event") == "fallback_started" for e in journal)
+    in_place = states.step_event(failover_id, "promote_in_place") and not fell_back
+    return "in place" if in_place else "by restart"
+
+
+@pytest.fixture(params=promotions())
+def sync_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NetnsCluster]:
     with netns_cluster_in(
         tmp_path_factory.mktemp("netns-sandbox"),
         tmp_path_factory.mktemp("netns-test"),
         "--replication",
         "sync",
+        "--promotion",
+        request.param,
     ) as c:
         yield c
 
@@ -52,7 +70,9 @@ def test_a_seeded_nemesis_never_makes_two_masters_nor_loses_an_acked_message(
         hosts=("server1", "server2", "server3", "server4", "watchdog", "vantage"),
         log_path=c.tmp / "nemesis.jsonl",
     )
-    extra = '[failover]\nfence_retry = "10s"\ncanary_timeout = "30s"\n'
+    # An in-place sandbox's watchdog.toml ends in its [failover] table: the keys go into it.
+    inplace = c.sandbox.info().get("promotion") == "inplace"
+    extra = ("" if inplace else "[failover]\n") + 'fence_retry = "10s"\ncanary_timeout = "30s"\n'
     with c.running_daemon(extra) as daemon, watch:
         daemon.wait_event(lambda e: e.get("state") == "HEALTHY", 60, "a HEALTHY cycle")
         with writing(c.exec_prefix("clients"), c.namesrv, TOPIC, "n", c.tmp / "n.jsonl") as w:
@@ -72,9 +92,10 @@ def test_a_seeded_nemesis_never_makes_two_masters_nor_loses_an_acked_message(
     accounting = account(sends, stored_keys(c))
     states = c.topology.state_dir
     outcomes = [states.outcome(f) for f in states.failover_ids()]
+    paths = [promoted(states, f) for f in states.failover_ids()]
     print(
         f"\n[nemesis seed {nemesis.seed}, {SECONDS:.0f} s] {accounting.line()}; "
-        f"failovers {outcomes}; actions: "
+        f"failovers {outcomes} promoted {paths}; actions: "
         + "; ".join(f"{a.at:.0f}s {a.kind} {a.detail}" for a in nemesis.actions),
         file=sys.stderr,
     )
