@@ -145,9 +145,13 @@ fuzz: venv
 # The long nemesis: a random fault schedule for NEMESIS_SECONDS against a SYNC_MASTER group on
 # the network-namespace hosts, the daemon acting, a real producer writing; RMQWD_NEMESIS_SEED=N
 # replays a run (its seed is printed first). `make test` plays a short fixed schedule.
+# CHAOS_PROMOTION: the promotion paths the nemesis and the chaos matrix run on (restart,
+# inplace or both; tests/chaos/promotion.py). With both, the nemesis plays twice.
 NEMESIS_SECONDS ?= 1800
-chaos: rocketmq
+CHAOS_PROMOTION ?= both
+chaos: rocketmq plugin
 	RMQWD_NEMESIS_SECONDS=$(NEMESIS_SECONDS) RMQWD_NEMESIS_SEED=$${RMQWD_NEMESIS_SEED:-$$RANDOM$$RANDOM} \
+	  RMQWD_CHAOS_PROMOTION=$(CHAOS_PROMOTION) \
 	  $(BIN)/pytest -s tests/netns/test_nemesis.py tests/chaos $(PYTEST_ARGS)
 	$(BIN)/pytest -s tests -m long $(PYTEST_ARGS)
 
