@@ -74,24 +74,27 @@ def status(config_path: str, as_json: bool) -> None:
     registered under on each nameserver, commitLogMaxOffset, replication lag in bytes
     = master - slave max offset, version, probe latency), then the watchdog's view of each
     group: the running daemon's state and sentence, a running failover and its step, the
-    anti-flap block, the epoch on record, the last failover and stores moved aside. Exits 1
-    when a group has no broker answering as master (or two: a split brain) or most
-    nameservers do not answer.
+    anti-flap block, the epoch on record, the last failover and stores moved aside. With
+    [etcd]: who leads, and every live instance with the age of its last publication and its
+    view of each group (or one line saying etcd cannot be reached); the last failover also
+    from the journals the leader committed to etcd. Exits 1 when a group has no broker
+    answering as master (or two: a split brain) or most nameservers do not answer.
     """
     config = load_or_exit(config_path)
 
     from ..observe import render_status, status_report
     from ..probe import Prober, client_pool
-    from ._status import watchdog_view
+    from ._status import read_etcd, watchdog_view
 
     async def probe_once() -> dict[str, object]:
         pool = client_pool(config)
+        etcd = asyncio.create_task(read_etcd(config))  # beside the probe, not after it
         try:
             snapshot = await Prober(config, pool).snapshot()
         finally:
             await pool.close_all()
         report = status_report(snapshot)
-        report["watchdog"] = await watchdog_view(config, time.time())
+        report["watchdog"] = await watchdog_view(config, time.time(), await etcd)
         return report
 
     report = run_async(probe_once)
@@ -314,11 +317,31 @@ def failover(
             f"{config_path}` resumes it or rolls it back"
         ),
     )
+    if code != 0 and not dry_run:
+        _say_leader(config, as_json)
     sys.exit(code)
 
 
 def _ask(question: str) -> bool:
     return click.confirm(question, default=False)
+
+
+def _say_leader(config: WatchdogConfig, as_json: bool) -> None:
+    """After a refused or failed `failover` or `ack` with [etcd]: when this instance is not
+    the leader (another is, nobody is, or etcd cannot say), name the leader read from etcd.
+    Only the leader acts, so a refusal from this instance's daemon is that one's to take."""
+    from ._status import leader_hint, read_etcd
+
+    if config.etcd is None:
+        return
+    read = run_async(lambda: read_etcd(config, with_state=False))
+    if read.leader_name == config.instance_name:
+        return
+    hint = leader_hint(read, config.instance_name)
+    if as_json:
+        click.echo(json.dumps({"etcd_leader": read.leader_name, "message": hint}))
+    else:
+        click.echo(hint)
 
 
 @cli.command()
@@ -327,8 +350,14 @@ def _ask(question: str) -> bool:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def history(config_path: str, broker_name: str | None, as_json: bool) -> None:
     """List past failovers and fences from the journals in state_dir/failovers: id, kind,
-    group, outcome, duration, expected/max loss, fence path, messages moved aside, steps."""
-    from ..observe import read_history, render_history
+    group, outcome, duration, expected/max loss, fence path, messages moved aside, steps.
+
+    With [etcd], also the journals the leader committed to etcd (<prefix>/state/), so every
+    instance lists the group's failovers whichever instance ran them; one row per failover.
+    When etcd cannot be reached, this instance's own journals, and a line on stderr says so.
+    """
+    from ..observe import render_history
+    from ._status import EtcdRead, group_history, read_etcd
 
     config = load_or_exit(config_path)
     if broker_name is not None and broker_name not in config.group_names():
@@ -336,7 +365,14 @@ def history(config_path: str, broker_name: str | None, as_json: bool) -> None:
             f"--broker-name: unknown broker group {broker_name!r}; configured: "
             + ", ".join(config.group_names())
         )
-    rows = read_history(config.state_dir, broker_name)
+    read = run_async(lambda: read_etcd(config)) if config.etcd is not None else EtcdRead()
+    if read.error is not None:
+        click.echo(
+            f"etcd cannot be reached ({read.error}): only this instance's journals in "
+            f"{config.state_dir}/failovers",
+            err=True,
+        )
+    rows = group_history(config, read, broker_name)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in rows], indent=2))
     else:
@@ -353,7 +389,10 @@ def ack(config_path: str, broker_name: str) -> None:
     config = load_or_exit(config_path)
     if broker_name not in config.group_names():
         raise BadInput(f"--broker-name: unknown broker group {broker_name!r}")
-    sys.exit(run_async(lambda: run_ack(config, broker_name, echo=click.echo)))
+    code = run_async(lambda: run_ack(config, broker_name, echo=click.echo))
+    if code != 0:
+        _say_leader(config, as_json=False)
+    sys.exit(code)
 
 
 @cli.command()

@@ -1,24 +1,129 @@
-"""`status`'s watchdog part: the daemon's view, the state dir's records and the journals."""
+"""`status`'s watchdog part: the daemon's view, the state dir's records and the journals, and
+with [etcd] the instances, the leader and the journals the leader committed there."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..act import Journal, StateStore
 from ..config import WatchdogConfig
+from ..coord import EtcdUnavailable, GroupRead, GroupView, InstanceView, read_group_of
 from ..daemon import ask_status, control_socket_path
-from ..observe import read_history
+from ..observe import FailoverRow, history_from_records, merge_history, read_history
 
-__all__ = ["watchdog_view"]
+__all__ = [
+    "EtcdRead",
+    "etcd_view",
+    "group_history",
+    "leader_hint",
+    "read_etcd",
+    "watchdog_view",
+]
 
 
-async def watchdog_view(config: WatchdogConfig, now_wall: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EtcdRead:
+    """What a one-shot command read of the group in etcd: the keys, or why not (one line).
+    Neither without [etcd]."""
+
+    group: GroupRead | None = None
+    error: str | None = None
+    state: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def leader_name(self) -> str | None:
+        return None if self.group is None else self.group.leader_name
+
+
+async def read_etcd(config: WatchdogConfig, *, with_state: bool = True) -> EtcdRead:
+    """The group's keys (and the state records, journals among them) once; never raises for
+    etcd: an unreachable etcd, or a TLS file that cannot be read, is `error`."""
+    if config.etcd is None:
+        return EtcdRead()
+    try:
+        group = await read_group_of(config, state_prefix="" if with_state else None)
+    except EtcdUnavailable as exc:
+        return EtcdRead(error=str(exc) or type(exc).__name__)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return EtcdRead(error=f"{where}{exc.strerror or exc}")
+    return EtcdRead(group=group, state=group.state)
+
+
+def group_history(
+    config: WatchdogConfig, read: EtcdRead, broker_name: str | None = None
+) -> list[FailoverRow]:
+    """Every failover of the group: the journals the leader committed to etcd (any instance's
+    failovers) merged with this instance's own files, one row per failover (the further one)."""
+    local = read_history(config.state_dir, broker_name)
+    if not read.state:
+        return local
+    return merge_history(history_from_records(read.state, broker_name), local)
+
+
+def _group_view(view: GroupView) -> dict[str, Any]:
+    judged = "down" if view.down else "alive" if view.alive else "undecided"
+    return {"master": view.master, "view": judged, "reason": view.reason, "at": view.at}
+
+
+def _instance(
+    view: InstanceView, read: GroupRead, own_name: str, now_wall: float
+) -> dict[str, Any]:
+    return {
+        "name": view.name,
+        "is_leader": view.name == read.leader_name,
+        "is_this": view.name == own_name,
+        "started_at": view.started_at,
+        "published_at": view.published_at,
+        "published_age_seconds": round(now_wall - view.published_at, 3),
+        "groups": {name: _group_view(g) for name, g in sorted(view.groups.items())},
+    }
+
+
+def etcd_view(config: WatchdogConfig, read: EtcdRead, now_wall: float) -> dict[str, Any] | None:
+    """The `etcd` part of status (None without [etcd]): reachable or why not, the leader, and
+    every live instance with the age of its last publication and its view of each group."""
+    if config.etcd is None:
+        return None
+    out: dict[str, Any] = {
+        "endpoints": list(config.etcd.endpoints),
+        "prefix": config.etcd_prefix(),
+        "this_instance": config.instance_name,
+        "reachable": read.group is not None,
+        "error": read.error,
+        "leader": None,
+        "instances": [],
+        "unreadable_keys": [],
+    }
+    group = read.group
+    if group is None:
+        return out
+    if group.leader is not None:
+        out["leader"] = {
+            "instance": group.leader.instance,
+            "since": group.leader.since,
+            "for_seconds": round(now_wall - group.leader.since, 3),
+        }
+    out["instances"] = [
+        _instance(v, group, config.instance_name, now_wall) for v in group.instances
+    ]
+    out["unreadable_keys"] = list(group.unreadable)
+    return out
+
+
+async def watchdog_view(
+    config: WatchdogConfig, now_wall: float, read: EtcdRead | None = None
+) -> dict[str, Any]:
     """Per group: the running daemon's state and sentence (when one answers), a running
     failover and its step, the block, the epoch and master on record, the last failover and
-    the stores moved aside. Read beside a running daemon, so the readers never raise."""
+    the stores moved aside; with [etcd] (`read`) the instances and the leader, and the last
+    failover among the journals committed there too. Read beside a running daemon, so the
+    readers never raise."""
+    read = read or EtcdRead()
     daemon = await ask_status(config)
     state = StateStore(config.state_dir).peek()
-    history = read_history(config.state_dir)
+    history = group_history(config, read)
     journal = Journal(config.state_dir)
     groups: dict[str, Any] = {}
     for name in config.group_names():
@@ -52,13 +157,17 @@ async def watchdog_view(config: WatchdogConfig, now_wall: float) -> dict[str, An
                 {"failover_id": r.failover_id, "messages": r.moved_aside_messages} for r in aside
             ],
         }
-    return {
+    view: dict[str, Any] = {
         "daemon": None
         if daemon is None
         else {"pid": daemon.get("pid"), "cycle": daemon.get("cycle")},
         "control_socket": str(control_socket_path(config)),
         "groups": groups,
     }
+    etcd = etcd_view(config, read, now_wall)
+    if etcd is not None:
+        view["etcd"] = etcd
+    return view
 
 
 def _running(journal: Journal, failover_id: str) -> dict[str, Any]:
@@ -77,3 +186,21 @@ def _running(journal: Journal, failover_id: str) -> dict[str, Any]:
         "purpose": steps[index].purpose if steps else None,
         "rolling_back": progress.is_rolling_back,
     }
+
+
+def leader_hint(read: EtcdRead, own_name: str) -> str | None:
+    """One sentence naming the leader for a refused `failover` or `ack` (None without
+    [etcd]): who leads, or that nobody does, or that etcd cannot be reached."""
+    if read.group is None and read.error is None:
+        return None
+    if read.group is None:
+        return f"etcd cannot be reached, so the leader is unknown ({read.error})"
+    leader = read.leader_name
+    if leader is None:
+        return "etcd names no leader now: no instance can act (a new one leads within lease_ttl)"
+    if leader == own_name:
+        return f"etcd names this instance ({own_name}) the leader"
+    return (
+        f"the leader is instance {leader} (etcd {read.group.prefix}/leader): run the command "
+        f"on its host, with its config"
+    )

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from ._coordinator import Coordinator
 from ._errors import CoordError, EtcdUnavailable, FenceRefused, LeaseGone
+from ._read import GroupRead, read_group, read_group_of
 from ._values import CoordView, GroupView, InstanceView, LeaderRecord
 from ._views import INSTANCE_CHECK_PREFIX, instance_observations
 
@@ -51,10 +52,13 @@ __all__ = [
     "Coordinator",
     "EtcdUnavailable",
     "FenceRefused",
+    "GroupRead",
     "GroupView",
     "INSTANCE_CHECK_PREFIX",
     "InstanceView",
     "LeaderRecord",
     "LeaseGone",
     "instance_observations",
+    "read_group",
+    "read_group_of",
 ]

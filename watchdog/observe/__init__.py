@@ -1,6 +1,6 @@
 """Observe: Prometheus metrics, structured logging, systemd notification, failover history."""
 
-from ._history import FailoverRow, read_history, render_history
+from ._history import FailoverRow, history_from_records, merge_history, read_history, render_history
 from ._logging import LogFormat, configure_logging
 from ._metrics import DecisionKind, MetricsServer, ProbeTarget, WatchdogMetrics, parse_listen
 from ._notify import (
@@ -31,6 +31,8 @@ __all__ = [
     "SystemdNotifier",
     "WatchdogMetrics",
     "configure_logging",
+    "history_from_records",
+    "merge_history",
     "parse_listen",
     "read_history",
     "render_history",

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FailoverRow", "read_history", "render_history"]
+__all__ = ["FailoverRow", "history_from_records", "merge_history", "read_history", "render_history"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,75 @@ def read_history(state_dir: str | Path, broker_name: str | None = None) -> list[
             rows.append(row)
     rows.sort(key=lambda r: (r.started_at or 0.0, r.failover_id))
     return rows
+
+
+def _journal_entries(raw: bytes) -> list[dict[str, Any]]:
+    """A journal's entries from a record's value: JSON lines (the file as it is) or one JSON
+    array of them; stops at the first line that is not a JSON object, as a torn file's."""
+    text = raw.decode("utf-8", "replace")
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        whole = None
+    lines: list[Any] = whole if isinstance(whole, list) else text.splitlines()
+    entries: list[dict[str, Any]] = []
+    for line in lines:
+        if isinstance(line, str):
+            if not line.strip():
+                continue
+            try:
+                line = json.loads(line)
+            except ValueError:
+                break
+        if not isinstance(line, dict):
+            break
+        entries.append(line)
+    return entries
+
+
+def history_from_records(
+    records: Mapping[str, bytes], broker_name: str | None = None
+) -> list[FailoverRow]:
+    """Rows from the journals among state records, such as the leader of several instances
+    commits to etcd under <prefix>/state/ (keyed relative to it). A record counts as a journal
+    by its content (JSON lines whose first entry is the plan), whatever its key; its id is its
+    entries' failover_id, else the key's last part without `.jsonl`. Other records (the state
+    file, epochs) are passed over; of two records of one failover, the longer journal wins."""
+    found: dict[str, tuple[int, FailoverRow]] = {}
+    for key, raw in records.items():
+        entries = _journal_entries(raw)
+        if not entries or entries[0].get("event") != "planned":
+            continue
+        failover_id = entries[0].get("failover_id")
+        if not isinstance(failover_id, str) or not failover_id:
+            failover_id = key.rpartition("/")[2].removesuffix(".jsonl")
+        row = _row(failover_id, entries)
+        if row is None or (broker_name is not None and row.broker_name != broker_name):
+            continue
+        if failover_id not in found or found[failover_id][0] < len(entries):
+            found[failover_id] = (len(entries), row)
+    rows = [row for _, row in found.values()]
+    rows.sort(key=lambda r: (r.started_at or 0.0, r.failover_id))
+    return rows
+
+
+def merge_history(*sources: Sequence[FailoverRow]) -> list[FailoverRow]:
+    """One row per failover from several sources (etcd's copies, this instance's files): a
+    finished row over a running one (a leader may die, or stop committing, before its last
+    entries reach etcd), else the one with more steps done, else the first source's."""
+    best: dict[str, FailoverRow] = {}
+    for rows in sources:
+        for row in rows:
+            held = best.get(row.failover_id)
+            if held is None or _further(row, held):
+                best[row.failover_id] = row
+    return sorted(best.values(), key=lambda r: (r.started_at or 0.0, r.failover_id))
+
+
+def _further(row: FailoverRow, than: FailoverRow) -> bool:
+    if (row.outcome == "running") != (than.outcome == "running"):
+        return than.outcome == "running"
+    return row.steps_done > than.steps_done
 
 
 def _cell(value: object) -> str:

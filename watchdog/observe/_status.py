@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import ClusterSnapshot, format_utc
+from ..model import ClusterSnapshot, format_seconds, format_utc
 
 __all__ = ["status_problems", "status_report", "render_status"]
 
@@ -95,8 +95,56 @@ def _when(at: float | None) -> str:
     return "-" if at is None else format_utc(at)
 
 
+def _age(seconds: float) -> str:
+    # A clock a little ahead on another host gives a small negative age: say "now".
+    return "now" if seconds < 0.05 else f"{format_seconds(seconds)} ago"
+
+
+def _etcd_lines(etcd: dict[str, Any] | None) -> list[str]:
+    """With [etcd]: one line on etcd and the leader, then each live instance and its view of
+    each group; one line only when etcd cannot be reached."""
+    if not etcd:
+        return []
+    where = f"etcd {','.join(etcd.get('endpoints', ()))}"
+    if not etcd.get("reachable"):
+        return [
+            f"{where}: cannot be reached ({etcd.get('error')}); no instance acts while it "
+            "cannot (the failsafe), the probe above is this host's own"
+        ]
+    leader = etcd.get("leader")
+    lines = [
+        f"{where}: leader {leader['instance']} for {format_seconds(leader['for_seconds'])}"
+        if leader
+        else f"{where}: nobody leads (no instance acts until one takes the leader key)"
+    ]
+    instances = etcd.get("instances", [])
+    names = sorted({g for i in instances for g in i.get("groups", {})})
+    rows = []
+    for i in instances:
+        marks = [m for m, on in (("leader", i.get("is_leader")), ("this", i.get("is_this"))) if on]
+        name = i["name"] + (f" ({', '.join(marks)})" if marks else "")
+        cells = []
+        for group in names:
+            g = i.get("groups", {}).get(group)
+            cells.append("-" if g is None else f"{g['view']} {g.get('master') or '-'}")
+        rows.append([name, _age(float(i.get("published_age_seconds", 0.0))), *cells])
+    if rows:
+        table = _table(["INSTANCE", "PUBLISHED", *names], rows)
+        lines += [f"  {line}" for line in table.splitlines()]
+    this = etcd.get("this_instance")
+    if this and not any(i.get("is_this") for i in instances):
+        lines.append(
+            f"  this instance ({this}) publishes nothing: its daemon does not run or does not "
+            "reach etcd"
+        )
+    if etcd.get("unreadable_keys"):
+        lines.append(f"  unreadable keys: {', '.join(etcd['unreadable_keys'])}")
+    return lines
+
+
 def _watchdog_lines(view: dict[str, Any] | None) -> list[str]:
-    """The watchdog part of the table: one block per group."""
+    """The watchdog part of the table: etcd and the instances (with [etcd]), then one block
+    per group."""
     if not view:
         return []
     daemon = view.get("daemon")
@@ -105,6 +153,7 @@ def _watchdog_lines(view: dict[str, Any] | None) -> list[str]:
         f"watchdog daemon: pid {daemon['pid']}, cycle {daemon['cycle']}"
         if daemon
         else f"watchdog daemon: none answers on {view.get('control_socket')}",
+        *_etcd_lines(view.get("etcd")),
     ]
     for name, g in view.get("groups", {}).items():
         state = g.get("state") or "-"
