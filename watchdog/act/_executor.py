@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -38,7 +38,12 @@ from ._run import (
 from ._state import StateStore
 from ._steps import attempt_step, is_step_failure
 
-__all__ = ["Executor"]
+__all__ = ["Executor", "StepGate"]
+
+# Awaited before each step starts, rollback and fallback steps included: (failover id, step
+# index, phase). Raising stops the run there, before the step, with no rollback: several
+# watchdog instances use it to commit the journal to etcd under the leader's fencing token.
+StepGate = Callable[[str, int, str], Awaitable[None]]
 
 _STEP_EVENTS = {"done": "step_done", "skipped": "step_skipped", "failed": "step_failed"}
 
@@ -66,6 +71,7 @@ class Executor:
         crash_after_step: int | None = None,
         notifier: WebhookNotifier | None = None,
         hooks: HookRunner | None = None,
+        before_step: StepGate | None = None,
     ) -> None:
         self.config = config
         self.hosts = hosts
@@ -80,6 +86,7 @@ class Executor:
         self.crash_after_step = crash_after_step
         self.notifier = notifier
         self.hooks = hooks
+        self.before_step = before_step
         self.context = StepContext(
             config=config,
             hosts=hosts,
@@ -179,6 +186,10 @@ class Executor:
                     progress = progress.falling_back(action.why)
                     continue
                 if isinstance(action, Start):
+                    if self.before_step is not None:
+                        # Every gate before any of the steps starts: a refusal starts none.
+                        for to_run in action.steps:
+                            await self.before_step(failover_id, to_run.index, to_run.phase)
                     for to_run in action.steps:
                         running[asyncio.create_task(self._run_action(to_run, run))] = to_run
                         progress = progress.started(to_run)
@@ -200,8 +211,9 @@ class Executor:
                     ):
                         os._exit(70)
         finally:
-            # An error that is no step's failure (StateError) or a cancelled run: the steps
-            # still running side by side end with it; the journal says they were started.
+            # An error that is no step's failure (StateError, a gate's refusal) or a cancelled
+            # run: the steps still running side by side end with it; the journal says they
+            # were started.
             for task in running:
                 task.cancel()
             if running:
