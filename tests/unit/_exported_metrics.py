@@ -48,6 +48,10 @@ def exported_metric_names() -> frozenset[str]:
     metrics.record_fence("broker-a", "succeeded")
     metrics.set_blocked_until("broker-a", 1.7e9 + 3600)
     metrics.set_role_lowered("broker-a", True)
+    disagreement = {"broker-a": {"w2": False}}
+    metrics.update_coordination(
+        is_leader=True, etcd_up=True, instances_seen=2, view_disagreement=disagreement
+    )
     text = generate_latest(metrics.registry).decode()
     names = {
         re.split(r"[{ ]", line, maxsplit=1)[0]

@@ -55,6 +55,65 @@ class _Mirrored:
     is_isolated: bool = False
 
 
+@dataclass(frozen=True)
+class _Coordination:
+    """This instance among several (or alone): replaced as a whole, like `_Mirrored`."""
+
+    is_leader: bool
+    etcd_up: bool | None = None  # None: no [etcd], one instance alone
+    instances_seen: int | None = None
+    # Computed by the leader only: group -> other instance -> its view differs from the leader's
+    view_disagreement: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
+
+
+class _CoordinationCollector:
+    """The coordination families, fresh on every scrape from the last `_Coordination`."""
+
+    def __init__(self, owner: WatchdogMetrics) -> None:
+        self._owner = owner
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families(None)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(self._owner.coordination)
+
+    def _families(self, c: _Coordination | None) -> list[Metric]:
+        leader = GaugeMetricFamily(
+            "rmq_watchdog_leader",
+            "1 on the instance that acts (the etcd leader, once it has taken over the state; "
+            "a watchdog without [etcd] is always its own), 0 on every other instance.",
+        )
+        etcd_up = GaugeMetricFamily(
+            "rmq_watchdog_etcd_up",
+            "1 if this instance's last cycle reached etcd (a quorum answered), else 0; absent "
+            "without [etcd]. While 0 this instance starts no failover.",
+        )
+        seen = GaugeMetricFamily(
+            "rmq_watchdog_instances_seen",
+            "Watchdog instances (this one included) whose published view this instance read "
+            "from etcd in its last cycle; absent without [etcd], 0 while etcd is unreachable.",
+        )
+        disagreement = GaugeMetricFamily(
+            "rmq_watchdog_view_disagreement",
+            "On the leader only: 1 when the instance `peer` publishes another view of the "
+            "group's master (address, down, alive) than the leader's own, 0 when the same.",
+            labels=["broker_name", "peer"],
+        )
+        families: list[Metric] = [leader, etcd_up, seen, disagreement]
+        if c is None:
+            return families
+        leader.add_metric([], 1.0 if c.is_leader else 0.0)
+        if c.etcd_up is not None:
+            etcd_up.add_metric([], 1.0 if c.etcd_up else 0.0)
+        if c.instances_seen is not None:
+            seen.add_metric([], float(c.instances_seen))
+        for name, peers in sorted(c.view_disagreement.items()):
+            for peer, differs in sorted(peers.items()):
+                disagreement.add_metric([name, peer], 1.0 if differs else 0.0)
+        return families
+
+
 def _broker_labels(b: BrokerObservation) -> list[str]:
     return [b.broker_name, str(b.broker_id), b.addr]
 
@@ -185,6 +244,7 @@ class WatchdogMetrics:
     ) -> None:
         self.registry = registry
         self._mirrored: _Mirrored | None = None
+        self._coordination: _Coordination | None = None
 
         self.build_info = Info(
             "rmq_watchdog_build",
@@ -291,6 +351,7 @@ class WatchdogMetrics:
         }
         self._decision_children: dict[tuple[str, str], Counter] = {}
         registry.register(_SnapshotCollector(self))
+        registry.register(_CoordinationCollector(self))
         if include_process_metrics:
             # CPU, memory and open fds of the daemon itself (process_* from /proc).
             ProcessCollector(registry=registry)
@@ -298,6 +359,30 @@ class WatchdogMetrics:
     @property
     def mirrored(self) -> _Mirrored | None:
         return self._mirrored
+
+    @property
+    def coordination(self) -> _Coordination | None:
+        return self._coordination
+
+    def update_coordination(
+        self,
+        *,
+        is_leader: bool,
+        etcd_up: bool | None = None,
+        instances_seen: int | None = None,
+        view_disagreement: Mapping[str, Mapping[str, bool]] | None = None,
+    ) -> None:
+        """Whether this instance acts, reaches etcd, sees how many instances, and (leader
+        only) which other instance's view of which group differs; etcd_up and instances_seen
+        None: no [etcd] (their series are absent)."""
+        self._coordination = _Coordination(
+            bool(is_leader),
+            etcd_up,
+            instances_seen,
+            MappingProxyType(
+                {k: MappingProxyType(dict(v)) for k, v in (view_disagreement or {}).items()}
+            ),
+        )
 
     def update(
         self,
