@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -28,6 +28,7 @@ from ..act import (
     recorded_masters,
 )
 from ..config import ConfigError, WatchdogConfig, load_config
+from ..coord import Coordinator
 from ..decide import (
     Decision,
     Fence,
@@ -65,7 +66,15 @@ from ._control import (
     relay_failover,
     start_control_server,
 )
+from ._ha import CoordinatorLike, HaCoordination, own_group_views
 from ._lock import DaemonLock
+from ._seams import (
+    ExecutorFactory,
+    FailoverEvents,
+    FailoverRunner,
+    ServiceNotifier,
+    SnapshotSource,
+)
 
 __all__ = [
     "Daemon",
@@ -78,50 +87,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger("rmq_watchdog")
-
-
-# -- what the daemon needs from the rooms; a test hands in fakes ----------------------------
-
-
-class SnapshotSource(Protocol):
-    """Room 1: one snapshot of the cluster per call (the `Prober`)."""
-
-    async def snapshot(self, known_masters: Mapping[str, str] | None = None) -> ClusterSnapshot: ...
-
-
-class ServiceNotifier(Protocol):
-    """The service manager's notify protocol (`SystemdNotifier`)."""
-
-    def ready(self, status: str | None = None) -> bool: ...
-
-    def status(self, text: str) -> bool: ...
-
-    def watchdog(self) -> bool: ...
-
-    def stopping(self, status: str | None = None) -> bool: ...
-
-    def reloading(self, status: str | None = None) -> bool: ...
-
-
-class FailoverRunner(Protocol):
-    """Room 4: runs (or resumes) a plan to its end (the `Executor`)."""
-
-    async def run(
-        self, plan: Plan, failover_id: str, *, resume: JournalProgress | None = None
-    ) -> FailoverResult: ...
-
-
-# What a failover reports while it runs: (event name, fields).
-FailoverEvents = Callable[[str, Mapping[str, Any]], None]
-
-
-class ExecutorFactory(Protocol):
-    """Builds the failover runner for a configuration (again on every reload); `emit` is the
-    daemon's ear for the runner's events."""
-
-    def __call__(
-        self, config: WatchdogConfig, hosts: Mapping[str, Host], emit: FailoverEvents
-    ) -> FailoverRunner: ...
 
 
 @dataclass(frozen=True)
@@ -180,11 +145,13 @@ class Daemon:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         crash_after_step: int | None = None,
+        coordinator: CoordinatorLike | None = None,
     ) -> None:
         """Each of `prober`, `notifier`, `webhooks`, `hooks`, `hosts` and `executor` left out
         is built from the configuration (and rebuilt on reload); one handed in is kept.
         The webhook notifier and hook runner go to the real executor, which takes them as
-        they are; their own seams are the httpx transport and the configured argv."""
+        they are; their own seams are the httpx transport and the configured argv. With
+        [etcd] (or a `coordinator` handed in) it is one of several instances (_ha.py)."""
         self.config_path = config_path
         self.config = config
         self.notifier: ServiceNotifier = notifier or SystemdNotifier.from_environ()
@@ -208,6 +175,12 @@ class Daemon:
         self._is_ready = False
         self._group_states: dict[str, GroupState] = {}
         self._has_nameserver_majority = True
+        self.ha: HaCoordination | None = None
+        if coordinator is not None or config.etcd is not None:
+            coord = coordinator or Coordinator.from_config(config)
+            self.ha = HaCoordination(
+                coord, config, self.store, self.journal, self.metrics, clock=clock
+            )
         self._build(config)
 
     def _build(self, config: WatchdogConfig) -> None:
@@ -254,6 +227,7 @@ class Daemon:
             clock=self.clock,
             wall_clock=self.wall_clock,
             crash_after_step=self.crash_after_step,
+            before_step=None if self.ha is None else self.ha.before_step,
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -282,11 +256,12 @@ class Daemon:
                 dry_run=self.config.dry_run,
                 groups=list(self.config.group_names()),
             )
-            # A new process follows the masters earlier failovers promoted.
-            recorded = recorded_masters(self.store.load(), self.journal, self.config)
-            for name, master in recorded.items():
-                self.detector = self.detector.with_master(name, master.addr, master.role)
-            self._resume_interrupted()
+            self._follow_recorded()
+            if self.ha is None:
+                self.metrics.update_coordination(is_leader=True)
+                self._resume_interrupted()
+            else:  # resumed after its takeover, from etcd's journals, once leading
+                await self.ha.start()
             with _gc_tuned_for_cycles():
                 await self._loop()
         finally:
@@ -299,6 +274,8 @@ class Daemon:
                 if not task.done():
                     log.warning("waiting for a running failover to finish before exit")
             await asyncio.gather(*self.failovers.values(), return_exceptions=True)
+            if self.ha is not None:
+                await self.ha.close()  # hands the lead over at once
             await self.secondary.close()
             await self.webhooks.aclose()
             await self.pool.close_all()
@@ -357,9 +334,17 @@ class Daemon:
         for b in snapshot.brokers:
             if b.latency_seconds is not None:
                 self.metrics.observe_probe("broker", b.latency_seconds)
+        if self.ha is not None:  # the other instances' views, as secondary observations
+            others = self.ha.extra_observations(self.wall_clock())
+            snapshot = replace(snapshot, secondary=snapshot.secondary + others)
         self.detector, verdict = detect(
             self.detector, snapshot, self.config.detect, self.config.probe
         )
+        if self.ha is not None and await self.ha.cycle(
+            own_group_views(snapshot, verdict), now_wall=self.wall_clock(), is_busy=self._busy()
+        ):
+            self._follow_recorded()
+            self._resume_interrupted()
         state = self.store.load()
         now_wall = self.wall_clock()
         running = {n for n, t in self.failovers.items() if not t.done()} | set(state.running)
@@ -400,6 +385,8 @@ class Daemon:
             event = str(fields.pop("event"))
             if self.config.dry_run and not isinstance(decision, NoAction):
                 event = f"dry run, would act: {event}"
+            elif self.ha is not None:
+                event = self.ha.label(decision, event)
             # A group that needs a failover the watchdog will not do now is an operator's
             # business: blocked (anti-flap, no candidate, failover off) or awaiting its fence.
             emit = (
@@ -414,7 +401,8 @@ class Daemon:
                 **fields,
             )
             self.metrics.record_decision(decision.broker_name, decision.kind)
-            if isinstance(decision, Promote | Fence) and not self.config.dry_run:
+            may_act = not self.config.dry_run and (self.ha is None or self.ha.may_act)
+            if isinstance(decision, Promote | Fence) and may_act:
                 self._start_failover(decision, snapshot)
         self._announce_nameserver_majority(verdict)
         self.metrics.update(snapshot, group_states, verdict.is_isolated)
@@ -425,6 +413,8 @@ class Daemon:
             )
             self.metrics.set_role_lowered(name, record.lowered_from is not None)
         self.cycle = _Cycle(number, snapshot, verdict, decisions)
+        if self.ha is not None:
+            await self.ha.sync_state()
         summary = ", ".join(f"{n} {s}" for n, s in group_states.items())
         if not self._is_ready:
             self._is_ready = True
@@ -508,8 +498,9 @@ class Daemon:
             log.error("reload refused, keeping the running configuration", error=str(exc))
             self.notifier.ready("reload refused; running with the previous configuration")
             return
-        if new.metrics != self.config.metrics or new.state_dir != self.config.state_dir:
-            log.warning("metrics and state_dir changes take effect after a restart")
+        restart_only = ("metrics", "state_dir", "etcd", "instance_name")
+        if any(getattr(new, k) != getattr(self.config, k) for k in restart_only):
+            log.warning("metrics, state_dir, etcd and instance_name changes need a restart")
         loop = asyncio.get_running_loop()
         loop.create_task(self.secondary.close())
         if self._given.webhooks is None:  # one handed in is kept, so stays open
@@ -562,9 +553,21 @@ class Daemon:
     async def _execute(
         self, plan: Plan, failover_id: str, resume: JournalProgress | None = None
     ) -> FailoverResult:
-        result = await self.executor.run(plan, failover_id, resume=resume)
+        run = self.executor.run(plan, failover_id, resume=resume)
+        result = await (run if self.ha is None else self.ha.guard(plan, failover_id, run))
         self._follow(plan, result)
         return result
+
+    def _busy(self) -> bool:
+        return any(not task.done() for task in self.failovers.values())
+
+    def _follow_recorded(self) -> None:
+        """A new process (or a new leader) follows the masters earlier failovers promoted."""
+        recorded = recorded_masters(self.store.load(), self.journal, self.config)
+        for name, master in recorded.items():
+            self.detector = self.detector.with_master(name, master.addr, master.role)
+            if isinstance(self.prober, Prober):
+                self.prober.forget_config(master.addr)
 
     def _follow(self, plan: Plan, result: FailoverResult) -> None:
         """After a promotion, detection follows the new master at once; otherwise a returning
@@ -611,6 +614,9 @@ class Daemon:
         name = request.broker_name
         if name not in self.config.group_names():
             send({"error": f"unknown broker group {name!r}"})
+            return
+        if self.ha is not None and (refusal := self.ha.refusal()) is not None:
+            send({"error": refusal})
             return
         task = self.failovers.get(name)
         if task is not None and not task.done():
@@ -668,6 +674,8 @@ class Daemon:
             self._listeners.pop(failover_id, None)
 
     def _control_ack(self, broker_name: str) -> Mapping[str, Any]:
+        if self.ha is not None and (refusal := self.ha.refusal()) is not None:
+            return {"error": refusal}  # the leader's state is the one that counts
         answer = acknowledge(self.config, self.store, broker_name)
         if answer.get("ok"):
             log.info("failover block acknowledged", broker_name=broker_name)
