@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import sandbox_cli, stop_sandbox
-from watchdog.act import Journal
+from watchdog.act import GroupRecord, Journal, WatchdogState
 from watchdog.config import WatchdogConfig, load_config
 from watchdog.coord import Coordinator, GroupView
 from watchdog.tools.sandbox import Sandbox
@@ -175,7 +175,16 @@ def test_status_and_history_read_the_group_from_etcd(etcd_box: Sandbox, tmp_path
         try:
             await asyncio.sleep(1.0)
             assert coords[0].is_leader
-            await coords[0].fenced_write({"failovers/broker-a-20270101T000000Z.jsonl": committed})
+            # What the leader's daemon commits before each step: its journal and state file.
+            state = WatchdogState().with_group(
+                "broker-a", GroupRecord(epoch=7, master_key="broker-a:1", master_addr=master)
+            )
+            await coords[0].fenced_write(
+                {
+                    "failovers/broker-a-20270101T000000Z.jsonl": committed,
+                    "state.json": json.dumps(state.to_json()).encode(),
+                }
+            )
             code, out, err = await acli("status", "-c", str(etcd_box.dir / CONFIGS[1]), "--json")
             assert code == 0, err
             _, table, err = await acli("status", "-c", str(etcd_box.dir / CONFIGS[0]))
@@ -206,8 +215,13 @@ def test_status_and_history_read_the_group_from_etcd(etcd_box: Sandbox, tmp_path
     assert {b["addr"] for b in report["brokers"]} >= {master}
     last = report["watchdog"]["groups"]["broker-a"]["last_failover"]
     assert last["id"] == "broker-a-20270101T000000Z" and last["outcome"] == "succeeded"
+    # wd-2 does not lead: the group's records are the leader's, from etcd, not its own (none).
+    assert report["watchdog"]["state_source"] == "etcd"
+    assert report["watchdog"]["groups"]["broker-a"]["epoch"] == 7
 
     lines = table.splitlines()
+    assert "epoch 0, master on record -" in table  # wd-1 leads: its own (empty) state dir
+    assert "the records below are the leader's" not in table
     assert any(line.startswith("etcd ") and "leader wd-1" in line for line in lines), table
     assert any("wd-1 (leader, this)" in line and f"alive {master}" in line for line in lines)
     assert any(line.strip().startswith("wd-3 ") and f"down {master}" in line for line in lines)

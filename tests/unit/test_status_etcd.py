@@ -185,3 +185,45 @@ def test_the_leader_is_named_for_a_refused_command() -> None:
     assert "names no leader now" in str(leader_hint(EtcdRead(group=group_read(None)), "wd-2"))
     assert "cannot be reached" in str(leader_hint(EtcdRead(error="timeout"), "wd-2"))
     assert "this instance (wd-1)" in str(leader_hint(EtcdRead(group=group_read()), "wd-1"))
+
+
+def running_journal(directory: Path, failover_id: str) -> bytes:
+    """A real promotion plan (test_plan's), planned, its first two steps done."""
+    from tests.unit.test_plan import FILES, plan_of, promote
+    from tests.unit.test_plan import config as plan_config
+    from watchdog.decide import plan_promotion
+
+    plan = plan_of(plan_promotion(promote(), plan_config(), FILES, current_epoch=3))
+    journal = Journal(directory, clock=lambda: NOW)
+    journal.append(failover_id, "planned", plan=plan.to_json())
+    for index in (0, 1):
+        journal.append(failover_id, "step_done", index=index, phase="main")
+    return journal.path(failover_id).read_bytes()
+
+
+def test_a_follower_shows_the_leaders_records_from_etcd(tmp_path: Path) -> None:
+    import asyncio
+
+    from watchdog.act import GroupRecord, WatchdogState
+    from watchdog.commands._status import watchdog_view
+
+    cfg = config(tmp_path)  # wd-2; wd-1 leads
+    state = WatchdogState().with_group("broker-a", GroupRecord(epoch=4, master_key="broker-a:1"))
+    state = state.with_running("broker-a", "broker-a-2")
+    records = {
+        "state.json": json.dumps(state.to_json()).encode(),
+        "failovers/broker-a-2.jsonl": running_journal(tmp_path / "e", "broker-a-2"),
+        "failovers/../../escape.jsonl": b"{}",  # not a journal name: never a file
+    }  # fmt: skip
+    read = EtcdRead(group=group_read(), state=records)
+    view = asyncio.run(watchdog_view(cfg, NOW, read))
+    assert view["state_source"] == "etcd"
+    group = view["groups"]["broker-a"]
+    assert group["epoch"] == 4 and group["master"] == "broker-a:1"
+    assert group["failover"]["id"] == "broker-a-2" and group["failover"]["step"] == 3
+    assert not (tmp_path / "escape.jsonl").exists()
+    text = render_status(report(view))
+    assert "the records below are the leader's, as it committed them to etcd" in text
+    # The leader itself, or etcd without a state file: the instance's own state dir.
+    own = asyncio.run(watchdog_view(cfg, NOW, EtcdRead(group=group_read("wd-2"), state=records)))
+    assert own["state_source"] == "local" and own["groups"]["broker-a"]["epoch"] == 0

@@ -3,7 +3,12 @@ with [etcd] the instances, the leader and the journals the leader committed ther
 
 from __future__ import annotations
 
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..act import Journal, StateStore
@@ -11,6 +16,11 @@ from ..config import WatchdogConfig
 from ..coord import EtcdUnavailable, GroupRead, GroupView, InstanceView, read_group_of
 from ..daemon import ask_status, control_socket_path
 from ..observe import FailoverRow, history_from_records, merge_history, read_history
+
+# The leader's records under <prefix>/state/ mirror its state dir (daemon/_ha.py): the state
+# file and one journal per failover. Only names of that shape become files here.
+_STATE_FILE = "state.json"
+_JOURNAL_KEY = re.compile(r"failovers/[A-Za-z0-9][A-Za-z0-9._:-]{0,200}\.jsonl")
 
 __all__ = [
     "EtcdRead",
@@ -112,19 +122,64 @@ def etcd_view(config: WatchdogConfig, read: EtcdRead, now_wall: float) -> dict[s
     return out
 
 
+@contextmanager
+def _group_state_dir(config: WatchdogConfig, read: EtcdRead) -> Iterator[tuple[str, str]]:
+    """(the state dir to read, "local" or "etcd"): the leader's copy in etcd, written into a
+    temporary folder, when this instance is not the leader and etcd holds a state file (a
+    follower's own state dir is as old as its last lead); else this instance's state dir."""
+    if (
+        read.group is None
+        or _STATE_FILE not in read.state
+        or read.leader_name == config.instance_name
+    ):
+        yield config.state_dir, "local"
+        return
+    with tempfile.TemporaryDirectory(prefix="rmq-watchdog-status-") as tmp:
+        for key, value in read.state.items():
+            if key == _STATE_FILE or _JOURNAL_KEY.fullmatch(key):
+                path = Path(tmp) / key
+                path.parent.mkdir(exist_ok=True)
+                path.write_bytes(value)
+        yield tmp, "etcd"
+
+
 async def watchdog_view(
     config: WatchdogConfig, now_wall: float, read: EtcdRead | None = None
 ) -> dict[str, Any]:
     """Per group: the running daemon's state and sentence (when one answers), a running
     failover and its step, the block, the epoch and master on record, the last failover and
     the stores moved aside; with [etcd] (`read`) the instances and the leader, and the last
-    failover among the journals committed there too. Read beside a running daemon, so the
-    readers never raise."""
+    failover among the journals committed there too; on an instance that does not lead, the
+    block, epoch and running failover are the leader's, from etcd (`state_source`). Read
+    beside a running daemon, so the readers never raise."""
     read = read or EtcdRead()
     daemon = await ask_status(config)
-    state = StateStore(config.state_dir).peek()
     history = group_history(config, read)
-    journal = Journal(config.state_dir)
+    with _group_state_dir(config, read) as (state_dir, source):
+        groups = _groups(config, state_dir, history, daemon, now_wall)
+    view: dict[str, Any] = {
+        "daemon": None
+        if daemon is None
+        else {"pid": daemon.get("pid"), "cycle": daemon.get("cycle")},
+        "control_socket": str(control_socket_path(config)),
+        "state_source": source,
+        "groups": groups,
+    }
+    etcd = etcd_view(config, read, now_wall)
+    if etcd is not None:
+        view["etcd"] = etcd
+    return view
+
+
+def _groups(
+    config: WatchdogConfig,
+    state_dir: str,
+    history: list[FailoverRow],
+    daemon: dict[str, Any] | None,
+    now_wall: float,
+) -> dict[str, Any]:
+    state = StateStore(state_dir).peek()
+    journal = Journal(state_dir)
     groups: dict[str, Any] = {}
     for name in config.group_names():
         record = state.group(name)
@@ -157,17 +212,7 @@ async def watchdog_view(
                 {"failover_id": r.failover_id, "messages": r.moved_aside_messages} for r in aside
             ],
         }
-    view: dict[str, Any] = {
-        "daemon": None
-        if daemon is None
-        else {"pid": daemon.get("pid"), "cycle": daemon.get("cycle")},
-        "control_socket": str(control_socket_path(config)),
-        "groups": groups,
-    }
-    etcd = etcd_view(config, read, now_wall)
-    if etcd is not None:
-        view["etcd"] = etcd
-    return view
+    return groups
 
 
 def _running(journal: Journal, failover_id: str) -> dict[str, Any]:

@@ -155,6 +155,8 @@ def _watchdog_lines(view: dict[str, Any] | None) -> list[str]:
         else f"watchdog daemon: none answers on {view.get('control_socket')}",
         *_etcd_lines(view.get("etcd")),
     ]
+    if view.get("state_source") == "etcd":
+        lines.append("  the records below are the leader's, as it committed them to etcd")
     for name, g in view.get("groups", {}).items():
         state = g.get("state") or "-"
         lines.append(f"group {name}: {state}" + (f": {g['reason']}" if g.get("reason") else ""))
