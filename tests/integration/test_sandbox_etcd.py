@@ -12,6 +12,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ import pytest
 from tests.integration.conftest import sandbox_cli, stop_sandbox
 from watchdog.act import GroupRecord, Journal, WatchdogState
 from watchdog.config import WatchdogConfig, load_config
-from watchdog.coord import Coordinator, GroupView
+from watchdog.coord import Coordinator, GroupView, read_group_of
+from watchdog.tools.daemon_child import DaemonChild
 from watchdog.tools.sandbox import Sandbox
 from watchdog.tools.sandbox._procs import proc_stat
 
@@ -233,6 +235,48 @@ def test_status_and_history_read_the_group_from_etcd(etcd_box: Sandbox, tmp_path
     ]
     # wd-2 has no journal of its own: the leader's is still listed.
     assert "broker-a-20270101T000000Z" in hist_table and "succeeded" in hist_table
+
+
+def wait_group(config: WatchdogConfig, done: Any, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        group = asyncio.run(read_group_of(config))
+        if done(group):
+            return
+        assert time.monotonic() < deadline, f"{what}: {group}"
+        time.sleep(0.2)
+
+
+def test_failover_and_ack_away_from_the_leader_are_refused_naming_it(
+    etcd_box: Sandbox, tmp_path: Path
+) -> None:
+    wd1, wd2, _ = configs(etcd_box)
+    paths = [str(etcd_box.dir / name) for name in CONFIGS]
+    with DaemonChild(paths[0], tmp_path / "wd-1.log"):
+        wait_group(wd1, lambda g: g.leader_name == "wd-1", "wd-1 leads")
+        with DaemonChild(paths[1], tmp_path / "wd-2.log"):
+            wait_group(wd2, lambda g: "wd-2" in {v.name for v in g.instances}, "wd-2 publishes")
+            # wd-2's daemon refuses (it does not lead); the CLI names the leader from etcd.
+            ack = cli("ack", "-c", paths[1], "--broker-name", "broker-a", check=False)
+            assert ack.returncode == 1, ack.stdout
+            assert "the leader is instance wd-1 (etcd /rmq-watchdog/XdclassCluster/leader)" in (
+                ack.stdout
+            )
+            failover = cli(
+                "failover", "-c", paths[1], "--broker-name", "broker-a", "--json", check=False
+            )
+            assert failover.returncode == 1, failover.stdout
+            lines = [json.loads(line) for line in failover.stdout.splitlines()]
+            assert any("error" in line for line in lines), lines
+            assert lines[-1]["etcd_leader"] == "wd-1"
+            # wd-3 runs no daemon: neither acts alone beside the leader.
+            for args in (("ack",), ("failover", "--yes")):
+                alone = cli(*args, "-c", paths[2], "--broker-name", "broker-a", check=False)
+                assert alone.returncode == 1, alone.stdout
+                assert "none runs here" in alone.stdout and "instance wd-1" in alone.stdout
+                assert not (Path(configs(etcd_box)[2].state_dir) / "state.json").exists()
+    # Nothing failed over: the master is the one `up` started.
+    assert etcd_box.pid("broker-a:0") is not None
 
 
 def test_down_stops_etcd_too_and_status_then_says_etcd_cannot_be_reached(

@@ -293,6 +293,8 @@ def failover(
         if config.broker(broker_name, to_id) is None:
             raise BadInput(f"--to: {broker_name} has no broker with id {to_id} in {config_path}")
         to_key = f"{broker_name}:{to_id}"
+    if not dry_run:
+        _refuse_without_daemon(config, "failover", as_json)
     code = run_async(
         lambda: run_failover(
             config,
@@ -324,6 +326,26 @@ def failover(
 
 def _ask(question: str) -> bool:
     return click.confirm(question, default=False)
+
+
+def _refuse_without_daemon(config: WatchdogConfig, command: str, as_json: bool) -> None:
+    """With [etcd], `failover` and `ack` act only through this host's running daemon, which
+    refuses unless it leads: run alone under the state-dir lock, as without [etcd], the
+    command would act beside the leader (two actors) or on a state dir the leader ignores.
+    Exit 1 with the leader's name when no daemon runs here."""
+    from ..daemon import is_lock_held
+    from ._status import leader_hint, read_etcd
+
+    if config.etcd is None or is_lock_held(config.state_dir):
+        return
+    read = run_async(lambda: read_etcd(config, with_state=False))
+    reason = (
+        f"with [etcd], {command} goes through this instance's running daemon "
+        f"({config.instance_name}), and none runs here (nothing holds {config.state_dir}/lock); "
+        f"{leader_hint(read, config.instance_name)}"
+    )
+    click.echo(json.dumps({"refused": reason}) if as_json else f"refused: {reason}")
+    sys.exit(1)
 
 
 def _say_leader(config: WatchdogConfig, as_json: bool) -> None:
@@ -389,6 +411,7 @@ def ack(config_path: str, broker_name: str) -> None:
     config = load_or_exit(config_path)
     if broker_name not in config.group_names():
         raise BadInput(f"--broker-name: unknown broker group {broker_name!r}")
+    _refuse_without_daemon(config, "ack", as_json=False)
     code = run_async(lambda: run_ack(config, broker_name, echo=click.echo))
     if code != 0:
         _say_leader(config, as_json=False)
