@@ -2,10 +2,11 @@
 RocketMQ 4.9.7 sandbox with the broker plug-in (`sandbox up --promotion inplace --replication
 sync`): the daemon promotes the slave in place after a kill -9 of the master, as ASYNC_MASTER
 (no slave left); the old master rejoins as its slave and catches up; then the restore runs as
-the daemon runs it (two probe cycles, restore_asks, the master's PLUGIN_INFO,
-decide_role_restores, plan_role_restore, the real Executor): the master is SYNC_MASTER in the
-JVM it has run in since before the failover, its properties say so, a sync send gets SEND_OK,
-and with its slave stopped the same send is refused, which only a SYNC_MASTER does.
+the daemon will run it (two probe cycles through act.role_restores: restore_asks, the master's
+PLUGIN_INFO, decide_role_restores; act.prepare_plan; the real Executor): the master is
+SYNC_MASTER in the JVM it has run in since before the failover, its properties say so, a
+sync send gets SEND_OK, and with its slave killed a send is answered SLAVE_NOT_AVAILABLE,
+which only a SYNC_MASTER does.
 Times are printed; run with -s to see them.
 """
 
@@ -32,21 +33,14 @@ from watchdog.act import (
     FailoverResult,
     Journal,
     StateStore,
-    ask_plugins,
     new_failover_id,
-    read_group_files,
+    prepare_plan,
     recorded_masters,
+    role_restores,
 )
 from watchdog.commands import render_plan
 from watchdog.config import load_config
-from watchdog.decide import (
-    Plan,
-    Policy,
-    RestoreRole,
-    decide_role_restores,
-    plan_role_restore,
-    restore_asks,
-)
+from watchdog.decide import Plan, Policy, RestoreRole
 from watchdog.detect import DetectorState, detect
 from watchdog.hosts import make_host
 from watchdog.model import PropertiesFile
@@ -106,9 +100,10 @@ class Restored:
 
 
 async def restore_as_the_daemon_would(config_path: Path) -> Restored:
-    """Probe cycles at the configured interval, each decided as the daemon's cycle does, until
-    a restore is decided (at the second cycle: two consecutive cycles must agree); then its
-    plan, rendered as a dry run would, run by the real executor."""
+    """Probe cycles at the configured interval, each decided as the daemon's cycle will
+    (act.role_restores), until a restore is decided (at the second cycle: two consecutive
+    cycles must agree); then its plan (act.prepare_plan), rendered as a dry run would, run by
+    the real executor."""
     config = load_config(str(config_path))
     pool = client_pool(config)
     hosts = {name: make_host(name, h) for name, h in config.hosts.items()}
@@ -127,7 +122,6 @@ async def restore_as_the_daemon_would(config_path: Path) -> Restored:
                 if r.lowered_from
             },
         )
-        epochs = {n: r.epoch for n, r in state.groups.items()}
         prober = Prober(config, pool)
         previous = None
         decided: tuple[RestoreRole, ...] = ()
@@ -139,17 +133,12 @@ async def restore_as_the_daemon_would(config_path: Path) -> Restored:
             cycles += 1
             snapshot = await prober.snapshot(detector.known_master)
             detector, verdict = detect(detector, snapshot, config.detect, config.probe)
-            now = time.time()
-            asks = restore_asks(snapshot, previous, verdict, config, policy, now=now)
-            plugins = await ask_plugins(config, pool, asks) if asks else {}
-            decided = decide_role_restores(
-                snapshot, previous, verdict, config, policy,
-                plugins=plugins, epochs=epochs, now=now,
-            )  # fmt: skip
+            decided = await role_restores(
+                config, pool, snapshot, previous, verdict, policy, state, now=time.time()
+            )
             previous = snapshot
         [decision] = decided
-        files = await read_group_files(config, hosts, GROUP)
-        plan = plan_role_restore(decision, config, files, state.group(GROUP).epoch)
+        plan, files = await prepare_plan(decision, config, snapshot, hosts, state, pool=pool)
         assert isinstance(plan, Plan), plan
         group = verdict.group(GROUP)
         assert group is not None

@@ -16,9 +16,10 @@ import pytest
 
 from tests.unit.test_act import A0, A1, CrashingExecutor, SimulatedCrash, World
 from tests.unit.test_act_inplace import commands_on, secret_file
-from watchdog.act import GroupRecord, Journal, StateStore
+from watchdog.act import GroupRecord, Journal, StateStore, prepare_plan
 from watchdog.config import WatchdogConfig
 from watchdog.decide import Plan, RestoreRole, plan_role_restore
+from watchdog.model import ClusterSnapshot
 from watchdog.remoting import (
     PLUGIN_INFO,
     PROMOTION_REFUSED,
@@ -225,5 +226,28 @@ def test_a_record_lowered_by_something_else_is_left_alone(tmp_path: Path) -> Non
         step = next(r for r in result.steps if r.kind == "record_role")
         assert step.detail.startswith("left as it is: ")
         assert store.load().group("broker-a").lowered_from == "SOMETHING_ELSE"
+
+    run(body, tmp_path)
+
+
+def test_prepare_plan_plans_a_restore_at_the_group_s_epoch(tmp_path: Path) -> None:
+    """What the daemon calls for any decision it acts on: the master's file read, the plan made
+    at the epoch state.json holds, as plan_role_restore makes it."""
+
+    async def body(world: World, side: MasterPlugin, config: WatchdogConfig) -> None:
+        lowered(config, epoch=3)
+        expected = restore_plan(world, config, epoch=3)
+        decision = RestoreRole(**{
+            "broker_name": "broker-a", "master_key": A0, "master_addr": world.brokers[A0].addr,
+            "role": "SYNC_MASTER", "current_role": "ASYNC_MASTER", "lowered_by": "F1",
+            "slave_key": A1, "slave_lag_bytes": 0, "plugin_version": "0.1.0",
+            "reason": "restoring broker-a's role",
+        })  # fmt: skip
+        state = StateStore(config.state_dir).load()
+        unused = ClusterSnapshot("test", 0.0, 0.0, (), ())  # a Fence's plan reads it
+        plan, files = await prepare_plan(decision, config, unused, {"local": world.host}, state)
+        assert plan == expected and plan.epoch == 3
+        assert files[A0] == world.props(A0).read_bytes().decode("latin-1")
+        assert side.requests == []  # planning asks nothing of the plug-in
 
     run(body, tmp_path)

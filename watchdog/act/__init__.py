@@ -11,6 +11,7 @@ from ._prepare import (
     prepare_plan,
     read_group_files,
     recorded_masters,
+    role_restores,
 )
 from ._run import CanaryRunner, FailoverResult, StepFailed, StepRecord
 from ._state import GroupRecord, StateError, StateStore, WatchdogState
@@ -37,4 +38,5 @@ __all__ = [
     "prepare_plan",
     "read_group_files",
     "recorded_masters",
+    "role_restores",
 ]

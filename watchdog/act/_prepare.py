@@ -1,5 +1,5 @@
-"""Before acting: read the group's files (and, for in-place promotion, ask the brokers'
-plug-ins) and plan, name the failover, recall recorded masters."""
+"""Before acting: read the group's files (and, for in-place promotion and role restores, ask the
+brokers' plug-ins) and plan, name the failover, recall recorded masters."""
 
 from __future__ import annotations
 
@@ -10,7 +10,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..config import WatchdogConfig
-from ..decide import Fence, Plan, PluginAnswer, Promote, Refusal, plan_fence, plan_promotion
+from ..decide import (
+    Fence,
+    Plan,
+    PluginAnswer,
+    Policy,
+    Promote,
+    Refusal,
+    RestoreRole,
+    decide_role_restores,
+    plan_fence,
+    plan_promotion,
+    plan_role_restore,
+    restore_asks,
+)
+from ..detect import ClusterVerdict
 from ..hosts import Host, HostError
 from ..model import ClusterSnapshot
 from ..remoting import ClientPool, RemotingError, describe_error, get_plugin_info
@@ -24,6 +38,7 @@ __all__ = [
     "prepare_plan",
     "read_group_files",
     "recorded_masters",
+    "role_restores",
 ]
 
 
@@ -69,8 +84,32 @@ async def ask_plugins(
     return dict(await asyncio.gather(*(ask(k, a) for k, a in addrs.items())))
 
 
+async def role_restores(
+    config: WatchdogConfig,
+    pool: ClientPool,
+    snapshot: ClusterSnapshot,
+    previous: ClusterSnapshot | None,
+    verdict: ClusterVerdict,
+    policy: Policy,
+    state: WatchdogState,
+    *,
+    now: float,
+    retry_at: Mapping[str, float] | None = None,
+) -> tuple[RestoreRole, ...]:
+    """One cycle's role restores (decide/_restore.py): the PLUGIN_INFO of the masters of groups
+    ready for one (usually none: no request), then the decision. `previous` is the cycle
+    before's snapshot; `retry_at` (group -> time on the clock of `now`) holds groups back."""
+    asks = restore_asks(snapshot, previous, verdict, config, policy, now=now, retry_at=retry_at)
+    plugins = await ask_plugins(config, pool, asks) if asks else {}
+    epochs = {name: record.epoch for name, record in state.groups.items()}
+    return decide_role_restores(
+        snapshot, previous, verdict, config, policy,
+        plugins=plugins, epochs=epochs, now=now, retry_at=retry_at,
+    )  # fmt: skip
+
+
 async def prepare_plan(
-    decision: Promote | Fence,
+    decision: Promote | Fence | RestoreRole,
     config: WatchdogConfig,
     snapshot: ClusterSnapshot,
     hosts: Mapping[str, Host],
@@ -80,9 +119,12 @@ async def prepare_plan(
 ) -> tuple[Plan | Refusal, dict[str, str | None]]:
     """Read what the planner needs (properties files; with [failover] promotion = "inplace"
     the PLUGIN_INFO of every member but the old master) and plan; returns the files for
-    diffs. Without `pool`, plug-ins are asked over connections of their own."""
+    diffs. Without `pool`, plug-ins are asked over connections of their own. A RestoreRole
+    is planned at the group's epoch (its master's plug-in was asked by role_restores)."""
     files = await read_group_files(config, hosts, decision.broker_name)
     record = state.group(decision.broker_name)
+    if isinstance(decision, RestoreRole):
+        return plan_role_restore(decision, config, files, record.epoch), files
     if isinstance(decision, Promote):
         plugins = None
         if config.failover.promotion == "inplace":
