@@ -1,9 +1,9 @@
 """A SYNC_MASTER group lowered to ASYNC_MASTER by a failover gets SYNC_MASTER back, on a real
 RocketMQ 4.9.7 sandbox with the broker plug-in (`sandbox up --promotion inplace --replication
 sync`): the daemon promotes the slave in place after a kill -9 of the master, as ASYNC_MASTER
-(no slave left); the old master rejoins as its slave and catches up; then the restore runs as
-the daemon will run it (two probe cycles through act.role_restores: restore_asks, the master's
-PLUGIN_INFO, decide_role_restores; act.prepare_plan; the real Executor): the master is
+(no slave left); the old master rejoins as its slave and catches up; then the same daemon
+restores the role by itself (two cycles with the slave in sync, the master's PLUGIN_INFO, a
+restore_role plan: rewrite, SET_MASTER_ROLE, record): the master is
 SYNC_MASTER in the JVM it has run in since before the failover, its properties say so, a
 sync send gets SEND_OK, and with its slave killed a send is answered SLAVE_NOT_AVAILABLE,
 which only a SYNC_MASTER does.
@@ -12,9 +12,7 @@ Times are printed; run with -s to see them.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +26,7 @@ from tests.integration.daemon_harness import (
     wait_until,
 )
 from tests.integration.plugin_clients import call, has_topic_config, info, make_topic, send
-from watchdog.act import (
-    Executor,
-    FailoverResult,
-    Journal,
-    StateStore,
-    new_failover_id,
-    prepare_plan,
-    recorded_masters,
-    role_restores,
-)
-from watchdog.commands import render_plan
-from watchdog.config import load_config
-from watchdog.decide import Plan, Policy, RestoreRole
-from watchdog.detect import DetectorState, detect
-from watchdog.hosts import make_host
 from watchdog.model import PropertiesFile
-from watchdog.probe import Prober, client_pool
 
 pytestmark = pytest.mark.integration
 
@@ -88,68 +70,6 @@ def raw_send(addr: str, topic: str, key: str) -> int:
 def file_values(path: Path) -> tuple[str | None, str | None]:
     values = PropertiesFile.parse(path.read_text(encoding="latin-1"))
     return values.get("brokerId"), values.get("brokerRole")
-
-
-@dataclass(frozen=True)
-class Restored:
-    decision: RestoreRole
-    cycles: int  # probe cycles until the decision
-    plan: Plan
-    rendered: str
-    result: FailoverResult
-
-
-async def restore_as_the_daemon_would(config_path: Path) -> Restored:
-    """Probe cycles at the configured interval, each decided as the daemon's cycle will
-    (act.role_restores), until a restore is decided (at the second cycle: two consecutive
-    cycles must agree); then its plan (act.prepare_plan), rendered as a dry run would, run by
-    the real executor."""
-    config = load_config(str(config_path))
-    pool = client_pool(config)
-    hosts = {name: make_host(name, h) for name, h in config.hosts.items()}
-    store, journal = StateStore(config.state_dir), Journal(config.state_dir)
-    try:
-        state = store.load()
-        detector = DetectorState.initial()
-        for name, master in recorded_masters(state, journal, config).items():
-            detector = detector.with_master(name, master.addr, master.role)
-        policy = Policy.from_config(
-            config,
-            running=set(state.running),
-            lowered={
-                n: (r.lowered_from, r.lowered_by or "?")
-                for n, r in state.groups.items()
-                if r.lowered_from
-            },
-        )
-        prober = Prober(config, pool)
-        previous = None
-        decided: tuple[RestoreRole, ...] = ()
-        cycles = 0
-        while not decided:
-            if cycles:
-                await asyncio.sleep(config.probe.interval_seconds)
-            assert cycles < 5, "no restore decided in 5 cycles"
-            cycles += 1
-            snapshot = await prober.snapshot(detector.known_master)
-            detector, verdict = detect(detector, snapshot, config.detect, config.probe)
-            decided = await role_restores(
-                config, pool, snapshot, previous, verdict, policy, state, now=time.time()
-            )
-            previous = snapshot
-        [decision] = decided
-        plan, files = await prepare_plan(decision, config, snapshot, hosts, state, pool=pool)
-        assert isinstance(plan, Plan), plan
-        group = verdict.group(GROUP)
-        assert group is not None
-        rendered = render_plan(plan, group, files, config)
-        executor = Executor(config, hosts, pool, store, journal)
-        result = await executor.run(plan, new_failover_id(GROUP))
-        return Restored(decision, cycles, plan, rendered, result)
-    finally:
-        await pool.close_all()
-        for host in hosts.values():
-            await host.close()
 
 
 def test_a_lowered_sync_master_gets_its_role_back_without_a_restart(
@@ -200,26 +120,29 @@ def test_a_lowered_sync_master_gets_its_role_back_without_a_restart(
         wait_until(
             lambda: states.group(GROUP).get("rejoin_check_key") is None, 30, "the rejoin check"
         )
-        assert states.group(GROUP)["lowered_from"] == "SYNC_MASTER"  # still lowered
+        # The slave is in sync on two cycles: the daemon restores the role by itself.
+        rejoined = time.monotonic()
+        wait_until(
+            lambda: states.group(GROUP)["lowered_from"] is None, 60, "the daemon's role restore"
+        )
+        report("rejoined -> role restored", time.monotonic() - rejoined)
+        ids = states.failover_ids()
+        assert len(ids) == 2 and ids[0] == failover_id, ids
+        restore = states.plan(ids[1])
+        assert restore["kind"] == "restore_role", restore
+        assert states.outcome(ids[1]) == "succeeded", states.journal(ids[1])[-3:]
+        done = [
+            (e["kind"], e["event"]) for e in states.journal(ids[1]) if e["event"] == "step_done"
+        ]
+        assert [k for k, _ in done] == ["rewrite", "set_master_role", "record_role"], done
+        running.wait_event(
+            lambda e: str(e.get("event", "")).startswith("role restore succeeded"), 10, "log"
+        )
+        # Done once: later cycles see SYNC_MASTER and decide nothing more.
+        time.sleep(3)
+        assert len(states.failover_ids()) == 2
     finally:
         running.stop()
-    report("to a lowered group with its slave in sync", time.monotonic() - began)
-
-    started = time.monotonic()
-    restored = asyncio.run(restore_as_the_daemon_would(top.config))
-    report("restore: two cycles, decision, plan, run", time.monotonic() - started)
-    decision, result = restored.decision, restored.result
-    assert restored.cycles == 2  # the first cycle alone is not enough
-    assert (decision.master_key, decision.slave_key, decision.role) == (A1, A0, "SYNC_MASTER")
-    assert decision.lowered_by == failover_id
-    assert result.outcome == "succeeded", result
-    assert [(r.kind, r.status) for r in result.steps] == [
-        ("rewrite", "done"), ("set_master_role", "done"), ("record_role", "done"),
-    ]  # fmt: skip
-    report("restore plan run", result.duration_seconds)
-    lines = restored.rendered.splitlines()
-    assert lines[1] == f"decision: {decision.reason}"
-    assert "+brokerRole=SYNC_MASTER" in lines and "-brokerRole=ASYNC_MASTER" in lines
 
     # SYNC_MASTER in the running JVM (no restart since before the failover), in its file, in
     # the plug-in's view and the state's; the epoch unchanged.

@@ -26,10 +26,12 @@ from ..act import (
     new_failover_id,
     prepare_plan,
     recorded_masters,
+    role_restores,
 )
 from ..config import ConfigError, WatchdogConfig, load_config
 from ..coord import Coordinator
 from ..decide import (
+    RESTORE_RETRY_SECONDS,
     Decision,
     Fence,
     NoAction,
@@ -37,11 +39,13 @@ from ..decide import (
     Policy,
     Promote,
     Refusal,
+    RestoreRole,
     clean_rejoins,
     decide,
     log_fields,
     manual_promote,
     operator_refusal,
+    restore_log_fields,
 )
 from ..detect import ClusterVerdict, DetectorState, detect
 from ..hosts import Host, make_host
@@ -168,6 +172,7 @@ class Daemon:
         self.detector = DetectorState.initial()
         self.cycle = _Cycle()
         self.failovers: dict[str, asyncio.Task[FailoverResult]] = {}
+        self._restore_retry_at: dict[str, float] = {}  # group -> wall time (role restores)
         # failover id -> where its events go: the control-socket client that asked for it
         self._listeners: dict[str, Send] = {}
         self._stop = asyncio.Event()
@@ -404,6 +409,17 @@ class Daemon:
             may_act = not self.config.dry_run and (self.ha is None or self.ha.may_act)
             if isinstance(decision, Promote | Fence) and may_act:
                 self._start_failover(decision, snapshot)
+        may_act = not self.config.dry_run and (self.ha is None or self.ha.may_act)
+        for restore in await role_restores(
+            self.config, self.pool, snapshot, self.cycle.snapshot, verdict, policy, state,
+            now=now_wall, retry_at=self._restore_retry_at,
+        ):  # fmt: skip
+            fields = restore_log_fields(restore)
+            event = str(fields.pop("event"))
+            cycle_log.warning(event if may_act else f"would act: {event}", cycle=number, **fields)
+            if may_act:
+                self._restore_retry_at[restore.broker_name] = now_wall + RESTORE_RETRY_SECONDS
+                self._start_failover(restore, snapshot)
         self._announce_nameserver_majority(verdict)
         self.metrics.update(snapshot, group_states, verdict.is_isolated)
         for name in group_states:
@@ -511,7 +527,9 @@ class Daemon:
 
     # -- acting -----------------------------------------------------------------------------
 
-    def _start_failover(self, decision: Promote | Fence, snapshot: ClusterSnapshot) -> None:
+    def _start_failover(
+        self, decision: Promote | Fence | RestoreRole, snapshot: ClusterSnapshot
+    ) -> None:
         name = decision.broker_name
         task = self.failovers.get(name)
         if task is not None and not task.done():
@@ -522,7 +540,7 @@ class Daemon:
 
     async def _plan_and_execute(
         self,
-        decision: Promote | Fence,
+        decision: Promote | Fence | RestoreRole,
         snapshot: ClusterSnapshot,
         progress: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> FailoverResult:
@@ -544,9 +562,10 @@ class Daemon:
                     0.0,
                     (),
                 )
-                self.metrics.record_failover(
-                    decision.broker_name, "refused", 0.0, self.wall_clock()
-                )
+                if not isinstance(decision, RestoreRole):
+                    self.metrics.record_failover(
+                        decision.broker_name, "refused", 0.0, self.wall_clock()
+                    )
                 return result
             return await self._execute(plan, failover_id)
 
@@ -572,6 +591,9 @@ class Daemon:
     def _follow(self, plan: Plan, result: FailoverResult) -> None:
         """After a promotion, detection follows the new master at once; otherwise a returning
         old master answering first could be taken for the one to keep."""
+        restored = plan.kind == "restore_role" and result.is_success and plan.new_master_addr
+        if restored and isinstance(self.prober, Prober):  # a new role, the same bootTimestamp
+            self.prober.forget_config(plan.new_master_addr or "")
         if plan.kind == "promote" and result.is_success and plan.new_master_addr:
             if isinstance(self.prober, Prober):
                 # Promoted in place, it kept its bootTimestamp: the prober's cached config
@@ -696,7 +718,9 @@ class Daemon:
         if event == "failover_started":
             plan: Plan = fields["plan"]
             log.warning(
-                "fence started" if plan.kind == "fence" else "failover started",
+                {"fence": "fence started", "restore_role": "role restore started"}.get(
+                    plan.kind, "failover started"
+                ),
                 new_role=plan.new_role,
                 role_lowered_from=plan.lowered_from,
                 failover_id=failover_id,
@@ -744,7 +768,7 @@ class Daemon:
         elif event == "failover_finished":
             result: FailoverResult = fields["result"]
             method = log.warning if result.is_success else log.error
-            noun = "fence" if result.kind == "fence" else "failover"
+            noun = {"fence": "fence", "restore_role": "role restore"}.get(result.kind, "failover")
             method(
                 f"{noun} {result.outcome}: {result.detail}",
                 failover_id=failover_id,
@@ -753,7 +777,7 @@ class Daemon:
             )
             if result.kind == "fence":
                 self.metrics.record_fence(result.broker_name, result.outcome)
-            else:
+            elif result.kind != "restore_role":  # no failover: not counted as one
                 self.metrics.record_failover(
                     result.broker_name, result.outcome, result.duration_seconds, self.wall_clock()
                 )
