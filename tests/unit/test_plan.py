@@ -274,6 +274,16 @@ def test_the_candidate_is_killed_by_default_when_it_has_a_kill_command() -> None
     assert (fence_stop.broker_key, fence_stop.argv) == ("broker-a:0", ("kill-broker", "0"))
     assert "kill it with its kill command" in fence_stop.purpose
     assert fence_stop.is_best_effort
+    # Dropped by every nameserver (a crash: no process left to kill), its stop confirms it in
+    # one command.
+    crashed = plan_of(
+        plan_promotion(promote(deregistered_for_seconds=0.5), cfg, FILES, current_epoch=0)
+    )
+    [crashed_fence] = [
+        s for s in crashed.steps if s.kind is StepKind.STOP and s.broker_key == "broker-a:0"
+    ]
+    assert crashed_fence.argv == ("stop-broker", "0")
+    assert "the nameservers dropped it" in crashed_fence.purpose
     assert plan.rollback[0].argv == ("stop-broker", "1")
     assert Plan.from_json(plan.to_json()) == plan
 

@@ -354,7 +354,8 @@ def plan_promotion(
         ),
     ]
     if old is not None and old.key != candidate.key:
-        fence = _fence_steps(old, candidate_old_id, config)
+        is_dropped = decision.deregistered_for_seconds is not None
+        fence = _fence_steps(old, candidate_old_id, config, is_dropped=is_dropped)
         gate = _confirm_fenced(old)
         details.append(("fence", _fence_paths_text(decision, old, config)))
         if is_in_place:
@@ -577,7 +578,9 @@ def _is_fenced_side_by_side(decision: Promote, is_old_file_read: bool) -> tuple[
     )
 
 
-def _fence_steps(old: BrokerConfig, freed_id: int, config: WatchdogConfig) -> list[Step]:
+def _fence_steps(
+    old: BrokerConfig, freed_id: int, config: WatchdogConfig, *, is_dropped: bool
+) -> list[Step]:
     """The old master's fence, gate excluded: rewrite, stop, then the fence command if any.
 
     The rewrite (properties, then the `.epoch` record the broker-host gate reads) comes first:
@@ -593,7 +596,7 @@ def _fence_steps(old: BrokerConfig, freed_id: int, config: WatchdogConfig) -> li
             "bring it back as master",
             best_effort=True,
         ),
-        _fence_stop(old),
+        _fence_stop(old, is_dropped=is_dropped),
     ]
     argv = fence_command_argv(old, config)
     if argv:
@@ -611,25 +614,33 @@ def _fence_steps(old: BrokerConfig, freed_id: int, config: WatchdogConfig) -> li
     return steps
 
 
-def _fence_stop(old: BrokerConfig) -> Step:
-    """The old master's stop in its fence: its `kill` argv when it has one. A fence must be
-    quick and certain: the graceful stop of a hung (frozen) JVM waits out the stop command's
-    own timeout (6.8 s of an 11 s SIGSTOP failover, measured), and a deposed master's clean
-    shutdown buys nothing its next boot's recovery does not redo."""
+def _fence_stop(old: BrokerConfig, *, is_dropped: bool) -> Step:
+    """The old master's stop in its fence. Hung (still listed, not answering): its `kill` argv
+    when it has one, since the graceful stop of a frozen JVM waits out the stop command's own
+    timeout (6.8 s of an 11 s SIGSTOP failover, measured) and a deposed master's clean shutdown
+    buys nothing its next boot's recovery does not redo. Dropped by the nameservers (its
+    channels closed: a crash): its `stop`, which confirms a stopped broker in one command where
+    a kill would fail on the missing process first (1.2-2.4 s instead of 0.8 s, measured)."""
     where = f"the old master {old.key}@{old.addr}"
-    if old.kill:
+    if old.kill and not is_dropped:
         return Step(
             StepKind.STOP,
             old.key,
             old.host,
-            f"fence {where}, then kill it with its kill command (its file already says SLAVE)",
+            f"fence {where}, then kill it with its kill command (its file already says SLAVE; "
+            "it may be hung, and a graceful stop of a hung JVM waits out its timeout)",
             argv=old.kill,
             is_best_effort=True,
         )
+    why = (
+        "the nameservers dropped it: its process is most likely gone"
+        if is_dropped
+        else "it has no kill command"
+    )
     return _stop(
         old,
         f"fence {where}, then stop it with its stop command (its file already says SLAVE; "
-        "it has no kill command)",
+        f"{why})",
         best_effort=True,
     )
 
