@@ -70,6 +70,7 @@ from ._control import (
     relay_failover,
     start_control_server,
 )
+from ._events import log_failover_event
 from ._ha import CoordinatorLike, HaCoordination, own_group_views
 from ._lock import DaemonLock
 from ._seams import (
@@ -714,74 +715,8 @@ class Daemon:
     # -- failover events -> logs, metrics and the asking client -----------------------------
 
     def _on_failover_event(self, event: str, fields: Mapping[str, Any]) -> None:
-        failover_id = fields.get("failover_id")
-        if event == "failover_started":
-            plan: Plan = fields["plan"]
-            log.warning(
-                {"fence": "fence started", "restore_role": "role restore started"}.get(
-                    plan.kind, "failover started"
-                ),
-                new_role=plan.new_role,
-                role_lowered_from=plan.lowered_from,
-                failover_id=failover_id,
-                broker_name=plan.broker_name,
-                reason=plan.reason,
-                steps=len(plan.steps),
-            )
-        elif event in ("step_done", "step_skipped", "step_failed"):
-            record = fields["record"]
-            step = fields["step"]
-            method = log.warning if record.status != "done" else log.info
-            method(
-                f"step {record.index + 1} {record.status}: {step.purpose}",
-                failover_id=failover_id,
-                phase=record.phase,
-                step=record.kind,
-                broker=record.broker_key,
-                detail=record.detail,
-                duration_seconds=round(record.duration_seconds, 3),
-            )
-        elif event == "rollback_started":
-            log.error("rolling back", failover_id=failover_id, reason=fields.get("reason"))
-        elif event == "inplace_promotion":
-            tried = str(fields.get("result"))
-            (log.warning if tried == "done" else log.error)(
-                f"in-place promotion {tried}: {fields.get('detail')}",
-                failover_id=failover_id,
-                broker_name=fields.get("broker_name"),
-            )
-            self.metrics.record_inplace_promotion(str(fields.get("broker_name")), tried)
-        elif event == "fallback_started":
-            log.error("falling back to a restart", failover_id=failover_id, reason=fields["reason"])
-        elif event == "store_moved_aside":
-            log.warning(
-                f"moved the deposed master's store aside: {fields.get('messages')} message(s), "
-                f"{fields.get('bytes')} bytes past the promotion point, kept in "
-                f"{fields.get('path')}",
-                failover_id=failover_id,
-                broker=fields.get("broker_key"),
-                summary=fields.get("summary"),
-            )
-            self.metrics.record_moved_aside(
-                str(fields.get("broker_name")), fields.get("bytes"), fields.get("messages")
-            )
-        elif event == "failover_finished":
-            result: FailoverResult = fields["result"]
-            method = log.warning if result.is_success else log.error
-            noun = {"fence": "fence", "restore_role": "role restore"}.get(result.kind, "failover")
-            method(
-                f"{noun} {result.outcome}: {result.detail}",
-                failover_id=failover_id,
-                broker_name=result.broker_name,
-                duration_seconds=round(result.duration_seconds, 3),
-            )
-            if result.kind == "fence":
-                self.metrics.record_fence(result.broker_name, result.outcome)
-            elif result.kind != "restore_role":  # no failover: not counted as one
-                self.metrics.record_failover(
-                    result.broker_name, result.outcome, result.duration_seconds, self.wall_clock()
-                )
-        listener = self._listeners.get(failover_id or "")
+        log_failover_event(event, fields, self.metrics, self.wall_clock())
+        listener = self._listeners.get(str(fields.get("failover_id") or ""))
         if listener is not None:
             listener(event_message(event, fields))
 
