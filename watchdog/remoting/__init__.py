@@ -28,6 +28,18 @@ from ._admin import (
     update_broker_config,
     wipe_write_perm_of_broker,
 )
+from ._admin_consumers import (
+    GET_ALL_SUBSCRIPTIONGROUP_CONFIG,
+    GET_CONSUMER_CONNECTION_LIST,
+    ConsumerClient,
+    ConsumerConnection,
+    Subscription,
+    SubscriptionGroup,
+    get_consumer_connection,
+    get_subscription_groups,
+    parse_consumer_connection,
+    parse_subscription_groups,
+)
 from ._client import ClientPool, RemotingClient, parse_addr
 from ._codec import (
     FLAG_ONEWAY,
@@ -141,6 +153,17 @@ __all__ = [
     "wipe_write_perm_of_broker",
     "add_write_perm_of_broker",
     "get_max_offset",
+    # consumer groups (check's advice)
+    "GET_ALL_SUBSCRIPTIONGROUP_CONFIG",
+    "GET_CONSUMER_CONNECTION_LIST",
+    "ConsumerClient",
+    "ConsumerConnection",
+    "Subscription",
+    "SubscriptionGroup",
+    "get_consumer_connection",
+    "get_subscription_groups",
+    "parse_consumer_connection",
+    "parse_subscription_groups",
     # the in-place promotion plug-in (broker-plugin/)
     "PLUGIN_INFO",
     "PROMOTE_IN_PLACE",
