@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._credentials import AclCredentials, Secret
 from ._docker_cli import CONTAINER_NAME, DockerCliCommand, DockerCliError, parse_docker_cli
 from ._durations import format_seconds, format_utc, parse_duration
 from ._errors import WatchdogError
@@ -36,4 +37,6 @@ __all__ = [
     "DockerCliCommand",
     "DockerCliError",
     "parse_docker_cli",
+    "Secret",
+    "AclCredentials",
 ]

@@ -1,12 +1,13 @@
 """The package's one exception root, with the whole tree drawn here."""
 
 # WatchdogError                     anything rmq-watchdog raises on purpose
-#  ├── ConfigError                  config.py: a config file that cannot be used (exit 2)
+#  ├── ConfigError                  config: a config file that cannot be used (exit 2)
 #  ├── DockerCliError               model: a docker argv the backend does not understand
 #  ├── RemotingError                remoting: no usable answer from a RocketMQ server
 #  │    ├── RemotingTimeout, RemotingConnectError, RemotingClosed
 #  │    ├── ProtocolError           garbage on the wire, a body that makes no sense
 #  │    └── RemoteError             the server answered with a non-zero code
+#  │         └── AclRefused         a broker's ACL refused the request (credentials, rights)
 #  ├── HostError                    hosts: a host unreachable, a file operation failed
 #  ├── CoordError                   coord: etcd unreachable or refusing (drawn in coord/_errors.py)
 #  │    ├── EtcdUnavailable, LeaseGone

@@ -1,5 +1,13 @@
 """The only code that speaks RocketMQ bytes: frame codec, asyncio client, typed admin calls."""
 
+from ._acl import (
+    ACCESS_KEY,
+    SECURITY_TOKEN,
+    SIGNATURE,
+    acl_signature,
+    ask_admin_permission,
+    sign_command,
+)
 from ._admin import (
     ClusterInfo,
     QueueData,
@@ -53,12 +61,14 @@ from ._codec import (
     encode_frame,
 )
 from ._errors import (
+    AclRefused,
     ProtocolError,
     RemoteError,
     RemotingClosed,
     RemotingConnectError,
     RemotingError,
     RemotingTimeout,
+    acl_refusal,
     describe_error,
 )
 from ._plugin import (
@@ -111,6 +121,7 @@ __all__ = [
     "RemotingClosed",
     "ProtocolError",
     "RemoteError",
+    "AclRefused",
     "describe_error",
     # codec
     "SerializeType",
@@ -183,6 +194,14 @@ __all__ = [
     "promote_in_place",
     "set_ha_master",
     "set_master_role",
+    # RocketMQ ACL 1.0
+    "ACCESS_KEY",
+    "SECURITY_TOKEN",
+    "SIGNATURE",
+    "acl_refusal",
+    "acl_signature",
+    "ask_admin_permission",
+    "sign_command",
     # topics
     "DEFAULT_TOPIC",
     "TOPIC_MAX_LENGTH",

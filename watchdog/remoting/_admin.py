@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from . import _fastjson
 from ._codec import RemotingCommand
-from ._errors import ProtocolError, RemoteError
+from ._errors import AclRefused, ProtocolError, RemoteError, acl_refusal
 
 __all__ = [
     "RequestCode",
@@ -186,8 +186,11 @@ def check_reply(
     code: int,
     accept_codes: tuple[int, ...] = (ResponseCode.SUCCESS,),
 ) -> RemotingCommand:
-    """``reply`` to a request with ``code``; RemoteError if its code is not in ``accept_codes``."""
+    """``reply`` to a request with ``code``; RemoteError if its code is not in ``accept_codes``
+    (AclRefused when it is a broker's ACL refusal)."""
     if reply.code not in accept_codes:
+        if acl_refusal(reply.code, reply.remark) is not None:
+            raise AclRefused(reply.code, reply.remark, int(code))
         raise RemoteError(reply.code, reply.remark, int(code))
     return reply
 

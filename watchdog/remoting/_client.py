@@ -9,6 +9,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import replace
 
+from ..model import AclCredentials
+from ._acl import sign_command
 from ._codec import FLAG_RESPONSE, FrameDecoder, RemotingCommand, encode_frame
 from ._errors import (
     ProtocolError,
@@ -144,6 +146,8 @@ class RemotingClient:
     - Each request has its own timeout; a reply arriving after it is dropped.
     - Server-initiated requests are answered with code 3 (oneway ones are ignored).
     - Garbage on the wire fails every pending request with ProtocolError and drops the connection.
+    - With ``credentials`` every request is signed as RocketMQ's ACL 1.0 signs it (AccessKey,
+      Signature); a broker's ACL refusal is then an AclRefused from the typed calls.
 
     Usage::
 
@@ -161,8 +165,11 @@ class RemotingClient:
         *,
         connect_timeout_seconds: float = 1.0,
         source_address: str | None = None,
+        credentials: AclCredentials | None = None,
     ) -> None:
         self.host, self.port = parse_addr(addr)
+        # Read at each request: ClientPool.set_credentials changes it for a reloaded config.
+        self.credentials = credentials
         # Bind outgoing connections to this local address (multi-homed hosts; tests).
         self.source_address = source_address
         self.addr = addr
@@ -215,6 +222,8 @@ class RemotingClient:
         opaque = next(self._opaques)
         if cmd.flag & FLAG_RESPONSE:
             cmd = replace(cmd, flag=cmd.flag & ~FLAG_RESPONSE)
+        if self.credentials is not None:
+            cmd = sign_command(cmd, self.credentials)
         frame = encode_frame(cmd, opaque=opaque)
         future: asyncio.Future[RemotingCommand] = loop.create_future()
         conn.pending[opaque] = future
@@ -254,6 +263,8 @@ class RemotingClient:
         opaque = next(self._opaques)
         if cmd.flag & FLAG_RESPONSE:
             cmd = replace(cmd, flag=cmd.flag & ~FLAG_RESPONSE)
+        if self.credentials is not None:
+            cmd = sign_command(cmd, self.credentials)
         frame = encode_frame(cmd, opaque=opaque)
         future: asyncio.Future[RemotingCommand] = loop.create_future()
         conn.pending[opaque] = future
@@ -371,14 +382,26 @@ class RemotingClient:
 
 
 class ClientPool:
-    """One RemotingClient per address, kept across probe cycles so connections are reused."""
+    """One RemotingClient per address, kept across probe cycles so connections are reused;
+    with ``credentials`` every client signs its requests (RocketMQ ACL 1.0)."""
 
     def __init__(
-        self, *, connect_timeout_seconds: float = 1.0, source_address: str | None = None
+        self,
+        *,
+        connect_timeout_seconds: float = 1.0,
+        source_address: str | None = None,
+        credentials: AclCredentials | None = None,
     ) -> None:
         self.connect_timeout_seconds = connect_timeout_seconds
         self.source_address = source_address
+        self.credentials = credentials
         self._clients: dict[str, RemotingClient] = {}
+
+    def set_credentials(self, credentials: AclCredentials | None) -> None:
+        """Sign with ``credentials`` from the next request on (a reloaded config's account)."""
+        self.credentials = credentials
+        for client in self._clients.values():
+            client.credentials = credentials
 
     def get(self, addr: str) -> RemotingClient:
         client = self._clients.get(addr)
@@ -387,6 +410,7 @@ class ClientPool:
                 addr,
                 connect_timeout_seconds=self.connect_timeout_seconds,
                 source_address=self.source_address,
+                credentials=self.credentials,
             )
             self._clients[addr] = client
         return client

@@ -10,7 +10,10 @@
 # - GET_BROKER_CLUSTER_INFO uses fastjson's bare integer keys; GET_ROUTEINFO_BY_TOPIC switches to
 #   standard JSON for version >= 401 or acceptStandardJsonOnly=true, as 4.9.4+ does;
 # - GET_BROKER_CONFIG is unescaped key=value lines with a DataVersion in ext "version";
-# - UPDATE_BROKER_CONFIG merges only keys that already exist.
+# - UPDATE_BROKER_CONFIG merges only keys that already exist;
+# - a broker with `acl_accounts` checks each request as PlainPermissionManager.validate does (no
+#   white addresses): access key, signature, admin flag for the admin codes; a refusal is code 1
+#   with the AclException remark the real broker sends.
 #
 # Usage:
 #
@@ -31,7 +34,9 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Literal, get_args
 
+from ..model import Secret
 from . import _fastjson
+from ._acl import ACCESS_KEY, SIGNATURE, acl_signature
 from ._admin import RequestCode, ResponseCode, parse_properties
 from ._codec import FLAG_ONEWAY, FLAG_RESPONSE, FrameDecoder, RemotingCommand, encode_frame
 from ._errors import ProtocolError
@@ -382,6 +387,17 @@ class StandinNamesrv(StandinNode):
         return self._reply(cmd, 0, body=text.encode("utf-8"))
 
 
+_ACL_ADMIN_CODES = frozenset(
+    {
+        RequestCode.UPDATE_AND_CREATE_TOPIC,
+        RequestCode.UPDATE_BROKER_CONFIG,
+        RequestCode.DELETE_TOPIC_IN_BROKER,
+        RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
+        RequestCode.DELETE_SUBSCRIPTIONGROUP,
+    }
+)
+
+
 class StandinBroker(StandinNode):
     """Answers 28 runtime info, 26 config, 25 config update, 30 max offset; other codes get 3."""
 
@@ -405,6 +421,8 @@ class StandinBroker(StandinNode):
         self.extra_runtime: dict[str, str] = {}
         self.boot_timestamp_ms = int(time.time() * 1000)
         self._config_version = 0
+        # aclEnable=true: access key -> (secret key, admin); None: no ACL.
+        self.acl_accounts: dict[str, tuple[str, bool]] | None = None
         self.config: dict[str, str] = {
             "brokerClusterName": cluster,
             "brokerName": broker_name,
@@ -478,8 +496,40 @@ class StandinBroker(StandinNode):
     def config_text(self) -> bytes:
         return "".join(f"{k}={v}\n" for k, v in self.config.items()).encode("utf-8")
 
+    def _acl_refusal(self, cmd: RemotingCommand) -> str | None:
+        if self.acl_accounts is None:
+            return None
+        access_key = cmd.ext_fields.get(ACCESS_KEY)
+        if access_key is None:
+            return "No accessKey is configured"
+        account = self.acl_accounts.get(access_key)
+        if account is None:
+            return f"No acl config for {access_key}"
+        secret, is_admin = account
+        fields = {k: v for k, v in cmd.ext_fields.items() if k != "_UNIQUE_KEY_QUERY"}
+        if acl_signature(fields, cmd.body, Secret(secret)) != cmd.ext_fields.get(SIGNATURE):
+            return f"Check signature failed for accessKey={access_key}"
+        if cmd.code in _ACL_ADMIN_CODES and not is_admin:
+            return (
+                f"Need admin permission for request code={cmd.code}, but accessKey={access_key} "
+                "is not"
+            )
+        return None
+
     def handle(self, cmd: RemotingCommand) -> RemotingCommand | None:
         code = cmd.code
+        refusal = self._acl_refusal(cmd)
+        if refusal is not None:
+            return self._reply(
+                cmd,
+                ResponseCode.SYSTEM_ERROR,
+                remark=f"org.apache.rocketmq.acl.common.AclException: {refusal}, "
+                "org.apache.rocketmq.acl.plain.PlainPermissionManager.validate"
+                "(PlainPermissionManager.java:683)",
+            )
+        if code == RequestCode.UPDATE_AND_CREATE_TOPIC and cmd.ext_fields.get("topic") == "":
+            # What ask_admin_permission meets on a real broker past its ACL.
+            return self._reply(cmd, 1, remark="The specified topic is blank.")
         if code == RequestCode.GET_BROKER_RUNTIME_INFO:
             body = json.dumps({"table": self.runtime_info()}, separators=(",", ":"))
             return self._reply(cmd, 0, body=body.encode("utf-8"))
