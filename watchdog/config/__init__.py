@@ -7,12 +7,14 @@ One private module per part of the file; this package re-exports what the rest o
     _cluster    [[brokers]], [probe], [detect], [metrics], [[secondary_checks]], [groups]
     _failover   [failover] and the plug-in's secret file
     _etcd       [etcd] and its password file
+    _acl        [acl]: the RocketMQ ACL 1.0 account and its secret key file
     _watchdog   WatchdogConfig: the whole file and its cross-table checks
     _load       parse_config, load_config
 """
 
 from __future__ import annotations
 
+from ._acl import ACL_KEY_MIN_CHARS, AclSettings, read_acl_secret
 from ._base import ConfigError
 from ._cluster import (
     BrokerConfig,
@@ -64,4 +66,7 @@ __all__ = [
     "NotifyConfig",
     "WebhookConfig",
     "safe_url",
+    "AclSettings",
+    "read_acl_secret",
+    "ACL_KEY_MIN_CHARS",
 ]

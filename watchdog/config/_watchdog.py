@@ -7,7 +7,8 @@ import socket
 
 from pydantic import Field, field_validator, model_validator
 
-from ..model import DockerCliError, parse_docker_cli
+from ..model import AclCredentials, DockerCliError, parse_docker_cli
+from ._acl import AclSettings
 from ._base import Addr, Strict
 from ._cluster import (
     BrokerConfig,
@@ -51,6 +52,7 @@ class WatchdogConfig(Strict):
     # This instance among several sharing [etcd]; its etcd key and what `status` shows.
     instance_name: str = Field(default_factory=socket.gethostname)
     etcd: EtcdSettings | None = None
+    acl: AclSettings | None = None
 
     @field_validator("instance_name")
     @classmethod
@@ -99,7 +101,17 @@ class WatchdogConfig(Strict):
                 f"{len(self.nameservers)} nameserver(s), {len(self.secondary_checks)} secondary "
                 "check(s)), so no master would ever be judged down"
             )
+        if self.acl is not None and self.failover.promotion == "inplace":
+            raise ValueError(
+                '[acl] does not go with [failover] promotion = "inplace" yet: the plug-in\'s '
+                "MAC covers every field of its requests, and ACL adds AccessKey and a Signature "
+                'over that MAC after it; use promotion = "restart"'
+            )
         return self
+
+    def acl_credentials(self) -> AclCredentials | None:
+        """The ACL account every request to a broker is signed with; None without [acl]."""
+        return None if self.acl is None else self.acl.credentials()
 
     def etcd_prefix(self) -> str | None:
         """Where this cluster's keys live in etcd; None without [etcd]."""
