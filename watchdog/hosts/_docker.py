@@ -396,11 +396,11 @@ class DockerBackend:
         staging = f".{base}.rmq-watchdog"
         async with self._write_lock:
             existing = await self._archive_member(path, what)
-            owner = (
-                _FileOwner(existing[0].mode & 0o7777, existing[0].uid, existing[0].gid)
-                if existing is not None
-                else None
-            )
+            if existing is not None:
+                owner = _FileOwner(existing[0].mode & 0o7777, existing[0].uid, existing[0].gid)
+            else:
+                # A new file belongs to the container's user, as one the broker made would.
+                owner = _FileOwner(NEW_FILE_MODE, *await self._user_ids(what))
             if await self._is_running(what):
                 await self._put_archive(directory, _tar(staging, data, owner, None), owner, what)
                 try:
@@ -420,18 +420,54 @@ class DockerBackend:
     async def _put_archive(
         self, directory: str, archive: bytes, owner: _FileOwner | None, what: str
     ) -> None:
-        params = {"path": directory, "noOverwriteDirNonDir": "true"}
-        if owner is None:
-            # A new file belongs to the container's user, as one the broker made would.
-            params["copyUIDGID"] = "true"
+        # The tar's own uid/gid, never copyUIDGID: engines up to 20.10 (Debian's) look the
+        # container's user up in the host's user database, and refuse a name only the image
+        # knows ('getent unable to find entry "rocketmq" in passwd database').
         await self._request(
             "PUT",
             f"{self._container_path}/archive",
             what=what,
-            params=params,
+            params={"path": directory, "noOverwriteDirNonDir": "true"},
             content=archive,
             headers={"Content-Type": "application/x-tar"},
         )
+
+    async def _user_ids(self, what: str) -> tuple[int, int]:
+        """uid and gid of the container's configured user (Config.User: name or uid, then
+        :group or :gid), looked up in the container's own /etc/passwd and /etc/group as its
+        runtime does; root when it names none."""
+        response = await self._request("GET", f"{self._container_path}/json", what=what)
+        config = self._answer(response, what).get("Config")
+        spec = str(config.get("User") or "") if isinstance(config, dict) else ""
+        user, _, group = spec.partition(":")
+        uid = gid = 0
+        if user:
+            entry = await self._id_entry("/etc/passwd", user, what)
+            if entry is None and not user.isdigit():
+                raise HostError(f"{self.name}: cannot {what}: no user {user!r} in /etc/passwd")
+            uid = int(user) if entry is None else int(entry[2])
+            gid = 0 if entry is None else int(entry[3])
+        if group:
+            entry = await self._id_entry("/etc/group", group, what)
+            if entry is None and not group.isdigit():
+                raise HostError(f"{self.name}: cannot {what}: no group {group!r} in /etc/group")
+            gid = int(group) if entry is None else int(entry[2])
+        return uid, gid
+
+    async def _id_entry(self, database: str, key: str, what: str) -> list[str] | None:
+        """The line of /etc/passwd or /etc/group whose name (or, for a number, id) is `key`."""
+        try:
+            text = (await self.read_file(database)).decode(errors="replace")
+        except HostError:
+            return None  # an image without the file: numeric ids only
+        ids = 2 if database == "/etc/passwd" else 1  # uid and gid, or gid
+        column = 2 if key.isdigit() else 0
+        for line in text.splitlines():
+            fields = line.split(":")
+            numbers = fields[2 : 2 + ids]
+            if len(fields) >= 4 and fields[column] == key and all(n.isdigit() for n in numbers):
+                return fields
+        return None
 
     async def close(self) -> None:
         for task in list(self._background):
