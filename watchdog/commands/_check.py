@@ -9,32 +9,24 @@ import pwd
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 from ..config import BrokerConfig, SecondaryCheck, WatchdogConfig
 from ..decide._plan import fence_command_argv
 from ..hosts import Host, HostError
 from ..model import BrokerObservation, ClusterSnapshot, PropertiesFile, format_utc
+from ..remoting import ClientPool
+from ._advice import advise
+from ._advice_gather import gather_advice_facts
+from ._findings import Finding, can_fail_over, findings_json
 
-__all__ = ["Finding", "block_findings", "run_checks", "can_fail_over"]
-
-Severity = Literal["ok", "warn", "error"]
-
-
-@dataclass(frozen=True)
-class Finding:
-    severity: Severity
-    subject: str
-    message: str
-    blocks_failover: bool = False
-
-    def render(self) -> str:
-        mark = {"ok": "ok  ", "warn": "WARN", "error": "FAIL"}[self.severity]
-        return f"[{mark}] {self.subject}: {self.message}"
-
-
-def can_fail_over(findings: list[Finding]) -> bool:
-    return not any(f.blocks_failover for f in findings)
+__all__ = [
+    "Finding",
+    "advice_findings",
+    "block_findings",
+    "can_fail_over",
+    "findings_json",
+    "run_checks",
+]
 
 
 @dataclass(frozen=True)
@@ -49,7 +41,15 @@ async def _check_control_path(broker: BrokerConfig, host: Host) -> _ControlPath:
     try:
         text = (await host.read_file(broker.properties)).decode("latin-1")
     except HostError as exc:
-        findings.append(Finding("error", broker.key, f"properties file unreadable: {exc}", True))
+        findings.append(
+            Finding(
+                "error",
+                broker.key,
+                f"properties file unreadable: {exc}",
+                True,
+                id="control.properties-unreadable",
+            )
+        )
         ok = False
     else:
         props = PropertiesFile.parse(text)
@@ -62,6 +62,7 @@ async def _check_control_path(broker: BrokerConfig, host: Host) -> _ControlPath:
                     f"{broker.properties} says brokerName={name!r}, config says "
                     f"{broker.broker_name!r}",
                     True,
+                    id="control.properties-mismatch",
                 )
             )
             ok = False
@@ -72,6 +73,7 @@ async def _check_control_path(broker: BrokerConfig, host: Host) -> _ControlPath:
                     broker.key,
                     f"properties {broker.properties} readable on {host.name} "
                     f"(brokerId={props.get('brokerId')}, brokerRole={props.get('brokerRole')})",
+                    id="control.properties",
                 )
             )
     findings.extend(await _properties_dir_findings(broker, host))
@@ -84,7 +86,9 @@ async def _check_control_path(broker: BrokerConfig, host: Host) -> _ControlPath:
         try:
             present = await host.has_command(argv[0])
         except HostError as exc:
-            findings.append(Finding("error", broker.key, f"host {host.name}: {exc}", True))
+            findings.append(
+                Finding("error", broker.key, f"host {host.name}: {exc}", True, id="control.host")
+            )
             return _ControlPath(False, tuple(findings))
         if not present:
             findings.append(
@@ -93,12 +97,17 @@ async def _check_control_path(broker: BrokerConfig, host: Host) -> _ControlPath:
                     broker.key,
                     f"{what} command {argv[0]!r} not found on {host.name}",
                     True,
+                    id="control.command-missing",
                 )
             )
             ok = False
     if ok:
         names = "/".join(what for what, _ in commands)
-        findings.append(Finding("ok", broker.key, f"{names} commands present on {host.name}"))
+        findings.append(
+            Finding(
+                "ok", broker.key, f"{names} commands present on {host.name}", id="control.commands"
+            )
+        )
     return _ControlPath(ok, tuple(findings))
 
 
@@ -109,9 +118,11 @@ async def _properties_dir_findings(broker: BrokerConfig, host: Host) -> list[Fin
     try:
         result = await host.run(["test", "-w", directory], timeout_seconds=10.0)
     except HostError as exc:
-        return [Finding("error", broker.key, f"host {host.name}: {exc}", True)]
+        return [Finding("error", broker.key, f"host {host.name}: {exc}", True, id="control.host")]
     if result.exit_code == 0:
-        return [Finding("ok", broker.key, f"{directory} writable on {host.name}")]
+        return [
+            Finding("ok", broker.key, f"{directory} writable on {host.name}", id="control.writable")
+        ]
     if result.exit_code == 1:
         return [
             Finding(
@@ -122,6 +133,7 @@ async def _properties_dir_findings(broker: BrokerConfig, host: Host) -> list[Fin
                 "(give that user write access to the directory; under systemd also "
                 "ReadWritePaths=)",
                 True,
+                id="control.not-writable",
             )
         ]
     return [
@@ -129,13 +141,12 @@ async def _properties_dir_findings(broker: BrokerConfig, host: Host) -> list[Fin
             "warn",
             broker.key,
             f"could not test write access to {directory} on {host.name}: {result.summary()}",
+            id="control.writable-unknown",
         )
     ]
 
 
-async def _secondary_check_finding(
-    check: SecondaryCheck, host: Host, target_addr: str
-) -> Finding:
+async def _secondary_check_finding(check: SecondaryCheck, host: Host, target_addr: str) -> Finding:
     """Run a secondary check once against the master: a check that cannot run on its host
     would leave a hung master to the nameservers' 120 s timeout, without a word."""
     subject = f"secondary check {check.name}"
@@ -143,15 +154,18 @@ async def _secondary_check_finding(
     try:
         result = await host.run(argv, timeout_seconds=check.timeout_seconds)
     except HostError as exc:
-        return Finding("error", subject, f"host {host.name}: {exc}")
+        return Finding("error", subject, f"host {host.name}: {exc}", id="secondary.host")
     if result.exit_code == 0:
-        return Finding("ok", subject, f"reaches {target_addr} from host {host.name}")
+        return Finding(
+            "ok", subject, f"reaches {target_addr} from host {host.name}", id="secondary.reaches"
+        )
     if result.exit_code == 1:
         return Finding(
             "warn",
             subject,
             f"runs on host {host.name} but does not reach {target_addr}: "
             f"{result.stdout.strip()[:200] or result.summary()}",
+            id="secondary.not-reached",
         )
     return Finding(
         "error",
@@ -159,6 +173,7 @@ async def _secondary_check_finding(
         f"does not run on host {host.name} ({result.summary()}): a hung master would be "
         "confirmed only by the nameservers' 120 s timeout; install rmq-watchdog (for "
         "rmq-watchdog-ping) on that host or fix the command",
+        id="secondary.does-not-run",
     )
 
 
@@ -167,13 +182,14 @@ def _broker_findings(
 ) -> list[Finding]:
     key = f"{b.broker_name}:{configured_id}"
     if not b.is_up:
-        return [Finding("warn", key, f"{b.addr} does not answer: {b.error}")]
+        return [Finding("warn", key, f"{b.addr} does not answer: {b.error}", id="broker.down")]
     found = [
         Finding(
             "ok",
             key,
             f"{b.addr} answers as {b.role} brokerId={b.reported_broker_id} "
             f"offset={b.commitlog_max_offset} ({b.version})",
+            id="broker.answers",
         )
     ]
     if b.reported_broker_id is not None and b.reported_broker_id != configured_id:
@@ -183,18 +199,19 @@ def _broker_findings(
                 key,
                 f"runs with brokerId={b.reported_broker_id}, configured as {configured_id} "
                 "(expected after a failover)",
+                id="broker.id-changed",
             )
         )
+    # A nameserver that does not list it at all: the advice's nameservers.partial-registration.
     for ns in snapshot.nameservers_up():
         ids = ns.ids_of(b.addr)
-        if not ids:
-            found.append(Finding("warn", key, f"not registered on nameserver {ns.addr}"))
-        elif b.reported_broker_id is not None and b.reported_broker_id not in ids:
+        if ids and b.reported_broker_id is not None and b.reported_broker_id not in ids:
             found.append(
                 Finding(
                     "warn",
                     key,
                     f"nameserver {ns.addr} lists it as id {ids}, it reports {b.reported_broker_id}",
+                    id="broker.id-mismatch",
                 )
             )
     return found
@@ -220,6 +237,7 @@ def block_findings(
                     f"master role lowered from {record.lowered_from} by failover "
                     f"{record.lowered_by} (no slave was left): set brokerRole="
                     f"{record.lowered_from} again once a slave is in sync",
+                    id="group.role-lowered",
                 )
             )
         if record.is_blocked(now_wall) and record.blocked_until is not None:
@@ -231,6 +249,7 @@ def block_findings(
                     f"automatic failovers blocked until {until} ({record.block_reason}); "
                     f"`rmq-watchdog ack -c FILE --broker-name {name}` lifts the block",
                     True,
+                    id="group.blocked",
                 )
             )
     return findings
@@ -254,9 +273,13 @@ async def _check_canary_client() -> Finding:
         )
         out, err = await asyncio.wait_for(proc.communicate(), 30)
     except (OSError, TimeoutError) as exc:
-        return Finding("error", subject, f"cannot start {sys.executable}: {exc}", True)
+        return Finding(
+            "error", subject, f"cannot start {sys.executable}: {exc}", True, id="canary.client"
+        )
     if proc.returncode == 0 and out.strip() == b"ok":
-        return Finding("ok", subject, "the rocketmq client (librocketmq) loads")
+        return Finding(
+            "ok", subject, "the rocketmq client (librocketmq) loads", id="canary.client-loads"
+        )
     last = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
     return Finding(
         "error",
@@ -265,6 +288,7 @@ async def _check_canary_client() -> Finding:
         "step after promoting; install the package's dependencies (`pip install rmq-watchdog` "
         "brings rocketmq==0.4.4 on Linux x86_64) or set [failover] canary = false",
         True,
+        id="canary.client",
     )
 
 
@@ -273,7 +297,12 @@ def _fence_finding(config: WatchdogConfig, name: str, master_addr: str) -> Findi
     broker = next((b for b in config.group(name) if b.addr == master_addr), None)
     subject = f"group {name}"
     if broker is None:
-        return Finding("warn", subject, f"master {master_addr} is not in the configuration")
+        return Finding(
+            "warn",
+            subject,
+            f"master {master_addr} is not in the configuration",
+            id="group.master-unconfigured",
+        )
     grace = config.failover.fence_grace_seconds
     paths = [f"rewrite + stop on host {broker.host}"]
     command = fence_command_argv(broker, config)
@@ -287,8 +316,9 @@ def _fence_finding(config: WatchdogConfig, name: str, master_addr: str) -> Findi
             subject,
             text + " (no fence_command: a master hung on a host that cannot be reached waits "
             "for the nameservers' 120 s)",
+            id="group.fence",
         )
-    return Finding("ok", subject, text)
+    return Finding("ok", subject, text, id="group.fence")
 
 
 def state_dir_finding(state_dir: str, euid: int) -> Finding | None:
@@ -310,6 +340,7 @@ def state_dir_finding(state_dir: str, euid: int) -> Finding | None:
         f"{state_dir} belongs to {name}, this command runs as uid {euid}: run commands as "
         f"that user (e.g. `sudo -u {name} rmq-watchdog ...`) so the files they write stay the "
         "daemon's",
+        id="state.owner",
     )
 
 
@@ -323,9 +354,13 @@ async def run_checks(
     up = snapshot.nameservers_up()
     for ns in snapshot.nameservers:
         if ns.is_up:
-            findings.append(Finding("ok", f"nameserver {ns.addr}", "answers cluster info"))
+            findings.append(
+                Finding("ok", f"nameserver {ns.addr}", "answers cluster info", id="nameserver.up")
+            )
         else:
-            findings.append(Finding("warn", f"nameserver {ns.addr}", f"down: {ns.error}"))
+            findings.append(
+                Finding("warn", f"nameserver {ns.addr}", f"down: {ns.error}", id="nameserver.down")
+            )
     if len(up) * 2 <= len(snapshot.nameservers):
         findings.append(
             Finding(
@@ -334,6 +369,7 @@ async def run_checks(
                 f"only {len(up)}/{len(snapshot.nameservers)} answer: a promotion could not be "
                 "verified on a majority",
                 True,
+                id="nameservers.no-majority",
             )
         )
 
@@ -365,11 +401,20 @@ async def run_checks(
         claimants = snapshot.master_claimants(name)
         if len(claimants) > 1:
             addrs = ", ".join(b.addr for b in claimants)
-            findings.append(Finding("error", subject, f"split brain: {addrs} all answer as master"))
+            findings.append(
+                Finding(
+                    "error",
+                    subject,
+                    f"split brain: {addrs} all answer as master",
+                    id="group.split-brain",
+                )
+            )
         elif master is None:
-            findings.append(Finding("warn", subject, "no master answers or is registered"))
+            findings.append(
+                Finding("warn", subject, "no master answers or is registered", id="group.no-master")
+            )
         else:
-            findings.append(Finding("ok", subject, f"master is {master.addr}"))
+            findings.append(Finding("ok", subject, f"master is {master.addr}", id="group.master"))
         candidates = [
             b
             for b in config.group(name)
@@ -380,7 +425,9 @@ async def run_checks(
         ]
         if candidates:
             names = ", ".join(f"{b.key}@{b.addr}" for b in candidates)
-            findings.append(Finding("ok", subject, f"promotable slave(s): {names}"))
+            findings.append(
+                Finding("ok", subject, f"promotable slave(s): {names}", id="group.promotable")
+            )
         else:
             findings.append(
                 Finding(
@@ -389,8 +436,16 @@ async def run_checks(
                     "no promotable slave: none is up as SLAVE with a working control path and "
                     "without no_promote",
                     True,
+                    id="group.no-promotable-slave",
                 )
             )
         if master is not None:
             findings.append(_fence_finding(config, name, master.addr))
     return findings
+
+
+async def advice_findings(
+    config: WatchdogConfig, snapshot: ClusterSnapshot, hosts: Mapping[str, Host], pool: ClientPool
+) -> list[Finding]:
+    """The seed's operating advice measured on the live cluster (_advice.py says why)."""
+    return advise(await gather_advice_facts(config, snapshot, hosts, pool))

@@ -115,10 +115,23 @@ def status(config_path: str, as_json: bool) -> None:
     "naming the file and field when it cannot be used. The unit's ExecReload= runs this "
     "before it signals the daemon, so a bad config fails `systemctl reload`.",
 )
-def check(config_path: str, config_only: bool) -> None:
-    """Check that a failover could run: cluster vs config, control paths, a promotable slave.
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object: findings (id, severity, subject, reason, fix, "
+    "blocks_failover), can_fail_over and problems.",
+)
+def check(config_path: str, config_only: bool, as_json: bool) -> None:
+    """Check that a failover could run, and the cluster against the operating advice.
 
-    Prints each finding. Exits 1 when a failover could not run, 0 otherwise.
+    Failover: cluster vs config, control paths, a promotable slave, the fence. Advice, measured
+    on the live cluster, each with its reason and fix: consumer groups with more consumers
+    than readable queues, ASYNC_MASTER (with its current loss window) and SYNC_FLUSH, fewer
+    than two nameservers or brokers missing on some, a slave on its master's machine, broker
+    heap and direct memory against the machine's RAM (from the broker's java command line on
+    its host), deleteWhen/fileReservedTime differing between master and slave. Exits 1 when a
+    failover could not run, 0 otherwise (advice never fails the check).
     """
     config = load_or_exit(config_path)
     if config_only:
@@ -128,7 +141,14 @@ def check(config_path: str, config_only: bool) -> None:
     from ..act import StateError, StateStore
     from ..hosts import make_host
     from ..probe import Prober, client_pool
-    from ._check import Finding, block_findings, can_fail_over, run_checks
+    from ._check import (
+        Finding,
+        advice_findings,
+        block_findings,
+        can_fail_over,
+        findings_json,
+        run_checks,
+    )
 
     async def check_once() -> list[Finding]:
         pool = client_pool(config)
@@ -139,18 +159,22 @@ def check(config_path: str, config_only: bool) -> None:
             try:
                 state: object = StateStore(config.state_dir).load()
             except StateError as exc:
-                findings.append(Finding("warn", "state", str(exc)))
+                findings.append(Finding("warn", "state", str(exc), id="state.unreadable"))
                 state = None
             findings.extend(block_findings(config, state, time.time()))
+            findings.extend(await advice_findings(config, snapshot, hosts, pool))
         finally:
             await pool.close_all()
             for host in hosts.values():
                 await host.close()
-        for finding in findings:
-            click.echo(finding.render())
         return findings
 
     findings = run_async(check_once)
+    if as_json:
+        click.echo(json.dumps(findings_json(findings), indent=2))
+        sys.exit(0 if can_fail_over(findings) else 1)
+    for finding in findings:
+        click.echo(finding.render())
     problems = sum(f.severity == "error" for f in findings)
     if can_fail_over(findings) and problems:
         click.echo(f"a failover could run, but {problems} problem(s) need attention (FAIL lines)")
