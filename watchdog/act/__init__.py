@@ -15,6 +15,7 @@ from ._prepare import (
 )
 from ._run import CanaryRunner, FailoverResult, StepFailed, StepRecord
 from ._state import GroupRecord, StateError, StateStore, WatchdogState
+from ._switchover import prepare_switchover
 
 __all__ = [
     "CanaryResult",
@@ -39,4 +40,5 @@ __all__ = [
     "read_group_files",
     "recorded_masters",
     "role_restores",
+    "prepare_switchover",
 ]

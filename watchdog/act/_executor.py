@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..config import WatchdogConfig
-from ..decide import Plan, Step, StepKind
+from ..decide import Plan, Step, StepKind, is_switchover
 from ..hosts import Host, HostError
 from ..model import WatchdogError
 from ..observe import Event, EventName, HookRunner, WebhookNotifier
@@ -315,15 +315,18 @@ class Executor:
                 last_outcome=outcome,
                 last_failover_at=now,
             )
-        elif plan.kind == "promote":
+        elif plan.kind == "promote" and outcome != "refused":
+            blocked_until: float | None = now + self.config.failover.recovery_block_seconds
+            block_reason = f"failover {failover_id} {outcome}; `rmq-watchdog ack` lifts the block"
+            if outcome == "succeeded" and is_switchover(plan):
+                # A switchover that succeeded was planned, no fault: it blocks nothing new.
+                blocked_until, block_reason = record.blocked_until, record.block_reason
             record = replace(
                 record,
                 fence_retry_at=None,
                 fence_wait_reason="",
-                blocked_until=now + self.config.failover.recovery_block_seconds,
-                block_reason=(
-                    f"failover {failover_id} {outcome}; `rmq-watchdog ack` lifts the block"
-                ),
+                blocked_until=blocked_until,
+                block_reason=block_reason,
                 last_failover_id=failover_id,
                 last_outcome=outcome,
                 last_failover_at=now,
@@ -343,6 +346,8 @@ class Executor:
             name: EventName = "fenced"
         elif outcome == "awaiting_fence":
             name = "awaiting_fence"
+        elif outcome == "refused":  # a switchover that changed nothing in the end
+            name = "failover_blocked"
         else:
             name = "failover_succeeded" if is_ok else "failover_failed"
         self._notify(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from ..decide import Plan, Step, StepKind
+from ..decide import Plan, Step, StepKind, writes_back
 from ._journal import JournalProgress
 
 __all__ = [
@@ -46,6 +46,11 @@ _NOT_RETRIED = frozenset(
         StepKind.PROMOTE_IN_PLACE,
         StepKind.SET_HA_MASTER,
         StepKind.SET_MASTER_ROLE,
+        # A switchover's: the write stop is tried once (what does not stop at once is given
+        # back), a catch-up has its own bound, the verification its deadline.
+        StepKind.STOP_WRITES,
+        StepKind.CATCH_UP,
+        StepKind.VERIFY_REJOIN,
     }
 )
 _BEST_EFFORT_BUDGET_SECONDS = 15.0  # a dead host must not hold the promotion for long
@@ -189,8 +194,17 @@ class Progress:
             return replace(self, running=running, fallback_done=done, backups=backups)
         if self.rollback_why is None:
             # The only rollback-phase step outside a rollback: the fence gate's restore,
-            # whose result changes nothing (the run waits for a fence either way).
-            return replace(self, running=running, is_fence_restored=True, backups=backups)
+            # whose result changes nothing (the run waits for a fence either way), or a
+            # switchover's restore_writes, whose failure the run's outcome says.
+            is_undo = ran.step.kind is StepKind.RESTORE_WRITES
+            failed = self.is_rollback_incomplete or (is_undo and status == "failed")
+            return replace(
+                self,
+                running=running,
+                is_fence_restored=True,
+                is_rollback_incomplete=failed,
+                backups=backups,
+            )
         return replace(
             self,
             running=running,
@@ -302,6 +316,9 @@ def _after_failure(plan: Plan, progress: Progress, index: int) -> Action:
         return StartFallback(
             f"the in-place promotion (step {index + 1}) failed: {progress.failed_detail}"
         )
+    undo = writes_back(plan)
+    if undo is not None and not _is_candidate_touched(plan, _effective_done(plan, progress)):
+        return _switchover_stopped(plan, progress, index, undo)
     if step.kind is StepKind.CONFIRM_FENCED and _is_candidate_touched(plan, progress.done):
         # No fence, no promotion, but the candidate was stopped and rewritten side by side
         # with the fence: the plan's rollback restarts it as a slave and puts the old master's
@@ -344,6 +361,23 @@ def _after_failure(plan: Plan, progress: Progress, index: int) -> Action:
         # A PROMOTE_IN_PLACE that failed without a fallback (none planned) may have taken.
         return StartRollback(why)
     return Finish("failed", why)
+
+
+def _switchover_stopped(plan: Plan, progress: Progress, index: int, undo: Step) -> Action:
+    """A switchover that failed before its candidate changed (it did not catch up, the write
+    stop or the fence did not take): the old master gets its writes back (put back, started
+    again if its fence stopped it), and the run ends refused, as nothing else was changed."""
+    if not progress.is_fence_restored:
+        return Start((RunStep("rollback", len(plan.steps), undo),))
+    step = plan.steps[index]
+    why = progress.failed_detail
+    if step.kind is not StepKind.CATCH_UP:
+        why = f"step {index + 1} ({step.kind}) failed: {why}"
+    if progress.is_rollback_incomplete:
+        return Finish(
+            "failed", f"{why}; and {plan.old_master_key}'s writes could not be given back"
+        )
+    return Finish("refused", f"{why}; {plan.old_master_key} takes writes again")
 
 
 def _is_gate_failed(plan: Plan, done: frozenset[int]) -> bool:

@@ -26,6 +26,7 @@ from ._loss import move_store_aside
 from ._progress import retry_budget_seconds
 from ._run import FailoverRun, StepContext, StepFailed
 from ._state import StateError
+from ._switchover import SWITCHOVER_STEPS, switchover_step
 from ._verify import answers, run_canary, wait_master
 
 __all__ = ["attempt_step", "is_step_failure"]
@@ -78,6 +79,8 @@ async def _do(ctx: StepContext, run: FailoverRun, step: Step, restore_backup: bo
         return await fence_command(ctx, run, step)
     if step.kind is StepKind.CONFIRM_FENCED:
         return await confirm_fenced(ctx, run, step)
+    if step.kind in SWITCHOVER_STEPS:
+        return await switchover_step(ctx, run, step)
     host = ctx.hosts[step.host]
     if step.kind is StepKind.STOP:
         if plan.kind == "promote" and step.broker_key == plan.new_master_key:

@@ -43,6 +43,15 @@ from ._restore import (
     restore_asks,
     restore_log_fields,
 )
+from ._switchover import (
+    WRITE_STOP_EDITS,
+    CatchUpBound,
+    catch_up_bound,
+    decide_switchover,
+    is_switchover,
+    plan_switchover,
+    writes_back,
+)
 
 __all__ = [
     "FENCE_PATHS",
@@ -84,4 +93,11 @@ __all__ = [
     "plan_role_restore",
     "restore_asks",
     "restore_log_fields",
+    "WRITE_STOP_EDITS",
+    "CatchUpBound",
+    "catch_up_bound",
+    "decide_switchover",
+    "is_switchover",
+    "plan_switchover",
+    "writes_back",
 ]

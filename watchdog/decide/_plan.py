@@ -43,14 +43,17 @@ class StepKind(enum.StrEnum):
     WAIT_MASTER = "wait_master"  # every nameserver lists it as id 0
     CANARY = "canary"  # a real client writes and reads through the group
     RECORD_EPOCH = "record_epoch"  # new epoch in state, .epoch files, nameserver KV
-    # The broker plug-in (broker-plugin/README.md): the candidate made master inside its
-    # running JVM; on failure the plan's fallback (stop, rewrite, start) runs instead.
+    # The broker plug-in (broker-plugin/README.md): promoted in its running JVM (else the plan's
+    # fallback: stop, rewrite, start); a slave re-pointed; a lowered role restored, recorded.
     PROMOTE_IN_PLACE = "promote_in_place"
     SET_HA_MASTER = "set_ha_master"  # a slave's replication re-pointed without a restart
-    # A lowered master role restored (decide/_restore.py): switched in the running JVM by the
-    # plug-in, then the state record says so.
-    SET_MASTER_ROLE = "set_master_role"
+    SET_MASTER_ROLE = "set_master_role"  # decide/_restore.py
     RECORD_ROLE = "record_role"  # lowered_from cleared in state.json
+    # A planned switchover (decide/_switchover.py):
+    STOP_WRITES = "stop_writes"  # the live master refuses writes (brokerRole=SLAVE, perm 4)
+    CATCH_UP = "catch_up"  # the candidate within N bytes of the master's log end (0: equal)
+    RESTORE_WRITES = "restore_writes"  # the write stop undone (the switchover's rollback)
+    VERIFY_REJOIN = "verify_rejoin"  # the old master replicates from the new one
 
 
 @dataclass(frozen=True)
