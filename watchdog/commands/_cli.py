@@ -348,6 +348,104 @@ def failover(
     sys.exit(code)
 
 
+def _seconds(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    """A duration option ("30s", "2m", "800ms"; a bare number is seconds) in seconds."""
+    from ..model import parse_duration
+
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    if seconds <= 0:
+        raise click.BadParameter(f"{value!r} is not a positive duration")
+    return seconds
+
+
+@cli.command()
+@config_option
+@click.option("--broker-name", required=True, help="The broker group (brokerName) to switch.")
+@click.option(
+    "--to", "to_id", type=int, default=None, help="Promote this broker id (as configured)."
+)
+@click.option("--dry-run", is_flag=True, help="Print the plan and diffs; change nothing.")
+@click.option(
+    "--catch-up-timeout",
+    "catch_up_seconds",
+    default="30s",
+    show_default=True,
+    callback=_seconds,
+    help="How long to wait for the candidate to hold the master's whole log, before and after "
+    "the master stops taking writes; not in time: refused, writes given back.",
+)
+@click.option("--yes", "assume_yes", is_flag=True, help="Do not ask before switching.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def switchover(
+    config_path: str,
+    broker_name: str,
+    to_id: int | None,
+    dry_run: bool,
+    catch_up_seconds: float,
+    assume_yes: bool,
+    as_json: bool,
+) -> None:
+    """Move a live master's role to a slave for maintenance, losing nothing acknowledged
+    (ASYNC_MASTER too), with the shortest write pause.
+
+    The master stops taking writes in its running JVM (brokerRole=SLAVE and
+    brokerPermission=4 through UPDATE_BROKER_CONFIG; its properties file put back as it
+    was); once the candidate's log end equals the master's, the master is fenced (rewritten
+    to SLAVE, stopped), the candidate promoted (in place through its plug-in with [failover]
+    promotion = "inplace", else by restart), the old master started again as its slave and
+    checked to replicate from it. A candidate that does not catch up within
+    --catch-up-timeout: refused, the master's writes given back, nothing else changed. A
+    real run asks a running daemon to act (one actor); without one it takes the state-dir
+    lock and acts itself.
+    """
+    from ._switchover import run_switchover
+
+    config = load_or_exit(config_path)
+    if broker_name not in config.group_names():
+        raise BadInput(
+            f"--broker-name: unknown broker group {broker_name!r}; configured: "
+            + ", ".join(config.group_names())
+        )
+    to_key = None
+    if to_id is not None:
+        if config.broker(broker_name, to_id) is None:
+            raise BadInput(f"--to: {broker_name} has no broker with id {to_id} in {config_path}")
+        to_key = f"{broker_name}:{to_id}"
+    if not dry_run:
+        _refuse_without_daemon(config, "switchover", as_json)
+    code = run_async(
+        lambda: run_switchover(
+            config,
+            broker_name,
+            to_key=to_key,
+            dry_run=dry_run,
+            as_json=as_json,
+            echo=click.echo,
+            catch_up_timeout_seconds=catch_up_seconds,
+            assume_yes=assume_yes,
+            confirm=_ask if sys.stdin.isatty() else None,
+        ),
+        interrupted=None
+        if dry_run
+        else (
+            "if a running daemon took the request, it finishes the switchover by itself "
+            f"(follow it with `rmq-watchdog status -c {config_path}`); if this command was "
+            "running it (no daemon), it stopped at its current step, with the master's writes "
+            f"possibly stopped: the journal in {config.state_dir}/failovers keeps the place, "
+            f"and the next `rmq-watchdog run -c {config_path}` resumes it or gives them back"
+        ),
+    )
+    if code != 0 and not dry_run:
+        _say_leader(config, as_json)
+    sys.exit(code)
+
+
 def _ask(question: str) -> bool:
     return click.confirm(question, default=False)
 

@@ -23,6 +23,7 @@ from ..daemon import (
     DaemonLock,
     FailoverRequest,
     LockHeld,
+    SwitchoverRequest,
     acknowledge,
     canary_runner,
     control_socket_path,
@@ -34,6 +35,7 @@ from ..decide import (
     Plan,
     Refusal,
     choose_candidate,
+    is_switchover,
     manual_promote,
     operator_refusal,
     properties_diffs,
@@ -80,6 +82,8 @@ def render_plan(
 ) -> str:
     if plan.kind == "restore_role":
         lines = _restore_header(plan, group)
+    elif is_switchover(plan):
+        lines = _switchover_header(plan, group)
     else:
         lines = _promotion_header(plan, group)
     lane = ""
@@ -156,6 +160,22 @@ def _promotion_header(plan: Plan, group: GroupVerdict) -> list[str]:
         lines.append(f"fence and candidate: {order}")
     lines += [f"epoch after: {plan.epoch}", "", "steps:"]
     return lines
+
+
+def _switchover_header(plan: Plan, group: GroupVerdict) -> list[str]:
+    """A switchover's dry-run lines before its steps (decide/_switchover.py)."""
+    details = dict(plan.details)
+    lines = [
+        f"group {plan.broker_name}: {group.state} — {group.reason}",
+        f"decision: {plan.reason}",
+        f"old master: {plan.old_master_key}@{plan.old_master_addr}",
+        f"candidate: {plan.new_master_key}@{plan.new_master_addr}, new role {plan.new_role}",
+        f"switchover: {details.get('switchover', '?')}",
+        "fence (no fence, no promotion): " + (details.get("fence") or "none needed"),
+    ]
+    if details.get("path"):
+        lines.append(f"promotion: {details['path']}")
+    return [*lines, f"epoch after: {plan.epoch}", "", "steps:"]
 
 
 def _restore_header(plan: Plan, group: GroupVerdict) -> list[str]:
@@ -382,6 +402,9 @@ async def _execute_locally(
     store: StateStore,
     as_json: bool,
     echo: Echo,
+    *,
+    noun: str = "failover",
+    summary: Callable[[FailoverResult], str] | None = None,
 ) -> int:
     def emit(event: str, fields: Mapping[str, Any]) -> None:
         if as_json:
@@ -394,7 +417,7 @@ async def _execute_locally(
                 f"{fields['step'].purpose} — {rec.detail}"
             )
         elif event == "failover_started":
-            echo(f"failover {fields['failover_id']}: {plan.reason}")
+            echo(f"{noun} {fields['failover_id']}: {plan.reason}")
         elif event == "rollback_started":
             echo(f"rolling back: {fields['reason']}")
         elif event == "fallback_started":
@@ -420,13 +443,23 @@ async def _execute_locally(
     finally:
         await notifier.aclose()
     if not as_json:
-        echo(f"failover {result.outcome} in {result.duration_seconds:.1f} s: {result.detail}")
+        echo(f"{noun} {result.outcome} in {result.duration_seconds:.1f} s: {result.detail}")
+        if summary is not None:
+            echo(summary(result))
     return 0 if result.is_success else 1
 
 
 async def _ask_daemon(
-    config: WatchdogConfig, request: FailoverRequest, as_json: bool, echo: Echo
+    config: WatchdogConfig,
+    request: FailoverRequest | SwitchoverRequest,
+    as_json: bool,
+    echo: Echo,
+    *,
+    noun: str = "failover",
+    records: list[dict[str, Any]] | None = None,
 ) -> int:
+    """Send `request` to the running daemon and show its events; `records` collects each
+    step's record as the daemon sent it."""
     try:
         daemon = await ControlConnection.open(config)
     except OSError as exc:
@@ -437,7 +470,8 @@ async def _ask_daemon(
         await daemon.send(request.to_json())
         code = 1
         if not as_json:
-            echo("a running daemon holds the lock; asking it to fail over")
+            verb = "fail over" if noun == "failover" else f"run the {noun}"
+            echo(f"a running daemon holds the lock; asking it to {verb}")
         async for message in daemon.answers():
             if message.get("event") == "result":
                 code = 0 if message["outcome"] == "succeeded" else 1
@@ -446,9 +480,11 @@ async def _ask_daemon(
             elif "error" in message:
                 echo(f"refused by the daemon: {message['error']}")
             elif message.get("event") == "accepted":
-                echo(f"failover {message['failover_id']} accepted: {message['plan']['reason']}")
+                echo(f"{noun} {message['failover_id']} accepted: {message['plan']['reason']}")
             elif message.get("event") in ("step_done", "step_skipped", "step_failed"):
                 rec = message["record"]
+                if records is not None:
+                    records.append(rec)
                 echo(
                     f"  step {rec['index'] + 1} {rec['status']}: {message['step']['purpose']} — "
                     f"{rec['detail']}"
@@ -456,7 +492,7 @@ async def _ask_daemon(
             elif message.get("event") == "fallback_started":
                 echo(f"falling back to a restart: {message['reason']}")
             elif message.get("event") == "result":
-                echo(f"failover {message['outcome']}: {message['detail']}")
+                echo(f"{noun} {message['outcome']}: {message['detail']}")
         return code
     finally:
         daemon.close()

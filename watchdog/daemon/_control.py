@@ -10,6 +10,8 @@ JSON object on one line and reads JSON lines until the daemon closes the connect
            {"event": "accepted", "failover_id": ..., "plan": {...}},
            the executor's events as {"event": name, ...fields},
            {"event": "result", "outcome": ..., "detail": ...}
+    {"op": "switchover", "broker_name": N, "to_key": K|null, "catch_up_timeout_seconds": s}
+        -> as "failover" (a planned switch of a live master: decide/_switchover.py)
     {"op": "status"}
         -> {"ok": true, "pid": ..., "cycle": ..., "groups": {N: {"state": ..., "reason": ...}}}
 """
@@ -32,6 +34,7 @@ __all__ = [
     "ControlConnection",
     "FailoverRequest",
     "Send",
+    "SwitchoverRequest",
     "acknowledge",
     "ask_status",
     "control_socket_path",
@@ -44,6 +47,7 @@ __all__ = [
 # Writes one answer to the client that asked.
 Send = Callable[[Mapping[str, Any]], None]
 FailoverHandler = Callable[["FailoverRequest", Send], Awaitable[None]]
+SwitchoverHandler = Callable[["SwitchoverRequest", Send], Awaitable[None]]
 AckHandler = Callable[[str], Mapping[str, Any]]
 StatusHandler = Callable[[], Mapping[str, Any]]
 
@@ -100,6 +104,30 @@ class FailoverRequest:
         )
 
 
+@dataclass(frozen=True)
+class SwitchoverRequest:
+    broker_name: str
+    to_key: str | None = None
+    catch_up_timeout_seconds: float = 30.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "op": "switchover",
+            "broker_name": self.broker_name,
+            "to_key": self.to_key,
+            "catch_up_timeout_seconds": self.catch_up_timeout_seconds,
+        }
+
+    @classmethod
+    def from_json(cls, request: Mapping[str, Any]) -> SwitchoverRequest:
+        to_key = request.get("to_key")
+        return cls(
+            broker_name=str(request.get("broker_name", "")),
+            to_key=None if to_key is None else str(to_key),
+            catch_up_timeout_seconds=float(request.get("catch_up_timeout_seconds", 30.0)),
+        )
+
+
 def acknowledge(config: WatchdogConfig, store: StateStore, broker_name: str) -> dict[str, Any]:
     """`ack`: lift the anti-flap block on a group's failovers; the answer as the wire has it.
     Whoever holds the lock writes it: the daemon for a client, else the CLI itself."""
@@ -115,7 +143,11 @@ def acknowledge(config: WatchdogConfig, store: StateStore, broker_name: str) -> 
 
 
 async def start_control_server(
-    path: Path, failover: FailoverHandler, ack: AckHandler, status: StatusHandler
+    path: Path,
+    failover: FailoverHandler,
+    ack: AckHandler,
+    status: StatusHandler,
+    switchover: SwitchoverHandler | None = None,
 ) -> asyncio.AbstractServer:
     """Listen on `path` (owner only); each connection is one request."""
 
@@ -129,6 +161,8 @@ async def start_control_server(
             op = request.get("op")
             if op == "failover":
                 await failover(FailoverRequest.from_json(request), send)
+            elif op == "switchover" and switchover is not None:
+                await switchover(SwitchoverRequest.from_json(request), send)
             elif op == "ack":
                 send(ack(str(request.get("broker_name", ""))))
             elif op == "status":

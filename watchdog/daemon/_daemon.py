@@ -25,6 +25,7 @@ from ..act import (
     WatchdogState,
     new_failover_id,
     prepare_plan,
+    prepare_switchover,
     recorded_masters,
     role_restores,
 )
@@ -42,6 +43,7 @@ from ..decide import (
     RestoreRole,
     clean_rejoins,
     decide,
+    decide_switchover,
     log_fields,
     manual_promote,
     operator_refusal,
@@ -64,6 +66,7 @@ from ..remoting import ClientPool
 from ._control import (
     FailoverRequest,
     Send,
+    SwitchoverRequest,
     acknowledge,
     control_socket_path,
     event_message,
@@ -192,6 +195,7 @@ class Daemon:
     def _build(self, config: WatchdogConfig) -> None:
         given = self._given
         self.config = config
+        self.pool.set_credentials(config.acl_credentials())  # a reload's [acl] signs from now on
         self.webhooks = given.webhooks or WebhookNotifier(config.notify.webhook)
         self.hosts: Mapping[str, Host] = (
             given.hosts
@@ -254,6 +258,7 @@ class Daemon:
                 self._control_failover,
                 self._control_ack,
                 self._control_status,
+                self._control_switchover,
             )
             log.info(
                 "rmq-watchdog started",
@@ -633,22 +638,26 @@ class Daemon:
 
     # -- requests from the control socket (one actor: the CLI asks the daemon) --------------
 
+    def _control_refusal(self, name: str) -> str | None:
+        """Why the daemon takes no failover or switchover of `name` now (None: it may)."""
+        task = self.failovers.get(name)
+        if name not in self.config.group_names():
+            return f"unknown broker group {name!r}"
+        if self.ha is not None and (refusal := self.ha.refusal()) is not None:
+            return refusal
+        if task is not None and not task.done():
+            return f"a failover of {name} is already running"
+        if self.cycle.snapshot is None or self.cycle.verdict is None:
+            return "the daemon has not completed a probe cycle yet"
+        return None
+
     async def _control_failover(self, request: FailoverRequest, send: Send) -> None:
         name = request.broker_name
-        if name not in self.config.group_names():
-            send({"error": f"unknown broker group {name!r}"})
-            return
-        if self.ha is not None and (refusal := self.ha.refusal()) is not None:
-            send({"error": refusal})
-            return
-        task = self.failovers.get(name)
-        if task is not None and not task.done():
-            send({"error": f"a failover of {name} is already running"})
+        if (refused := self._control_refusal(name)) is not None:
+            send({"error": refused})
             return
         cycle = self.cycle
-        if cycle.snapshot is None or cycle.verdict is None:
-            send({"error": "the daemon has not completed a probe cycle yet"})
-            return
+        assert cycle.snapshot is not None and cycle.verdict is not None
         group = next(g for g in cycle.verdict.groups if g.broker_name == name)
         record = self.store.load().group(name)
         refusal = operator_refusal(
@@ -682,9 +691,35 @@ class Daemon:
         plan, _ = await prepare_plan(
             decision, self.config, cycle.snapshot, self.hosts, self.store.load(), pool=self.pool
         )
+        await self._run_requested(plan, send)
+
+    async def _control_switchover(self, request: SwitchoverRequest, send: Send) -> None:
+        """A planned switchover (decide/_switchover.py), planned on the last cycle's view and
+        run as a failover is: journaled, resumed after a crash, one per group at a time."""
+        refused = self._control_refusal(request.broker_name)
+        cycle = self.cycle
+        if refused is not None or cycle.snapshot is None or cycle.verdict is None:
+            send({"error": refused})
+            return
+        group = next(g for g in cycle.verdict.groups if g.broker_name == request.broker_name)
+        decision = decide_switchover(
+            cycle.snapshot, group, self.config, to_key=request.to_key, now=self.wall_clock()
+        )
+        if isinstance(decision, Refusal):
+            send({"error": decision.reason})
+            return
+        plan, _ = await prepare_switchover(
+            decision, self.config, self.hosts, self.store.load(), self.pool,
+            catch_up_timeout_seconds=request.catch_up_timeout_seconds,
+        )  # fmt: skip
+        await self._run_requested(plan, send)
+
+    async def _run_requested(self, plan: Plan | Refusal, send: Send) -> None:
+        """Run a plan a control-socket client asked for, its events relayed to it."""
         if isinstance(plan, Refusal):
             send({"error": plan.reason})
             return
+        name = plan.broker_name
         failover_id = new_failover_id(name, self.wall_clock())
         events: asyncio.Queue[Mapping[str, Any]] = asyncio.Queue()
         self._listeners[failover_id] = events.put_nowait
@@ -722,13 +757,15 @@ class Daemon:
 
 
 def canary_runner(pool: ClientPool) -> CanaryRunner:
-    """The executor's canary step, run over the daemon's connection pool."""
+    """The executor's canary step, run over the daemon's connection pool (and its client child
+    signing with the pool's ACL account)."""
 
     async def run(namesrvs: Sequence[str], addr: str, name: str, topic: str, timeout: float) -> Any:
         from ..act import run_canary
 
         return await run_canary(
-            list(namesrvs), addr, name, topic=topic, timeout_seconds=timeout, pool=pool
-        )
+            list(namesrvs), addr, name, topic=topic, timeout_seconds=timeout, pool=pool,
+            credentials=pool.credentials,
+        )  # fmt: skip
 
     return run
