@@ -16,23 +16,25 @@ from watchdog.commands._advice import (
     BrokerSetup,
     ConsumerFacts,
     ConsumerGroupView,
-    HostScan,
-    JavaMemory,
-    JvmProcess,
     TopicQueues,
     consumer_findings,
-    find_broker_process,
     host_findings,
-    java_memory,
     jvm_findings,
     nameserver_findings,
-    parse_host_scan,
-    parse_java_size,
     replication_findings,
     retention_findings,
     same_machine,
 )
 from watchdog.commands._advice_gather import broker_setups, scan_host
+from watchdog.commands._advice_jvm import (
+    HostScan,
+    JavaMemory,
+    JvmProcess,
+    find_broker_process,
+    java_memory,
+    parse_host_scan,
+    parse_java_size,
+)
 from watchdog.commands._findings import Finding, findings_json
 from watchdog.config import parse_config
 from watchdog.hosts import LocalBackend
@@ -618,7 +620,7 @@ def test_the_json_form_has_one_object_per_finding() -> None:
     assert findings[1].render() == "[WARN] broker-a:1: why\n       fix: how"
 
 
-@pytest.mark.parametrize("module", ["_advice", "_findings"])
+@pytest.mark.parametrize("module", ["_advice", "_advice_jvm", "_findings"])
 def test_the_evaluation_imports_no_io(module: str) -> None:
     from tests.unit.test_layers import IO_MODULES
 
@@ -638,4 +640,4 @@ def test_the_evaluation_imports_no_io(module: str) -> None:
         node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level
     }
     assert not imported & IO_MODULES
-    assert relative <= {"model", "_findings"}
+    assert relative <= {"model", "_findings", "_advice_jvm"}

@@ -9,43 +9,33 @@
 #   the watchdog read routes from them, so one nameserver is a single point of failure and a
 #   broker missing on some of them is invisible to whoever asks those.
 # - hosts: a slave on its master's machine dies with it.
-# - JVM memory: the commit log lives in the OS page cache (mmap); the seed sizes -Xms/-Xmx/-Xmn
-#   in runbroker.sh with equal -Xms and -Xmx, and RocketMQ's own runbroker.sh caps direct memory.
+# - JVM memory (_advice_jvm.py): heap and direct memory against the machine's RAM.
 # - retention: deleteWhen/fileReservedTime decide when the commit log is deleted; a promoted
 #   slave keeps its own.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import math
-import posixpath
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..model import BrokerObservation, ClusterSnapshot
-from ._findings import Finding
+from ._advice_jvm import HostScan, broker_jvm_findings
+from ._findings import Finding, plural
 
 __all__ = [
     "AdviceFacts",
     "BrokerSetup",
     "ConsumerFacts",
     "ConsumerGroupView",
-    "HostScan",
     "INTERNAL_TOPIC_PREFIXES",
-    "JavaMemory",
-    "JvmProcess",
     "TopicQueues",
     "advise",
     "consumer_findings",
-    "find_broker_process",
     "host_findings",
-    "java_memory",
     "jvm_findings",
     "nameserver_findings",
-    "parse_host_scan",
-    "parse_java_size",
     "replication_findings",
     "retention_findings",
     "same_machine",
@@ -67,23 +57,6 @@ class BrokerSetup:
     host: str
     machine: str
     properties: str
-
-
-@dataclass(frozen=True)
-class JvmProcess:
-    pid: int
-    cwd: str  # empty when it could not be read
-    argv: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class HostScan:
-    """The BrokerStartup processes of one host and its memory (MemTotal of /proc/meminfo)."""
-
-    host: str
-    processes: tuple[JvmProcess, ...] = ()
-    mem_total_bytes: int | None = None
-    error: str | None = None  # the scan did not run or failed: nothing above was read
 
 
 @dataclass(frozen=True)
@@ -137,18 +110,6 @@ def advise(facts: AdviceFacts) -> list[Finding]:
 
 
 # --- small helpers -------------------------------------------------------------------------------
-
-
-def _size(n: float) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(n) >= scale:
-            value = n / scale
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
-    return f"{n:.0f} B"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _groups(brokers: Sequence[BrokerSetup]) -> dict[str, list[BrokerSetup]]:
@@ -237,15 +198,15 @@ def consumer_findings(facts: ConsumerFacts) -> list[Finding]:
                 Finding(
                     "warn",
                     subject,
-                    f"{_plural(consumers, 'consumer')} online and topic {topic} has "
-                    f"{_plural(readable, 'readable queue')} ({per_broker or 'none'}): "
+                    f"{plural(consumers, 'consumer')} online and topic {topic} has "
+                    f"{plural(readable, 'readable queue')} ({per_broker or 'none'}): "
                     f"{idle} of them {'gets' if idle == 1 else 'get'} no queue of {topic} and "
                     f"{'sits' if idle == 1 else 'sit'} idle (a group's clients share a topic's "
                     "queues, one consumer per queue)",
                     id="consumers.idle",
                     fix=f"give {topic} at least {consumers} read and write queues on its broker "
                     f"groups (`mqadmin updateTopic -c CLUSTER -t {topic} -r {consumers} -w "
-                    f"{consumers}`), or run at most {_plural(readable, 'consumer')} in "
+                    f"{consumers}`), or run at most {plural(readable, 'consumer')} in "
                     f"{view.group}",
                 )
             )
@@ -254,7 +215,7 @@ def consumer_findings(facts: ConsumerFacts) -> list[Finding]:
             text = "no consumer group has clients online"
         else:
             text = (
-                f"{_plural(checked, 'consumer group')} online, none with more consumers than "
+                f"{plural(checked, 'consumer group')} online, none with more consumers than "
                 "the readable queues of a topic it subscribes"
             )
             if broadcasting:
@@ -390,7 +351,7 @@ def nameserver_findings(facts: AdviceFacts) -> list[Finding]:
             Finding(
                 "warn",
                 "nameservers",
-                f"only {_plural(len(configured), 'nameserver')} configured "
+                f"only {plural(len(configured), 'nameserver')} configured "
                 f"({', '.join(configured) or 'none'}): when it is down no new client finds a "
                 "broker, routes stop changing, and a failover cannot be verified",
                 id="nameservers.single",
@@ -516,247 +477,13 @@ def host_findings(brokers: Sequence[BrokerSetup], snapshot: ClusterSnapshot) -> 
     return found
 
 
-# --- JVM memory ----------------------------------------------------------------------------------
-
-_SIZE = re.compile(r"([0-9]+)([kKmMgGtT]?)")
-_SCALE = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-# JVM options that take the next argument as their value (so it is not the main class).
-_WITH_VALUE = frozenset(
-    {
-        "-cp", "-classpath", "--class-path", "-p", "--module-path", "--upgrade-module-path",
-        "--add-modules", "--limit-modules", "--add-opens", "--add-exports", "--add-reads",
-        "--patch-module",
-    }
-)  # fmt: skip
-
-
-def parse_java_size(text: str) -> int | None:
-    """A JVM size ("256m", "8g", "1048576") in bytes, or None."""
-    match = _SIZE.fullmatch(text)
-    if match is None:
-        return None
-    return int(match.group(1)) * _SCALE[match.group(2).lower()]
-
-
-@dataclass(frozen=True)
-class JavaMemory:
-    """The memory options of a java command line (the last of each wins, as in the JVM)."""
-
-    max_heap: int | None = None  # -Xmx / -XX:MaxHeapSize
-    initial_heap: int | None = None  # -Xms / -XX:InitialHeapSize
-    max_direct: int | None = None  # -XX:MaxDirectMemorySize
-    max_ram_percentage: float | None = None  # -XX:MaxRAMPercentage
-
-
-def java_memory(argv: Sequence[str]) -> JavaMemory:
-    """The JVM options of `argv` (those before the main class) that size its memory."""
-    max_heap = initial_heap = max_direct = None
-    percentage = None
-    skip = False
-    for arg in argv[1:]:
-        if skip:
-            skip = False
-            continue
-        if arg in _WITH_VALUE:
-            skip = True
-            continue
-        if not arg.startswith("-") or arg == "-jar":
-            break  # the main class (or jar): what follows is the program's
-        for prefix in ("-Xmx", "-XX:MaxHeapSize="):
-            if arg.startswith(prefix):
-                max_heap = parse_java_size(arg[len(prefix) :]) or max_heap
-        for prefix in ("-Xms", "-XX:InitialHeapSize="):
-            if arg.startswith(prefix):
-                initial_heap = parse_java_size(arg[len(prefix) :]) or initial_heap
-        if arg.startswith("-XX:MaxDirectMemorySize="):
-            max_direct = parse_java_size(arg.partition("=")[2]) or max_direct
-        if arg.startswith("-XX:MaxRAMPercentage="):
-            with contextlib.suppress(ValueError):
-                percentage = float(arg.partition("=")[2])
-    return JavaMemory(max_heap, initial_heap, max_direct, percentage)
-
-
-def _config_file(argv: Sequence[str]) -> str | None:
-    """BrokerStartup's -c / --configFile argument (commons-cli forms)."""
-    for i, arg in enumerate(argv):
-        if arg in ("-c", "--configFile") and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--configFile="):
-            return arg.partition("=")[2]
-        if arg.startswith("-c") and len(arg) > 2 and not arg.startswith("-cp"):
-            return arg[2:]
-    return None
-
-
-def find_broker_process(processes: Sequence[JvmProcess], properties: str) -> JvmProcess | None:
-    """The BrokerStartup process started with `-c properties` (a relative -c is read from the
-    process's working directory)."""
-    wanted = posixpath.normpath(properties)
-    for proc in processes:
-        given = _config_file(proc.argv)
-        if given is None:
-            continue
-        if not posixpath.isabs(given):
-            if not proc.cwd:
-                continue
-            given = posixpath.join(proc.cwd, given)
-        if posixpath.normpath(given) == wanted:
-            return proc
-    return None
-
-
-_SCAN_LINE = re.compile(r"(memtotal|pid|cwd|arg) ?(.*)")
-
-
-def parse_host_scan(host: str, text: str) -> HostScan:
-    """The output of check's host scan: `memtotal KB`, then per process `pid N`, `cwd DIR` and
-    one `arg A` line per argument."""
-    processes: list[JvmProcess] = []
-    mem_total: int | None = None
-    pid: int | None = None
-    cwd = ""
-    argv: list[str] = []
-
-    def close() -> None:
-        if pid is not None:
-            processes.append(JvmProcess(pid, cwd, tuple(argv)))
-
-    for line in text.splitlines():
-        match = _SCAN_LINE.fullmatch(line)
-        if match is None:
-            continue
-        kind, value = match.groups()
-        if kind == "memtotal" and value.isdigit():
-            mem_total = int(value) * 1024
-        elif kind == "pid" and value.isdigit():
-            close()
-            pid, cwd, argv = int(value), "", []
-        elif kind == "cwd":
-            cwd = value
-        elif kind == "arg" and pid is not None:
-            argv.append(value)
-    close()
-    return HostScan(host, tuple(processes), mem_total)
-
-
-def _jvm_broker_findings(broker: BrokerSetup, scan: HostScan | None) -> list[Finding]:
-    subject = broker.key
-    if scan is None or scan.error is not None:
-        why = scan.error if scan is not None else "not asked"
-        return [
-            Finding(
-                "info",
-                subject,
-                f"JVM memory not checked: could not read processes on host {broker.host} ({why})",
-                id="jvm.unreadable",
-            )
-        ]
-    proc = find_broker_process(scan.processes, broker.properties)
-    if proc is None:
-        return [
-            Finding(
-                "info",
-                subject,
-                f"JVM memory not checked: no BrokerStartup process on host {broker.host} was "
-                f"started with -c {broker.properties} "
-                f"({_plural(len(scan.processes), 'other BrokerStartup process')} there)",
-                id="jvm.unreadable",
-            )
-        ]
-    mem = java_memory(proc.argv)
-    ram = scan.mem_total_bytes
-    heap = mem.max_heap
-    heap_note = ""
-    if heap is None and ram is not None:
-        share = (mem.max_ram_percentage or 25.0) / 100
-        heap = int(ram * share)
-        heap_note = f" (no -Xmx: {share * 100:g}% of RAM)"
-    found: list[Finding] = []
-    where = f"pid {proc.pid} on host {broker.host}"
-    runbroker = "JAVA_OPT in runbroker.sh (or the command that starts it)"
-    if heap is not None and ram is not None and heap > ram / 2:
-        found.append(
-            Finding(
-                "warn",
-                subject,
-                f"heap {_size(heap)}{heap_note} is more than half of the machine's "
-                f"{_size(ram)} RAM ({where}): the commit log is read and written through the "
-                "OS page cache, which then gets too little (slow reads from disk, "
-                "'[PC_SYNCHRONIZED]broker busy' on writes)",
-                id="jvm.heap-over-half-ram",
-                fix=f"lower -Xms/-Xmx to at most {_size(ram / 2)} in {runbroker}",
-            )
-        )
-    if mem.initial_heap is None or mem.max_heap is None or mem.initial_heap != mem.max_heap:
-        if mem.initial_heap is None and mem.max_heap is None:
-            sizes = "no -Xms or -Xmx: the JVM sizes the heap from RAM"
-        else:
-            xms = _size(mem.initial_heap) if mem.initial_heap is not None else "unset"
-            xmx = _size(mem.max_heap) if mem.max_heap is not None else "unset"
-            sizes = f"-Xms {xms} differs from -Xmx {xmx}"
-        found.append(
-            Finding(
-                "warn",
-                subject,
-                f"{sizes} ({where}): the heap grows and shrinks under load, with full "
-                "collections while it resizes",
-                id="jvm.xms-not-xmx",
-                fix=f"set -Xms equal to -Xmx in {runbroker} (the seed: -Xms528m -Xmx528m)",
-            )
-        )
-    direct = mem.max_direct
-    if direct is None:
-        found.append(
-            Finding(
-                "warn",
-                subject,
-                f"no -XX:MaxDirectMemorySize ({where}): direct memory may then grow to the "
-                "heap's size again, outside the heap's limit",
-                id="jvm.direct-memory-unset",
-                fix=f"set -XX:MaxDirectMemorySize in {runbroker} (RocketMQ's own runbroker.sh "
-                "sets it), sized so heap + direct memory stay well within RAM",
-            )
-        )
-    total = (heap or 0) + (direct if direct is not None else (heap or 0))
-    if heap is not None and ram is not None and total > ram:
-        found.append(
-            Finding(
-                "warn",
-                subject,
-                f"heap {_size(heap)} + direct memory "
-                f"{_size(direct) if direct is not None else 'up to the heap size'} = "
-                f"{_size(total)} exceeds the machine's {_size(ram)} RAM ({where}): the kernel "
-                "kills the broker when both fill",
-                id="jvm.memory-over-ram",
-                fix=f"size -Xmx and -XX:MaxDirectMemorySize in {runbroker} to fit the machine",
-            )
-        )
-    if ram is None:
-        found.append(
-            Finding(
-                "info",
-                subject,
-                f"heap against RAM not checked: host {broker.host} has no readable /proc/meminfo",
-                id="jvm.unreadable",
-            )
-        )
-    if not found:
-        found.append(
-            Finding(
-                "ok",
-                subject,
-                f"heap {_size(heap or 0)} (-Xms = -Xmx), direct memory "
-                f"{_size(direct or 0)}, RAM {_size(ram or 0)} ({where})",
-                id="jvm.ok",
-            )
-        )
-    return found
+# --- JVM memory (_advice_jvm.py) ----------------------------------------------------------------
 
 
 def jvm_findings(brokers: Sequence[BrokerSetup], hosts: Mapping[str, HostScan]) -> list[Finding]:
     found: list[Finding] = []
-    for broker in brokers:
-        found.extend(_jvm_broker_findings(broker, hosts.get(broker.host)))
+    for b in brokers:
+        found.extend(broker_jvm_findings(b.key, b.host, b.properties, hosts.get(b.host)))
     return found
 
 

@@ -27,10 +27,9 @@ from ._advice import (
     BrokerSetup,
     ConsumerFacts,
     ConsumerGroupView,
-    HostScan,
     TopicQueues,
-    parse_host_scan,
 )
+from ._advice_jvm import HostScan, parse_host_scan
 
 __all__ = ["HOST_SCAN_SCRIPT", "broker_setups", "gather_advice_facts", "scan_host"]
 

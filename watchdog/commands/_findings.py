@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Finding", "Severity", "can_fail_over", "findings_json"]
+__all__ = ["Finding", "Severity", "byte_size", "can_fail_over", "findings_json", "plural"]
 
 # ok: checked and fine; info: worth knowing, or something check could not measure (it says
 # what); warn: the cluster runs against advice or a failover would degrade; error: needs
@@ -58,3 +58,16 @@ def findings_json(findings: Sequence[Finding]) -> dict[str, Any]:
         "can_fail_over": can_fail_over(findings),
         "problems": sum(f.severity == "error" for f in findings),
     }
+
+
+def byte_size(n: float) -> str:
+    """Bytes for a reason's text: "256 MiB", "23.5 GiB", "512 B"."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= scale:
+            value = n / scale
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
