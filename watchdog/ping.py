@@ -11,16 +11,25 @@ import asyncio
 import sys
 
 from .model import parse_duration
-from .remoting import ClientPool, RemotingError, describe_error, get_broker_runtime_info
+from .remoting import (
+    AclRefused,
+    ClientPool,
+    RemotingError,
+    describe_error,
+    get_broker_runtime_info,
+)
 
 __all__ = ["ping", "main"]
 
 
 async def ping(addr: str, *, timeout_seconds: float) -> tuple[bool, str]:
-    """(answered, detail). A TCP connect alone is not an answer."""
+    """(answered, detail). A TCP connect alone is not an answer; a refusal by the broker's ACL
+    (aclEnable=true: this check signs nothing) is one, from the broker's request thread."""
     pool = ClientPool(connect_timeout_seconds=timeout_seconds)
     try:
         info = await get_broker_runtime_info(pool.get(addr), timeout_seconds=timeout_seconds)
+    except AclRefused as exc:
+        return True, f"answered, its ACL refusing the unsigned request ({exc.reason})"
     except RemotingError as exc:
         return False, describe_error(exc)
     finally:

@@ -137,6 +137,7 @@ async def prepare_plan(
             asking = pool or ClientPool(
                 connect_timeout_seconds=config.probe.connect_timeout_seconds,
                 source_address=config.probe.source_address,
+                credentials=config.acl_credentials(),
             )
             try:
                 plugins = await ask_plugins(config, asking, addrs)

@@ -17,6 +17,7 @@ from ..model import BrokerObservation, ClusterSnapshot, PropertiesFile, format_u
 from ..remoting import ClientPool
 from ._advice import advise
 from ._advice_gather import gather_advice_facts
+from ._check_acl import acl_findings
 from ._findings import Finding, can_fail_over, findings_json
 
 __all__ = [
@@ -183,6 +184,8 @@ def _broker_findings(
     key = f"{b.broker_name}:{configured_id}"
     if not b.is_up:
         return [Finding("warn", key, f"{b.addr} does not answer: {b.error}", id="broker.down")]
+    if b.acl_refusal is not None:
+        return []  # it answered, refusing the watchdog's account: the acl finding says so
     found = [
         Finding(
             "ok",
@@ -373,6 +376,7 @@ async def run_checks(
             )
         )
 
+    findings.extend(await acl_findings(config, snapshot))
     control = await asyncio.gather(*(_check_control_path(b, hosts[b.host]) for b in config.brokers))
     control_ok = {b.key: c.is_ok for b, c in zip(config.brokers, control, strict=True)}
     for b, c in zip(config.brokers, control, strict=True):

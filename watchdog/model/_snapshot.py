@@ -87,7 +87,9 @@ class NamesrvObservation:
 
 @dataclass(frozen=True)
 class BrokerObservation:
-    """What one broker answered this cycle; `is_up` means it answered runtime info, not just TCP."""
+    """What one broker answered this cycle; `is_up` means it answered runtime info, not just TCP:
+    with its info, or with its ACL's refusal of the watchdog's account (`acl_refusal`), which
+    shows it alive as well but leaves its role and offsets unknown."""
 
     broker_name: str
     broker_id: int  # the configured id (identity), not necessarily its current role
@@ -103,6 +105,9 @@ class BrokerObservation:
     # How the probe failed (None while it answers): detection's evidence, where `error` is
     # for humans. Last, so positional construction elsewhere keeps its meaning.
     failure: BrokerFailure | None = None
+    # The reason the broker's ACL (aclEnable=true) gave for refusing the watchdog's requests,
+    # e.g. "Check signature failed for accessKey=X"; None when it did not refuse them.
+    acl_refusal: str | None = None
 
     @property
     def key(self) -> str:

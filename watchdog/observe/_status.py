@@ -18,8 +18,18 @@ def status_problems(snapshot: ClusterSnapshot) -> list[str]:
             f"{len(down)} of {len(snapshot.nameservers)} nameservers do not answer: "
             + ", ".join(down)
         )
+    refused = [b for b in snapshot.brokers if b.acl_refusal is not None]
+    if refused:
+        reasons = "; ".join(sorted({str(b.acl_refusal) for b in refused}))
+        problems.append(
+            f"the brokers refuse the watchdog's ACL credentials: {reasons} "
+            f"({', '.join(b.key for b in refused)}); their roles and offsets are unknown and no "
+            "failover can run: fix [acl] (`rmq-watchdog check` says how)"
+        )
     for name in snapshot.group_names():
         claimants = snapshot.master_claimants(name)
+        if not claimants and all(b.acl_refusal for b in snapshot.group(name)):
+            continue  # no role is known: the refusal above is the problem
         if not claimants:
             problems.append(f"group {name}: no broker answers as master")
         elif len(claimants) > 1:

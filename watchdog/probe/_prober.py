@@ -21,6 +21,7 @@ from ..model import (
 )
 from ..model._snapshot import BrokerFailure
 from ..remoting import (
+    AclRefused,
     ClientPool,
     RemoteError,
     RemotingClient,
@@ -383,6 +384,18 @@ class Prober:
         runtime_result: dict[str, str] | BaseException,
         config_result: dict[str, str] | BaseException | None,
     ) -> BrokerObservation:
+        if isinstance(runtime_result, AclRefused):
+            # An answer, from the broker's request thread: it is alive. Its ACL refused this
+            # account, so its role and offsets are unknown (and no failover can pick it).
+            return BrokerObservation(
+                broker_name=broker.broker_name,
+                broker_id=broker.broker_id,
+                addr=broker.addr,
+                is_up=True,
+                latency_seconds=latency,
+                error=describe_error(runtime_result),
+                acl_refusal=runtime_result.reason,
+            )
         if isinstance(runtime_result, BaseException):
             if not isinstance(runtime_result, RemotingError):
                 raise runtime_result
@@ -425,6 +438,7 @@ class Prober:
             commitlog_max_offset=_to_int(runtime_result.get("commitLogMaxOffset")),
             version=runtime_result.get("brokerVersionDesc"),
             runtime=tuple(sorted(runtime_result.items())),
+            acl_refusal=config_result.reason if isinstance(config_result, AclRefused) else None,
         )
 
     @staticmethod
@@ -494,8 +508,10 @@ def _master_addrs(
 
 
 def client_pool(config: WatchdogConfig) -> ClientPool:
-    """The connection pool every command probes with, as the config says."""
+    """The connection pool every command probes with, as the config says (signing every
+    request with the [acl] account, if any)."""
     return ClientPool(
         connect_timeout_seconds=config.probe.connect_timeout_seconds,
         source_address=config.probe.source_address,
+        credentials=config.acl_credentials(),
     )
