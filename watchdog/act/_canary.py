@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..model import AclCredentials
 from ..native import ClientOutcome, run_canary_client
 from ..remoting import (
     RemoteError,
@@ -161,6 +162,7 @@ async def run_canary(
     pool: ClientSource,
     client_command: Sequence[str] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    credentials: AclCredentials | None = None,
 ) -> CanaryResult:
     """Prove that broker ``broker_name`` at ``broker_addr`` takes a real client's write and
     serves it back, within ``timeout_seconds`` in all.
@@ -173,7 +175,8 @@ async def run_canary(
     4. check over remoting that broker_addr's queue grew past the send offset.
 
     Bad arguments raise ValueError; every cluster or client failure is a not-ok result whose
-    detail says which step failed.
+    detail says which step failed. With ``credentials`` (the brokers' ACL account, as ``pool``
+    signs with it) the client child signs its requests too.
     """
     if not namesrv_addrs:
         raise ValueError("run_canary needs at least one nameserver address")
@@ -229,6 +232,7 @@ async def run_canary(
         expect_broker_name=broker_name,
         command=client_command,
         kill_grace_seconds=grace,
+        credentials=credentials,
     )
     if not outcome.is_ok:
         return result(False, _failure_detail(outcome, remaining - grace), outcome)

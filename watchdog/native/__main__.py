@@ -11,6 +11,7 @@ from typing import IO
 
 from ..remoting import check_topic_name, parse_addr
 from ._canary import canary_child
+from ._credentials import CredentialsError, read_credentials
 from ._spawn import exit_now, result_stream
 from ._traffic import (
     DRILL_CONSUMER_GROUP,
@@ -34,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     canary.add_argument("--timeout-seconds", type=float, help="give up after this")
     canary.add_argument("--expect-broker-name", help="fail unless the message is on this group")
     canary.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    canary.add_argument(
+        "--credentials-stdin",
+        action="store_true",
+        help="sign with the ACL account on stdin's first line (JSON: access_key, secret_key)",
+    )
     probe = sub.add_parser("probe", help="send one message per interval, one JSON line each")
     probe.add_argument("--probe-duration-seconds", type=float, help="send for this long")
     probe.add_argument("--probe-interval-seconds", type=float, default=0.2)
@@ -75,14 +81,22 @@ def _problem(args: argparse.Namespace, *numbers: tuple[str, float | None]) -> st
 
 def _canary(args: argparse.Namespace, out: IO[str]) -> int:
     """One round trip, one result line (a bad argument is a failed result); exit 0 if ok."""
+    problem = _problem(args, ("--timeout-seconds", args.timeout_seconds))
+    credentials = None
+    if args.credentials_stdin:
+        try:
+            credentials = read_credentials(sys.stdin)
+        except CredentialsError as exc:
+            problem = problem or f"--credentials-stdin: {exc}"
     return canary_child(
         args.namesrv,
         args.topic,
         timeout_seconds=args.timeout_seconds,
         expect_broker_name=args.expect_broker_name,
         as_json=args.json,
-        problem=_problem(args, ("--timeout-seconds", args.timeout_seconds)),
+        problem=problem,
         out=out,
+        credentials=credentials,
     )
 
 

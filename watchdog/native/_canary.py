@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
-from ..model import WatchdogError
+from ..model import AclCredentials, WatchdogError
+from ._credentials import credentials_line, sign_client
 from ._pull import fetch_queues, pull, start_pull_consumer
 from ._spawn import (
     describe_exit,
@@ -155,9 +156,10 @@ def client_argv(
     timeout_seconds: float,
     expect_broker_name: str | None = None,
     command: Sequence[str] | None = None,
+    with_credentials: bool = False,
 ) -> list[str]:
     """The child's command line: ``command`` (default: this Python, -m watchdog.native canary)
-    + args."""
+    + args; ``with_credentials``: it reads its ACL account from stdin."""
     argv = list(command) if command else [sys.executable, "-m", "watchdog.native", "canary"]
     argv += [
         "--namesrv", ";".join(namesrv_addrs),
@@ -167,6 +169,8 @@ def client_argv(
     ]  # fmt: skip
     if expect_broker_name:
         argv += ["--expect-broker-name", expect_broker_name]
+    if with_credentials:
+        argv.append("--credentials-stdin")
     return argv
 
 
@@ -178,12 +182,14 @@ async def run_canary_client(
     expect_broker_name: str | None = None,
     command: Sequence[str] | None = None,
     kill_grace_seconds: float | None = None,
+    credentials: AclCredentials | None = None,
 ) -> ClientOutcome:
     """Run the canary client in a child process and return what it did; never raises for the
     child's behaviour (hang, crash, garbage): those come back as a not-ok outcome.
 
     The child works until ``timeout_seconds``; the parent kills it ``kill_grace_seconds`` later
-    (default: a fifth of the timeout, at most 2 s) and reaps it.
+    (default: a fifth of the timeout, at most 2 s) and reaps it. With ``credentials`` (the
+    brokers' ACL account) the child signs its requests; they reach it on its stdin.
     """
     if timeout_seconds <= 0:
         raise ValueError(f"timeout_seconds must be > 0, got {timeout_seconds}")
@@ -194,10 +200,14 @@ async def run_canary_client(
         timeout_seconds=timeout_seconds,
         expect_broker_name=expect_broker_name,
         command=command,
+        with_credentials=credentials is not None,
     )
     try:
         run = await run_child(
-            argv, kill_after_seconds=timeout_seconds + grace, cap_bytes=_OUTPUT_CAP_BYTES
+            argv,
+            kill_after_seconds=timeout_seconds + grace,
+            cap_bytes=_OUTPUT_CAP_BYTES,
+            stdin_data=None if credentials is None else credentials_line(credentials),
         )
     except OSError as exc:
         return ClientOutcome(is_ok=False, error=f"cannot start the canary client: {exc}")
@@ -245,7 +255,11 @@ def _outcome(
 
 
 def _round_trip(
-    namesrv: str, topic: str, expect_broker_name: str | None, timeout_seconds: float
+    namesrv: str,
+    topic: str,
+    expect_broker_name: str | None,
+    timeout_seconds: float,
+    credentials: AclCredentials | None,
 ) -> ClientOutcome:
     """Send one message with the real client (retrying until the deadline) and pull it back."""
     started = time.monotonic()
@@ -259,6 +273,7 @@ def _round_trip(
     token = uuid.uuid4().hex
     producer = Producer(CANARY_PRODUCER_GROUP)
     producer.set_namesrv_addr(namesrv)
+    sign_client(producer, credentials)
     producer.start()
     attempts = 0
     last_error = "no attempt made"
@@ -306,7 +321,7 @@ def _round_trip(
         send_latency_seconds=round(send_latency, 4),
     )
 
-    consumer = start_pull_consumer(namesrv, _CONSUMER_GROUP)
+    consumer = start_pull_consumer(namesrv, _CONSUMER_GROUP, credentials)
     last_error = "message not found in any queue"
     while time.monotonic() < deadline:
         try:
@@ -346,13 +361,14 @@ def canary_child(
     as_json: bool,
     problem: str | None,
     out: IO[str],
+    credentials: AclCredentials | None = None,
 ) -> int:
     """The canary verb: one round trip (or, with ``problem``, none), one result line on ``out``;
     0 if ok else 1."""
     if problem is not None:
         outcome = ClientOutcome(is_ok=False, error=problem)
     else:
-        outcome = _round_trip(namesrv, topic, expect_broker_name, timeout_seconds)
+        outcome = _round_trip(namesrv, topic, expect_broker_name, timeout_seconds, credentials)
     if as_json:
         out.write(outcome.to_json() + "\n")
     elif outcome.is_ok:

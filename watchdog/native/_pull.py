@@ -10,6 +10,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..model import AclCredentials
+from ._credentials import sign_client
+
 __all__ = [
     "PullBatch",
     "PullResult",
@@ -57,12 +60,16 @@ class PullBatch:
     next_offset: int
 
 
-def start_pull_consumer(namesrv: str, group: str) -> Any:
-    """A started PullConsumer of ``group``; ``namesrv`` is 'host:port;host:port'."""
+def start_pull_consumer(
+    namesrv: str, group: str, credentials: AclCredentials | None = None
+) -> Any:
+    """A started PullConsumer of ``group``; ``namesrv`` is 'host:port;host:port'; with
+    ``credentials`` it signs its requests (ACL 1.0)."""
     from rocketmq.client import PullConsumer
 
     consumer = PullConsumer(group)
     consumer.set_namesrv_addr(namesrv)
+    sign_client(consumer, credentials)
     consumer.start()
     return consumer
 

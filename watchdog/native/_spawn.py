@@ -76,16 +76,28 @@ async def _read_capped(stream: asyncio.StreamReader | None, cap: int) -> bytes:
     return bytes(kept)
 
 
-async def run_child(argv: Sequence[str], *, kill_after_seconds: float, cap_bytes: int) -> ChildRun:
-    """Run ``argv`` with no stdin, keep up to ``cap_bytes`` of its stdout and of its stderr,
-    kill it after ``kill_after_seconds``, and reap it, also when the caller is cancelled.
-    OSError when it cannot start."""
+async def run_child(
+    argv: Sequence[str],
+    *,
+    kill_after_seconds: float,
+    cap_bytes: int,
+    stdin_data: bytes | None = None,
+) -> ChildRun:
+    """Run ``argv`` with no stdin (or ``stdin_data``, then end of file: how a secret reaches a
+    child, never through its argv or environment), keep up to ``cap_bytes`` of its stdout and
+    of its stderr, kill it after ``kill_after_seconds``, and reap it, also when the caller is
+    cancelled. OSError when it cannot start."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL if stdin_data is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    if stdin_data is not None and proc.stdin is not None:
+        # Far below a pipe's buffer: written at once, whether or not the child reads it.
+        with contextlib.suppress(OSError):
+            proc.stdin.write(stdin_data)
+            proc.stdin.close()
     was_killed = False
     readers = asyncio.gather(
         _read_capped(proc.stdout, cap_bytes), _read_capped(proc.stderr, cap_bytes)
