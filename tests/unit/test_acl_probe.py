@@ -12,7 +12,7 @@ import pytest
 from watchdog.commands._check_acl import acl_findings
 from watchdog.commands._findings import Finding
 from watchdog.config import WatchdogConfig, parse_config
-from watchdog.decide import NoAction, Policy, decide
+from watchdog.decide import NoAction, Policy, choose_candidate, decide
 from watchdog.detect import DetectorState, detect
 from watchdog.model import ClusterSnapshot, GroupState
 from watchdog.observe import status_problems
@@ -80,12 +80,15 @@ def _cycles(acl: dict[str, str] | None, cycles: int) -> Cycles:
     return asyncio.run(main())
 
 
-def _judge(snapshots: list[ClusterSnapshot], config: WatchdogConfig) -> list[GroupState]:
+def _judge(
+    snapshots: list[ClusterSnapshot], config: WatchdogConfig
+) -> list[tuple[GroupState, str]]:
+    """Each cycle's state and sentence, every decision checked to be no action."""
     state = DetectorState.initial()
     states = []
     for snapshot in snapshots:
         state, verdict = detect(state, snapshot, config.detect, config.probe)
-        states.append(verdict.groups[0].state)
+        states.append((verdict.groups[0].state, verdict.groups[0].reason))
         decisions = decide(
             snapshot, verdict, config.brokers, Policy.from_config(config), snapshot.wall_time
         )
@@ -116,7 +119,13 @@ def test_refused_keys_are_one_problem_and_never_a_master_down(
     for b in snapshots[-1].brokers:
         assert b.is_up and b.acl_refusal == reason and b.role is None, b
         assert b.error is not None and reason in b.error
-    assert set(_judge(snapshots, config)) == {GroupState.HEALTHY}
+    judged = _judge(snapshots, config)
+    assert {s for s, _ in judged} == {GroupState.DEGRADED}
+    assert judged[-1][1] == (
+        f"master broker-a@{snapshots[-1].brokers[0].addr} healthy, but the ACL of broker-a:0, "
+        f"broker-a:1 refuses the watchdog's credentials ({reason}): roles and offsets unknown, "
+        "no slave can be promoted"
+    )
     problems = status_problems(snapshots[-1])
     assert problems == [
         f"the brokers refuse the watchdog's ACL credentials: {reason} (broker-a:0, broker-a:1); "
@@ -140,11 +149,10 @@ def test_the_right_keys_see_roles_and_offsets_and_check_finds_admin() -> None:
         ("SLAVE", None),
     ]
     assert status_problems(snapshot) == []
-    assert set(_judge(snapshots, config)) == {GroupState.HEALTHY}
+    assert {s for s, _ in _judge(snapshots, config)} == {GroupState.HEALTHY}
     assert [(f.severity, f.id) for f in findings] == [("ok", "acl.accepted")]
     assert findings[0].message == (
-        "the brokers accept access key rmq-watchdog with the admin right the canary needs "
-        "(2 asked)"
+        "the brokers accept access key rmq-watchdog with the admin right the canary needs (2 asked)"
     )
 
 
@@ -173,3 +181,19 @@ def test_without_acl_on_a_cluster_without_acl_check_says_nothing() -> None:
             return await acl_findings(config, snapshot)
 
     assert asyncio.run(main()) == []
+
+
+def test_a_slave_whose_acl_refuses_is_no_candidate_and_the_reason_says_so() -> None:
+    snapshots, config, _ = _cycles(WRONG, 1)
+    _, verdict = detect(DetectorState.initial(), snapshots[0], config.detect, config.probe)
+    chosen, rejected = choose_candidate(
+        snapshots[0],
+        verdict.groups[0],
+        config.brokers,
+        Policy.from_config(config).for_group("broker-a"),
+    )
+    assert chosen is None
+    assert rejected == [
+        "broker-a:1 refuses the watchdog's ACL credentials "
+        "(Check signature failed for accessKey=rmq-watchdog)"
+    ]

@@ -480,6 +480,8 @@ def choose_candidate(
             rejected.append(f"{who} is not in the configuration")
         elif not obs.is_up:
             rejected.append(f"{who} not answering")
+        elif obs.acl_refusal is not None:
+            rejected.append(f"{who} refuses the watchdog's ACL credentials ({obs.acl_refusal})")
         elif config.no_promote:
             rejected.append(f"{who} is marked no_promote")
         elif obs.role != "SLAVE":

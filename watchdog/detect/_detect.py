@@ -677,6 +677,16 @@ def _judge_group(
     if slaves_down:
         noun = "slave" if len(slaves_down) == 1 else "slaves"
         return verdict(GroupState.DEGRADED, f"{head}, {noun} {slaves_down_text} down", votes)
+    refused = [b for b in group if b.acl_refusal is not None]
+    if refused:
+        # They answer (alive), but say nothing the watchdog could fail the group over with.
+        reasons = "; ".join(sorted({str(b.acl_refusal) for b in refused}))
+        return verdict(
+            GroupState.DEGRADED,
+            f"{head}, but the ACL of {', '.join(b.key for b in refused)} refuses the watchdog's "
+            f"credentials ({reasons}): roles and offsets unknown, no slave can be promoted",
+            votes,
+        )
     return verdict(GroupState.HEALTHY, head, votes)
 
 
