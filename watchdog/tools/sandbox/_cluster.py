@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..etcd import etcd_binary
+from ._acl import AclSetup, acl_credentials, acl_leftovers, new_acl_setup
 from ._etcd import (
     ETCD_DIR,
     INSTANCE_COUNT,
@@ -302,6 +303,7 @@ class Sandbox:
         netns: bool = False,
         promotion: Promotion = "restart",
         etcd: bool = False,
+        acl: bool = False,
     ) -> dict[str, Any]:
         """Start the cluster; return cluster.json once every broker is registered on every
         nameserver. On any failure, stop what was started and raise SandboxError.
@@ -322,7 +324,13 @@ class Sandbox:
         etcd=True also starts a 3-member etcd on 127.0.0.1 (data under DIR/etcd, ports in the
         sandbox's block) before the brokers, and writes one config per watchdog instance:
         watchdog.toml (wd-1), watchdog-2.toml (wd-2), watchdog-3.toml (wd-3), each with its own
-        state dir and metrics port and the same [etcd] table (lease_ttl 3s). Not with netns."""
+        state dir and metrics port and the same [etcd] table (lease_ttl 3s). Not with netns.
+
+        acl=True turns RocketMQ ACL 1.0 on (aclEnable=true) on every broker, with an admin
+        account for the watchdog and a normal one for clients in DIR/conf/plain_acl.yml, their
+        secret keys in DIR/acl-admin.secret and DIR/acl-client.secret (0600), cluster.json's
+        "acl" naming them, and an [acl] table in every watchdog config (_acl.py). 4.9.x only;
+        not with netns or promotion="inplace"."""
         check_dir_path(self.dir)
         if etcd:
             if netns:
@@ -335,6 +343,17 @@ class Sandbox:
                 )
         if promotion not in PROMOTIONS:
             raise SandboxError(f"--promotion must be restart or inplace, not {promotion!r}")
+        if acl:
+            if netns:
+                raise SandboxError("--acl is not supported with --netns")
+            if promotion == "inplace":
+                raise SandboxError(
+                    "--acl does not go with --promotion inplace (the watchdog refuses [acl] with "
+                    'promotion = "inplace")'
+                )
+            if rocketmq_major(version) != 4:
+                raise SandboxError(f"--acl needs RocketMQ 4.9.x (ACL 1.0), not {version}")
+        acl_setup = new_acl_setup() if acl else None
         jar = None
         if promotion == "inplace":
             if rocketmq_major(version) != 4:
@@ -390,7 +409,7 @@ class Sandbox:
                     base, groups=groups, slaves=slaves, replication=replication, etcd=etcd
                 )
             try:
-                self._boot(topology, jvm, deadline, plugin_secret=secret)
+                self._boot(topology, jvm, deadline, plugin_secret=secret, acl=acl_setup)
                 return self.info()
             except SandboxError as exc:
                 # Another program may bind a port between our check and the JVM's bind: with
@@ -402,7 +421,13 @@ class Sandbox:
         raise AssertionError("unreachable")
 
     def _boot(
-        self, topology: Topology, jvm: Jvm, deadline: float, *, plugin_secret: str | None = None
+        self,
+        topology: Topology,
+        jvm: Jvm,
+        deadline: float,
+        *,
+        plugin_secret: str | None = None,
+        acl: AclSetup | None = None,
     ) -> None:
         # cluster.json names the plug-in's setup only when there is one (a restart sandbox's
         # cluster.json stays as it was).
@@ -415,7 +440,7 @@ class Sandbox:
             extra["etcd"] = etcd_doc(self.dir, topology)
             instances = etcd_instances(topology)
         procs = self._write_files(
-            topology, jvm, extra=extra, plugin_secret=plugin_secret, instances=instances
+            topology, jvm, extra=extra, plugin_secret=plugin_secret, instances=instances, acl=acl
         )
         self._start_procs(procs, topology, deadline)
 
@@ -439,7 +464,10 @@ class Sandbox:
                 for p, b in zip(started_brokers, topology.brokers, strict=True)
             ]
             wait_until_registered(
-                expected, topology.nameserver_addrs, max(1.0, deadline - time.monotonic())
+                expected,
+                topology.nameserver_addrs,
+                max(1.0, deadline - time.monotonic()),
+                credentials=acl_credentials(self.info()),
             )
         except BaseException:
             self._stop_all(timeout_seconds=5.0)
@@ -468,6 +496,7 @@ class Sandbox:
             for i in instances:
                 (self.dir / f"watchdog-{i}.toml").unlink(missing_ok=True)
             for leftover in (
+                *acl_leftovers(self.dir),
                 *self.dir.glob("*.properties.rmq-watchdog-*.bak"),
                 *self.dir.glob("*.properties.epoch"),
             ):
@@ -495,6 +524,7 @@ class Sandbox:
         config_text: str | None = None,
         plugin_secret: str | None = None,
         instances: Sequence[WatchdogInstance] = (),
+        acl: AclSetup | None = None,
     ) -> list[Proc]:
         """Write what render_files renders: properties and logback files, the plug-in secrets,
         sandbox.json, cluster.json and watchdog.toml; the processes to start."""
@@ -507,6 +537,7 @@ class Sandbox:
             config_text=config_text,
             plugin_secret=plugin_secret,
             instances=instances,
+            acl=acl,
         )
         (self.dir / "conf").mkdir(exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
@@ -682,7 +713,10 @@ class Sandbox:
                 )
                 nameservers = [p.key for p in self._procs() if p.kind == "nameserver"]
                 wait_until_registered(
-                    [expectation], nameservers, max(1.0, deadline - time.monotonic())
+                    [expectation],
+                    nameservers,
+                    max(1.0, deadline - time.monotonic()),
+                    credentials=acl_credentials(self.info()),
                 )
         except SandboxError:
             if not started.is_running():

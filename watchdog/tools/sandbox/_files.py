@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ...model import PropertiesFile
+from ._acl import AclSetup, acl_doc, acl_files, acl_toml_table
 from ._plugin import BROKER_SECRET_NAME, SANDBOX_SECRET_NAME
 from ._procs import Proc
 from ._runtime import Jvm, SandboxError, java_argv, rocketmq_major
@@ -229,13 +230,16 @@ def render_files(
     config_text: str | None = None,
     plugin_secret: str | None = None,
     instances: Sequence[WatchdogInstance] = (),
+    acl: AclSetup | None = None,
 ) -> SandboxFiles:
     """The files of a sandbox in `directory`: cluster.json gets the `extra` keys, watchdog.toml
     is `config_text` if given; `prefixes` go before a process's java argv (by process name:
     `ip netns exec NS` with --netns). With `plugin_secret` (--promotion inplace) each broker's
     store gets it as watchdog-plugin.secret, the folder as plugin.secret, and watchdog.toml
     promotes in place with it; the plug-in's jar is among `jvm.broker_jars`. With `instances`
-    (--etcd) watchdog.toml is the first instance's config and each further one gets its own."""
+    (--etcd) watchdog.toml is the first instance's config and each further one gets its own.
+    With `acl` (--acl) every broker runs with aclEnable=true, conf/plain_acl.yml holds its
+    accounts, and every watchdog config signs as its admin (_acl.py)."""
     prefixes = prefixes or {}
     version = jvm.version
     d = directory
@@ -290,7 +294,7 @@ def render_files(
         store = d / "store" / plan.name
         texts[props] = broker_properties_text(
             plan, topology.namesrv_addr, store, rocketmq_version=version
-        )
+        ) + ("aclEnable=true\n" if acl is not None else "")
         argv = [*prefixes.get(plan.name, ()), *java_argv(
             BROKER_MAIN,
             jvm.lib,
@@ -329,15 +333,26 @@ def render_files(
         for i in instances
     }
     main = configs.pop(d / "watchdog.toml", None)
+    acl_table = ""
+    if acl is not None:
+        private_texts.update(acl_files(d, acl))
+        acl_table = acl_toml_table(d, acl)
+        configs = {path: text + acl_table for path, text in configs.items()}
     return SandboxFiles(
         texts=texts,
         private_texts=private_texts,
         homes=tuple(homes),
         procs=tuple(procs),
         state={"version": version, "lib_dir": str(jvm.lib), "processes": recorded},
-        cluster={"nameservers": ns_doc, "brokers": brokers_doc, **(extra or {})},
-        config_text=config_text
-        or main
-        or watchdog_toml_text(d, topology, plugin_secret_file=secret_file),
+        cluster={
+            "nameservers": ns_doc,
+            "brokers": brokers_doc,
+            **(extra or {}),
+            **({} if acl is None else {"acl": acl_doc(d, acl)}),
+        },
+        config_text=(
+            config_text or main or watchdog_toml_text(d, topology, plugin_secret_file=secret_file)
+        )
+        + acl_table,
         instance_configs=configs,
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
+from ...model import AclCredentials
 from ._runtime import SandboxError
 
 __all__ = [
@@ -226,12 +227,15 @@ async def _registrations(
     return dict(zip(nameservers, results, strict=True))
 
 
-async def _not_answering(addrs: Sequence[str]) -> set[str]:
-    """The brokers among `addrs` that do not answer GET_BROKER_RUNTIME_INFO yet."""
+async def _not_answering(
+    addrs: Sequence[str], credentials: AclCredentials | None = None
+) -> set[str]:
+    """The brokers among `addrs` that do not answer GET_BROKER_RUNTIME_INFO yet (asked with
+    `credentials` on brokers with ACL)."""
     from ...remoting import RemotingClient, get_broker_runtime_info
 
     async def one(addr: str) -> str | None:
-        client = RemotingClient(addr, connect_timeout_seconds=1.0)
+        client = RemotingClient(addr, connect_timeout_seconds=1.0, credentials=credentials)
         try:
             await get_broker_runtime_info(client, timeout_seconds=2.0)
             return None
@@ -275,10 +279,14 @@ class Expectation:
 
 
 def wait_until_registered(
-    expected: Sequence[Expectation], nameservers: Sequence[str], timeout_seconds: float
+    expected: Sequence[Expectation],
+    nameservers: Sequence[str],
+    timeout_seconds: float,
+    credentials: AclCredentials | None = None,
 ) -> None:
     """Return once every expected broker is registered under its name and id on every
-    nameserver; fail early, with its log, if one of them exits."""
+    nameserver and answers runtime info (asked with `credentials` on brokers with ACL); fail
+    early, with its log, if one of them exits."""
     deadline = time.monotonic() + timeout_seconds
     missing: list[str] = []
     while True:
@@ -299,7 +307,9 @@ def wait_until_registered(
         if not missing:
             # A 4.9.7 broker answers runtime info with NoSuchElementException for a moment after
             # it registers (its TPS samples are still empty): a probe then counts it as down.
-            silent = _run_coroutine(lambda: _not_answering([i.proc.addr for i in expected]))
+            silent = _run_coroutine(
+                lambda: _not_answering([i.proc.addr for i in expected], credentials)
+            )
             missing = [
                 f"{i.proc.key} answering runtime info" for i in expected if i.proc.addr in silent
             ]

@@ -231,6 +231,14 @@ def fetch(version: str) -> None:
     "(instances wd-1..3, each with its own state dir and metrics port, the same [etcd] with "
     "lease_ttl 3s). Not with --netns.",
 )
+@click.option(
+    "--acl",
+    is_flag=True,
+    help="RocketMQ ACL 1.0 on every broker (aclEnable=true): DIR/conf/plain_acl.yml with an "
+    "admin account for the watchdog and a normal one for clients, their secret keys in "
+    "DIR/acl-admin.secret and DIR/acl-client.secret (0600), and an [acl] table in watchdog.toml. "
+    "4.9.x only; not with --netns or --promotion inplace.",
+)
 def up(
     directory: str,
     version: str,
@@ -245,6 +253,7 @@ def up(
     netns: bool,
     promotion: str,
     etcd: bool,
+    acl: bool,
 ) -> None:
     """Start the cluster; return once every broker is registered on every nameserver."""
     box = Sandbox(directory)
@@ -263,6 +272,7 @@ def up(
             netns=netns,
             promotion="inplace" if promotion == "inplace" else "restart",
             etcd=etcd,
+            acl=acl,
         )
     nameservers = ";".join(n["addr"] for n in doc["nameservers"])
     click.echo(f"sandbox up in {_seconds(time.monotonic() - began)}: RocketMQ {version}")
@@ -282,6 +292,13 @@ def up(
             )
     else:
         click.echo(f"  watchdog config {box.config_path}")
+    acl_doc = doc.get("acl")
+    if acl_doc:
+        click.echo(
+            f"  acl: {acl_doc['plain_acl']}; watchdog {acl_doc['admin']['access_key']} (admin), "
+            f"clients {acl_doc['client']['access_key']} (key in "
+            f"{acl_doc['client']['secret_key_file']})"
+        )
     if doc.get("promotion") == "inplace":
         secret = doc["plugin_secret_file"]
         click.echo(f"  promotion inplace: the plug-in on every broker, secret {secret}")
