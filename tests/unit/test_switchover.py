@@ -13,7 +13,14 @@ import pytest
 from tests.unit._worlds import A0 as ADDR0
 from tests.unit._worlds import A1 as ADDR1
 from tests.unit._worlds import NS1, NS2, Replay, World, seconds
-from tests.unit.test_progress import Script, check_interrupted, play
+from tests.unit.test_progress import (
+    Script,
+    check_interrupted,
+    check_interrupted_lanes,
+    highest,
+    lowest,
+    play,
+)
 from watchdog.act._progress import (
     Finish,
     Progress,
@@ -197,7 +204,7 @@ def switchover_plan(
 
 
 def kinds(steps: Any) -> list[str]:
-    return [f"{s.kind} {s.broker_key}" for s in steps]
+    return [f"{s.lane + ' ' if s.lane else ''}{s.kind} {s.broker_key}" for s in steps]
 
 
 RESTART = switchover_plan()
@@ -206,14 +213,16 @@ SYNC = switchover_plan(replace(SWITCH, new_role="SYNC_MASTER"))
 
 HEAD = [f"catch_up {A1}", f"stop_writes {A0}", f"catch_up {A1}"]
 FENCE = [f"rewrite {A0}", f"stop {A0}", f"confirm_fenced {A0}"]
+LANES = [f"fence rewrite {A0}", f"fence stop {A0}", f"candidate stop {A1}"]
+LANES.append(f"candidate rewrite {A1}")
 TAIL = [f"wait_master {A1}", f"canary {A1}", f"record_epoch {A1}", f"start {A0}"]
 ROLLBACK = [f"stop {A1}", f"rewrite {A1}", f"start {A1}", f"rewrite {A0}", f"restore_writes {A0}"]
 
 PLANS: list[tuple[str, Plan, list[str], list[str]]] = [
     (
-        "restart path: around plan_promotion's switch, the old master rejoining",
+        "restart path: the candidate stopped beside the fence, started after the gate",
         RESTART,
-        [*HEAD, *FENCE, f"stop {A1}", f"rewrite {A1}", f"start {A1}", *TAIL, f"verify_rejoin {A0}"],
+        [*HEAD, *LANES, f"confirm_fenced {A0}", f"start {A1}", *TAIL, f"verify_rejoin {A0}"],
         ROLLBACK,
     ),
     (
@@ -227,12 +236,10 @@ PLANS: list[tuple[str, Plan, list[str], list[str]]] = [
         switchover_plan(fence_command=True),
         [
             *HEAD,
-            f"rewrite {A0}",
-            f"stop {A0}",
-            f"fence_command {A0}",
+            *LANES[:2],
+            f"fence fence_command {A0}",
+            *LANES[2:],
             f"confirm_fenced {A0}",
-            f"stop {A1}",
-            f"rewrite {A1}",
             f"start {A1}",
             *TAIL,
             f"verify_rejoin {A0}",
@@ -250,11 +257,15 @@ def test_the_steps(plan: Plan, steps: list[str], rollback: list[str]) -> None:
     assert kinds(plan.rollback) == rollback
     assert is_switchover(plan)
     assert not plan.requires_master_down
-    assert not any(s.lane for s in plan.steps)  # in sequence: the fence before the candidate
-    # plan_promotion's steps, in its order, only the old master's stop said differently
     base = plan_promotion(SWITCH, config(), FILES, 3)
     assert isinstance(base, Plan)
     assert plan.epoch == base.epoch == 4
+    order = dict(plan.details)["order"]
+    if plan.in_place_index is None:
+        assert order.startswith("side by side: the candidate holds the old master's whole log")
+    else:  # promoted right after the gate: nothing of the candidate's to do before it
+        assert not any(s.lane for s in plan.steps)
+        assert order.startswith("in sequence: promoted in place")
     assert plan.expected_loss_bytes == plan.max_loss_bytes == 0
 
 
@@ -330,9 +341,23 @@ def main(plan: Plan, upto: int) -> list[str]:
 
 RESTORE = f"rollback {N} restore_writes {A0}"
 BACK = f"{A0} takes writes again"
+# The restart path's lanes, as the stand-in run ends them (lowest first).
+SIDE = [f"main 3 rewrite {A0} | main 5 stop {A1}", f"main 4 stop {A0}", f"main 6 rewrite {A1}"]
+ROLLBACK_RUN = [
+    f"rollback 0 stop {A1}",
+    f"rollback 1 rewrite {A1} restore",
+    f"rollback 2 start {A1}",
+    f"rollback 3 rewrite {A0} restore",
+    f"rollback 4 restore_writes {A0}",
+]
 
 ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
-    ("every step done", RESTART, {}, [*main(RESTART, N), f"succeeded: {R}"]),
+    (
+        "every step done",
+        RESTART,
+        {},
+        [*main(RESTART, 3), *SIDE, *main(RESTART, N)[7:], f"succeeded: {R}"],
+    ),
     (
         "the candidate too far behind before anything changed: refused, the undo a no-op",
         RESTART,
@@ -358,29 +383,39 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
         [*main(RESTART, 3), RESTORE, f"failed: boom; and {A0}'s writes could not be given back"],
     ),
     (
-        "no fence (the old master's kill failed): given back, restarted if need be, refused",
-        RESTART,
-        {("main", 4): "skipped", ("main", 5): "failed"},
-        [*main(RESTART, 6), RESTORE, f"refused: step 6 (confirm_fenced) failed: boom; {BACK}"],
-    ),
-    (
         "the candidate's stop fails: it is untouched, the old master gets its writes back",
         RESTART,
-        {("main", 6): "failed"},
-        [*main(RESTART, 7), RESTORE, f"refused: step 7 (stop) failed: boom; {BACK}"],
+        {("main", 5): "failed"},
+        [
+            *main(RESTART, 3),
+            *SIDE[:2],
+            RESTORE,
+            f"refused: step 6 (stop) failed: boom; {BACK}",
+        ],
+    ),
+    (
+        "no fence (the old master's kill failed): the candidate restored, writes given back",
+        RESTART,
+        {("main", 4): "skipped", ("main", 7): "failed"},
+        [
+            *main(RESTART, 3),
+            *SIDE,
+            f"main 7 confirm_fenced {A0}",
+            "rollback_started (fence): boom",
+            *ROLLBACK_RUN,
+            f"refused: boom; {BACK}",
+        ],
     ),
     (
         "the candidate never registers: rolled back, the old master's writes given back last",
         RESTART,
         {("main", 9): "failed"},
         [
-            *main(RESTART, 10),
+            *main(RESTART, 3),
+            *SIDE,
+            *main(RESTART, 10)[7:],
             "rollback_started: step 10 (wait_master) failed: boom",
-            f"rollback 0 stop {A1}",
-            f"rollback 1 rewrite {A1} restore",
-            f"rollback 2 start {A1}",
-            f"rollback 3 rewrite {A0} restore",
-            f"rollback 4 restore_writes {A0}",
+            *ROLLBACK_RUN,
             "rolled_back: step 10 (wait_master) failed: boom; rolled back",
         ],
     ),
@@ -389,10 +424,25 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
         RESTART,
         {("main", N - 1): "failed"},
         [
-            *main(RESTART, N),
+            *main(RESTART, 3),
+            *SIDE,
+            *main(RESTART, N)[7:],
             f"failed: step {N} (verify_rejoin) failed: boom; the promotion stands (its epoch "
             "is recorded)",
         ],
+    ),
+    (
+        "in place: the candidate waits for the gate, in sequence",
+        IN_PLACE,
+        {},
+        [*main(IN_PLACE, len(IN_PLACE.steps)), f"succeeded: {IN_PLACE.reason}; promoted in place"],
+    ),
+    (
+        "in place, the candidate does not catch up: given back, refused",
+        IN_PLACE,
+        {("main", 2): "failed"},
+        [*main(IN_PLACE, 3), f"rollback {len(IN_PLACE.steps)} restore_writes {A0}",
+         f"refused: boom; {BACK}"],  # fmt: skip
     ),
     (
         "in place refused: the restart path instead, then on",
@@ -427,7 +477,12 @@ def test_a_whole_switchover_and_every_interruption_of_it(
 ) -> None:
     script = Script(results)
     assert play(plan, script, Progress(), []) == expected
-    check_interrupted(tmp_path, plan, script, expected, [], depth=2)
+    if any(s.lane for s in plan.steps):
+        # Every order the lanes' steps can end in, each cut after every journal entry.
+        check_interrupted_lanes(tmp_path, plan, script, lowest, expected[-1])
+        check_interrupted_lanes(tmp_path, plan, script, highest, expected[-1])
+    else:
+        check_interrupted(tmp_path, plan, script, expected, [], depth=2)
 
 
 def test_the_restore_runs_once_then_the_run_ends() -> None:

@@ -298,7 +298,10 @@ def _after_rollback(plan: Plan, progress: Progress, why: str) -> Finish:
     incomplete = " (rollback incomplete)" if progress.is_rollback_incomplete else ""
     if progress.is_fence_rollback and not progress.is_rollback_incomplete:
         # The candidate is a slave again and the old master's file is as it was: nothing was
-        # promoted, and the daemon tries the fence again after fence_retry.
+        # promoted, and the daemon tries the fence again after fence_retry; a switchover's
+        # old master takes writes again (its rollback's last step): refused.
+        if writes_back(plan) is not None:
+            return Finish("refused", f"{why}; {plan.old_master_key} takes writes again")
         return Finish(
             "awaiting_fence",
             f"not promoting until {plan.old_master_key} is fenced: {why}; "

@@ -12,7 +12,7 @@ from ..model import MASTER_ROLES, ClusterSnapshot, PropertiesFile
 from ._decision import Promote
 from ._inplace import PluginAnswer
 from ._operator import manual_promote
-from ._plan import Plan, Refusal, Step, StepKind, plan_promotion
+from ._plan import CANDIDATE_LANE, FENCE_LANE, Plan, Refusal, Step, StepKind, plan_promotion
 
 __all__ = [
     "WRITE_STOP_EDITS",
@@ -188,8 +188,12 @@ def plan_switchover(
         else s
         for s in base.steps
     )
+    order = dict(base.details).get("order", "")
+    if base.in_place_index is None:
+        steps, order = _side_by_side(steps, candidate.key)
     details = (
-        *base.details,
+        *((k, v) for k, v in base.details if k != "order"),
+        ("order", order),
         (
             "switchover",
             f"writes stopped on {who} until {cand} holds its whole log (catch-up bound "
@@ -202,6 +206,30 @@ def plan_switchover(
         rollback=(*base.rollback, restore),
         details=details,
     )
+
+
+def _side_by_side(steps: tuple[Step, ...], candidate_key: str) -> tuple[tuple[Step, ...], str]:
+    """The restart path's steps with the old master's fence and the candidate's stop and
+    rewrite side by side (lanes), both before the confirm_fenced gate; the candidate starts
+    only after it. Safe here as it is not for a live master in a failover: the candidate
+    already holds the master's whole log, and the master takes no write, so stopping the
+    candidate first loses nothing. A gate that fails rolls the candidate back."""
+    gate = next(i for i, s in enumerate(steps) if s.kind is StepKind.CONFIRM_FENCED)
+    fence = [replace(s, lane=FENCE_LANE) for s in steps[:gate]]
+    candidate = [
+        replace(s, lane=CANDIDATE_LANE)
+        for s in steps[gate + 1 : gate + 3]
+        if s.broker_key == candidate_key and s.kind in (StepKind.STOP, StepKind.REWRITE)
+    ]
+    if len(candidate) != 2:
+        return steps, "in sequence"
+    rest = steps[gate + 3 :]
+    order = (
+        "side by side: the candidate holds the old master's whole log and the old master takes "
+        "no write, so the candidate is stopped and rewritten while the old master is fenced, "
+        "and starts only after the confirm_fenced gate (a failed gate restores it)"
+    )
+    return (*fence, *candidate, steps[gate], *rest), order
 
 
 @dataclass(frozen=True)
