@@ -15,6 +15,10 @@
 # - the nameserver answers SUCCESS whatever it did (registerBroker logs and swallows its own
 #   exceptions); haServerAddr and masterAddr are set only for a non-zero id whose group has a
 #   live master.
+# - a 5.3.3 nameserver reads the same request (version 407: the body above) but answers
+#   SYSTEM_ERROR "register broker failed" to a first registration of an address whose topic
+#   table holds exactly one topic (its single-topic update shape); register a broker's whole
+#   table, as bench/spare_id.py does.
 #
 # What a registration does on the nameserver (why this is not a probe and not an admin call):
 # - the registration owns brokerLiveTable[brokerAddr] with the channel it came on: when that
