@@ -205,15 +205,23 @@ RUNTIME = {"putTps": "10.0 20.0 5.0", "putMessageAverageSize": "512.0"}
         # ASYNC_MASTER: the slave's lag now, in bytes and in seconds of writes
         (observation(0, A0, offset=5096, runtime=RUNTIME), observation(1, A1),
          broker_config(brokerRole="ASYNC_MASTER"), [("replication.async-master", "warn")],
-         "Now: broker-a:1 is 4096 bytes behind, ~0.4 s of writes at 20.0 msg/s x 512 B"),
+         "Now: broker-a:1 is 4096 bytes behind, ~0.80 s of writes at 10.0 msg/s x 512 B (the "
+         "master's last 10 s)"),
         (observation(0, A0, runtime=RUNTIME), observation(1, A1),
          broker_config(brokerRole="ASYNC_MASTER"), [("replication.async-master", "warn")],
-         "is 0 bytes behind at 20.0 msg/s x 512 B: the window is what it has not copied yet"),
+         "is 0 bytes behind at 10.0 msg/s x 512 B (the master's last 10 s): the window is what "
+         "it has not copied yet"),
         (observation(0, A0, offset=2000, runtime={"putTps": "0.0 0.0 0.0",
                                                   "putMessageAverageSize": "300.0"}),
          observation(1, A1), broker_config(brokerRole="ASYNC_MASTER"),
          [("replication.async-master", "warn")],
-         "1000 bytes behind (no writes in the last minute"),
+         "1000 bytes behind (no writes in the master's last 10 s"),
+        # an empty window is skipped for the next one
+        (observation(0, A0, offset=2000, runtime={"putTps": " 4.0 ",
+                                                  "putMessageAverageSize": "250.0"}),
+         observation(1, A1), broker_config(brokerRole="ASYNC_MASTER"),
+         [("replication.async-master", "warn")],
+         "~1.00 s of writes at 4.0 msg/s x 250 B (the master's last 60 s)"),
         # a fresh master has no 10 s window yet: putTps is "  "
         (observation(0, A0, runtime={"putTps": "  ", "putMessageAverageSize": "0.0"}),
          observation(1, A1), broker_config(brokerRole="ASYNC_MASTER"),

@@ -227,19 +227,22 @@ def consumer_findings(facts: ConsumerFacts) -> list[Finding]:
 # --- replication and flush -----------------------------------------------------------------------
 
 
-def _put_rate(runtime: Mapping[str, str]) -> tuple[float, float] | None:
-    """(messages/s over the last minute, average message bytes) from runtime info's putTps
-    ("10s 60s 600s"; a window without enough samples is empty) and putMessageAverageSize."""
+def _put_rate(runtime: Mapping[str, str]) -> tuple[float, float, int] | None:
+    """(messages/s, average message bytes, over how many seconds) from runtime info's putTps
+    ("10s 60s 600s" windows, each empty until the store has sampled that long; the shortest
+    is the rate now) and putMessageAverageSize."""
     windows = runtime.get("putTps", "").split(" ")
-    tps = next((w for w in (windows[1:2] + windows[:1]) if w), None)
+    found = next(((w, s) for w, s in zip(windows, (10, 60, 600), strict=False) if w), None)
+    if found is None:
+        return None
     try:
-        rate = float(tps) if tps is not None else math.nan
+        rate = float(found[0])
         average = float(runtime.get("putMessageAverageSize", "nan"))
     except ValueError:
         return None
     if not (math.isfinite(rate) and math.isfinite(average)) or rate < 0 or average < 0:
         return None
-    return rate, average
+    return rate, average, found[1]
 
 
 def _loss_window(facts: AdviceFacts, master: BrokerObservation, slave: BrokerSetup) -> str:
@@ -253,16 +256,18 @@ def _loss_window(facts: AdviceFacts, master: BrokerObservation, slave: BrokerSet
     text = f"{slave.key} is {lag} bytes behind"
     if rate is None:
         return text + " (the master reports no put rate yet)"
-    tps, average = rate
+    tps, average, seconds = rate
     if tps * average <= 0:
-        return text + " (no writes in the last minute: the window opens with the next ones)"
-    writing = f"{tps:.1f} msg/s x {average:.0f} B"
+        return (
+            text + f" (no writes in the master's last {seconds} s: the window opens with the next)"
+        )
+    writing = f"{tps:.1f} msg/s x {average:.0f} B (the master's last {seconds} s)"
     if lag <= 0:
         return (
             f"{text} at {writing}: the window is what it has not copied yet, and grows when "
             "it falls behind"
         )
-    return text + f", ~{lag / (tps * average):.1f} s of writes at {writing}"
+    return text + f", ~{lag / (tps * average):.2f} s of writes at {writing}"
 
 
 def replication_findings(facts: AdviceFacts) -> list[Finding]:

@@ -155,14 +155,16 @@ def check(config_path: str, config_only: bool, as_json: bool) -> None:
         hosts = {name: make_host(name, host) for name, host in config.hosts.items()}
         try:
             snapshot = await Prober(config, pool).snapshot()
-            findings = await run_checks(config, snapshot, hosts)
+            findings, advice = await asyncio.gather(
+                run_checks(config, snapshot, hosts), advice_findings(config, snapshot, hosts, pool)
+            )
             try:
                 state: object = StateStore(config.state_dir).load()
             except StateError as exc:
                 findings.append(Finding("warn", "state", str(exc), id="state.unreadable"))
                 state = None
             findings.extend(block_findings(config, state, time.time()))
-            findings.extend(await advice_findings(config, snapshot, hosts, pool))
+            findings.extend(advice)
         finally:
             await pool.close_all()
             for host in hosts.values():
