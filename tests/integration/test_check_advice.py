@@ -3,7 +3,8 @@ changed step by step to trigger each finding, in file order:
 
 1. as started: SYNC_MASTER + ASYNC_FLUSH, two nameservers, equal JVM settings and retention:
    none of the advice's problems, each rule's ok finding; only the slave sharing its master's
-   machine (every sandbox broker is on 127.0.0.1, which check rightly says);
+   machine (every sandbox broker is on 127.0.0.1, which check rightly says); the brokers' JVMs
+   read the same through an SSH host backend as through the local one;
 2. three librocketmq push consumers in one group on a topic with one queue: consumers.idle;
 3. the master switched to ASYNC_MASTER (UPDATE_BROKER_CONFIG, as `mqadmin updateBrokerConfig`
    does; 4.9.7 reads the role at every write) while a librocketmq producer writes every 20 ms,
@@ -32,6 +33,10 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.integration.conftest import start_sandbox, stop_sandbox
+from tests.sshd import SshdServer
+from watchdog.commands._advice_gather import scan_host
+from watchdog.commands._advice_jvm import HostScan, JavaMemory, find_broker_process, java_memory
+from watchdog.hosts import LocalBackend, SshBackend
 from watchdog.remoting import (
     RemotingClient,
     RemotingError,
@@ -201,6 +206,33 @@ def test_the_sandbox_as_started_has_none_of_the_advice_problems(sandbox: Sandbox
     # the one advice a single-machine sandbox cannot meet, and says so
     shared = one(doc, "hosts.slave-with-master", SLAVE)
     assert "both at 127.0.0.1" in shared["reason"] and not shared["blocks_failover"]
+
+
+def test_the_host_scan_reads_the_brokers_over_ssh_too(
+    sandbox: Sandbox, sshd_host: SshdServer
+) -> None:
+    """check's JVM rules read the broker's java command line on its host: through an SshBackend
+    (a real sshd on 127.0.0.1, so this same machine) the scan finds the process the local
+    backend finds, and the same memory."""
+
+    async def both() -> tuple[HostScan, HostScan]:
+        ssh = SshBackend("box-ssh", sshd_host.ssh_host)
+        try:
+            return await asyncio.gather(
+                scan_host("box-ssh", ssh), scan_host("local", LocalBackend("local"))
+            )
+        finally:
+            await ssh.close()
+
+    over_ssh, local = asyncio.run(both())
+    assert over_ssh.error is None, over_ssh.error
+    assert over_ssh.mem_total_bytes == local.mem_total_bytes is not None
+    for key, name in ((MASTER, "broker-a.properties"), (SLAVE, "broker-a-s.properties")):
+        properties = str(sandbox.dir / name)
+        remote = find_broker_process(over_ssh.processes, properties)
+        assert remote is not None and remote == find_broker_process(local.processes, properties)
+        assert remote.pid == sandbox.pid(key)
+        assert java_memory(remote.argv) == JavaMemory(256 << 20, 256 << 20, 256 << 20)
 
 
 def test_more_push_consumers_than_queues_leave_the_extra_ones_idle(sandbox: Sandbox) -> None:
