@@ -269,7 +269,8 @@ def test_more_push_consumers_than_queues_leave_the_extra_ones_idle(sandbox: Sand
         f"no queue of {TOPIC} and sit idle"
     ), idle["reason"]
     assert (
-        f"-t {TOPIC} -r 3 -w 3" in idle["fix"] and f"at most 1 consumer in {GROUP}" in idle["fix"]
+        f"-c XdclassCluster -t {TOPIC} -r 3 -w 3" in idle["fix"]
+        and f"at most 1 consumer in {GROUP}" in idle["fix"]
     )
     assert doc["can_fail_over"] is True
 

@@ -187,8 +187,16 @@ def test_consumer_groups_with_more_consumers_than_queues(
 def test_the_idle_consumers_fix_names_the_queue_count_and_the_group() -> None:
     [finding] = consumer_findings(ConsumerFacts((group("G", 3, ["T1"]),), {"T1": TOPIC_1Q}))
     assert finding.subject == "consumer group G"
+    assert "at least 3 readable queues in all" in finding.fix
     assert "`mqadmin updateTopic -c CLUSTER -t T1 -r 3 -w 3`" in finding.fix
     assert "or run at most 1 consumer in G" in finding.fix
+    # spread over the topic's broker groups: 5 consumers, 2 groups -> 3 queues on each
+    facts = ConsumerFacts((group("G", 5, ["T4"]),), {"T4": TOPIC_4Q}, cluster_name="XdCluster")
+    [finding] = consumer_findings(facts)
+    assert "`mqadmin updateTopic -c XdCluster -t T4 -r 3 -w 3` (3 read and write queues on " in (
+        finding.fix
+    )
+    assert "or run at most 4 consumers in G" in finding.fix
 
 
 # --- replication and flush ---------------------------------------------------------------------

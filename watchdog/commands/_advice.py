@@ -83,6 +83,7 @@ class ConsumerFacts:
     groups: tuple[ConsumerGroupView, ...] = ()
     routes: Mapping[str, TopicQueues] = field(default_factory=dict)
     errors: tuple[str, ...] = ()  # what could not be read (which broker, why)
+    cluster_name: str = "CLUSTER"  # for the fix's mqadmin command
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,8 @@ def consumer_findings(facts: ConsumerFacts) -> list[Finding]:
                 continue
             per_broker = ", ".join(f"{name}: {n}" for name, n in sorted(route.readable.items()))
             idle = consumers - readable
+            # updateTopic -c sets the count on every broker group of the cluster
+            each = -(-consumers // max(1, len(route.readable)))
             found.append(
                 Finding(
                     "warn",
@@ -204,10 +207,10 @@ def consumer_findings(facts: ConsumerFacts) -> list[Finding]:
                     f"{'sits' if idle == 1 else 'sit'} idle (a group's clients share a topic's "
                     "queues, one consumer per queue)",
                     id="consumers.idle",
-                    fix=f"give {topic} at least {consumers} read and write queues on its broker "
-                    f"groups (`mqadmin updateTopic -c CLUSTER -t {topic} -r {consumers} -w "
-                    f"{consumers}`), or run at most {plural(readable, 'consumer')} in "
-                    f"{view.group}",
+                    fix=f"give {topic} at least {consumers} readable queues in all, e.g. "
+                    f"`mqadmin updateTopic -c {facts.cluster_name} -t {topic} -r {each} -w "
+                    f"{each}` ({each} read and write queues on each broker group), or run at "
+                    f"most {plural(readable, 'consumer')} in {view.group}",
                 )
             )
     if len(found) == idle_before and not facts.errors:

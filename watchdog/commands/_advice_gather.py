@@ -126,7 +126,7 @@ async def _consumers(
     semaphore = asyncio.Semaphore(_CONCURRENT_CALLS)
     targets = _consumer_targets(snapshot, config.group_names())
     if not targets:
-        return ConsumerFacts(errors=("no broker answers",))
+        return ConsumerFacts(errors=("no broker answers",), cluster_name=config.cluster_name)
     errors: list[str] = []
 
     async def groups_of(target: BrokerObservation) -> tuple[str, ...]:
@@ -177,7 +177,10 @@ async def _consumers(
         *(_bounded(semaphore, _topic_queues(snapshot, pool, topic)) for topic in wanted)
     )
     return ConsumerFacts(
-        groups=views, routes={r.topic: r for r in routes}, errors=tuple(sorted(errors))
+        groups=views,
+        routes={r.topic: r for r in routes},
+        errors=tuple(sorted(errors)),
+        cluster_name=config.cluster_name,
     )
 
 
