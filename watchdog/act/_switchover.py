@@ -194,10 +194,12 @@ async def _catch_up(ctx: StepContext, step: Step) -> str:
         )
         m, s = ends
         if isinstance(m, int) and isinstance(s, int):
-            seen = f"its log end {s}, {master.key}'s {m}: {m - s} bytes behind"
             # Close enough, and replicating: level with the master, or its log grew since the
             # read before (a slave that has not connected yet would stall the write pause).
             is_fed = s == m or (last is not None and s > last)
+            seen = f"its log end {s}, {master.key}'s {m}: {m - s} bytes behind" + (
+                "" if is_fed or last is None else ", and not growing"
+            )
             if bound.within_bytes and m - s <= bound.within_bytes and is_fed:
                 return f"{slave.key} within {bound.within_bytes} bytes of {master.key} ({seen})"
             if not bound.within_bytes and s == m and equal_at == m:
@@ -209,7 +211,7 @@ async def _catch_up(ctx: StepContext, step: Step) -> str:
             equal_at = last = None
         if ctx.clock() >= deadline:
             what = (
-                f"come within {bound.within_bytes} bytes of {master.key}'s log end"
+                f"replicate to within {bound.within_bytes} bytes of {master.key}'s log end"
                 if bound.within_bytes
                 else f"reach {master.key}'s log end"
             )
