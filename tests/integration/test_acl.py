@@ -121,6 +121,12 @@ def test_the_right_keys_status_check_and_canary(acl_box: Sandbox) -> None:
         "needs (2 asked)"
     ) in check.stdout.splitlines()
 
+    # The plan a forced failover of the live master would run, printed: every command, every
+    # properties diff, no secret.
+    dry = cli(
+        "failover", "-c", str(top.config), "--broker-name", "broker-a", "--force", "--dry-run"
+    )
+    assert dry.returncode == 0 and A1 in dry.stdout, dry.stdout + dry.stderr
     config = load_config(top.config)
 
     async def canary() -> object:
@@ -140,7 +146,8 @@ def test_the_right_keys_status_check_and_canary(acl_box: Sandbox) -> None:
 
     result = asyncio.run(canary())
     assert getattr(result, "is_ok", False), result
-    _no_secret_in([status.stdout, status.stderr, check.stdout, check.stderr, repr(result)], acl_box)
+    shown = [status.stdout, status.stderr, check.stdout, check.stderr, dry.stdout, dry.stderr]
+    _no_secret_in([*shown, repr(result)], acl_box)
 
 
 def test_wrong_keys_are_one_clear_error_and_no_failover(acl_box: Sandbox, tmp_path: Path) -> None:
