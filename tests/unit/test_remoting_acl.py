@@ -214,3 +214,27 @@ def test_admin_permission_is_asked_without_a_change() -> None:
             await client.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        sign_command(RemotingCommand(code=28), PLAIN),
+        sign_command(RemotingCommand(code=26), TOKEN),
+        RemotingCommand(code=30, ext_fields={"topic": 'a"opaque":0b', "queueId": "1"}),
+    ],
+    ids=["signed-bare", "signed-token", "opaque-in-a-value"],
+)
+def test_a_signed_probe_request_is_framed_from_a_template_with_the_same_bytes(
+    cmd: RemotingCommand,
+) -> None:
+    from dataclasses import replace
+
+    from watchdog.remoting import decode_header, encode_frame
+    from watchdog.remoting._codec import _json_header
+
+    for opaque in (1, 2**31 - 1, -5):
+        frame = encode_frame(cmd, opaque=opaque)
+        assert frame[8:] == _json_header(replace(cmd, opaque=opaque))
+        back = decode_header(0, frame[8:])
+        assert back.opaque == opaque and dict(back.ext_fields) == dict(cmd.ext_fields)
