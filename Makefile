@@ -167,7 +167,7 @@ chaos: rocketmq plugin
 	RMQWD_NEMESIS_SECONDS=$(NEMESIS_SECONDS) RMQWD_NEMESIS_SEED=$${RMQWD_NEMESIS_SEED:-$$RANDOM$$RANDOM} \
 	  RMQWD_CHAOS_PROMOTION=$(CHAOS_PROMOTION) \
 	  $(BIN)/pytest -s tests/netns/test_nemesis.py tests/chaos $(PYTEST_ARGS)
-	$(BIN)/pytest -s tests -m long $(PYTEST_ARGS)
+	$(BIN)/pytest -s tests -m long --ignore=tests/netns/test_nemesis.py $(PYTEST_ARGS)
 
 # Heavy (fresh sandboxes, JVM restarts): run on a quiet machine; results go to bench/results/.
 bench: rocketmq
