@@ -51,7 +51,9 @@ def test_golden_frame_decodes_as_a_java_response(path: Path) -> None:
     frame = path.read_bytes()
     cmd = decode_one(frame)
     assert cmd.is_response and not cmd.is_oneway
-    assert cmd.opaque == 1
+    # The first request of each capturing connection (the consumer-group captures came later on
+    # a connection that had asked other things first).
+    assert cmd.opaque == (7 if path.stem.startswith("master_20") else 1)
     assert cmd.language == "JAVA"
     assert cmd.version == 407  # MQVersion V4_9_7
     expected_type = SerializeType.ROCKETMQ if "rocketmq" in path.stem else SerializeType.JSON
