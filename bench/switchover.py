@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -630,6 +631,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     produce.add_argument("--interval-seconds", type=float, default=SEND_INTERVAL_SECONDS)
     produce.add_argument("--recreate-after", type=int, default=0)
     parser.add_argument("--runs", type=int, default=5, help="switchovers per path")
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=30.0,
+        help="a random pause of up to this many seconds before each run, so the run falls at "
+        "any phase of the long-lived producer's 30 s route timer; default %(default)s",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="for the pauses; default %(default)s")
     parser.add_argument("--replication", choices=("async", "sync"), default="async")
     add_common_arguments(parser, default_base_port=0)
     args = parser.parse_args(argv)
@@ -657,8 +666,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 Producer.start(cluster, work, f"l{stamp}", recreate_after=0, name="long-lived"),
             ]  # fmt: skip
             try:
+                pauses = random.Random(args.seed)
                 for i in range(2 * args.runs):
                     path = ("restart", "inplace")[i % 2]
+                    time.sleep(pauses.uniform(0, args.spread))
                     run = measure(cluster, i + 1, path, producers)
                     run.load = f"{load_average()[0]:.1f}"
                     runs.append(run)
@@ -693,9 +704,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stop -> id 0: from the journal's writes_stopped line (UPDATE_BROKER_CONFIG "
         "brokerRole=SLAVE, brokerPermission=4 answered) to the first 50 ms poll at which both "
         "nameservers list the new master as broker-a id 0. The printed pause is the command's "
-        "own figure (step durations from the end of stop_writes to wait_master's end).",
+        "own figure (the journal's writes_stopped line to wait_master's end; wait_master "
+        "polls the nameservers every 0.5 s).",
         "A producer's pause: its last acknowledged send that began before the write stop to "
-        "its first acknowledged send after it.",
+        "its first acknowledged send after it. Each run starts after a random pause of up to "
+        f"{args.spread:g} s (seed {args.seed}), so it falls at any phase of the long-lived "
+        "producer's 30 s route timer.",
         "switchover s: the whole command (catch-up, fence, promotion, canary, the old master's "
         "restart as a slave and the check that it replicates from the new master).",
         f"Acked lost: {len(lost)} of {acked}" + (f" (first: {lost[:5]})" if lost else ""),

@@ -512,39 +512,36 @@ def test_retry_budget(kind: StepKind, budget: float | None) -> None:
 # --------------------------------------------------------------------------- the write pause
 
 
-def rec(kind: str, seconds_: float, status: str = "done") -> dict[str, Any]:
-    return {"kind": kind, "status": status, "duration_seconds": seconds_}
+def done(kind: str, at: float, phase: str = "main") -> dict[str, Any]:
+    return {"event": "step_done", "kind": kind, "phase": phase, "at": at}
 
 
+STOPPED = {"event": "writes_stopped", "offset": 5000, "at": 100.0}
 PAUSES: list[tuple[str, list[dict[str, Any]], float | None]] = [
     (
-        "in place: stop_writes ends, then the steps up to wait_master",
-        [
-            rec("catch_up", 0.5),
-            rec("stop_writes", 0.04),
-            rec("catch_up", 0.2),
-            rec("rewrite", 0.01),
-            rec("stop", 0.6),
-            rec("confirm_fenced", 0.01),
-            rec("promote_in_place", 0.3),
-            rec("rewrite", 0.01),
-            rec("wait_master", 0.02),
-            rec("canary", 0.4),
-        ],
-        1.15,
+        "from the write stop to wait_master's end (lanes overlap: times, not durations)",
+        [done("catch_up", 99.5), STOPPED, done("stop_writes", 100.1), done("catch_up", 100.3),
+         done("rewrite", 100.4), done("stop", 100.9), done("stop", 101.0), done("rewrite", 101.0),
+         done("confirm_fenced", 101.1), done("start", 103.0), done("wait_master", 103.25),
+         done("canary", 104.0)],  # fmt: skip
+        3.25,
     ),
     (
-        "refused: until the writes are given back",
-        [rec("catch_up", 0.1), rec("stop_writes", 0.1), rec("catch_up", 3.0, "failed"),
-         rec("restore_writes", 0.05)],  # fmt: skip
-        3.05,
+        "refused: until the writes are given back (the rollback phase)",
+        [STOPPED, done("stop_writes", 100.1), done("restore_writes", 102.5, "rollback")],
+        2.5,
     ),
-    ("refused before the writes stopped", [rec("catch_up", 30.0, "failed")], None),
-    ("the write stop failed", [rec("catch_up", 0.1), rec("stop_writes", 0.1, "failed")], None),
+    (
+        "a fallback's wait_master is the main one's",
+        [STOPPED, done("wait_master", 104.0, "fallback"), done("wait_master", 104.5)],
+        4.5,
+    ),
+    ("refused before the writes stopped", [done("restore_writes", 30.0, "rollback")], None),
+    ("stopped, not given back yet", [STOPPED, done("stop_writes", 100.1)], None),
 ]
 
 
-@pytest.mark.parametrize(("records", "pause"), [pytest.param(*r[1:], id=r[0]) for r in PAUSES])
-def test_write_pause(records: list[dict[str, Any]], pause: float | None) -> None:
-    got = write_pause_seconds(records)
+@pytest.mark.parametrize(("entries", "pause"), [pytest.param(*r[1:], id=r[0]) for r in PAUSES])
+def test_write_pause(entries: list[dict[str, Any]], pause: float | None) -> None:
+    got = write_pause_seconds(entries)
     assert got == pytest.approx(pause) if pause is not None else got is None

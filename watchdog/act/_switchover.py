@@ -159,6 +159,12 @@ async def _stop_writes(ctx: StepContext, run: FailoverRun, step: Step) -> str:
                 f"{broker.addr} runs as {live.get('brokerRole')} with id {live.get('brokerId')}, "
                 "not as the group's master: not touched"
             )
+        try:
+            # Written back as it is first: a file the request's rewrite could not be undone
+            # in (a read-only mount, another owner) stops the switchover before any write does.
+            await host.write_file(step.path, original.encode("latin-1"))
+        except HostError as exc:
+            raise StepFailed(f"writes not stopped: {step.path} cannot be written: {exc}") from None
         await _update(ctx, broker.addr, edits)
     end = await _log_end(ctx, broker.addr)
     ctx.journal.append(run.failover_id, "writes_stopped", broker_key=broker.key, offset=end)

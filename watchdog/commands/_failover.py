@@ -456,10 +456,9 @@ async def _ask_daemon(
     echo: Echo,
     *,
     noun: str = "failover",
-    records: list[dict[str, Any]] | None = None,
+    seen: list[dict[str, Any]] | None = None,
 ) -> int:
-    """Send `request` to the running daemon and show its events; `records` collects each
-    step's record as the daemon sent it."""
+    """Send `request` to the running daemon and show its answers; `seen` collects them."""
     try:
         daemon = await ControlConnection.open(config)
     except OSError as exc:
@@ -473,6 +472,8 @@ async def _ask_daemon(
             verb = "fail over" if noun == "failover" else f"run the {noun}"
             echo(f"a running daemon holds the lock; asking it to {verb}")
         async for message in daemon.answers():
+            if seen is not None:
+                seen.append(message)
             if message.get("event") == "result":
                 code = 0 if message["outcome"] == "succeeded" else 1
             if as_json:
@@ -483,8 +484,6 @@ async def _ask_daemon(
                 echo(f"{noun} {message['failover_id']} accepted: {message['plan']['reason']}")
             elif message.get("event") in ("step_done", "step_skipped", "step_failed"):
                 rec = message["record"]
-                if records is not None:
-                    records.append(rec)
                 echo(
                     f"  step {rec['index'] + 1} {rec['status']}: {message['step']['purpose']} — "
                     f"{rec['detail']}"

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..act import FailoverResult, StateStore, prepare_switchover
+from ..act import Journal, StateStore, prepare_switchover
 from ..config import WatchdogConfig
 from ..daemon import DaemonLock, LockHeld, SwitchoverRequest
 from ..decide import Plan, Promote, Refusal, decide_switchover, properties_diffs
@@ -22,31 +22,37 @@ __all__ = ["run_switchover", "write_pause_seconds"]
 Echo = Callable[[str], None]
 
 
-def write_pause_seconds(records: Sequence[Mapping[str, Any]]) -> float | None:
+def write_pause_seconds(entries: Sequence[Mapping[str, Any]]) -> float | None:
     """How long the old master refused writes before the new master took them, from a run's
-    step records in the order they ended: the steps after stop_writes up to the new master
-    listed as id 0 on the nameservers (wait_master), or up to the writes given back
-    (restore_writes) when the switchover stopped. None when the writes were never stopped."""
-    total: float | None = None
-    for rec in records:
-        kind = str(rec.get("kind"))
-        if total is None:
-            if kind == "stop_writes" and rec.get("status") == "done":
-                total = 0.0
-            continue
-        total += float(rec.get("duration_seconds") or 0.0)
-        if kind in ("wait_master", "restore_writes"):
-            return total
-    return total
+    journal: from its writes_stopped line (UPDATE_BROKER_CONFIG answered) to the end of
+    wait_master (the new master listed as id 0 on the nameservers), or of restore_writes when
+    the switchover stopped. None when the writes were never stopped (or not given back yet)."""
+    stopped = next((e for e in entries if e.get("event") == "writes_stopped"), None)
+    if stopped is None:
+        return None
+    for e in entries:
+        kind = e.get("kind")
+        is_main = e.get("phase", "main") == "main"
+        if e.get("event") == "step_done" and (
+            (kind == "wait_master" and is_main) or kind == "restore_writes"
+        ):
+            return float(e["at"]) - float(stopped["at"])
+    return None
 
 
-def _pause_line(records: Sequence[Mapping[str, Any]]) -> str:
-    pause = write_pause_seconds(records)
+def _pause_line(config: WatchdogConfig, failover_id: str | None) -> str:
+    """The write pause, read from the run's journal (the daemon's or this process's: the same
+    state dir)."""
+    try:
+        entries = Journal(config.state_dir).read(failover_id) if failover_id else []
+    except OSError:
+        entries = []
+    pause = write_pause_seconds(entries)
     if pause is None:
         return "writes were not stopped"
     return (
-        f"write pause: {pause:.2f} s (from the end of stop_writes until the new master was "
-        "listed as id 0 on every nameserver, or the old master took writes again)"
+        f"write pause: {pause:.2f} s (from the write stop until the new master was listed as "
+        "id 0 on every nameserver, or the old master took writes again)"
     )
 
 
@@ -122,12 +128,11 @@ async def run_switchover(
         if not _is_confirmed(decision, catch_up_timeout_seconds, assume_yes, confirm, echo):
             return 1
         request = SwitchoverRequest(broker_name, to_key, catch_up_timeout_seconds)
-        records: list[dict[str, Any]] = []
-        code = await _ask_daemon(
-            config, request, as_json, echo, noun="switchover", records=records
-        )
-        if not as_json and records:
-            echo(_pause_line(records))
+        seen: list[dict[str, Any]] = []
+        code = await _ask_daemon(config, request, as_json, echo, noun="switchover", seen=seen)
+        accepted = next((m for m in seen if m.get("event") == "accepted"), None)
+        if not as_json and accepted is not None:
+            echo(_pause_line(config, str(accepted.get("failover_id"))))
         return code
     try:
         return await _plan_here(
@@ -188,21 +193,12 @@ async def _plan_here(
             as_json,
             echo,
             noun="switchover",
-            summary=_result_pause,
+            summary=lambda result: _pause_line(config, result.failover_id),
         )
     finally:
         await pool.close_all()
         for host in hosts.values():
             await host.close()
-
-
-def _result_pause(result: FailoverResult) -> str:
-    return _pause_line(
-        [
-            {"kind": r.kind, "status": r.status, "duration_seconds": r.duration_seconds}
-            for r in result.steps
-        ]
-    )
 
 
 def _print_plan(
