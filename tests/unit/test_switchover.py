@@ -4,6 +4,7 @@ interruption (act/_progress.py), and the write pause read from a run's records."
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from watchdog.act._progress import (
 )
 from watchdog.commands._switchover import write_pause_seconds
 from watchdog.config import WatchdogConfig, parse_config
+from watchdog.daemon import Send, SwitchoverRequest, start_control_server, wire_json
 from watchdog.decide import (
     WRITE_STOP_EDITS,
     Plan,
@@ -545,3 +547,70 @@ PAUSES: list[tuple[str, list[dict[str, Any]], float | None]] = [
 def test_write_pause(entries: list[dict[str, Any]], pause: float | None) -> None:
     got = write_pause_seconds(entries)
     assert got == pytest.approx(pause) if pause is not None else got is None
+
+
+# --------------------------------------------------------------------------- the control socket
+
+
+def test_the_switchover_request_on_the_wire() -> None:
+    request = SwitchoverRequest("broker-a", A1, 12.5)
+    wire = request.to_json()
+    assert wire == {
+        "op": "switchover",
+        "broker_name": "broker-a",
+        "to_key": A1,
+        "catch_up_timeout_seconds": 12.5,
+    }
+    assert SwitchoverRequest.from_json(wire) == request
+    assert SwitchoverRequest.from_json({"op": "switchover", "broker_name": "broker-a"}) == (
+        SwitchoverRequest("broker-a", None, 30.0)
+    )
+
+
+def ask_server(tmp_path: Path, line: bytes, *, with_handler: bool) -> tuple[bytes, list[Any]]:
+    """`line` to a control server with scripted handlers: what came back, what the switchover
+    handler got (an older daemon has none)."""
+    got: list[SwitchoverRequest] = []
+
+    async def failover(request: Any, send: Send) -> None:
+        raise AssertionError("not a failover")
+
+    async def switchover(request: SwitchoverRequest, send: Send) -> None:
+        got.append(request)
+        send({"event": "accepted", "failover_id": "fo-1"})
+        send({"event": "result", "outcome": "refused", "detail": "too slow"})
+
+    async def go() -> bytes:
+        path = tmp_path / "control.sock"
+        server = await start_control_server(
+            path,
+            failover,
+            lambda name: {},
+            lambda: {},
+            switchover if with_handler else None,
+        )
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(path))
+            writer.write(line)
+            writer.write_eof()
+            answer = await reader.read()
+            writer.close()
+            return answer
+        finally:
+            server.close()
+
+    return asyncio.run(go()), got
+
+
+def test_the_daemon_takes_a_switchover_over_its_socket(tmp_path: Path) -> None:
+    request = SwitchoverRequest("broker-a", None, 5.0)
+    line = (wire_json(request.to_json()) + "\n").encode()
+    answer, got = ask_server(tmp_path, line, with_handler=True)
+    assert answer == (
+        b'{"event": "accepted", "failover_id": "fo-1"}\n'
+        b'{"event": "result", "outcome": "refused", "detail": "too slow"}\n'
+    )
+    assert got == [request]
+    # A daemon without the op (older) says so in one line; the CLI prints it.
+    answer, got = ask_server(tmp_path, line, with_handler=False)
+    assert answer == b'{"error": "unknown op \'switchover\'"}\n' and got == []
