@@ -347,7 +347,8 @@ def netns_cluster_in(directory: Path, tmp: Path, *options: str) -> Iterator[Netn
 
 def _down(directory: Path) -> None:
     if (directory / "cluster.json").exists():
-        result = sandbox_cli("down", "--dir", str(directory), "--timeout", "10",
+        # Thrown away: KILL at once (see tests/integration/conftest.py's stop_sandbox).
+        result = sandbox_cli("down", "--dir", str(directory), "--timeout", "0s",
                              timeout_seconds=DOWN_TIMEOUT_SECONDS)  # fmt: skip
         if result.returncode != 0:
             raise RuntimeError(f"sandbox down failed in {directory}: {result.stderr}")
