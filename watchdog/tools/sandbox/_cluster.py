@@ -442,9 +442,11 @@ class Sandbox:
         procs = self._write_files(
             topology, jvm, extra=extra, plugin_secret=plugin_secret, instances=instances, acl=acl
         )
-        self._start_procs(procs, topology, deadline)
+        self._start_procs(procs, topology, deadline, masters_first=rocketmq_major(jvm.version) >= 5)
 
-    def _start_procs(self, procs: list[Proc], topology: Topology, deadline: float) -> None:
+    def _start_procs(
+        self, procs: list[Proc], topology: Topology, deadline: float, *, masters_first: bool = False
+    ) -> None:
         try:
             env = {**os.environ, "ROCKETMQ_HOME": str(self.dir)}
             members = self.etcd_members()
@@ -458,17 +460,26 @@ class Sandbox:
             # Nameservers first: a broker registers at boot and then only every 30 s.
             started = [self._launch(p, env) for p in nameservers]
             wait_until_listening(started, lambda p: p.addr, deadline - time.monotonic())
-            started_brokers = [self._launch(p, env) for p in brokers]
-            expected = [
-                Expectation(p, b.broker_name, b.broker_id)
-                for p, b in zip(started_brokers, topology.brokers, strict=True)
-            ]
-            wait_until_registered(
-                expected,
-                topology.nameserver_addrs,
-                max(1.0, deadline - time.monotonic()),
-                credentials=acl_credentials(self.info()),
-            )
+            plans = list(zip(brokers, topology.brokers, strict=True))
+            # 5.x: a broker's boot registration races its own connections to the nameservers
+            # and is often skipped (the next one comes 10 s later, then every 30 s), and a slave
+            # learns its master's HA address only from a registration answered while the master
+            # is listed; started together, a 5.x slave replicated nothing for up to 40 s. So
+            # there the masters start first and the slaves once every master is registered.
+            waves = [plans]
+            if masters_first:
+                waves = [[x for x in plans if x[1].broker_id == 0]]
+                waves.append([x for x in plans if x[1].broker_id != 0])
+            for wave in filter(None, waves):
+                expected = [
+                    Expectation(self._launch(p, env), b.broker_name, b.broker_id) for p, b in wave
+                ]
+                wait_until_registered(
+                    expected,
+                    topology.nameserver_addrs,
+                    max(1.0, deadline - time.monotonic()),
+                    credentials=acl_credentials(self.info()),
+                )
         except BaseException:
             self._stop_all(timeout_seconds=5.0)
             raise
