@@ -81,6 +81,7 @@ __all__ = ["run_drill"]
 
 _POLL_SECONDS = 0.5
 _IN_SYNC_SECONDS = 60.0
+_SLAVE_TOPIC_SECONDS = 75.0
 # librocketmq refreshes a topic's route every 30 s; a send times out after 1.5 s.
 _FIRST_WRITE_SECONDS = 75.0
 # SIGTERM: the daemon finishes a running failover first, so give it a step's time.
@@ -214,17 +215,20 @@ class _Drill:
         )
 
     async def wait_slaves_have_topic(self, master: BrokerConfig) -> None:
-        # A slave syncs its topic config from the master every 10 s; promoted without it, it
-        # would register no route for the drill topic.
+        # A slave syncs its topic config from the master every 10 s (5.x: every 60 s, checked
+        # every 3 s); promoted without it, it would register no route for the drill topic.
         slaves = [b for b in self.config.group(self.name) if b.key != master.key]
-        deadline = time.monotonic() + 45
+        deadline = time.monotonic() + _SLAVE_TOPIC_SECONDS
         while True:
             found = [await has_topic(self.pool, b, self.topic) for b in slaves]
             if any(f is True for f in found) and not any(f is False for f in found):
                 return
             if time.monotonic() > deadline:
                 missing = [b.key for b, f in zip(slaves, found, strict=True) if f is False]
-                raise _DrillError(f"slaves {', '.join(missing)} did not sync {self.topic} in 45 s")
+                raise _DrillError(
+                    f"slaves {', '.join(missing)} did not sync {self.topic} in "
+                    f"{_SLAVE_TOPIC_SECONDS:g} s"
+                )
             await asyncio.sleep(1.0)
 
     async def start_traffic(self, master: BrokerConfig) -> None:
