@@ -21,6 +21,7 @@ import random
 import re
 import shutil
 import socket
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,6 +37,7 @@ from tests.integration.daemon_harness import (
     Daemon,
     StateDir,
     Topology,
+    append_config,
     broker_config,
     registrations,
     wait_until,
@@ -435,6 +437,92 @@ def test_no_quorum_no_failover_then_the_failover_once_members_return(
         promoted_once(box, group, failover_id, by)
         for inst in group.instances.values():
             inst.wait("etcd answers again", 10)
+
+
+@contextlib.contextmanager
+def nft_drop(source: str, dest_ports: Sequence[int]) -> Iterator[None]:
+    """Drop TCP from `source` to 127.0.0.1:`dest_ports` (loopback only) while inside (the same
+    rule as tests/chaos/test_chaos.py's, not imported: that module is a test module)."""
+    nft = shutil.which("nft")
+    assert nft, "nftables missing: `make system-deps` installs it"
+    table = f"rmqwd_ha_{os.getpid()}"
+    ports = ", ".join(str(p) for p in dest_ports)
+    rules = (
+        f"table inet {table} {{\n"
+        "  chain out {\n    type filter hook output priority 0; policy accept;\n"
+        f"    ip saddr {source} ip daddr 127.0.0.1 tcp dport {{ {ports} }} drop\n"
+        "  }\n}\n"
+    )
+    subprocess.run([nft, "-f", "-"], input=rules, text=True, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([nft, "delete", "table", "inet", table], check=False)
+
+
+def test_a_leader_cut_off_from_the_master_only_is_held_back_by_the_others(
+    healthy: Box, etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    """wd-1 leads and probes from 127.0.0.2, whose packets to the master (its port and the
+    VIP port, port - 2) are dropped; no instance has a secondary check, and wd-1's quorum is 1:
+    only wd-2's and wd-3's "alive" views stand between its own SDOWN and a failover. For 15 s:
+    wd-1 sees the master down, no failover starts anywhere (journals, etcd), one master. Then
+    the master dies for real (kill -9): the others see it down too, and one promotion follows."""
+    box = healthy
+    group = make_group(box, etcd, tmp_path, "/rmq-watchdog/test-master-cut")
+    for inst in group.instances.values():
+        text = inst.config.read_text()
+        text = re.sub(r"(?ms)^\[\[secondary_checks\]\]\n.*?(?=^\[)", "", text)
+        assert "secondary_checks" not in text
+        inst.config.write_text(text)
+    wd1 = group["wd-1"]
+    append_config(wd1.config, '[probe]\nsource_address = "127.0.0.2"\n[detect]\nquorum = 1\n')
+    master = box.top.addrs[A0]
+    port = int(master.rsplit(":", 1)[1])
+    with running(group):
+        group.start("wd-1")
+        assert group.leader() is wd1
+        group.start("wd-2", "wd-3")
+        healthy_everywhere(group, wd1)
+        with nft_drop("127.0.0.2", [port, port - 2]):
+            cut = time.time()
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                for inst in group.instances.values():
+                    assert inst.daemon is not None and inst.daemon.is_running, inst.name
+                    for e in inst.daemon.events():
+                        text = str(e.get("event", ""))
+                        assert e.get("decision") != "promote", (inst.name, e)
+                        assert not text.startswith("failover started"), (inst.name, e)
+                time.sleep(0.5)
+            assert wd1.daemon is not None
+            sdown = [
+                e
+                for e in wd1.daemon.events()
+                if e.get("state") == "MASTER_SDOWN" and logged_at(e) >= cut
+            ]
+            assert sdown, wd1.daemon.tail()
+            held = [e for e in sdown if re.search(r"instance wd-[23] reaches it", e["event"])]
+            assert held, sdown[-1]
+            for inst in group.instances.values():
+                assert inst.state.failover_ids() == [], inst.name
+                if inst is not wd1:  # they reach the master: never SDOWN
+                    assert not [e for e in inst.said("") if e.get("state") == "MASTER_SDOWN"]
+            assert group.acted() == {}
+            assert group.etcd_journals() == []
+            assert not wd1.said("deposed")
+            one_master(box.top, master, 5)
+
+            killed = time.time()
+            box.sandbox.kill(A0, "KILL")
+            failover_id, by = group.finished_in()
+            assert by is wd1
+            promoted_once(box, group, failover_id, by)
+            report(
+                "master cut off from the leader, then kill -9 -> finished",
+                by.state.journal(failover_id)[-1]["at"] - killed,
+            )
+            report("the cut-off stretch with no failover", killed - cut)
 
 
 # --------------------------------------------------------------------------- long: random kills
