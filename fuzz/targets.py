@@ -520,7 +520,7 @@ def check_config(config: WatchdogConfig) -> None:
             _check_text(item, "config string")
 
 
-# Findings in watchdog/config.py that are reported but not fixed yet (config.py belongs to
+# Findings in watchdog/config that are reported but not fixed yet (config.py belongs to
 # another change; see fuzz/README.md, "Open findings"). The config harness lets these three
 # through so that fuzzing and CI go on exploring the loader; FUZZ_CONFIG_STRICT=1 stops that.
 def fuzz_config(data: bytes) -> None:
