@@ -111,7 +111,9 @@ def test_kill_drill_on_an_async_sandbox(fresh_sandbox: Any) -> None:
     positions = [events.index(name) for name in in_order]
     assert positions == sorted(positions), events
     assert "consumer_caught_up" in events and "group_safe" in events
-    assert 0 < seconds["fault_to_odown"] < seconds["fault_to_promoted"]
+    # The fault's time is when its command returned, after the process was gone: on a quiet
+    # machine the crash rule judges the master down before that (-0.2 s seen), never by much.
+    assert -1.0 < seconds["fault_to_odown"] < seconds["fault_to_promoted"]
 
     # The write outage was measured, within the drill's bound, and no write got through before
     # the new master was registered.
