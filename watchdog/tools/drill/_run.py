@@ -308,11 +308,17 @@ class _Drill:
         sig = "KILL" if self.options.fault == "kill" else "STOP"
         argv = fault_argv(self.config, master, sig)
         assert not isinstance(argv, str)  # checked before anything started
+        sent_at = time.time()
         ok, detail = await self._host_run(master, argv, 30.0)
         fault_at = time.time()
         if not ok:
             raise _DrillError(f"the fault command failed: {detail}")
-        self.events.append(TimelineEvent(fault_at, "drill", "fault", detail))
+        # The timeline's fault is when its command began: the signal lands somewhere inside the
+        # command (a sandbox kill returns only once the process is gone), and the daemon may
+        # see the crash before the command returns. Sends are counted from the command's return
+        # (`fault_at`), the conservative end: one begun before it may have reached the master.
+        took = f"{detail} (command returned after {fault_at - sent_at:.2f} s)".lstrip()
+        self.events.append(TimelineEvent(sent_at, "drill", "fault", took))
         return fault_at
 
     async def _nft(self, *args: str, stdin: str | None = None) -> tuple[bool, str]:
