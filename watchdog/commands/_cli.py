@@ -309,16 +309,7 @@ def failover(
     from ._failover import run_failover
 
     config = load_or_exit(config_path)
-    if broker_name not in config.group_names():
-        raise BadInput(
-            f"--broker-name: unknown broker group {broker_name!r}; configured: "
-            + ", ".join(config.group_names())
-        )
-    to_key = None
-    if to_id is not None:
-        if config.broker(broker_name, to_id) is None:
-            raise BadInput(f"--to: {broker_name} has no broker with id {to_id} in {config_path}")
-        to_key = f"{broker_name}:{to_id}"
+    to_key = _candidate_key(config, config_path, broker_name, to_id)
     if not dry_run:
         _refuse_without_daemon(config, "failover", as_json)
     code = run_async(
@@ -409,16 +400,7 @@ def switchover(
     from ._switchover import run_switchover
 
     config = load_or_exit(config_path)
-    if broker_name not in config.group_names():
-        raise BadInput(
-            f"--broker-name: unknown broker group {broker_name!r}; configured: "
-            + ", ".join(config.group_names())
-        )
-    to_key = None
-    if to_id is not None:
-        if config.broker(broker_name, to_id) is None:
-            raise BadInput(f"--to: {broker_name} has no broker with id {to_id} in {config_path}")
-        to_key = f"{broker_name}:{to_id}"
+    to_key = _candidate_key(config, config_path, broker_name, to_id)
     if not dry_run:
         _refuse_without_daemon(config, "switchover", as_json)
     code = run_async(
@@ -450,6 +432,22 @@ def switchover(
 
 def _ask(question: str) -> bool:
     return click.confirm(question, default=False)
+
+
+def _candidate_key(
+    config: WatchdogConfig, config_path: str, broker_name: str, to_id: int | None
+) -> str | None:
+    """--broker-name and --to checked against the config; the chosen candidate's key."""
+    if broker_name not in config.group_names():
+        raise BadInput(
+            f"--broker-name: unknown broker group {broker_name!r}; configured: "
+            + ", ".join(config.group_names())
+        )
+    if to_id is None:
+        return None
+    if config.broker(broker_name, to_id) is None:
+        raise BadInput(f"--to: {broker_name} has no broker with id {to_id} in {config_path}")
+    return f"{broker_name}:{to_id}"
 
 
 def _refuse_without_daemon(config: WatchdogConfig, command: str, as_json: bool) -> None:
