@@ -15,13 +15,8 @@ it runs once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import shutil
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +28,7 @@ from tests.integration.daemon_harness import (
     Topology,
     append_config,
     masters_everywhere,
+    nft_drop,
     running_daemon,
     wait_until,
 )
@@ -60,26 +56,6 @@ def no_failover_during(daemon: Any, seconds: float) -> list[dict[str, Any]]:
     return [e for e in daemon.events() if "decision" in e and _event_time(e) >= started]
 
 
-@contextlib.contextmanager
-def nft_drop(source: str, dest_ports: list[int]) -> Iterator[None]:
-    """Drop TCP from `source` to 127.0.0.1:`dest_ports` (loopback only) while inside."""
-    nft = shutil.which("nft")
-    assert nft, "nftables missing: `make system-deps` installs it"
-    table = f"rmqwd_chaos_{os.getpid()}"
-    ports = ", ".join(str(p) for p in dest_ports)
-    rules = (
-        f"table inet {table} {{\n"
-        "  chain out {\n    type filter hook output priority 0; policy accept;\n"
-        f"    ip saddr {source} ip daddr 127.0.0.1 tcp dport {{ {ports} }} drop\n"
-        "  }\n}\n"
-    )
-    subprocess.run([nft, "-f", "-"], input=rules, text=True, check=True)
-    try:
-        yield
-    finally:
-        subprocess.run([nft, "delete", "table", "inet", table], check=False)
-
-
 @pytest.mark.parametrize("promotion", promotions(in_make_test=("restart", "inplace")))
 def test_cut_off_from_the_master_only_is_no_failover_until_it_really_dies(
     fresh_sandbox: Any, tmp_path: Path, promotion: str
@@ -99,7 +75,7 @@ def test_cut_off_from_the_master_only_is_no_failover_until_it_really_dies(
     )
     with running_daemon(config, tmp_path / "daemon.log") as daemon:
         daemon.wait_event(lambda e: e.get("state") == "HEALTHY", 60, "a healthy cycle")
-        with nft_drop("127.0.0.2", [port, port - 2]):
+        with nft_drop("127.0.0.2", [port, port - 2], table_prefix="rmqwd_chaos"):
             lines = no_failover_during(daemon, 15)
             vetoed = [e for e in lines if e.get("state") == "MASTER_SDOWN"]
             assert vetoed, [e.get("event") for e in lines]

@@ -15,11 +15,12 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -581,3 +582,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+@contextlib.contextmanager
+def nft_drop(source: str, dest_ports: Sequence[int], *, table_prefix: str) -> Iterator[None]:
+    """Drop TCP from `source` to 127.0.0.1:`dest_ports` (loopback only) while inside: a
+    process that probes from `source` is cut off from those ports, everything else is not."""
+    nft = shutil.which("nft")
+    assert nft, "nftables missing: `make system-deps` installs it"
+    table = f"{table_prefix}_{os.getpid()}"
+    ports = ", ".join(str(p) for p in dest_ports)
+    rules = (
+        f"table inet {table} {{\n"
+        "  chain out {\n    type filter hook output priority 0; policy accept;\n"
+        f"    ip saddr {source} ip daddr 127.0.0.1 tcp dport {{ {ports} }} drop\n"
+        "  }\n}\n"
+    )
+    subprocess.run([nft, "-f", "-"], input=rules, text=True, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([nft, "delete", "table", "inet", table], check=False)

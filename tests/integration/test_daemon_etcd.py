@@ -21,7 +21,6 @@ import random
 import re
 import shutil
 import socket
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
@@ -39,6 +38,7 @@ from tests.integration.daemon_harness import (
     Topology,
     append_config,
     broker_config,
+    nft_drop,
     registrations,
     wait_until,
 )
@@ -439,27 +439,6 @@ def test_no_quorum_no_failover_then_the_failover_once_members_return(
             inst.wait("etcd answers again", 10)
 
 
-@contextlib.contextmanager
-def nft_drop(source: str, dest_ports: Sequence[int]) -> Iterator[None]:
-    """Drop TCP from `source` to 127.0.0.1:`dest_ports` (loopback only) while inside (the same
-    rule as tests/chaos/test_chaos.py's, not imported: that module is a test module)."""
-    nft = shutil.which("nft")
-    assert nft, "nftables missing: `make system-deps` installs it"
-    table = f"rmqwd_ha_{os.getpid()}"
-    ports = ", ".join(str(p) for p in dest_ports)
-    rules = (
-        f"table inet {table} {{\n"
-        "  chain out {\n    type filter hook output priority 0; policy accept;\n"
-        f"    ip saddr {source} ip daddr 127.0.0.1 tcp dport {{ {ports} }} drop\n"
-        "  }\n}\n"
-    )
-    subprocess.run([nft, "-f", "-"], input=rules, text=True, check=True)
-    try:
-        yield
-    finally:
-        subprocess.run([nft, "delete", "table", "inet", table], check=False)
-
-
 def test_a_leader_cut_off_from_the_master_only_is_held_back_by_the_others(
     healthy: Box, etcd: EtcdCluster, tmp_path: Path
 ) -> None:
@@ -484,7 +463,7 @@ def test_a_leader_cut_off_from_the_master_only_is_held_back_by_the_others(
         assert group.leader() is wd1
         group.start("wd-2", "wd-3")
         healthy_everywhere(group, wd1)
-        with nft_drop("127.0.0.2", [port, port - 2]):
+        with nft_drop("127.0.0.2", [port, port - 2], table_prefix="rmqwd_ha"):
             cut = time.time()
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:
