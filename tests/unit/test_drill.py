@@ -26,6 +26,7 @@ from watchdog.tools.drill import (
     GroupJudgement,
     ReceiveRecord,
     SendRecord,
+    TimelineEvent,
     account_messages,
     build_report,
     consumer_caught_up_at,
@@ -707,6 +708,30 @@ def test_without_a_daemon_log_the_plan_dates_objectively_down() -> None:
     assert report.odown_after_seconds == pytest.approx(4.0)
     [odown] = [e for e in report.timeline if e.event == "objectively_down"]
     assert odown.source == "journal" and "unreachable for 4.0 s" in odown.detail
+
+
+def test_a_crash_seen_before_the_fault_command_returned_stays_in_order() -> None:
+    """The daemon judged the master down while the kill command was still waiting for the
+    process to go (CI: ODOWN 0.17 s before the command returned): its line is kept, between the
+    fault and the plan, and the plan-dated fallback goes before the plan it ties with."""
+    fault = TimelineEvent(T0 - 0.5, "drill", "fault", "kill (command returned after 0.50 s)")
+    early = [{"broker_name": "broker-a", "state": "MASTER_ODOWN", "timestamp": iso(T0 - 0.2)}]
+
+    def order(report: Any) -> list[str]:
+        wanted = ("fault", "objectively_down", "failover_planned", "promoted")
+        return [e.event for e in report.timeline if e.event in wanted]
+
+    seen = build_report(observations(daemon_log=early, drill_events=(fault,)))
+    assert order(seen) == ["fault", "objectively_down", "failover_planned", "promoted"]
+    assert seen.odown_after_seconds == pytest.approx(-0.2, abs=1e-3)
+    [odown] = [e for e in seen.timeline if e.event == "objectively_down"]
+    assert odown.source == "daemon"
+    # Before the command began it is an old judgement, not this fault's.
+    stale = [{"broker_name": "broker-a", "state": "MASTER_ODOWN", "timestamp": iso(T0 - 0.7)}]
+    dated = build_report(observations(daemon_log=stale, drill_events=(fault,)))
+    assert order(dated) == ["fault", "objectively_down", "failover_planned", "promoted"]
+    [odown] = [e for e in dated.timeline if e.event == "objectively_down"]
+    assert odown.source == "journal"
 
 
 def test_report_problems() -> None:

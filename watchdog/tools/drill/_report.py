@@ -437,12 +437,14 @@ def build_report(obs: DrillObservations) -> DrillReport:
     t0 = obs.fault_at
     problems = list(obs.problems)
     timeline: list[TimelineEvent] = list(obs.drill_events)
-    timeline += daemon_log_events(obs.daemon_log, obs.broker_name, t0)
-    for fid, entries in obs.journals.items():
-        timeline += journal_events(fid, entries)
+    # The daemon may see a crash before the fault command returns (a sandbox kill returns once
+    # the process is gone): its lines count from when that command began.
+    began = min((e.at for e in obs.drill_events if e.event == "fault"), default=t0)
+    timeline += daemon_log_events(obs.daemon_log, obs.broker_name, min(began, t0))
 
     promo_id = promotion_of(obs.journals, obs.broker_name)
     plan = _plan(obs.journals[promo_id]) if promo_id else {}
+    # Added before the journal's events: at the same time, the judgement comes before the plan.
     if promo_id and not any(e.event == "objectively_down" for e in timeline):
         # No daemon log (a daemon the drill did not start): the daemon plans a promotion in
         # the very cycle that judges the master objectively down, so the plan's time is it.
@@ -456,6 +458,8 @@ def build_report(obs: DrillObservations) -> DrillReport:
                     f"(when planned) {plan.get('reason', '')}",
                 )
             )
+    for fid, entries in obs.journals.items():
+        timeline += journal_events(fid, entries)
     finished = finished_entry(obs.journals[promo_id]) if promo_id else None
     outcome = str(finished.get("outcome")) if finished else None
     if obs.fault == "partition":
