@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
@@ -42,6 +41,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from watchdog.tools.debootstrap import (
+    SUITE,
+    DebootstrapError,
+    debootstrap,
+    locked,
+    mounts_under,
+    remove_tree,
+    rootfs_digest,
+)
 from watchdog.tools.sandbox import SandboxError, cache_root, ensure_rocketmq
 
 __all__ = ["IMAGES", "BuildError", "ensure_images", "prepare"]
@@ -49,9 +57,6 @@ __all__ = ["IMAGES", "BuildError", "ensure_images", "prepare"]
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
-SUITE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
-DEBOOTSTRAP = "/usr/sbin/debootstrap"
 # The JRE runs the brokers, python3 and its venv module the watchdog: one base for both images,
 # so the engine stores it once.
 PACKAGES = ("openjdk-17-jre-headless", "python3", "python3-venv")
@@ -87,14 +92,8 @@ def _store() -> Path:
 @contextlib.contextmanager
 def _locked(name: str) -> Iterator[None]:
     """One builder at a time per cached item (a second run on this machine waits)."""
-    path = _store() / f".{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with locked(_store() / f".{name}.lock"):
+        yield
 
 
 def _run(argv: Sequence[str], what: str, *, timeout: float, **kwargs: object) -> str:
@@ -145,29 +144,7 @@ def _swap_stale(prefix: str, *keep: Path, say: Say) -> None:
 
 
 def base_digest() -> str:
-    key = f"{LAYOUT} {SUITE} {MIRROR} {' '.join(sorted(PACKAGES))}"
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
-def _mounts_under(directory: Path) -> list[str]:
-    """Mount points at or below `directory` (debootstrap mounts /proc and /sys in its target)."""
-    prefix = str(directory)
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split()[4].replace("\\040", " ")
-        if point == prefix or point.startswith(prefix + "/"):
-            found.append(point)
-    return found
-
-
-def _remove_tree(directory: Path) -> None:
-    """Remove a (half-made) root filesystem, unmounting first: never recurse into a /proc."""
-    for point in sorted(_mounts_under(directory), key=len, reverse=True):
-        subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
-    if _mounts_under(directory):
-        raise BuildError(f"cannot unmount {_mounts_under(directory)}; remove {directory} by hand")
-    if directory.exists():
-        shutil.rmtree(directory)
+    return rootfs_digest(LAYOUT, PACKAGES)
 
 
 def ensure_base_tar(say: Say = _say) -> Path:
@@ -176,34 +153,10 @@ def ensure_base_tar(say: Say = _say) -> Path:
     with _locked("base"):
         if target.is_file():
             return target
-        if os.geteuid() != 0:
-            raise BuildError("debootstrap needs root")
-        if not os.access(DEBOOTSTRAP, os.X_OK):
-            raise BuildError(f"{DEBOOTSTRAP} not found: `make system-deps` (Debian: debootstrap)")
         tree = target.with_suffix(".partial")
-        _remove_tree(tree)
         log = target.with_suffix(".log")
-        argv = [
-            DEBOOTSTRAP, "--variant=minbase", f"--include={','.join(PACKAGES)}",
-            SUITE, str(tree), MIRROR,
-        ]  # fmt: skip
-        say(f"making the Debian root filesystem ({' '.join(argv)}; log {log})")
         started = time.monotonic()
-        try:
-            with log.open("w") as out:
-                done = subprocess.run(
-                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    timeout=DEBOOTSTRAP_TIMEOUT_SECONDS, check=False,
-                )  # fmt: skip
-        except subprocess.TimeoutExpired:
-            _remove_tree(tree)
-            raise BuildError(
-                f"debootstrap did not finish in {DEBOOTSTRAP_TIMEOUT_SECONDS} s"
-            ) from None
-        if done.returncode != 0:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-            _remove_tree(tree)
-            raise BuildError(f"debootstrap failed (exit {done.returncode}), log {log}:\n{tail}")
+        debootstrap(tree, PACKAGES, log=log, timeout_seconds=DEBOOTSTRAP_TIMEOUT_SECONDS, say=say)
         # Downloaded packages and the package lists are of no use in an image.
         for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for path in (tree / leftover).glob("*"):
@@ -212,8 +165,8 @@ def ensure_base_tar(say: Say = _say) -> Path:
         # debootstrap leaves the build machine's names behind; the engine writes its own.
         for name in ("etc/hostname", "etc/resolv.conf"):
             (tree / name).unlink(missing_ok=True)
-        if _mounts_under(tree):
-            raise BuildError(f"{tree} still has mounts: {_mounts_under(tree)}")
+        if mounts_under(tree):
+            raise BuildError(f"{tree} still has mounts: {mounts_under(tree)}")
         partial = target.with_name(target.name + ".partial")
         _run(
             ["tar", "--numeric-owner", "--xattrs", "-C", str(tree), "-cf", str(partial),
@@ -222,7 +175,7 @@ def ensure_base_tar(say: Say = _say) -> Path:
             timeout=DOCKER_TIMEOUT_SECONDS,
         )  # fmt: skip
         partial.rename(target)
-        _remove_tree(tree)
+        remove_tree(tree)
         _swap_stale("base", target, log, say=say)
         say(f"root filesystem made in {time.monotonic() - started:.0f} s ({target.name})")
         return target
@@ -374,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prepare()
         else:
             print(ensure_images())
-    except (BuildError, SandboxError, OSError) as exc:
+    except (BuildError, DebootstrapError, SandboxError, OSError) as exc:
         _say(str(exc))
         return 1
     return 0
