@@ -1386,6 +1386,21 @@ def test_retry_budget(step_: Step, timeout: float, budget: float | None) -> None
     assert retry_budget_seconds(step_, timeout) == budget
 
 
+@pytest.mark.parametrize(
+    ("step_", "budget"),
+    [
+        # An earlier best-effort step could not reach the host: one try, not 15 s more.
+        (step(StepKind.STOP, best_effort=True), None),
+        (step(StepKind.REWRITE, best_effort=True), None),
+        # A step the promotion needs keeps its whole budget on any host.
+        (step(StepKind.STOP), 60.0),
+        (step(StepKind.START), 60.0),
+    ],
+)
+def test_retry_budget_on_a_host_found_unreachable(step_: Step, budget: float | None) -> None:
+    assert retry_budget_seconds(step_, 60.0, is_host_unreachable=True) == budget
+
+
 # --------------------------------------------------------------------------- fence progress
 
 S = {f"{s.kind} {s.broker_key}": s for s in WITH_FENCE_COMMAND.steps}

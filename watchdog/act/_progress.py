@@ -409,10 +409,19 @@ def _is_candidate_touched(plan: Plan, done: frozenset[int]) -> bool:
     )
 
 
-def retry_budget_seconds(step: Step, step_timeout_seconds: float) -> float | None:
+def retry_budget_seconds(
+    step: Step, step_timeout_seconds: float, *, is_host_unreachable: bool = False
+) -> float | None:
     """How long a failing step is tried again before it counts as failed; None: tried once
-    (it waits within its own deadline, or, a fence command, is not repeated blindly)."""
+    (it waits within its own deadline, or, a fence command, is not repeated blindly).
+
+    A best-effort step on a host that an earlier best-effort step of the run could not reach
+    for its whole budget is tried once: the old master's stop after its rewrite failed on a
+    partitioned host would spend 15 s more on the same unreachable host before the fence
+    command (a STONITH switch) runs, while an ASYNC master may still take writes."""
     if step.kind in _NOT_RETRIED:
+        return None
+    if step.is_best_effort and is_host_unreachable:
         return None
     if step.is_best_effort:
         return min(step_timeout_seconds, _BEST_EFFORT_BUDGET_SECONDS)

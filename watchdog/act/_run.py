@@ -116,6 +116,9 @@ class FailoverRun:
     # max_loss_bytes grown by the time the fence took (None: the plan set no bound).
     max_loss_bytes: int | None = None
     moved_aside: dict[str, Any] | None = None  # the deposed master's store, once moved aside
+    # Hosts a best-effort step could not reach for its whole retry budget: the run's later
+    # best-effort steps there are tried once (not journaled: a resumed run retries in full).
+    unreachable_hosts: set[str] = field(default_factory=set)
 
     @classmethod
     def begin(

@@ -9,7 +9,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_e
 
 from ..config import ConfigError
 from ..decide import Step, StepKind
-from ..hosts import Host
+from ..hosts import Host, HostError
 from ..model import PropertiesFile, WatchdogError
 from ..remoting import RemotingError, get_broker_runtime_info
 from ._epoch import record_epoch, record_role
@@ -54,8 +54,17 @@ async def attempt_step(
 ) -> str:
     """Run the step, again while it fails within its retry budget; its detail, or the last
     failure raised."""
-    budget = retry_budget_seconds(step, ctx.config.failover.step_timeout_seconds)
-    return await _with_retries(budget, lambda: _do(ctx, run, step, restore_backup))
+    budget = retry_budget_seconds(
+        step,
+        ctx.config.failover.step_timeout_seconds,
+        is_host_unreachable=step.host in run.unreachable_hosts,
+    )
+    try:
+        return await _with_retries(budget, lambda: _do(ctx, run, step, restore_backup))
+    except HostError:
+        if step.is_best_effort:
+            run.unreachable_hosts.add(step.host)
+        raise
 
 
 async def _with_retries(budget: float | None, attempt: Callable[[], Awaitable[str]]) -> str:
