@@ -192,7 +192,7 @@ def test_sync_switched_by_restart_through_the_daemon(fresh_sandbox: Any, tmp_pat
         assert replicating(cluster, A0, A1), cluster.roles()
         # The daemon ran it: its log has the run, and a planned switch blocks nothing.
         daemon.wait_event(
-            lambda e: "failover succeeded: switchover of broker-a" in str(e.get("event")),
+            lambda e: "switchover succeeded: switchover of broker-a" in str(e.get("event")),
             30,
             "the daemon's line for the switchover",
         )

@@ -44,6 +44,9 @@ def exported_metric_names() -> frozenset[str]:
     metrics.record_cycle(1.7e9)
     metrics.record_decision("broker-a", "no_action")
     metrics.record_failover("broker-a", "succeeded", duration_seconds=5.0, finished_at=1.7e9)
+    metrics.record_switchover(
+        "broker-a", "succeeded", duration_seconds=9.0, finished_at=1.7e9, write_pause_seconds=1.5
+    )
     metrics.record_moved_aside("broker-a", bytes_past=4096, messages=3)
     metrics.record_fence("broker-a", "succeeded")
     metrics.set_blocked_until("broker-a", 1.7e9 + 3600)

@@ -94,6 +94,16 @@ def test_the_asked_for_panels_exist() -> None:
         "rmq_watchdog_isolated",
         "rmq_watchdog_failover_blocked_until_timestamp_seconds",
         "rmq_watchdog_master_role_lowered",
+        # planned switchovers, apart from failovers
+        "rmq_watchdog_switchovers_total",
+        "rmq_watchdog_last_switchover_timestamp_seconds",
+        "rmq_watchdog_switchover_write_pause_seconds_bucket",
+        "rmq_watchdog_switchover_duration_seconds_sum",
+        # several instances on etcd
+        "rmq_watchdog_leader",
+        "rmq_watchdog_etcd_up",
+        "rmq_watchdog_instances_seen",
+        "rmq_watchdog_view_disagreement",
     ):
         assert metric in exprs, f"no panel shows {metric}"
     assert "histogram_quantile(" in exprs
@@ -111,7 +121,8 @@ def test_broker_group_queries_honour_the_broker_name_variable() -> None:
     """A query over a metric that has a broker_name label filters by $broker_name."""
     per_group = re.compile(
         r"rmq_watchdog_(group_state|broker_role|broker_up|replication_lag_bytes|"
-        r"commitlog_max_offset_bytes|decisions_total|failovers_total|last_failover_timestamp)"
+        r"commitlog_max_offset_bytes|decisions_total|failovers_total|last_failover_timestamp|"
+        r"switchovers_total|last_switchover_timestamp|view_disagreement)"
     )
     for title, expr in _exprs(_model()):
         if per_group.search(expr):

@@ -290,6 +290,35 @@ def test_failover_metrics(registry: CollectorRegistry, metrics: WatchdogMetrics)
     assert get("rmq_watchdog_last_failover_timestamp_seconds", {"broker_name": "broker-a"}) == 1.8e9
 
 
+def test_switchover_metrics_are_not_failover_metrics(
+    registry: CollectorRegistry, metrics: WatchdogMetrics
+) -> None:
+    metrics.record_switchover(
+        "broker-a", "succeeded", duration_seconds=14.0, finished_at=1.7e9, write_pause_seconds=1.3
+    )
+    metrics.record_switchover("broker-a", "refused", duration_seconds=31.0, finished_at=1.8e9)
+
+    get = registry.get_sample_value
+    switchovers = "rmq_watchdog_switchovers_total"
+    assert get(switchovers, {"broker_name": "broker-a", "outcome": "succeeded"}) == 1.0
+    assert get(switchovers, {"broker_name": "broker-a", "outcome": "refused"}) == 1.0
+    assert get("rmq_watchdog_switchover_duration_seconds_count") == 2.0
+    assert get("rmq_watchdog_switchover_duration_seconds_sum") == 45.0
+    # The pause only when the writes were stopped (the refusal here stopped none).
+    assert get("rmq_watchdog_switchover_write_pause_seconds_count") == 1.0
+    assert get("rmq_watchdog_switchover_write_pause_seconds_bucket", {"le": "2.0"}) == 1.0
+    assert get("rmq_watchdog_switchover_write_pause_seconds_bucket", {"le": "1.0"}) == 0.0
+    name = "rmq_watchdog_last_switchover_timestamp_seconds"
+    assert get(name, {"broker_name": "broker-a"}) == 1.8e9
+    # Nothing of it in the failover families, which alerts page on.
+    failovers = "rmq_watchdog_failovers_total"
+    assert get(failovers, {"broker_name": "broker-a", "outcome": "succeeded"}) is None
+    assert get("rmq_watchdog_failover_duration_seconds_count") == 0.0
+    assert get("rmq_watchdog_last_failover_timestamp_seconds", {"broker_name": "broker-a"}) is None
+    with pytest.raises(ValueError, match="non-empty"):
+        metrics.record_switchover("broker-a", "", 1.0, 1.0)
+
+
 def test_inplace_promotion_metrics(registry: CollectorRegistry, metrics: WatchdogMetrics) -> None:
     metrics.record_inplace_promotion("broker-a", "done")
     metrics.record_inplace_promotion("broker-a", "refused")

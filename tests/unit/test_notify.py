@@ -28,6 +28,7 @@ from watchdog.observe import (
     WebhookNotifier,
     alertmanager_payload,
     json_payload,
+    switchover_event_name,
 )
 
 
@@ -177,6 +178,33 @@ def test_every_event_has_an_alertname_and_severity() -> None:
     assert down["labels"]["alertname"] == "RmqWatchdogMasterDown"
 
 
+def test_a_switchover_has_event_names_of_its_own() -> None:
+    """A receiver or route that pages on failover_* is not paged by a planned switchover;
+    only its failure is critical."""
+    pairs = {n: switchover_event_name(n) for n in EVENT_NAMES if n.startswith("failover_")}
+    assert pairs == {
+        "failover_started": "switchover_started",
+        "failover_step": "switchover_step",
+        "failover_succeeded": "switchover_succeeded",
+        "failover_failed": "switchover_failed",
+        "failover_blocked": "switchover_blocked",
+    }
+    assert switchover_event_name("awaiting_fence") == "awaiting_fence"
+    assert set(pairs.values()) <= set(EVENT_NAMES)
+    severity = {
+        n: alertmanager_payload(_event(n))[0]["labels"]["severity"] for n in pairs.values()
+    }
+    assert severity == {
+        "switchover_started": "info",
+        "switchover_step": "info",
+        "switchover_succeeded": "info",
+        "switchover_failed": "critical",
+        "switchover_blocked": "warning",
+    }
+    (alert,) = alertmanager_payload(_event("switchover_succeeded"))
+    assert alert["labels"]["alertname"] == "RmqWatchdogSwitchoverSucceeded"
+
+
 def test_payload_survives_values_json_cannot_hold() -> None:
     cyclic: dict[str, Any] = {}
     cyclic["self"] = cyclic
@@ -213,8 +241,8 @@ def test_webhook_config_from_toml_values() -> None:
     assert hook.timeout_seconds == 0.8 and hook.retries == 2 and hook.format == "alertmanager"
     assert hook.events == ("failover_failed", "master_down")
     default = _webhook("http://127.0.0.1:1/")
-    assert "failover_step" not in default.events
-    assert set(default.events) == set(EVENT_NAMES) - {"failover_step"}
+    assert "failover_step" not in default.events and "switchover_step" not in default.events
+    assert set(default.events) == set(EVENT_NAMES) - {"failover_step", "switchover_step"}
     assert default.timeout_seconds == 2.0 and default.retries == 3 and default.format == "json"
 
 

@@ -31,7 +31,6 @@ from watchdog.act._progress import (
     next_action,
     retry_budget_seconds,
 )
-from watchdog.commands._switchover import write_pause_seconds
 from watchdog.config import WatchdogConfig, parse_config
 from watchdog.daemon import Send, SwitchoverRequest, start_control_server, wire_json
 from watchdog.decide import (
@@ -48,6 +47,7 @@ from watchdog.decide import (
     plan_switchover,
     writes_back,
 )
+from watchdog.observe import write_pause_seconds
 from watchdog.remoting import PluginInfo
 
 A0, A1 = "broker-a:0", "broker-a:1"

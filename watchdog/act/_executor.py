@@ -13,7 +13,7 @@ from ..config import WatchdogConfig
 from ..decide import Plan, Step, StepKind, is_switchover
 from ..hosts import Host, HostError
 from ..model import WatchdogError
-from ..observe import Event, EventName, HookRunner, WebhookNotifier
+from ..observe import Event, EventName, HookRunner, WebhookNotifier, switchover_event_name
 from ..remoting import ClientPool
 from ._journal import Journal, JournalProgress
 from ._progress import (
@@ -109,16 +109,19 @@ class Executor:
         **details: Any,
     ) -> Event:
         """An event for webhooks and hooks; `run` None: the run is over, and its event (the
-        post_failover/on_failure hook's) carries no steps and the planned loss bound."""
+        post_failover/on_failure hook's) carries no steps and the planned loss bound. A
+        planned switchover's events are named switchover_*: a receiver that pages on
+        failovers is not paged by one."""
+        planned = is_switchover(plan)
         return Event(
-            name=name,
+            name=switchover_event_name(name) if planned else name,
             broker_name=plan.broker_name,
             failover_id=failover_id,
             at=self.wall_clock(),
             summary=summary,
             steps=tuple(run.step_log) if run is not None else (),
             details={
-                "kind": plan.kind,
+                "kind": "switchover" if planned else plan.kind,
                 "epoch": plan.epoch,
                 "old_master": plan.old_master_key,
                 "new_master": plan.new_master_key,

@@ -493,8 +493,10 @@ def _say_leader(config: WatchdogConfig, as_json: bool) -> None:
 @click.option("--broker-name", default=None, help="Only this broker group.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def history(config_path: str, broker_name: str | None, as_json: bool) -> None:
-    """List past failovers and fences from the journals in state_dir/failovers: id, kind,
-    group, outcome, duration, expected/max loss, fence path, messages moved aside, steps.
+    """List past failovers, planned switchovers, fences and role restores from the journals in
+    state_dir/failovers: id, kind (promote: a failover, switchover, fence, restore_role), group,
+    outcome, duration, expected/max loss, fence path, messages moved aside, a switchover's write
+    pause, steps.
 
     With [etcd], also the journals the leader committed to etcd (<prefix>/state/), so every
     instance lists the group's failovers whichever instance ran them; one row per failover.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..act import Journal, StateStore, prepare_switchover
@@ -14,30 +14,13 @@ from ..daemon import DaemonLock, LockHeld, SwitchoverRequest
 from ..decide import Plan, Promote, Refusal, decide_switchover, properties_diffs
 from ..detect import GroupVerdict
 from ..hosts import Host, make_host
+from ..observe import write_pause_seconds
 from ..probe import client_pool
 from ._failover import _ask_daemon, _execute_locally, _observe, _refused, render_plan
 
 __all__ = ["run_switchover", "write_pause_seconds"]
 
 Echo = Callable[[str], None]
-
-
-def write_pause_seconds(entries: Sequence[Mapping[str, Any]]) -> float | None:
-    """How long the old master refused writes before the new master took them, from a run's
-    journal: from its writes_stopped line (UPDATE_BROKER_CONFIG answered) to the end of
-    wait_master (the new master listed as id 0 on the nameservers), or of restore_writes when
-    the switchover stopped. None when the writes were never stopped (or not given back yet)."""
-    stopped = next((e for e in entries if e.get("event") == "writes_stopped"), None)
-    if stopped is None:
-        return None
-    for e in entries:
-        kind = e.get("kind")
-        is_main = e.get("phase", "main") == "main"
-        if e.get("event") == "step_done" and (
-            (kind == "wait_master" and is_main) or kind == "restore_writes"
-        ):
-            return float(e["at"]) - float(stopped["at"])
-    return None
 
 
 def _pause_line(config: WatchdogConfig, failover_id: str | None) -> str:

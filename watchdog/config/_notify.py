@@ -30,8 +30,16 @@ EventName = Literal[
     "master_down",
     "fenced",
     "awaiting_fence",
+    # A planned switchover's events (`rmq-watchdog switchover`), in place of failover_*.
+    "switchover_started",
+    "switchover_step",
+    "switchover_succeeded",
+    "switchover_failed",
+    "switchover_blocked",
 ]
 EVENT_NAMES: tuple[EventName, ...] = get_args(EventName)
+# One message per step: sent only to a webhook that lists them.
+_STEP_EVENTS = frozenset({"failover_step", "switchover_step"})
 HookName = Literal["pre_failover", "post_failover", "on_failure"]
 
 
@@ -44,7 +52,7 @@ class WebhookConfig(Strict):
         [[notify.webhook]]
         url = "https://chat.example/hooks/rmq"
         headers = { Authorization = "Bearer ..." }
-        events = ["failover_succeeded", "failover_failed"]  # default: all but failover_step
+        events = ["failover_succeeded", "failover_failed"]  # default: all but the *_step ones
         format = "json"        # or "alertmanager": POST to http://am:9093/api/v2/alerts
         timeout = "5s"         # per attempt
         retries = 3            # after the first attempt, with exponential backoff
@@ -53,9 +61,10 @@ class WebhookConfig(Strict):
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
     events: tuple[EventName, ...] = Field(
-        tuple(e for e in EVENT_NAMES if e != "failover_step"),
+        tuple(e for e in EVENT_NAMES if e not in _STEP_EVENTS),
         min_length=1,
-        description="events sent to this receiver; failover_step is one message per step",
+        description="events sent to this receiver; failover_step and switchover_step are one "
+        "message per step",
     )
     format: Literal["json", "alertmanager"] = "json"
     timeout_seconds: PositiveSeconds = Field(5.0, alias="timeout")

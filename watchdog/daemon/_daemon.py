@@ -44,6 +44,7 @@ from ..decide import (
     clean_rejoins,
     decide,
     decide_switchover,
+    is_switchover,
     log_fields,
     manual_promote,
     operator_refusal,
@@ -179,6 +180,8 @@ class Daemon:
         self._restore_retry_at: dict[str, float] = {}  # group -> wall time (role restores)
         # failover id -> where its events go: the control-socket client that asked for it
         self._listeners: dict[str, Send] = {}
+        # failover ids of the planned switchovers running: counted apart from failovers
+        self._switchovers: set[str] = set()
         self._stop = asyncio.Event()
         self._reload_requested = False
         self._is_ready = False
@@ -578,8 +581,13 @@ class Daemon:
     async def _execute(
         self, plan: Plan, failover_id: str, resume: JournalProgress | None = None
     ) -> FailoverResult:
-        run = self.executor.run(plan, failover_id, resume=resume)
-        result = await (run if self.ha is None else self.ha.guard(plan, failover_id, run))
+        if is_switchover(plan):
+            self._switchovers.add(failover_id)
+        try:
+            run = self.executor.run(plan, failover_id, resume=resume)
+            result = await (run if self.ha is None else self.ha.guard(plan, failover_id, run))
+        finally:
+            self._switchovers.discard(failover_id)
         self._follow(plan, result)
         return result
 
@@ -750,8 +758,16 @@ class Daemon:
     # -- failover events -> logs, metrics and the asking client -----------------------------
 
     def _on_failover_event(self, event: str, fields: Mapping[str, Any]) -> None:
-        log_failover_event(event, fields, self.metrics, self.wall_clock())
-        listener = self._listeners.get(str(fields.get("failover_id") or ""))
+        failover_id = str(fields.get("failover_id") or "")
+        log_failover_event(
+            event,
+            fields,
+            self.metrics,
+            self.wall_clock(),
+            is_planned_switch=failover_id in self._switchovers,
+            journal=self.journal,
+        )
+        listener = self._listeners.get(failover_id)
         if listener is not None:
             listener(event_message(event, fields))
 

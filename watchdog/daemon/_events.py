@@ -2,31 +2,53 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
-from ..act import FailoverResult
-from ..decide import Plan
-from ..observe import WatchdogMetrics
+from ..act import FailoverResult, Journal
+from ..decide import Plan, is_switchover
+from ..observe import WatchdogMetrics, write_pause_seconds
 
 __all__ = ["log_failover_event"]
 
 log = structlog.get_logger("rmq_watchdog")
 
 
+def _noun(kind: str, is_planned_switch: bool) -> str:
+    if is_planned_switch:
+        return "switchover"
+    return {"fence": "fence", "restore_role": "role restore"}.get(kind, "failover")
+
+
+def _write_pause(journal: Journal | None, failover_id: Any) -> float | None:
+    """A finished switchover's write pause from its journal; None when it cannot say."""
+    if journal is None or not isinstance(failover_id, str):
+        return None
+    with contextlib.suppress(OSError, KeyError, TypeError, ValueError):
+        return write_pause_seconds(journal.read(failover_id))
+    return None
+
+
 def log_failover_event(
-    event: str, fields: Mapping[str, Any], metrics: WatchdogMetrics, now_wall: float
+    event: str,
+    fields: Mapping[str, Any],
+    metrics: WatchdogMetrics,
+    now_wall: float,
+    *,
+    is_planned_switch: bool = False,
+    journal: Journal | None = None,
 ) -> None:
-    """One log line (and the counters it feeds) per executor event; others are ignored."""
+    """One log line (and the counters it feeds) per executor event; others are ignored.
+    `is_planned_switch`: the run is a planned switchover (its result's kind is "promote", as
+    a failover's), counted apart from failovers, its write pause read from `journal`."""
     failover_id = fields.get("failover_id")
     if event == "failover_started":
         plan: Plan = fields["plan"]
         log.warning(
-            {"fence": "fence started", "restore_role": "role restore started"}.get(
-                plan.kind, "failover started"
-            ),
+            _noun(plan.kind, is_planned_switch or is_switchover(plan)) + " started",
             new_role=plan.new_role,
             role_lowered_from=plan.lowered_from,
             failover_id=failover_id,
@@ -74,7 +96,7 @@ def log_failover_event(
     elif event == "failover_finished":
         result: FailoverResult = fields["result"]
         method = log.warning if result.is_success else log.error
-        noun = {"fence": "fence", "restore_role": "role restore"}.get(result.kind, "failover")
+        noun = _noun(result.kind, is_planned_switch)
         method(
             f"{noun} {result.outcome}: {result.detail}",
             failover_id=failover_id,
@@ -83,6 +105,14 @@ def log_failover_event(
         )
         if result.kind == "fence":
             metrics.record_fence(result.broker_name, result.outcome)
+        elif is_planned_switch:  # planned, no fault: not counted as a failover
+            metrics.record_switchover(
+                result.broker_name,
+                result.outcome,
+                result.duration_seconds,
+                now_wall,
+                write_pause_seconds=_write_pause(journal, failover_id),
+            )
         elif result.kind != "restore_role":  # no failover: not counted as one
             metrics.record_failover(
                 result.broker_name, result.outcome, result.duration_seconds, now_wall

@@ -1,6 +1,14 @@
 """Observe: Prometheus metrics, structured logging, systemd notification, failover history."""
 
-from ._history import FailoverRow, history_from_records, merge_history, read_history, render_history
+from ._history import (
+    FailoverRow,
+    history_from_records,
+    journal_kind,
+    merge_history,
+    read_history,
+    render_history,
+    write_pause_seconds,
+)
 from ._logging import LogFormat, configure_logging
 from ._metrics import DecisionKind, MetricsServer, ProbeTarget, WatchdogMetrics, parse_listen
 from ._notify import (
@@ -18,6 +26,7 @@ from ._notify import (
     alertmanager_payload,
     hook_environment,
     json_payload,
+    switchover_event_name,
 )
 from ._status import render_status, status_problems, status_report
 from ._systemd import SystemdNotifier
@@ -32,10 +41,12 @@ __all__ = [
     "WatchdogMetrics",
     "configure_logging",
     "history_from_records",
+    "journal_kind",
     "merge_history",
     "parse_listen",
     "read_history",
     "render_history",
+    "write_pause_seconds",
     "EVENT_NAMES",
     "Delivery",
     "Event",
@@ -50,6 +61,7 @@ __all__ = [
     "alertmanager_payload",
     "hook_environment",
     "json_payload",
+    "switchover_event_name",
     "status_problems",
     "status_report",
     "render_status",

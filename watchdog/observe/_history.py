@@ -1,4 +1,5 @@
-"""The failover history: one row per journal in state_dir/failovers, as a table or JSON."""
+"""The failover history: one row per journal in state_dir/failovers (failovers, planned
+switchovers, fences, role restores), as a table or JSON."""
 
 from __future__ import annotations
 
@@ -9,13 +10,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FailoverRow", "history_from_records", "merge_history", "read_history", "render_history"]
+__all__ = [
+    "FailoverRow",
+    "history_from_records",
+    "journal_kind",
+    "merge_history",
+    "read_history",
+    "render_history",
+    "write_pause_seconds",
+]
 
 
 @dataclass(frozen=True)
 class FailoverRow:
     failover_id: str
-    kind: str  # promote or fence
+    kind: str  # promote (a failover), switchover, fence or restore_role: see journal_kind
     broker_name: str
     started_at: float | None
     outcome: str  # succeeded, failed, rolled_back, awaiting_fence, ... or "running"
@@ -35,9 +44,51 @@ class FailoverRow:
     # "refused" (the plug-in said no; the broker was left as it was) or "failed" (the
     # watchdog's own checks, or an outcome unknown); the last two fell back to a restart.
     in_place: str | None = None
+    # A switchover's write pause (see write_pause_seconds); None for any other kind.
+    write_pause_seconds: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def journal_kind(plan: Mapping[str, Any]) -> str:
+    """What a journaled plan was: its `kind` ("promote": a failover, "fence", "restore_role"),
+    or "switchover" for a promotion that stops a live master's writes first (a stop_writes
+    step: decide's is_switchover, read from the JSON). A plan without a kind (older
+    journals) was a failover."""
+    steps = plan.get("steps")
+    if isinstance(steps, Sequence) and any(
+        isinstance(s, Mapping) and s.get("kind") == "stop_writes" for s in steps
+    ):
+        return "switchover"
+    kind = plan.get("kind")
+    return str(kind) if isinstance(kind, str) and kind else "promote"
+
+
+def write_pause_seconds(entries: Sequence[Mapping[str, Any]]) -> float | None:
+    """How long the old master refused writes before the new master took them, from a run's
+    journal: from its writes_stopped line (UPDATE_BROKER_CONFIG answered) to the end of
+    wait_master (the new master listed as id 0 on the nameservers), or of restore_writes when
+    the switchover stopped. None when the writes were never stopped (or not given back yet)."""
+    stopped = next((e for e in entries if e.get("event") == "writes_stopped"), None)
+    if stopped is None:
+        return None
+    for e in entries:
+        kind = e.get("kind")
+        is_main = e.get("phase", "main") == "main"
+        if e.get("event") == "step_done" and (
+            (kind == "wait_master" and is_main) or kind == "restore_writes"
+        ):
+            return float(e["at"]) - float(stopped["at"])
+    return None
+
+
+def _pause(entries: Sequence[Mapping[str, Any]]) -> float | None:
+    """write_pause_seconds of a journal read back, None for a line without its time."""
+    try:
+        return write_pause_seconds(entries)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _row(failover_id: str, entries: Sequence[Mapping[str, Any]]) -> FailoverRow | None:
@@ -57,9 +108,10 @@ def _row(failover_id: str, entries: Sequence[Mapping[str, Any]]) -> FailoverRow 
     moved = [e.get("messages") for e in entries if e.get("event") == "store_moved_aside"]
     started = entries[0].get("at")
     in_place, steps_done, steps = _path(plan, entries, len(done))
+    kind = journal_kind(plan)
     return FailoverRow(
         failover_id=failover_id,
-        kind=str(plan.get("kind", "?")),
+        kind=kind,
         broker_name=str(plan.get("broker_name", "?")),
         started_at=float(started) if isinstance(started, int | float) else None,
         outcome=str(finished.get("outcome")) if finished else "running",
@@ -74,6 +126,7 @@ def _row(failover_id: str, entries: Sequence[Mapping[str, Any]]) -> FailoverRow 
         steps=steps,
         detail=str(finished.get("detail", "")) if finished else "",
         in_place=in_place,
+        write_pause_seconds=_pause(entries) if kind == "switchover" else None,
     )
 
 
@@ -113,8 +166,9 @@ def _steps_cell(row: FailoverRow) -> str:
 
 
 def read_history(state_dir: str | Path, broker_name: str | None = None) -> list[FailoverRow]:
-    """Every failover and fence journaled in state_dir, oldest first; unreadable lines and
-    journals without their plan are skipped (a torn last line from a crash is expected)."""
+    """Every failover, switchover, fence and role restore journaled in state_dir, oldest
+    first; unreadable lines and journals without their plan are skipped (a torn last line
+    from a crash is expected)."""
     rows: list[FailoverRow] = []
     for path in sorted((Path(state_dir) / "failovers").glob("*.jsonl")):
         entries: list[dict[str, Any]] = []
@@ -210,12 +264,12 @@ def _cell(value: object) -> str:
 
 
 def render_history(rows: Sequence[FailoverRow]) -> str:
-    """A fixed-width table, one failover or fence a line."""
+    """A fixed-width table, one failover, switchover, fence or role restore a line."""
     if not rows:
-        return "no failover or fence journaled yet"
+        return "no failover, switchover or fence journaled yet"
     header = (
         "started (UTC)", "id", "kind", "group", "outcome", "secs", "old -> new",
-        "loss exp/max B", "fenced by", "aside msgs", "steps",
+        "loss exp/max B", "fenced by", "aside msgs", "pause s", "steps",
     )  # fmt: skip
     table = [header]
     for r in rows:
@@ -225,6 +279,7 @@ def render_history(rows: Sequence[FailoverRow]) -> str:
             else "-"
         )
         secs = f"{r.duration_seconds:.1f}" if isinstance(r.duration_seconds, int | float) else "-"
+        pause = f"{r.write_pause_seconds:.2f}" if r.write_pause_seconds is not None else "-"
         table.append(
             (
                 started,
@@ -237,6 +292,7 @@ def render_history(rows: Sequence[FailoverRow]) -> str:
                 f"{_cell(r.expected_loss_bytes)}/{_cell(r.max_loss_bytes)}",
                 _cell(r.fenced_by),
                 _cell(r.moved_aside_messages),
+                pause,
                 _steps_cell(r),
             )
         )

@@ -42,6 +42,9 @@ _PROBE_TARGETS: tuple[str, ...] = get_args(ProbeTarget)
 _PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0)
 # A failover stops, promotes, re-registers and verifies: seconds to a few minutes.
 _FAILOVER_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+# A switchover's write pause: ~1 s in place, a few seconds by restart (bench/results/
+# switchover.md), up to its catch-up bound (30 s by default) when it is refused.
+_PAUSE_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 
 _BROKER_LABELS = ("broker_name", "broker_id", "addr")
 
@@ -228,7 +231,7 @@ class WatchdogMetrics:
 
     Mirrored cluster state (up, role, offsets, lag, group states, isolation) is read from the
     last `update()` on each scrape; the watchdog's own work (probes, cycles, decisions,
-    failovers) is counted as it happens through the `observe_*`/`record_*` methods:
+    failovers, switchovers) is counted as it happens through the `observe_*`/`record_*` methods:
 
         metrics = WatchdogMetrics(CollectorRegistry())
         metrics.observe_probe("broker", 0.004)
@@ -285,7 +288,8 @@ class WatchdogMetrics:
         )
         self.failovers_total = Counter(
             "rmq_watchdog_failovers_total",
-            "Failovers that ended, per broker group, by outcome as the failover reported it.",
+            "Failovers that ended, per broker group, by outcome as the failover reported it; "
+            "planned switchovers are counted in rmq_watchdog_switchovers_total instead.",
             ["broker_name", "outcome"],
             registry=registry,
         )
@@ -306,7 +310,8 @@ class WatchdogMetrics:
         self.fences_total = Counter(
             "rmq_watchdog_fences_total",
             "Fences of a second master (a returning old master, a split brain) that ended, per "
-            "broker group, by outcome; promotions are counted in rmq_watchdog_failovers_total.",
+            "broker group, by outcome; promotions are counted in rmq_watchdog_failovers_total "
+            "and rmq_watchdog_switchovers_total.",
             ["broker_name", "outcome"],
             registry=registry,
         )
@@ -328,6 +333,36 @@ class WatchdogMetrics:
         self.last_failover_timestamp_seconds = Gauge(
             "rmq_watchdog_last_failover_timestamp_seconds",
             "Unix time the last failover of this broker group ended.",
+            ["broker_name"],
+            registry=registry,
+        )
+        self.switchovers_total = Counter(
+            "rmq_watchdog_switchovers_total",
+            "Planned switchovers (`rmq-watchdog switchover`: a live master's role moved to a "
+            "slave) that ended, per broker group, by outcome: succeeded; refused (nothing "
+            "changed in the end, the old master takes writes again); rolled_back; failed; "
+            "vetoed. Not counted in rmq_watchdog_failovers_total.",
+            ["broker_name", "outcome"],
+            registry=registry,
+        )
+        self.switchover_duration_seconds = Histogram(
+            "rmq_watchdog_switchover_duration_seconds",
+            "Wall time from the start of a planned switchover to its end, whatever the outcome "
+            "(the catch-up wait and the old master's rejoin included).",
+            buckets=_FAILOVER_BUCKETS,
+            registry=registry,
+        )
+        self.switchover_write_pause_seconds = Histogram(
+            "rmq_watchdog_switchover_write_pause_seconds",
+            "Per switchover that stopped the old master's writes: from the write stop until the "
+            "new master was listed as id 0 on the nameservers, or the old master took writes "
+            "again (refused, rolled back).",
+            buckets=_PAUSE_BUCKETS,
+            registry=registry,
+        )
+        self.last_switchover_timestamp_seconds = Gauge(
+            "rmq_watchdog_last_switchover_timestamp_seconds",
+            "Unix time the last planned switchover of this broker group ended.",
             ["broker_name"],
             registry=registry,
         )
@@ -438,6 +473,23 @@ class WatchdogMetrics:
         self.failover_duration_seconds.observe(duration_seconds)
         self.last_failover_timestamp_seconds.labels(broker_name=broker_name).set(finished_at)
 
+    def record_switchover(
+        self,
+        broker_name: str,
+        outcome: str,
+        duration_seconds: float,
+        finished_at: float,
+        write_pause_seconds: float | None = None,
+    ) -> None:
+        """Count a finished planned switchover (not a failover); `write_pause_seconds` None:
+        the writes were never stopped (refused before), or the journal cannot say."""
+        if not outcome:
+            raise ValueError("switchover outcome must be a non-empty word")
+        self.switchovers_total.labels(broker_name=broker_name, outcome=outcome).inc()
+        self.switchover_duration_seconds.observe(duration_seconds)
+        if write_pause_seconds is not None:
+            self.switchover_write_pause_seconds.observe(write_pause_seconds)
+        self.last_switchover_timestamp_seconds.labels(broker_name=broker_name).set(finished_at)
 
     def set_blocked_until(self, broker_name: str, until: float | None) -> None:
         self.failover_blocked_until_timestamp_seconds.labels(broker_name=broker_name).set(

@@ -42,6 +42,7 @@ __all__ = [
     "alertmanager_payload",
     "hook_environment",
     "json_payload",
+    "switchover_event_name",
 ]
 
 _log = structlog.get_logger(__name__)
@@ -58,7 +59,31 @@ _SEVERITY = {
     "master_down": "critical",
     "fenced": "warning",
     "awaiting_fence": "critical",
+    # An operator's planned switch: only its failure leaves something to do.
+    "switchover_started": "info",
+    "switchover_step": "info",
+    "switchover_succeeded": "info",
+    "switchover_failed": "critical",
+    "switchover_blocked": "warning",  # refused or vetoed: nothing changed
 }
+
+# A planned switchover's events (decide's is_switchover) under names of their own, so a
+# receiver or route that pages on failover_* is not paged by a maintenance switch.
+_SWITCHOVER_NAMES: Mapping[str, EventName] = MappingProxyType(
+    {
+        "failover_started": "switchover_started",
+        "failover_step": "switchover_step",
+        "failover_succeeded": "switchover_succeeded",
+        "failover_failed": "switchover_failed",
+        "failover_blocked": "switchover_blocked",
+    }
+)
+
+
+def switchover_event_name(name: EventName) -> EventName:
+    """The name a planned switchover's event carries in place of failover `name`."""
+    return _SWITCHOVER_NAMES.get(name, name)
+
 
 # Hook output kept for logs and results; a chatty hook must not fill the daemon's memory.
 _MAX_OUTPUT_BYTES = 64 * 1024
