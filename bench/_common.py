@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from watchdog.tools.daemon_child import DaemonChild
-from watchdog.tools.sandbox import DEFAULT_VERSION, Sandbox, find_java
+from watchdog.tools.sandbox import DEFAULT_VERSION, Promotion, Sandbox, find_java
 
 __all__ = [
     "REPO_ROOT",
@@ -313,11 +313,20 @@ def running_sandbox(
     version: str,
     tls: TlsMode = "permissive",
     timeout_seconds: float = 240.0,
+    replication: Literal["async", "sync"] = "async",
+    promotion: Promotion = "restart",
 ) -> Iterator[Sandbox]:
     """`sandbox up` (one group, master + slave), and `sandbox down` whatever happens."""
     box = Sandbox(directory)
     try:
-        box.up(version=version, base_port=base_port, tls=tls, timeout_seconds=timeout_seconds)
+        box.up(
+            version=version,
+            base_port=base_port,
+            tls=tls,
+            timeout_seconds=timeout_seconds,
+            replication=replication,
+            promotion=promotion,
+        )
         yield box
     finally:
         # up() cleans up after itself when it fails; down() stops nothing then and succeeds.

@@ -24,7 +24,6 @@ the restart path when that fails); the result goes to bench/results/data_safety_
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import mmap
@@ -36,13 +35,22 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file (bench/_common.py)
 
+from bench._cluster import (
+    GROUP,
+    SandboxGroup,
+    broker_view,
+    create_bench_topic,
+    registrations,
+    topic_ready,
+    wait_until,
+)
 from bench._common import (
     REPO_ROOT,
     DaemonChild,
@@ -54,27 +62,14 @@ from bench._common import (
     markdown_table,
     median,
     publish,
+    running_sandbox,
     signal_process,
     terminate,
 )
 from watchdog.model import PropertiesFile
-from watchdog.remoting import (
-    ClientPool,
-    RemotingError,
-    RequestCode,
-    create_topic,
-    get_broker_config,
-    get_broker_runtime_info,
-    get_cluster_info,
-    get_topic_route,
-    invoke,
-)
 from watchdog.tools.sandbox import Sandbox
 
-T = TypeVar("T")
-
 NAME = "data_safety"
-GROUP = "broker-a"
 KEYS = ("broker-a:0", "broker-a:1")  # sandbox process keys; which one is master changes
 TOPIC = "BENCH_DATA_SAFETY_broker-a"
 QUEUES = 4
@@ -94,7 +89,8 @@ _STOREHOST_V6 = 1 << 5
 
 
 class RoundFailed(RuntimeError):
-    """A round that could not be completed (failover not succeeded, the group never settled)."""
+    """A round that could not be completed (a broker not answering or not in its role, the
+    producer gone); a wait that ran out raises TimeoutError (bench/_cluster.py's wait_until)."""
 
 
 # --------------------------------------------------------------------------- the commitlog
@@ -367,83 +363,6 @@ def pull_all(namesrv: str, out: Path, timeout_seconds: float = 300.0) -> tuple[C
 # --------------------------------------------------------------------------- cluster queries
 
 
-def _run(factory: Callable[[ClientPool], Any]) -> Any:
-    async def go() -> Any:
-        pool = ClientPool(connect_timeout_seconds=1.0)
-        try:
-            return await factory(pool)
-        finally:
-            await pool.close_all()
-
-    return asyncio.run(go())
-
-
-@dataclass(frozen=True)
-class BrokerView:
-    role: str
-    broker_id: str
-    offset: int
-
-
-def broker_view(addr: str) -> BrokerView | None:
-    """The broker's live role and id and its commitLogMaxOffset, or None if it does not answer."""
-
-    async def ask(pool: ClientPool) -> BrokerView | None:
-        try:
-            config = await get_broker_config(pool.get(addr), timeout_seconds=3.0)
-            info = await get_broker_runtime_info(pool.get(addr), timeout_seconds=3.0)
-            return BrokerView(
-                config.get("brokerRole", ""),
-                config.get("brokerId", ""),
-                int(info["commitLogMaxOffset"]),
-            )
-        except (RemotingError, KeyError, ValueError):
-            return None
-
-    result: BrokerView | None = _run(ask)
-    return result
-
-
-def registrations(nameservers: Sequence[str]) -> list[dict[int, str] | None]:
-    """Each nameserver's {brokerId: addr} of GROUP (None where it does not answer)."""
-
-    async def ask(pool: ClientPool) -> list[dict[int, str] | None]:
-        out: list[dict[int, str] | None] = []
-        for ns in nameservers:
-            try:
-                info = await get_cluster_info(pool.get(ns), timeout_seconds=3.0)
-                out.append(dict(info.broker_addrs.get(GROUP, {})))
-            except RemotingError:
-                out.append(None)
-        return out
-
-    result: list[dict[int, str] | None] = _run(ask)
-    return result
-
-
-def topic_ready(slave: str, nameservers: Sequence[str]) -> bool:
-    """TOPIC is in the slave's topic config (copied from the master every 10 s), so a promoted
-    slave serves it, and every nameserver routes it to GROUP."""
-
-    async def ask(pool: ClientPool) -> bool:
-        try:
-            reply = await invoke(
-                pool.get(slave), RequestCode.GET_ALL_TOPIC_CONFIG, timeout_seconds=3.0
-            )
-            if f'"{TOPIC}"'.encode() not in reply.body:
-                return False
-            for ns in nameservers:
-                route = await get_topic_route(pool.get(ns), TOPIC, timeout_seconds=3.0)
-                if GROUP not in route.broker_addrs:
-                    return False
-            return True
-        except RemotingError:
-            return False
-
-    result: bool = _run(ask)
-    return result
-
-
 def ha_connected(master: str) -> bool:
     """Some peer has an established TCP connection to the master's HA port (listenPort + 1):
     its slave replicates. (A SYNC_MASTER answers SLAVE_NOT_AVAILABLE until then, after storing
@@ -457,30 +376,6 @@ def ha_connected(master: str) -> bool:
                 if len(fields) > 3 and fields[3] == "01" and fields[1].endswith(":" + ha_port):
                     return True
     return False
-
-
-def create_bench_topic(master: str) -> None:
-    async def go(pool: ClientPool) -> None:
-        await create_topic(
-            pool.get(master),
-            TOPIC,
-            read_queue_nums=QUEUES,
-            write_queue_nums=QUEUES,
-            timeout_seconds=5.0,
-        )
-
-    _run(go)
-
-
-def wait_until(predicate: Callable[[], T | None], timeout_seconds: float, what: str) -> T:
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RoundFailed(f"timed out after {timeout_seconds:.0f} s waiting for {what}")
-        time.sleep(0.3)
 
 
 # --------------------------------------------------------------------------- journals
@@ -662,18 +557,9 @@ def _restart_as(cluster: _Cluster, key: str, role: str) -> None:
     wait_until(lambda: ha_connected(cluster.addrs[key]), 60, f"a slave's HA connection to {key}")
 
 
-class _Cluster:
-    """What a mode's loop knows of its sandbox: addresses, properties, nameservers."""
-
-    def __init__(self, box: Sandbox) -> None:
-        doc = box.info()
-        self.box = box
-        self.nameservers = tuple(n["addr"] for n in doc["nameservers"])
-        self.namesrv = ";".join(self.nameservers)
-        self.addrs = {f"{b['broker_name']}:{b['broker_id']}": b["addr"] for b in doc["brokers"]}
-        self.properties = {
-            f"{b['broker_name']}:{b['broker_id']}": Path(b["properties"]) for b in doc["brokers"]
-        }
+@dataclass(frozen=True)
+class _Cluster(SandboxGroup):
+    """What a mode's loop knows of its sandbox (SandboxGroup.of), and asks of its brokers."""
 
     def commitlog_dir(self, key: str) -> Path:
         props = PropertiesFile.parse(self.properties[key].read_text())
@@ -692,7 +578,7 @@ class _Cluster:
         m, s = broker_view(self.addrs[master]), broker_view(self.addrs[slave])
         if m is None or s is None or m.role not in MASTER_ROLES or s.role != "SLAVE":
             return False
-        for table in registrations(self.nameservers):
+        for table in registrations(self.nameservers).values():
             if table is None:
                 continue
             if table.get(0) != self.addrs[master] or self.addrs[slave] not in table.values():
@@ -715,7 +601,8 @@ class _Cluster:
 
     def one_master(self) -> tuple[bool, str]:
         """Every answering nameserver lists the same id 0, and exactly one broker runs as master."""
-        ids0 = {(t or {}).get(0) for t in registrations(self.nameservers) if t is not None}
+        tables = registrations(self.nameservers).values()
+        ids0 = {t.get(0) for t in tables if t is not None}
         views = {k: broker_view(a) for k, a in self.addrs.items()}
         masters = [k for k, v in views.items() if v is not None and v.role in MASTER_ROLES]
         is_one = len(ids0) == 1 and len(masters) == 1 and self.addrs[masters[0]] in ids0
@@ -738,15 +625,17 @@ def run_mode(
     began = time.monotonic()
     rng = random.Random(seed)
     result = ModeResult(replication=replication, rounds_asked=rounds, promotion=promotion)
-    cluster = _Cluster(box)
+    cluster = _Cluster.of(box)
     with box.config_path.open("a") as fh:
         # With the plug-in, watchdog.toml ends in the [failover] table the sandbox wrote.
         table = "" if promotion == "inplace" else "\n[failover]"
         fh.write(f'{table}\nrecovery_block = "0s"\n')
     state_dir = box.dir / "watchdog-state"
     master, slave = KEYS
-    create_bench_topic(cluster.addrs[master])
-    wait_until(lambda: topic_ready(cluster.addrs[slave], cluster.nameservers), 60, "the topic")
+    create_bench_topic(cluster.addrs[master], TOPIC, QUEUES)
+    wait_until(
+        lambda: topic_ready(cluster.addrs[slave], cluster.nameservers, TOPIC), 60, "the topic"
+    )
     wait_until(lambda: ha_connected(cluster.addrs[master]), 60, "the slave's HA connection")
     producer = ProducerChild(cluster.namesrv, work / f"acks-{replication}.jsonl",
                              work / f"producer-{replication}.log")  # fmt: skip
@@ -803,7 +692,7 @@ def _one_round(
     # topic on the slave (so a promoted slave serves it).
     wait_until(lambda: cluster.settled(master, slave, state_dir), SETTLE_TIMEOUT_SECONDS,
                f"{master} master, {slave} slave, nothing left for the daemon")  # fmt: skip
-    wait_until(lambda: topic_ready(cluster.addrs[slave], cluster.nameservers), 60,
+    wait_until(lambda: topic_ready(cluster.addrs[slave], cluster.nameservers, TOPIC), 60,
                f"{TOPIC} on {slave}")  # fmt: skip
     # Replicating: its HA connection is up, and it copies what the producer writes from now on.
     wait_until(lambda: ha_connected(cluster.addrs[master]), 60, f"{slave}'s HA connection")
@@ -1241,7 +1130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    modes = ["sync", "async"] if args.replication == "both" else [args.replication]
+    both: list[Literal["sync", "async"]] = ["sync", "async"]
+    modes = both if args.replication == "both" else [args.replication]
     facts = machine_facts(args.version)
     started = time.monotonic()
     deadline = None if args.budget_minutes is None else started + args.budget_minutes * 60
@@ -1250,12 +1140,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for index, mode in enumerate(modes):
             mode_dir = work / mode
             mode_dir.mkdir()
-            with _sandbox(
+            # TLS off: no certificate built at every broker start.
+            with running_sandbox(
                 mode_dir / "sandbox",
                 replication=mode,
                 base_port=args.base_port + 100 * index,
                 version=args.version,
                 promotion=args.promotion,
+                tls="disabled",
+                timeout_seconds=300,
             ) as box:
                 one = run_mode(box, replication=mode, rounds=args.rounds, work=mode_dir,
                                seed=args.seed, deadline=deadline,
@@ -1282,23 +1175,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     bad = [r for r in results if r.replication == "sync" and r.lost]
     return 1 if bad else 0
-
-
-@contextlib.contextmanager
-def _sandbox(
-    directory: Path, *, replication: str, base_port: int, version: str, promotion: str = "restart"
-) -> Iterator[Sandbox]:
-    """`sandbox up` (TLS off: no certificate built at every broker start), always taken down."""
-    box = Sandbox(directory)
-    try:
-        mode = cast(Literal["sync", "async"], replication)
-        how = cast(Literal["restart", "inplace"], promotion)
-        box.up(version=version, replication=mode, base_port=base_port, tls="disabled",
-               timeout_seconds=300, promotion=how)  # fmt: skip
-        yield box
-    finally:
-        if box.cluster_path.exists():
-            box.down()
 
 
 def _child_main(argv: Sequence[str]) -> int:

@@ -48,10 +48,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file (bench/_common.py)
 
+from bench._cluster import (
+    GROUP,
+    SandboxGroup,
+    broker_view,
+    create_bench_topic,
+    registrations,
+    topic_ready,
+    wait_until,
+)
 from bench._common import (
     REPO_ROOT,
     add_common_arguments,
@@ -62,25 +71,30 @@ from bench._common import (
     markdown_table,
     median,
     publish,
+    running_sandbox,
 )
 from watchdog.native import SendRecord, message_body, parse_receive_line, parse_send_line
-from watchdog.remoting import (
-    ClientPool,
-    RemotingError,
-    RequestCode,
-    create_topic,
-    get_broker_config,
-    get_broker_runtime_info,
-    get_cluster_info,
-    get_topic_route,
-    invoke,
-)
-from watchdog.tools.sandbox import Sandbox
+from watchdog.remoting import ClientPool, RemotingError, get_cluster_info
 
-T = TypeVar("T")
+__all__ = [
+    "Cluster",
+    "NameserverWatch",
+    "Producer",
+    "Run",
+    "acked_lost",
+    "audit",
+    "journal",
+    "main",
+    "measure",
+    "newest_failover",
+    "produce_child",
+    "switchover_cli",
+    "tables",
+    "wait_until",
+    "write_pause",
+]
 
 NAME = "switchover"
-GROUP = "broker-a"
 TOPIC = "BENCH_SWITCHOVER_broker-a"
 QUEUES = 4
 SEND_INTERVAL_SECONDS = 0.02
@@ -89,53 +103,12 @@ SWITCHOVER_TIMEOUT_SECONDS = 240.0
 SETTLE_TIMEOUT_SECONDS = 120.0
 
 
-def _run(factory: Callable[[ClientPool], Any]) -> Any:
-    async def main() -> Any:
-        pool = ClientPool(connect_timeout_seconds=1.0)
-        try:
-            return await factory(pool)
-        finally:
-            await pool.close_all()
-
-    return asyncio.run(main())
-
-
-def wait_until(predicate: Callable[[], T | None], timeout_seconds: float, what: str) -> T:
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_seconds:g} s waiting for {what}")
-        time.sleep(0.2)
-
-
 # --------------------------------------------------------------------------- the cluster
 
 
 @dataclass(frozen=True)
-class Cluster:
-    """A sandbox's addresses by broker key, and its two watchdog configs."""
-
-    box: Sandbox
-    nameservers: tuple[str, ...]
-    addrs: dict[str, str]  # "broker-a:0" -> host:port
-    properties: dict[str, Path]
-
-    @classmethod
-    def of(cls, box: Sandbox) -> Cluster:
-        doc = box.info()
-        return cls(
-            box,
-            tuple(n["addr"] for n in doc["nameservers"]),
-            {f"{b['broker_name']}:{b['broker_id']}": b["addr"] for b in doc["brokers"]},
-            {f"{b['broker_name']}:{b['broker_id']}": Path(b["properties"]) for b in doc["brokers"]},
-        )
-
-    @property
-    def namesrv(self) -> str:
-        return ";".join(self.nameservers)
+class Cluster(SandboxGroup):
+    """A sandbox's addresses by broker key (SandboxGroup.of), and its two watchdog configs."""
 
     @property
     def state_dir(self) -> Path:
@@ -154,21 +127,11 @@ class Cluster:
     def roles(self) -> dict[str, tuple[str | None, str | None, int | None]]:
         """Each broker's (brokerRole, brokerPermission, commitLogMaxOffset); Nones when it does
         not answer."""
-
-        async def ask(pool: ClientPool) -> dict[str, tuple[str | None, str | None, int | None]]:
-            out: dict[str, tuple[str | None, str | None, int | None]] = {}
-            for key, addr in self.addrs.items():
-                try:
-                    config = await get_broker_config(pool.get(addr), timeout_seconds=3.0)
-                    info = await get_broker_runtime_info(pool.get(addr), timeout_seconds=3.0)
-                    end = int(info["commitLogMaxOffset"])
-                    out[key] = (config.get("brokerRole"), config.get("brokerPermission"), end)
-                except (RemotingError, KeyError, ValueError):
-                    out[key] = (None, None, None)
-            return out
-
-        result: dict[str, tuple[str | None, str | None, int | None]] = _run(ask)
-        return result
+        out: dict[str, tuple[str | None, str | None, int | None]] = {}
+        for key, addr in self.addrs.items():
+            view = broker_view(addr)
+            out[key] = (view.role, view.permission, view.offset) if view else (None, None, None)
+        return out
 
     def master(self) -> str | None:
         """The broker key every answering nameserver lists as id 0 (None: not one of them)."""
@@ -180,18 +143,9 @@ class Cluster:
         return next((k for k, a in self.addrs.items() if a == addr), None)
 
     def listed_masters(self) -> dict[str, str | None]:
-        async def ask(pool: ClientPool) -> dict[str, str | None]:
-            out: dict[str, str | None] = {}
-            for ns in self.nameservers:
-                try:
-                    info = await get_cluster_info(pool.get(ns), timeout_seconds=2.0)
-                    out[ns] = dict(info.broker_addrs.get(GROUP, {})).get(0)
-                except RemotingError:
-                    pass
-            return out
-
-        result: dict[str, str | None] = _run(ask)
-        return result
+        """Each answering nameserver's id 0 of GROUP (None: it lists none)."""
+        tables = registrations(self.nameservers, timeout_seconds=2.0)
+        return {ns: table.get(0) for ns, table in tables.items() if table is not None}
 
     def create_topic(self) -> None:
         """The bench topic on the master, and wait until the slave has it too (its
@@ -200,34 +154,12 @@ class Cluster:
         master = self.master()
         assert master is not None, "no master to create the topic on"
         slave = next(k for k in self.addrs if k != master)
-
-        async def create(pool: ClientPool) -> None:
-            await create_topic(
-                pool.get(self.addrs[master]),
-                TOPIC,
-                read_queue_nums=QUEUES,
-                write_queue_nums=QUEUES,
-                timeout_seconds=5.0,
-            )
-
-        _run(create)
-
-        async def ready(pool: ClientPool) -> bool:
-            try:
-                reply = await invoke(
-                    pool.get(self.addrs[slave]), RequestCode.GET_ALL_TOPIC_CONFIG, timeout_seconds=3
-                )
-                if f'"{TOPIC}"'.encode() not in reply.body:
-                    return False
-                for ns in self.nameservers:
-                    route = await get_topic_route(pool.get(ns), TOPIC, timeout_seconds=3.0)
-                    if GROUP not in route.broker_addrs:
-                        return False
-                return True
-            except RemotingError:
-                return False
-
-        wait_until(lambda: _run(ready), 60, f"{TOPIC} on the slave {slave}")
+        create_bench_topic(self.addrs[master], TOPIC, QUEUES)
+        wait_until(
+            lambda: topic_ready(self.addrs[slave], self.nameservers, TOPIC),
+            60,
+            f"{TOPIC} on the slave {slave}",
+        )
 
     def settled(self) -> str:
         """Once one broker is the master everywhere and the other answers as a slave that
@@ -648,50 +580,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     facts = machine_facts(args.version)
     runs: list[Run] = []
-    with bench_dir(NAME, args.work_dir, args.keep) as work:
-        box = Sandbox(work / "sandbox")
+    with (
+        bench_dir(NAME, args.work_dir, args.keep) as work,
+        running_sandbox(
+            work / "sandbox",
+            version=args.version,
+            base_port=args.base_port,
+            tls="disabled",
+            timeout_seconds=180.0,
+            replication=args.replication,
+            promotion="inplace",
+        ) as box,
+    ):
+        cluster = Cluster.of(box)
+        cluster.create_topic()
+        stamp = str(int(time.time()))
+        producers = [
+            Producer.start(cluster, work, f"r{stamp}", recreate_after=RECREATE_AFTER,
+                           name="recreated"),
+            Producer.start(cluster, work, f"l{stamp}", recreate_after=0, name="long-lived"),
+        ]  # fmt: skip
         try:
-            box.up(
-                version=args.version,
-                base_port=args.base_port,
-                replication=args.replication,
-                promotion="inplace",
-            )
-            cluster = Cluster.of(box)
-            cluster.create_topic()
-            stamp = str(int(time.time()))
-            producers = [
-                Producer.start(cluster, work, f"r{stamp}", recreate_after=RECREATE_AFTER,
-                               name="recreated"),
-                Producer.start(cluster, work, f"l{stamp}", recreate_after=0, name="long-lived"),
-            ]  # fmt: skip
-            try:
-                pauses = random.Random(args.seed)
-                for i in range(2 * args.runs):
-                    path = ("restart", "inplace")[i % 2]
-                    time.sleep(pauses.uniform(0, args.spread))
-                    run = measure(cluster, i + 1, path, producers)
-                    run.load = f"{load_average()[0]:.1f}"
-                    runs.append(run)
-                    print(
-                        f"run {run.number} {run.path}: {run.outcome} ({run.promoted}), "
-                        f"stop -> id 0 {_cell(run.nameserver_pause)} s, printed "
-                        f"{_cell(run.watchdog_pause)} s, producers {run.producer_pause}, "
-                        f"{run.duration_seconds:.1f} s",
-                        file=sys.stderr,
-                    )
-                    if run.outcome != "succeeded":
-                        print(run.output[-3000:], file=sys.stderr)
-                        break
-            finally:
-                for p in producers:
-                    p.stop()
-            found = audit(cluster, [p.run_id for p in producers])
-            lost = acked_lost(producers, found)
-            acked = sum(1 for p in producers for s in p.sends() if s.is_ok)
+            pauses = random.Random(args.seed)
+            for i in range(2 * args.runs):
+                path = ("restart", "inplace")[i % 2]
+                time.sleep(pauses.uniform(0, args.spread))
+                run = measure(cluster, i + 1, path, producers)
+                run.load = f"{load_average()[0]:.1f}"
+                runs.append(run)
+                print(
+                    f"run {run.number} {run.path}: {run.outcome} ({run.promoted}), "
+                    f"stop -> id 0 {_cell(run.nameserver_pause)} s, printed "
+                    f"{_cell(run.watchdog_pause)} s, producers {run.producer_pause}, "
+                    f"{run.duration_seconds:.1f} s",
+                    file=sys.stderr,
+                )
+                if run.outcome != "succeeded":
+                    print(run.output[-3000:], file=sys.stderr)
+                    break
         finally:
-            if box.cluster_path.exists():
-                box.down()
+            for p in producers:
+                p.stop()
+        found = audit(cluster, [p.run_id for p in producers])
+        lost = acked_lost(producers, found)
+        acked = sum(1 for p in producers for s in p.sends() if s.is_ok)
     notes = [
         f"One sandbox, --replication {args.replication}, --promotion inplace (the plug-in on "
         "both brokers), TLS disabled, heap 256m; the restart path runs the same cluster with a "
