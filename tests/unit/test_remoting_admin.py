@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.unit._golden import Replay, golden, run
 from watchdog.remoting import (
     ClusterInfo,
-    FrameDecoder,
     ProtocolError,
     QueueData,
     RemoteError,
     RemotingClient,
-    RemotingCommand,
     RequestCode,
     ResponseCode,
     add_write_perm_of_broker,
@@ -44,36 +41,6 @@ from watchdog.remoting._fastjson import dumps
 from watchdog.remoting.standin import StandinBroker, StandinNamesrv, StandinServer
 
 pytestmark = pytest.mark.timeout(30)
-
-GOLDEN = Path(__file__).parent / "golden"
-
-
-def golden(name: str) -> RemotingCommand:
-    (cmd,) = FrameDecoder().feed((GOLDEN / f"{name}.bin").read_bytes())
-    return cmd
-
-
-class Replay:
-    """A Requester that answers with a recorded real reply and remembers what was asked."""
-
-    def __init__(self, reply: RemotingCommand) -> None:
-        self.reply = reply
-        self.asked: list[tuple[int, dict[str, str], bytes]] = []
-
-    async def request(
-        self,
-        code: int,
-        ext_fields: Mapping[str, str] | None = None,
-        body: bytes = b"",
-        *,
-        timeout_seconds: float,
-    ) -> RemotingCommand:
-        self.asked.append((code, dict(ext_fields or {}), body))
-        return self.reply
-
-
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    return asyncio.run(coro)
 
 
 # --- real bodies --------------------------------------------------------------------------------

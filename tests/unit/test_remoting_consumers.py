@@ -4,16 +4,14 @@ them, malformed bodies refused with ProtocolError."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from pathlib import Path
 
 import pytest
 
+from tests.unit._golden import Replay, golden
 from watchdog.remoting import (
     GET_ALL_SUBSCRIPTIONGROUP_CONFIG,
     GET_CONSUMER_CONNECTION_LIST,
     ConsumerClient,
-    FrameDecoder,
     ProtocolError,
     RemoteError,
     RemotingCommand,
@@ -24,32 +22,6 @@ from watchdog.remoting import (
     parse_consumer_connection,
     parse_subscription_groups,
 )
-
-GOLDEN = Path(__file__).parent / "golden"
-
-
-def golden(name: str) -> RemotingCommand:
-    (cmd,) = FrameDecoder().feed((GOLDEN / f"{name}.bin").read_bytes())
-    return cmd
-
-
-class Replay:
-    """A Requester that answers with one recorded reply and remembers what was asked."""
-
-    def __init__(self, reply: RemotingCommand) -> None:
-        self.reply = reply
-        self.asked: list[tuple[int, dict[str, str], bytes]] = []
-
-    async def request(
-        self,
-        code: int,
-        ext_fields: Mapping[str, str] | None = None,
-        body: bytes = b"",
-        *,
-        timeout_seconds: float,
-    ) -> RemotingCommand:
-        self.asked.append((code, dict(ext_fields or {}), body))
-        return self.reply
 
 
 def test_the_request_codes_are_4_9_7s() -> None:

@@ -19,17 +19,15 @@ what a real 5.3.3 broker sent to a listener standing in for its nameserver. What
 
 from __future__ import annotations
 
-import asyncio
 import struct
-from collections.abc import Coroutine, Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.unit import _golden
+from tests.unit._golden import Replay, run
 from watchdog.remoting import (
     DataVersion,
-    FrameDecoder,
     RegisterBrokerBody,
     RegisterBrokerRequest,
     RemoteError,
@@ -51,7 +49,7 @@ from watchdog.remoting._admin import broker_config_of, broker_runtime_info_of
 
 pytestmark = pytest.mark.timeout(30)
 
-GOLDEN = Path(__file__).parent / "golden" / "rocketmq-5.3.3"
+GOLDEN = _golden.GOLDEN / "rocketmq-5.3.3"
 MASTER, SLAVE = "127.0.0.1:32431", "127.0.0.1:32441"
 
 
@@ -61,31 +59,7 @@ def header_of(frame: bytes) -> bytes:
 
 
 def golden(name: str) -> RemotingCommand:
-    (cmd,) = FrameDecoder().feed((GOLDEN / f"{name}.bin").read_bytes())
-    return cmd
-
-
-class Replay:
-    """A Requester that answers with a recorded real reply and remembers what was asked."""
-
-    def __init__(self, reply: RemotingCommand) -> None:
-        self.reply = reply
-        self.asked: list[tuple[int, dict[str, str], bytes]] = []
-
-    async def request(
-        self,
-        code: int,
-        ext_fields: Mapping[str, str] | None = None,
-        body: bytes = b"",
-        *,
-        timeout_seconds: float,
-    ) -> RemotingCommand:
-        self.asked.append((code, dict(ext_fields or {}), body))
-        return self.reply
-
-
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    return asyncio.run(coro)
+    return _golden.golden(name, GOLDEN)
 
 
 @pytest.mark.parametrize("path", sorted(GOLDEN.glob("*.bin")), ids=lambda p: p.stem)
