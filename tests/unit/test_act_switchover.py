@@ -1,4 +1,4 @@
-"""The switchover's steps run by the real executor against stand-in brokers (test_act.py's World):
+"""The switchover's steps run by the real executor against stand-in brokers (_act_world.World):
 the write stop on the live master (its properties file, which UPDATE_BROKER_CONFIG rewrites
 whole, put back), the catch-up bounds and their refusals (the writes given back, nothing else
 changed, no block), a fence that fails, the rejoin verified, a crash after every step resumed.
@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_act import A0, A1, CrashingExecutor, SimulatedCrash, World, run
+from tests.unit._act_world import A0, A1, World, run
 from watchdog.act import FailoverResult, Journal, StateStore
 from watchdog.config import WatchdogConfig
-from watchdog.decide import Plan, Promote, plan_switchover
+from watchdog.decide import Plan, plan_switchover
 from watchdog.model import PropertiesFile
 from watchdog.remoting import RemotingCommand, RequestCode, parse_properties
 
@@ -50,22 +50,15 @@ def level(world: World) -> None:
 
 
 def switchover(world: World, config: WatchdogConfig, timeout: float = 0.6) -> Plan:
-    decision = Promote(
-        broker_name="broker-a",
-        old_master_key=A0,
-        old_master_addr=world.brokers[A0].addr,
-        candidate_key=A1,
-        candidate_addr=world.brokers[A1].addr,
+    decision = world.decision(
         candidate_offset=5000,
         expected_loss_bytes=0,
         max_loss_bytes=0,
-        new_role="ASYNC_MASTER",
         reason="switchover of broker-a",
         old_master_registered_on=2,
         requires_master_down=False,
     )
-    files = {key: world.props(key).read_text(encoding="latin-1") for key in world.brokers}
-    plan = plan_switchover(decision, config, files, 0, catch_up_timeout_seconds=timeout)
+    plan = plan_switchover(decision, config, world.files(), 0, catch_up_timeout_seconds=timeout)
     assert isinstance(plan, Plan), plan
     return plan
 
@@ -202,11 +195,7 @@ def test_resume_after_each_step(tmp_path: Path, crash_after: int) -> None:
         level(world)
         plan = switchover(world, config)
         assert len(plan.steps) == 14
-        crashing = world.executor(config, cls=CrashingExecutor)
-        assert isinstance(crashing, CrashingExecutor)
-        crashing.crash_after = crash_after
-        with pytest.raises(SimulatedCrash):
-            await crashing.run(plan, "fo-1")
+        await world.crash_after(config, plan, crash_after)
         journal = Journal(config.state_dir)
         progress = journal.progress("fo-1")
         assert crash_after - 1 in progress.done_steps
