@@ -185,6 +185,8 @@ def test_watchdog_docker_toml_names_the_compose_cluster() -> None:
         assert host["container"] == service["container_name"]
         assert broker["start"] == ["docker", "start", service["container_name"]]
         assert broker["stop"][-1] == service["container_name"]
+        # A hung master is fenced by SIGKILL, not a graceful stop that waits its time out.
+        assert broker["kill"] == ["docker", "kill", service["container_name"]]
 
 
 def test_watchdog_docker_toml_is_valid() -> None:
