@@ -34,6 +34,8 @@ __all__ = [
     "SimulatedCrash",
     "World",
     "WorldHost",
+    "backups",
+    "cut_off",
     "properties_text",
     "run",
 ]
@@ -246,6 +248,15 @@ def run(body: Callable[[World], Awaitable[None]], tmp_path: Path) -> None:
             await body(world)
 
     asyncio.run(main())
+
+
+def backups(world: World) -> list[Path]:
+    return sorted(world.tmp.glob("*.bak"))
+
+
+async def cut_off(world: World, key: str) -> None:
+    """The broker is out of the watchdog's reach but still registered (a partition)."""
+    await world.brokers[key].set_fault("refuse")
 
 
 class SimulatedCrash(BaseException):

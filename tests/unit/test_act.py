@@ -19,10 +19,11 @@ import pytest
 from tests.unit._act_world import (
     A0,
     A1,
-    CrashingExecutor,
     SimulatedCrash,
     World,
     WorldHost,
+    backups,
+    cut_off,
     run,
 )
 from watchdog.act import (
@@ -43,26 +44,9 @@ from watchdog.hosts import CommandResult, HostError
 from watchdog.model import PropertiesFile, WatchdogError
 from watchdog.remoting import RemoteError, RemotingTimeout
 
-# What the other executor tests import from here (the world re-exported from _act_world).
-__all__ = [
-    "A0",
-    "A1",
-    "CrashingExecutor",
-    "SimulatedCrash",
-    "World",
-    "WorldHost",
-    "backups",
-    "cut_off",
-    "run",
-]
-
 
 def journal_events(config: WatchdogConfig, failover_id: str) -> list[dict[str, Any]]:
     return Journal(config.state_dir).read(failover_id)
-
-
-def backups(world: World) -> list[Path]:
-    return sorted(world.tmp.glob("*.bak"))
 
 
 def rewrite_plan(world: World, *edits: tuple[str, str], times: int = 1) -> Plan:
@@ -184,11 +168,6 @@ def test_a_fence_kill_of_a_live_master_needs_no_stop(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- promotions
-
-
-async def cut_off(world: World, key: str) -> None:
-    """The broker is out of the watchdog's reach but still registered (a partition)."""
-    await world.brokers[key].set_fault("refuse")
 
 
 def test_no_fence_no_promotion_in_a_partition(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_act import A0, A1, CrashingExecutor, SimulatedCrash, World, backups
+from tests.unit._act_world import A0, A1, CrashingExecutor, SimulatedCrash, World, backups
 from watchdog.act import FailoverResult, Journal, StateStore
 from watchdog.act._inplace import set_ha_master_step
 from watchdog.act._prepare import ask_plugins

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_act import A0, A1, CrashingExecutor, SimulatedCrash, World
+from tests.unit._act_world import A0, A1, CrashingExecutor, SimulatedCrash, World
 from tests.unit.test_act_inplace import commands_on, secret_file
 from watchdog.act import GroupRecord, Journal, StateStore, prepare_plan
 from watchdog.config import WatchdogConfig

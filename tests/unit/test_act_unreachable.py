@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.unit.test_act import A0, World, WorldHost, cut_off, run
+from tests.unit._act_world import A0, World, WorldHost, cut_off, run
 from watchdog.hosts import CommandResult, HostError
 
 

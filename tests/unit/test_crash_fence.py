@@ -1,7 +1,7 @@
 """A crash called down within one probe, then a supervisor restart: the fence, not detection,
 keeps a second id 0 out.
 
-The stand-in world of tests/unit/test_act.py (stand-in brokers and nameservers, the executor on
+The stand-in world of tests/unit/_act_world.py (stand-in brokers and nameservers, the executor on
 temp files) is probed by the real prober, judged by detect and decide, and the promotion run by
 the executor, while a "supervisor" brings the old master back. A monitor samples the brokers
 every few milliseconds: at no moment may two of them answer as master.
@@ -14,8 +14,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from tests.unit.test_act import A0, A1, WorldHost
-from tests.unit.test_act import World as StandinWorld
+from tests.unit._act_world import A0, A1, WorldHost
+from tests.unit._act_world import World as StandinWorld
 from watchdog.config import WatchdogConfig
 from watchdog.decide import Plan, Policy, Promote, decide, plan_promotion
 from watchdog.detect import DetectorState, detect

@@ -1,7 +1,7 @@
 """Several daemon instances, one actor (daemon/_ha.py), with a fake etcd and a fake clock:
 only the leader acts, each step is committed to etcd first, a deposed leader stops before its
 next step (no rollback), a new leader takes the state over from etcd and resumes, and without
-etcd nobody acts. The real executor's gate is checked on its stand-in world (test_act.py)."""
+etcd nobody acts. The real executor's gate is checked on its stand-in world (_act_world.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from tests.unit._act_world import World as ActWorld
+from tests.unit._act_world import run as run_world
 from tests.unit._worlds import A0, NS1, NS2, World
-from tests.unit.test_act import World as ActWorld
 from tests.unit.test_daemon_loop import (
     FakeClock,
     PropertiesHost,
@@ -551,8 +552,6 @@ def test_the_executor_stops_before_a_refused_step_without_rollback(
             assert started == [] and world.host.commands == []
             assert gates == [(0, "main"), (2, "main")]
 
-    from tests.unit.test_act import run as run_world
-
     run_world(body, tmp_path)
 
 
@@ -572,8 +571,6 @@ def test_rollback_steps_pass_the_gate_too(tmp_path: Path) -> None:
         started = [(e["index"], e["phase"]) for e in journal if e["event"] == "step_started"]
         assert sorted(gates) == sorted(started)
         assert "rollback" in {phase for _, phase in gates}
-
-    from tests.unit.test_act import run as run_world
 
     run_world(body, tmp_path)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.unit.test_act import A0, A1, World
+from tests.unit._act_world import A0, A1, World
 from tests.unit.test_act_inplace import PluginSide, inplace_config, inplace_plan
 from watchdog.observe import read_history, render_history
 

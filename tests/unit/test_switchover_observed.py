@@ -1,6 +1,6 @@
 """A planned switchover as operators see it afterwards, apart from failovers: its kind and write
 pause in `history`, its own counters (not rmq_watchdog_failovers_total), switchover_* webhook
-events and daemon log lines. Runs the real executor against test_act.py's stand-in brokers and
+events and daemon log lines. Runs the real executor against _act_world.py's stand-in brokers and
 the daemon with a scripted executor."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from tests.unit._act_world import World, run
 from tests.unit._worlds import World as ProbeWorld
-from tests.unit.test_act import World, run
 from tests.unit.test_act_switchover import PersistingMaster, level, switchover
 from tests.unit.test_daemon_loop import Executors, PropertiesHost, TickingProber, make_config
 from watchdog.act import Journal
