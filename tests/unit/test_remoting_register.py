@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Mapping
 from dataclasses import replace
 
 import pytest
 
+from tests.unit._golden import Replay
 from watchdog.remoting import (
     DataVersion,
     FrameDecoder,
@@ -168,25 +168,6 @@ def test_topic_config_wrapper_of_get_all_topic_config() -> None:
         parse_topic_config_wrapper(body.replace(b'"topicName":"TBW102"', b'"topicName":"X"'))
 
 
-class Replay:
-    """A Requester answering with one prepared reply; it keeps what it was asked."""
-
-    def __init__(self, reply: RemotingCommand) -> None:
-        self.reply = reply
-        self.asked: list[RemotingCommand] = []
-
-    async def request(
-        self,
-        code: int,
-        ext_fields: Mapping[str, str] | None = None,
-        body: bytes = b"",
-        *,
-        timeout_seconds: float,
-    ) -> RemotingCommand:
-        self.asked.append(RemotingCommand(code=code, ext_fields=dict(ext_fields or {}), body=body))
-        return self.reply
-
-
 def test_register_broker_sends_the_request_and_reads_the_reply_header() -> None:
     ok = RemotingCommand(
         code=0, flag=1, ext_fields={"masterAddr": "127.0.0.1:10911", "haServerAddr": ""}
@@ -194,8 +175,9 @@ def test_register_broker_sends_the_request_and_reads_the_reply_header() -> None:
     server = Replay(ok)
     result = asyncio.run(register_broker(server, request(), timeout_seconds=1.0))
     assert (result.master_addr, result.ha_server_addr) == ("127.0.0.1:10911", None)
-    (asked,) = server.asked
-    assert parse_register_request(asked) == request()
+    ((code, ext_fields, body),) = server.asked
+    sent = RemotingCommand(code, ext_fields=ext_fields, body=body)
+    assert parse_register_request(sent) == request()
 
     refused = Replay(RemotingCommand(code=1, flag=1, remark="crc32 not match"))
     with pytest.raises(RemoteError):
@@ -206,4 +188,5 @@ def test_get_all_topic_config_reads_the_wrapper() -> None:
     reply = RemotingCommand(code=0, flag=1, body=JAVA_JSON[JAVA_JSON.index(b':{"data') + 1 : -1])
     server = Replay(reply)
     assert asyncio.run(get_all_topic_config(server, timeout_seconds=1.0)) == BODY
-    assert server.asked[0].code == RequestCode.GET_ALL_TOPIC_CONFIG
+    ((code, _, _),) = server.asked
+    assert code == RequestCode.GET_ALL_TOPIC_CONFIG
