@@ -51,7 +51,10 @@ def rootfs_digest(layout: str, packages: Iterable[str]) -> str:
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """One builder at a time per lock file (a second run on this machine waits)."""
+    """One holder at a time per lock file (a second process on this machine waits).
+
+    The debootstrap builders and the sandbox's RocketMQ download (sandbox/_runtime.py) use it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from ...model import WatchdogError
+from ..debootstrap import locked
 
 __all__ = [
     "DEFAULT_VERSION",
@@ -86,18 +85,6 @@ def _check_version(version: str) -> None:
         raise SandboxError(f"invalid RocketMQ version {version!r}: expected e.g. 4.9.7 or 5.3.3")
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Serialise two processes fetching the same version into the same cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_rocketmq(version: str = DEFAULT_VERSION) -> Path:
     """Return the lib directory holding RocketMQ `version`'s jars, fetching them if needed.
 
@@ -111,7 +98,8 @@ def ensure_rocketmq(version: str = DEFAULT_VERSION) -> Path:
     marker = home / _MARKER
     if marker.is_file():
         return lib
-    with _locked(home.parent / f".rocketmq-{version}.lock"):
+    # Two processes fetching the same version into the same cache: one fetches, one waits.
+    with locked(home.parent / f".rocketmq-{version}.lock"):
         if marker.is_file():  # another process finished while we waited for the lock
             return lib
         mvn = shutil.which("mvn")
