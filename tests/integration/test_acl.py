@@ -12,6 +12,11 @@ the master):
 3. the right keys: the daemon promotes the slave after kill -9 of the master, its canary step
    included.
 No secret key appears in any output, log, journal or state file the watchdog wrote.
+
+First, with a sandbox of its own (`up --acl --promotion inplace`, down before the shared one
+starts): the plug-in's requests pass the broker's ACL hook (signed after their MAC, which leaves
+ACL's fields out) and nothing else: wrong ACL keys are one AclRefused, a wrong plug-in secret
+one "bad mac", and the daemon promotes the slave in place after kill -9 of the master.
 """
 
 from __future__ import annotations
@@ -19,18 +24,27 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.integration.conftest import sandbox_cli, stop_sandbox
 from tests.integration.daemon_harness import Daemon, StateDir, Topology, cli, registrations
 from watchdog.act import run_canary
-from watchdog.config import load_config
-from watchdog.model import AclCredentials
+from watchdog.config import load_config, read_plugin_secret
+from watchdog.model import AclCredentials, Secret
 from watchdog.probe import client_pool
-from watchdog.remoting import RemotingClient, get_broker_config
+from watchdog.remoting import (
+    AclRefused,
+    PluginUnauthorized,
+    RemotingClient,
+    get_broker_config,
+    get_broker_runtime_info,
+    get_plugin_info,
+    promote_in_place,
+)
 from watchdog.tools.sandbox import Sandbox
 from watchdog.tools.sandbox._acl import acl_credentials
 
@@ -42,19 +56,31 @@ WRONG_SECRET = "wrong-Secret-for-the-admin-0000"
 REFUSED = f"Check signature failed for accessKey={ADMIN}"
 
 
-@pytest.fixture(scope="module")
-def acl_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    directory = tmp_path_factory.mktemp("sandbox-acl")
+def _acl_sandbox(directory: Path, *flags: str) -> Iterator[Sandbox]:
     began = time.monotonic()
-    result = sandbox_cli("up", "--dir", str(directory), "--acl", "--tls", "disabled")
+    result = sandbox_cli("up", "--dir", str(directory), "--acl", *flags, "--tls", "disabled")
     if result.returncode != 0:
         stop_sandbox(directory)
         pytest.fail(f"sandbox up --acl failed (exit {result.returncode}):\n{result.stderr}")
-    print(f"[acl timing] sandbox up --acl: {time.monotonic() - began:.1f} s")
+    print(
+        f"[acl timing] sandbox up {' '.join(('--acl', *flags))}: {time.monotonic() - began:.1f} s"
+    )
     try:
         yield Sandbox(directory)
     finally:
         stop_sandbox(directory)
+
+
+@pytest.fixture(scope="module")
+def acl_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    yield from _acl_sandbox(tmp_path_factory.mktemp("sandbox-acl"))
+
+
+@pytest.fixture
+def acl_inplace_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    yield from _acl_sandbox(
+        tmp_path_factory.mktemp("sandbox-acl-inplace"), "--promotion", "inplace"
+    )
 
 
 def _secrets(box: Sandbox) -> list[str]:
@@ -102,6 +128,92 @@ def _signed_config(addr: str, credentials: AclCredentials) -> dict[str, str]:
             await client.close()
 
     return asyncio.run(ask())
+
+
+def _call(addr: str, credentials: AclCredentials, call: Callable[[RemotingClient], Any]) -> Any:
+    async def ask() -> Any:
+        client = RemotingClient(addr, connect_timeout_seconds=1.0, credentials=credentials)
+        try:
+            return await call(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(ask())
+
+
+def test_in_place_promotion_signed_for_acl(acl_inplace_box: Sandbox, tmp_path: Path) -> None:
+    box = acl_inplace_box
+    top = Topology.of(box)
+    admin = acl_credentials(box.info())
+    assert admin is not None
+    plugin_secret = read_plugin_secret(Path(box.info()["plugin_secret_file"]))
+    slave, pid = top.addrs[A1], box.pid(A1)
+    runtime = _call(slave, admin, lambda c: get_broker_runtime_info(c, timeout_seconds=3.0))
+
+    def promote(credentials: AclCredentials, secret: bytes) -> Any:
+        return _call(
+            slave,
+            credentials,
+            lambda c: promote_in_place(
+                c,
+                secret=secret,
+                role="ASYNC_MASTER",
+                expect_max_phy_offset=int(runtime["commitLogMaxOffset"]),
+                epoch=1,
+                timeout_seconds=20.0,
+            ),
+        )
+
+    # Wrong ACL keys: the broker's ACL hook refuses the request before the plug-in sees it.
+    with pytest.raises(AclRefused) as refused:
+        promote(AclCredentials(ADMIN, Secret(WRONG_SECRET)), plugin_secret)
+    assert refused.value.reason == REFUSED
+    # The right ACL keys and a wrong plug-in secret: the plug-in's MAC refuses.
+    with pytest.raises(PluginUnauthorized, match="bad mac"):
+        promote(admin, b"not-the-plug-in-secret-0123456789")
+    info = _call(slave, admin, lambda c: get_plugin_info(c, timeout_seconds=3.0))
+    assert info is not None and (info.broker_role, info.last_epoch) == ("SLAVE", 0)
+    # A forced failover on the wrong keys: one line, nothing done.
+    forced = cli(
+        "failover", "-c", str(_wrong_config(box, tmp_path)), "--broker-name", "broker-a",
+        "--force", "--yes",
+    )  # fmt: skip
+    assert forced.returncode == 1 and forced.stdout.strip() == (
+        "refused: no slave of broker-a can be promoted: broker-a:1 refuses the watchdog's ACL "
+        f"credentials ({REFUSED})"
+    ), forced.stdout + forced.stderr
+
+    # The right keys: kill -9 of the master, the daemon promotes the slave in its own JVM.
+    log = tmp_path / "daemon.log"
+    daemon = Daemon(top.config, log)
+    try:
+        daemon.wait_event(
+            lambda e: e.get("state") == "HEALTHY" and "cycle" in e, 60, "a HEALTHY cycle"
+        )
+        box.kill(A0, "KILL")
+        killed_at = time.time()
+        failover = top.state_dir.wait_finished(120)
+    finally:
+        assert daemon.stop() == 0
+    journal = top.state_dir.journal(failover)
+    assert top.state_dir.outcome(failover) == "succeeded", journal[-3:]
+    assert dict(top.state_dir.plan(failover)["details"])["path"].startswith("in place: ")
+    done = top.state_dir.step_event(failover, "promote_in_place")
+    assert done is not None and done["detail"].startswith("promoted in place as ASYNC_MASTER")
+    assert not [e for e in journal if e["event"] == "fallback_started"], journal
+    assert box.pid(A1) == pid  # the same JVM: not restarted
+    canary = top.state_dir.step_event(failover, "canary")
+    assert canary is not None and "read back" in canary["detail"], journal
+    promoted = top.state_dir.step_event(failover, "wait_master")
+    assert promoted is not None
+    print(f"[acl timing] in place: kill -9 -> id 0 everywhere: {promoted['at'] - killed_at:.1f} s")
+    live = _signed_config(slave, admin)
+    assert (live["brokerId"], live["brokerRole"]) == ("0", "ASYNC_MASTER")
+    tables = registrations(top.nameservers)
+    assert all(t is not None and t["broker-a"].get(0) == slave for t in tables.values())
+    texts = [log.read_text(), *_written_by_the_watchdog(top.state_dir.path)]
+    _no_secret_in(texts, box)
+    assert not [t for t in texts if plugin_secret.decode() in t]
 
 
 def test_the_right_keys_status_check_and_canary(acl_box: Sandbox) -> None:

@@ -136,14 +136,18 @@ def test_inline_secret_and_token_never_show(tmp_path: Path) -> None:
     assert SECRET not in config.model_dump_json()
 
 
-def test_acl_with_in_place_promotion_is_refused(tmp_path: Path) -> None:
+def test_acl_goes_with_in_place_promotion(tmp_path: Path) -> None:
+    # The plug-in's MAC leaves ACL's fields out (watchdog/remoting/_plugin.py), so the two go
+    # together: the plug-in's requests are signed for ACL like any other.
     plugin = tmp_path / "plugin.secret"
     plugin.write_text("0123456789abcdef0123\n")
     plugin.chmod(0o600)
     extra = f'\n[failover]\npromotion = "inplace"\nplugin_secret_file = "{plugin}"\n'
     path = config_with(tmp_path, f'access_key = "rmq-watchdog"\nsecret_key = "{SECRET}"\n', extra)
-    with pytest.raises(ConfigError, match=r'\[acl\] does not go with \[failover\] promotion'):
-        load_config(path)
+    config = load_config(path)
+    assert config.failover.promotion == "inplace"
+    credentials = config.acl_credentials()
+    assert credentials is not None and credentials.access_key == "rmq-watchdog"
 
 
 def test_without_acl_nothing_is_signed(tmp_path: Path) -> None:

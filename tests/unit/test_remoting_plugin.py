@@ -14,12 +14,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from watchdog.model import AclCredentials, Secret
 from watchdog.remoting import (
     PLUGIN_INFO,
     PROMOTE_IN_PLACE,
     PROMOTION_REFUSED,
     SET_HA_MASTER,
     SET_MASTER_ROLE,
+    AclRefused,
     PluginInfo,
     PluginRefused,
     PluginUnauthorized,
@@ -28,12 +30,14 @@ from watchdog.remoting import (
     RemoteError,
     RemotingCommand,
     RemotingError,
+    acl_signature,
     auth_fields,
     get_plugin_info,
     parse_plugin_info,
     promote_in_place,
     set_ha_master,
     set_master_role,
+    sign_command,
     sign_request,
 )
 
@@ -127,6 +131,72 @@ def test_the_code_and_every_field_are_signed() -> None:
     assert sign_request(SECRET, PROMOTE_IN_PLACE, {**VECTOR_FIELDS, "epoch": "8"}) != base
     other = b"another secret of 32 bytes......"
     assert sign_request(other, PROMOTE_IN_PLACE, VECTOR_FIELDS) != base
+
+
+# --- with ACL (aclEnable=true brokers) ----------------------------------------------------------
+
+ACL = AclCredentials("rmq-watchdog-admin", Secret("admin-Secret-Key"), Secret("a-token"))
+# What 4.9.7 answers a request its ACL hook refused (code 1, the AclException and its frame).
+ACL_REFUSED = reply(
+    1,
+    "org.apache.rocketmq.acl.common.AclException: Check signature failed for "
+    "accessKey=rmq-watchdog-admin, org.apache.rocketmq.acl.plain.PlainPermissionManager.validate"
+    "(PlainPermissionManager.java:683)",
+)
+
+
+def test_acl_fields_are_left_out_of_the_mac_and_only_they() -> None:
+    acl = {"AccessKey": "rmq-watchdog-admin", "SecurityToken": "t", "Signature": "c2ln/+="}
+    signed = auth_fields(
+        SECRET, PROMOTE_IN_PLACE, VECTOR_FIELDS, now_ms=VECTOR_NOW_MS, nonce=VECTOR_NONCE
+    )
+    assert sign_request(SECRET, PROMOTE_IN_PLACE, {**signed, **acl}) == VECTOR_MAC
+    assert sign_request(SECRET, PROMOTE_IN_PLACE, {**signed, "accesskey": "x"}) != VECTOR_MAC
+
+
+def test_an_acl_signed_plugin_request_keeps_its_mac_and_acl_signs_the_mac() -> None:
+    """The client's order: the plug-in's fields and mac first, then ACL's fields and their
+    Signature over all of them (as the broker's ACL hook checks, then the plug-in)."""
+    fields = auth_fields(
+        SECRET, PROMOTE_IN_PLACE, VECTOR_FIELDS, now_ms=VECTOR_NOW_MS, nonce=VECTOR_NONCE
+    )
+    cmd = sign_command(RemotingCommand(code=PROMOTE_IN_PLACE, ext_fields=fields), ACL)
+    seen = dict(cmd.ext_fields)
+    assert seen == {
+        **fields,
+        "AccessKey": "rmq-watchdog-admin",
+        "SecurityToken": "a-token",
+        "Signature": seen["Signature"],
+    }
+    # The plug-in's check on what the broker hands it: the mac still matches.
+    assert sign_request(SECRET, PROMOTE_IN_PLACE, seen) == seen["mac"] == VECTOR_MAC
+    # ACL's Signature covers the mac: another mac would need another Signature.
+    assert acl_signature({**seen, "mac": "0" * 64}, b"", ACL.secret_key) != seen["Signature"]
+    # Any field the plug-in acts on, changed after signing, fails the plug-in's check even
+    # when whoever changed it signs the request for ACL again.
+    for key, value in [("epoch", "8"), ("role", "ASYNC_MASTER"), ("expectMaxPhyOffset", "0")]:
+        resigned = sign_command(
+            RemotingCommand(code=PROMOTE_IN_PLACE, ext_fields={**fields, key: value}), ACL
+        )
+        assert sign_request(SECRET, PROMOTE_IN_PLACE, resigned.ext_fields) != VECTOR_MAC
+
+
+def test_an_acl_refusal_of_a_plugin_request_is_acl_refused() -> None:
+    with pytest.raises(AclRefused) as caught:
+        run(
+            promote_in_place(
+                Replay(ACL_REFUSED),
+                secret=SECRET,
+                role="ASYNC_MASTER",
+                expect_max_phy_offset=1,
+                epoch=1,
+                timeout_seconds=1,
+            )
+        )
+    assert caught.value.reason == "Check signature failed for accessKey=rmq-watchdog-admin"
+    assert caught.value.request_code == PROMOTE_IN_PLACE
+    with pytest.raises(AclRefused, match="Check signature failed"):
+        run(get_plugin_info(Replay(ACL_REFUSED), timeout_seconds=1))
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,27 @@ def test_acl_files_turn_acl_on_everywhere_and_sign_the_watchdog_as_admin(tmp_pat
 
 
 @pytest.mark.usefixtures("java")
+def test_acl_with_in_place_promotion_writes_both(tmp_path: Path) -> None:
+    d = tmp_path / "box"
+    setup = new_acl_setup()
+    jvm = Jvm(tmp_path / "lib", "4.9.7", "256m", "128m", "disabled")
+    secret = "0123456789abcdef0123456789abcdef"
+    files = render_files(d, plan_topology(22000), jvm, plugin_secret=secret, acl=setup)
+    props = PropertiesFile.parse(files.texts[d / "broker-a.properties"]).as_dict()
+    assert props["aclEnable"] == "true"
+    d.mkdir()
+    (d / "conf").mkdir()
+    for path, text in files.private_texts.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_private(path, text)
+    (d / "watchdog.toml").write_text(files.config_text)
+    config = load_config(d / "watchdog.toml")
+    assert config.failover.promotion == "inplace"
+    assert config.failover.plugin_secret_file == str(d / "plugin.secret")
+    assert config.acl_credentials() == setup.admin
+
+
+@pytest.mark.usefixtures("java")
 def test_without_acl_nothing_changes(tmp_path: Path) -> None:
     d = tmp_path / "box"
     jvm = Jvm(tmp_path / "lib", "4.9.7", "256m", "128m", "disabled")
@@ -81,7 +102,6 @@ def test_without_acl_nothing_changes(tmp_path: Path) -> None:
     ("kwargs", "message"),
     [
         ({"version": "5.3.3"}, "--acl needs RocketMQ 4.9.x"),
-        ({"promotion": "inplace"}, "--acl does not go with --promotion inplace"),
         ({"netns": True}, "--acl is not supported with --netns"),
     ],
 )

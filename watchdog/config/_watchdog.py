@@ -101,12 +101,6 @@ class WatchdogConfig(Strict):
                 f"{len(self.nameservers)} nameserver(s), {len(self.secondary_checks)} secondary "
                 "check(s)), so no master would ever be judged down"
             )
-        if self.acl is not None and self.failover.promotion == "inplace":
-            raise ValueError(
-                '[acl] does not go with [failover] promotion = "inplace" yet: the plug-in\'s '
-                "MAC covers every field of its requests, and ACL adds AccessKey and a Signature "
-                'over that MAC after it; use promotion = "restart"'
-            )
         return self
 
     def acl_credentials(self) -> AclCredentials | None:

@@ -3,8 +3,13 @@
 # The protocol is fixed on both ends (broker-plugin/README.md; the Java side is
 # broker-plugin/src/main/java/io/rmqwatchdog/plugin/). Requests 30901-30903 carry
 #   epoch, issuedAt (unix ms), nonce (>= 16 hex digits) and
-#   mac = hex HMAC-SHA256(secret, "<code>\n" + "<key>=<value>\n" for every other field, keys
-#         sorted by their UTF-8 bytes).
+#   mac = hex HMAC-SHA256(secret, "<code>\n" + "<key>=<value>\n" for every other field but
+#         ACL's, keys sorted by their UTF-8 bytes).
+# With [acl] the client signs every request after this (_acl.sign_command): it adds AccessKey
+# (and SecurityToken) and a Signature over all the fields, the mac included, which the
+# broker's ACL hook checks before the plug-in runs (4.9.7 asks no right of an unknown request
+# code, only a known account and its signature). The mac cannot cover a Signature made after
+# it, so both ends leave the three ACL fields out; the plug-in never acts on them.
 # A reply is SUCCESS (0), PROMOTION_REFUSED (30950, field `refusal`), NO_PERMISSION (16),
 # REQUEST_CODE_NOT_SUPPORTED (3: no plug-in) or SYSTEM_ERROR (1). A promotion can take seconds
 # inside the broker (stopping the HA client, waiting up to 2 s for dispatch, a synchronous
@@ -20,9 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..model import MASTER_ROLES
+from ._acl import ACCESS_KEY, SECURITY_TOKEN, SIGNATURE
 from ._admin import Requester, ResponseCode, _java_long, _short
 from ._codec import RemotingCommand
-from ._errors import ProtocolError, RemoteError, RemotingError
+from ._errors import AclRefused, ProtocolError, RemoteError, RemotingError, acl_refusal
 
 __all__ = [
     "PLUGIN_INFO",
@@ -60,6 +66,7 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 _MIN_NONCE_CHARS = 16
 _MAX_NONCE_CHARS = 128
 _MAC_FIELD = "mac"
+_UNSIGNED = frozenset({_MAC_FIELD, ACCESS_KEY, SECURITY_TOKEN, SIGNATURE})
 
 
 @dataclass(frozen=True)
@@ -121,7 +128,7 @@ class PluginUnauthorized(RemotingError):
 
 def _canonical(code: int, fields: Mapping[str, str]) -> bytes:
     lines = [f"{code}\n".encode()]
-    for key in sorted((k for k in fields if k != _MAC_FIELD), key=lambda k: k.encode("utf-8")):
+    for key in sorted((k for k in fields if k not in _UNSIGNED), key=lambda k: k.encode("utf-8")):
         value = fields[key]
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(f"field {key!r}: keys and values are strings")
@@ -136,7 +143,7 @@ def _canonical(code: int, fields: Mapping[str, str]) -> bytes:
 
 def sign_request(secret: bytes, code: int, fields: Mapping[str, str]) -> str:
     """The request's mac: lowercase hex HMAC-SHA256 over the canonical string of ``code`` and
-    every field but ``mac``."""
+    every field but ``mac`` and ACL's (AccessKey, SecurityToken, Signature)."""
     if not secret:
         raise ValueError("the plug-in secret is empty")
     return hmac.new(secret, _canonical(code, fields), hashlib.sha256).hexdigest()
@@ -189,6 +196,9 @@ def _check(reply: RemotingCommand, code: int) -> RemotingCommand:
         raise PluginRefused(refusal, reply.remark, code)
     if reply.code == ResponseCode.NO_PERMISSION:
         raise PluginUnauthorized(reply.remark, code)
+    if acl_refusal(reply.code, reply.remark) is not None:
+        # The broker's ACL refused the request before the plug-in saw it.
+        raise AclRefused(reply.code, reply.remark, code)
     raise RemoteError(reply.code, reply.remark, code)
 
 

@@ -330,7 +330,7 @@ class Sandbox:
         account for the watchdog and a normal one for clients in DIR/conf/plain_acl.yml, their
         secret keys in DIR/acl-admin.secret and DIR/acl-client.secret (0600), cluster.json's
         "acl" naming them, and an [acl] table in every watchdog config (_acl.py). 4.9.x only;
-        not with netns or promotion="inplace"."""
+        not with netns."""
         check_dir_path(self.dir)
         if etcd:
             if netns:
@@ -346,11 +346,6 @@ class Sandbox:
         if acl:
             if netns:
                 raise SandboxError("--acl is not supported with --netns")
-            if promotion == "inplace":
-                raise SandboxError(
-                    "--acl does not go with --promotion inplace (the watchdog refuses [acl] with "
-                    'promotion = "inplace")'
-                )
             if rocketmq_major(version) != 4:
                 raise SandboxError(f"--acl needs RocketMQ 4.9.x (ACL 1.0), not {version}")
         acl_setup = new_acl_setup() if acl else None

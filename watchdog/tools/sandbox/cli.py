@@ -237,7 +237,7 @@ def fetch(version: str) -> None:
     help="RocketMQ ACL 1.0 on every broker (aclEnable=true): DIR/conf/plain_acl.yml with an "
     "admin account for the watchdog and a normal one for clients, their secret keys in "
     "DIR/acl-admin.secret and DIR/acl-client.secret (0600), and an [acl] table in watchdog.toml. "
-    "4.9.x only; not with --netns or --promotion inplace.",
+    "4.9.x only; not with --netns.",
 )
 def up(
     directory: str,

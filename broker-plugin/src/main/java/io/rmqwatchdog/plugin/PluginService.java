@@ -25,7 +25,7 @@ import org.apache.rocketmq.store.config.MessageStoreConfig;
  * last check). All methods are synchronized: one operation at a time, whichever server it came in.
  */
 final class PluginService {
-    static final String VERSION = "0.1.0";
+    static final String VERSION = "0.2.0";
     static final long DISPATCH_WAIT_MS = 2000L;
     private static final long DISPATCH_POLL_MS = 10L;
     // CommitLog.MESSAGE_MAGIC_CODE (public) and CommitLog.BLANK_MAGIC_CODE (protected) in 4.9.7.

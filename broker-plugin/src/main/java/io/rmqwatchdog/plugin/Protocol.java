@@ -45,6 +45,14 @@ public final class Protocol {
     public static final String F_MASTER_ADDRESS = "masterAddress";
     public static final String F_REFUSAL = "refusal";
 
+    // RocketMQ ACL 1.0's fields (SessionCredentials in 4.9.7): on a broker with aclEnable=true
+    // the client adds them after the MAC, the Signature over every other field, the MAC
+    // included, and the broker's ACL hook has checked them before the plug-in sees the request.
+    // The MAC leaves them out; the plug-in never acts on them.
+    public static final String ACL_ACCESS_KEY = "AccessKey";
+    public static final String ACL_SIGNATURE = "Signature";
+    public static final String ACL_SECURITY_TOKEN = "SecurityToken";
+
     public static final String ASYNC_MASTER = "ASYNC_MASTER";
     public static final String SYNC_MASTER = "SYNC_MASTER";
 
@@ -74,10 +82,16 @@ public final class Protocol {
         }
     };
 
+    /** Fields the MAC does not cover: the MAC itself, and ACL's (see ACL_ACCESS_KEY). */
+    static boolean unsigned(String key) {
+        return F_MAC.equals(key) || ACL_ACCESS_KEY.equals(key) || ACL_SIGNATURE.equals(key)
+            || ACL_SECURITY_TOKEN.equals(key);
+    }
+
     /**
-     * "code\n" then "key=value\n" for every field but the MAC, keys in byte order. A key with '='
-     * or a line break, or a value with a line break, would let two field sets share one canonical
-     * string, so such a field is a bad request.
+     * "code\n" then "key=value\n" for every field but the MAC and ACL's, keys in byte order. A
+     * key with '=' or a line break, or a value with a line break, would let two field sets share
+     * one canonical string, so such a field is a bad request.
      */
     public static String canonical(int code, Map<String, String> fields) throws Refusal {
         List<String> keys = new ArrayList<String>(fields.keySet());
@@ -85,7 +99,7 @@ public final class Protocol {
         StringBuilder out = new StringBuilder();
         out.append(code).append('\n');
         for (String key : keys) {
-            if (F_MAC.equals(key)) {
+            if (unsigned(key)) {
                 continue;
             }
             String value = fields.get(key);

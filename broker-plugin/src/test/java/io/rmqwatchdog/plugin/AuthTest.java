@@ -12,6 +12,9 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HashMap;
 import java.util.Map;
+import org.apache.rocketmq.acl.common.AclClientRPCHook;
+import org.apache.rocketmq.acl.common.SessionCredentials;
+import org.apache.rocketmq.remoting.protocol.RemotingCommand;
 import org.junit.Rule;
 import org.junit.Test;
 import org.junit.rules.TemporaryFolder;
@@ -85,6 +88,47 @@ public class AuthTest {
         // The code is signed too: a SET_MASTER_ROLE signature is no PROMOTE_IN_PLACE one.
         Map<String, String> other = signed(ProtocolTest.SECRET, Protocol.SET_MASTER_ROLE, ProtocolTest.vector());
         expect(Protocol.NO_PERMISSION, "bad mac", auth, other);
+    }
+
+    /** What a watchdog with [acl] sends: the plug-in's fields and MAC, then RocketMQ's own
+     * client hook adds AccessKey, SecurityToken and a Signature over all of them. */
+    private static Map<String, String> aclSigned(Map<String, String> pluginFields, String secretKey) {
+        RemotingCommand request = RemotingCommand.createRequestCommand(Protocol.PROMOTE_IN_PLACE, null);
+        for (Map.Entry<String, String> e : pluginFields.entrySet()) {
+            request.addExtField(e.getKey(), e.getValue());
+        }
+        new AclClientRPCHook(new SessionCredentials("rmq-watchdog-admin", secretKey, "token"))
+            .doBeforeRequest("127.0.0.1:10911", request);
+        return new HashMap<String, String>(request.getExtFields());
+    }
+
+    @Test
+    public void aclFieldsAddedAfterTheMacAreNotCovered() throws Refusal {
+        Map<String, String> request = aclSigned(
+            signed(ProtocolTest.SECRET, Protocol.PROMOTE_IN_PLACE, ProtocolTest.vector()), "admin-secret-key");
+        assertEquals("rmq-watchdog-admin", request.get("AccessKey"));
+        assertEquals("token", request.get("SecurityToken"));
+        assertEquals(ProtocolTest.VECTOR_MAC, request.get("mac"));
+        assertEquals(7L, auth.verify(Protocol.PROMOTE_IN_PLACE, request));
+    }
+
+    @Test
+    public void aclSigningDoesNotMakeAChangedFieldAcceptable() throws Refusal {
+        // Whoever can sign for ACL (any account of the broker: the ACL hook asks no right of an
+        // unknown request code) still cannot change what the plug-in acts on.
+        String[][] changes = {
+            {"epoch", "8"}, {"role", "ASYNC_MASTER"}, {"expectMaxPhyOffset", "0"},
+            {"issuedAt", "1700000000001"}, {"nonce", "00112233445566778899aabbccddeef9"}, {"extra", "1"},
+        };
+        for (String[] change : changes) {
+            Map<String, String> fields = signed(ProtocolTest.SECRET, Protocol.PROMOTE_IN_PLACE, ProtocolTest.vector());
+            fields.put(change[0], change[1]);
+            expect(Protocol.NO_PERMISSION, "bad mac", auth, aclSigned(fields, "admin-secret-key"));
+        }
+        // A MAC under another secret stays a bad one, whoever signs the request for ACL.
+        Map<String, String> other = signed("another secret of 32 bytes......".getBytes(),
+            Protocol.PROMOTE_IN_PLACE, ProtocolTest.vector());
+        expect(Protocol.NO_PERMISSION, "bad mac", auth, aclSigned(other, "admin-secret-key"));
     }
 
     @Test

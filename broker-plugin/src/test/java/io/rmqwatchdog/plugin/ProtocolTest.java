@@ -36,6 +36,23 @@ public class ProtocolTest {
     }
 
     @Test
+    public void canonicalLeavesOutAclFieldsAndOnlyThose() throws Refusal {
+        // ACL 1.0 adds these after the MAC (the Signature covers the MAC), so the MAC cannot.
+        Map<String, String> fields = vector();
+        fields.put("AccessKey", "rmq-watchdog-admin");
+        fields.put("SecurityToken", "token");
+        fields.put("Signature", "c2lnbmF0dXJl/+=");
+        String bare = Protocol.canonical(Protocol.PROMOTE_IN_PLACE, vector());
+        assertEquals(bare, Protocol.canonical(Protocol.PROMOTE_IN_PLACE, fields));
+        assertEquals(VECTOR_MAC, Protocol.mac(SECRET, Protocol.canonical(Protocol.PROMOTE_IN_PLACE, fields)));
+        // Names are matched exactly: any other field is covered, whatever its case.
+        fields.put("accesskey", "x");
+        assertEquals("30901\naccesskey=x\nepoch=7\nexpectMaxPhyOffset=123456\n"
+            + "issuedAt=1700000000000\nnonce=00112233445566778899aabbccddeeff\nrole=SYNC_MASTER\n",
+            Protocol.canonical(Protocol.PROMOTE_IN_PLACE, fields));
+    }
+
+    @Test
     public void macMatchesTheSharedVector() throws Refusal {
         assertEquals(VECTOR_MAC, Protocol.mac(SECRET, Protocol.canonical(Protocol.PROMOTE_IN_PLACE, vector())));
     }
