@@ -19,6 +19,7 @@ import pytest
 
 from watchdog.act import Executor, Journal, StateStore, StepRecord
 from watchdog.act._progress import Phase
+from watchdog.act._run import FailoverRun
 from watchdog.config import WatchdogConfig, parse_config
 from watchdog.decide import Plan, Promote, Step, plan_promotion
 from watchdog.hosts import CommandResult, LocalBackend
@@ -266,8 +267,16 @@ class SimulatedCrash(BaseException):
 class CrashingExecutor(Executor):
     crash_after: int = 0
 
-    async def _run_logged(self, step: Step, index: int, phase: Phase, *a: Any, **k: Any) -> Any:
-        record: StepRecord = await super()._run_logged(step, index, phase, *a, **k)
+    async def _run_logged(
+        self,
+        step: Step,
+        index: int,
+        phase: Phase,
+        run: FailoverRun,
+        *,
+        restore_backup: bool = False,
+    ) -> StepRecord:
+        record = await super()._run_logged(step, index, phase, run, restore_backup=restore_backup)
         if phase == "main" and index + 1 == self.crash_after:
             raise SimulatedCrash
         return record

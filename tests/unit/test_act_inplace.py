@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 
 from tests.unit._act_world import A0, A1, CrashingExecutor, SimulatedCrash, World, backups
-from watchdog.act import FailoverResult, Journal, StateStore
+from watchdog.act import FailoverResult, Journal, StateStore, StepRecord
 from watchdog.act._inplace import set_ha_master_step
 from watchdog.act._prepare import ask_plugins
+from watchdog.act._progress import Phase
 from watchdog.act._run import FailoverRun, StepFailed
 from watchdog.config import WatchdogConfig
 from watchdog.decide import Plan, Promote, Step, StepKind, plan_promotion
@@ -394,9 +395,19 @@ def test_a_resumed_fallback_goes_on_where_it_stood(tmp_path: Path) -> None:
         side.refusal = "busy"
 
         class CrashInFallback(CrashingExecutor):
-            async def _run_logged(self, step: Step, i: int, phase: Any, *a: Any, **k: Any) -> Any:
-                record = await super()._run_logged(step, i, phase, *a, **k)
-                if phase == "fallback" and i == 0:
+            async def _run_logged(
+                self,
+                step: Step,
+                index: int,
+                phase: Phase,
+                run: FailoverRun,
+                *,
+                restore_backup: bool = False,
+            ) -> StepRecord:
+                record = await super()._run_logged(
+                    step, index, phase, run, restore_backup=restore_backup
+                )
+                if phase == "fallback" and index == 0:
                     raise SimulatedCrash
                 return record
 

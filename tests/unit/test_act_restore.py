@@ -237,12 +237,18 @@ def test_prepare_plan_plans_a_restore_at_the_group_s_epoch(tmp_path: Path) -> No
     async def body(world: World, side: MasterPlugin, config: WatchdogConfig) -> None:
         lowered(config, epoch=3)
         expected = restore_plan(world, config, epoch=3)
-        decision = RestoreRole(**{
-            "broker_name": "broker-a", "master_key": A0, "master_addr": world.brokers[A0].addr,
-            "role": "SYNC_MASTER", "current_role": "ASYNC_MASTER", "lowered_by": "F1",
-            "slave_key": A1, "slave_lag_bytes": 0, "plugin_version": "0.1.0",
-            "reason": "restoring broker-a's role",
-        })  # fmt: skip
+        decision = RestoreRole(
+            broker_name="broker-a",
+            master_key=A0,
+            master_addr=world.brokers[A0].addr,
+            role="SYNC_MASTER",
+            current_role="ASYNC_MASTER",
+            lowered_by="F1",
+            slave_key=A1,
+            slave_lag_bytes=0,
+            plugin_version="0.1.0",
+            reason="restoring broker-a's role",
+        )
         state = StateStore(config.state_dir).load()
         unused = ClusterSnapshot("test", 0.0, 0.0, (), ())  # a Fence's plan reads it
         plan, files = await prepare_plan(decision, config, unused, {"local": world.host}, state)

@@ -134,7 +134,7 @@ def test_detect_counts_them_as_it_counts_secondary_checks(
         for i, alive in enumerate(others, start=2)
     ]
     extra = instance_observations("wd-1", instances, now_wall=NOW, max_age_seconds=10.0)
-    settings = DetectSettings(down_after="3s", quorum=3)
+    settings = DetectSettings.model_validate({"down_after": "3s", "quorum": 3})
     probe = ProbeSettings()
     detector = DetectorState.initial()
     verdict = None

@@ -299,7 +299,7 @@ def traffic(
 def test_write_outage_spans_the_two_acks_around_the_fault() -> None:
     sends = traffic(outage_from=0.0, outage_to=20.0, end=30.0)
     outage, first, failed = write_outage(sends, T0)
-    assert first is not None
+    assert first is not None and outage is not None
     assert first.started_at >= T0 + 20.0 and first.is_ok
     last_before = max(s.ended_at for s in sends if s.is_ok and s.ended_at < T0)
     assert outage == pytest.approx(first.ended_at - last_before)

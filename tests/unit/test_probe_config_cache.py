@@ -12,7 +12,7 @@ import pytest
 from watchdog.config import WatchdogConfig, parse_config
 from watchdog.model import BrokerObservation
 from watchdog.probe import Prober
-from watchdog.remoting import ClientPool, RemotingCommand
+from watchdog.remoting import ClientPool, RemotingCommand, parse_cluster_info
 from watchdog.remoting._admin import RequestCode, ResponseCode
 from watchdog.remoting.standin import StandinBroker, StandinServer
 
@@ -237,11 +237,10 @@ def test_an_unchanged_cluster_info_is_not_parsed_again(monkeypatch: pytest.Monke
     import watchdog.probe._prober as probe
 
     parsed: list[bytes] = []
-    parse = probe.parse_cluster_info
 
     def counting(body: bytes) -> Any:
         parsed.append(body)
-        return parse(body)
+        return parse_cluster_info(body)
 
     monkeypatch.setattr(probe, "parse_cluster_info", counting)
 
@@ -254,7 +253,7 @@ def test_an_unchanged_cluster_info_is_not_parsed_again(monkeypatch: pytest.Monke
             (0, c.brokers[MASTER].addr),
             (1, c.brokers[SLAVE].addr),
         ]
-        ns = next(n for n in c.server.nodes if n.kind == "namesrv")
+        ns = c.server.namesrvs[0]
         ns.unregister("broker-a", 0)  # the master's registration expired: a new body
         third = (await c.prober.snapshot()).nameservers[0]
         assert len(parsed) == 2

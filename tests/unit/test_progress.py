@@ -1285,7 +1285,7 @@ def test_an_in_place_step_without_a_fallback_rolls_back_when_it_fails() -> None:
 
 
 def test_a_resumed_fallback_reads_its_reason_and_steps_from_the_journal(tmp_path: Path) -> None:
-    entries = [
+    entries: list[dict[str, Any]] = [
         *({"event": "step_done", "index": i, "phase": "main"} for i in range(3)),
         {"event": "step_started", "index": 3, "phase": "main"},
         {"event": "step_failed", "index": 3, "phase": "main"},
@@ -1296,8 +1296,8 @@ def test_a_resumed_fallback_reads_its_reason_and_steps_from_the_journal(tmp_path
     resumed = progress_of(tmp_path, IN_PLACE, entries)
     assert (resumed.fallback_why, resumed.fallback_done, resumed.done) == (
         "refused",
-        {0},
-        {0, 1, 2},
+        frozenset({0}),
+        frozenset({0, 1, 2}),
     )
     assert render(next_action(IN_PLACE, resumed)) == f"fallback 1 rewrite {A1}"
 
@@ -1307,11 +1307,11 @@ def test_started_steps_run_until_they_end() -> None:
     progress = Progress().started(first).started(second)
     assert progress.running == {("main", 0), ("main", 2)}
     progress = progress.after(second, "failed", "x", backups=frozenset())
-    assert (progress.running, progress.failed) == ({("main", 0)}, 2)
+    assert (progress.running, progress.failed) == (frozenset({("main", 0)}), 2)
     # A second failure while the first is judged changes nothing but the running set.
     third = RunStep("main", 1, L[1])
     again = progress.started(third).after(third, "failed", "y", backups=frozenset())
-    assert (again.failed, again.failed_detail, again.running) == (2, "x", {("main", 0)})
+    assert (again.failed, again.failed_detail, again.running) == (2, "x", frozenset({("main", 0)}))
 
 
 @pytest.mark.parametrize(

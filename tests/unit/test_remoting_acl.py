@@ -114,7 +114,7 @@ def test_secret_never_shows_itself() -> None:
     with pytest.raises(TypeError):
         pickle.dumps(PLAIN)
     with pytest.raises(AttributeError):
-        secret._text = "x"  # type: ignore[misc]
+        secret._text = "x"
 
 
 # The remark a 4.9.7 broker sends for an AclException thrown by its ACL hook.

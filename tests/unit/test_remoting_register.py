@@ -91,7 +91,7 @@ def test_compressed_body_keeps_what_topic_config_encode_keeps() -> None:
 def test_request_round_trips_through_a_frame(compressed: bool) -> None:
     sent = request(compressed=compressed, broker_id=3)
     cmd = register_broker_command(sent)
-    assert cmd.code == RequestCode.REGISTER_BROKER == 103
+    assert cmd.code == RequestCode.REGISTER_BROKER.value == 103
     assert dict(cmd.ext_fields) == {
         "brokerAddr": "127.0.0.1:10921",
         "brokerId": "3",
