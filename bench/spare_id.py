@@ -603,13 +603,13 @@ def _one_run(
         elif released:
             holder_end = max(released)
         timeouts = [d for d in holder.lines if "timeout" in d]
-        errors = [d for d in holder.lines if "poll_error" in d]
+        poll_errors = [d for d in holder.lines if "poll_error" in d]
         compressed = sorted({str(d["compressed"]) for d in holder.lines if "registered" in d})
         notes.append(f"bodies compressed={'/'.join(compressed)}")
         if timeouts:
             notes.append(f"released by timeout: {timeouts[0]['ns']}")
-        if errors:
-            notes.append(f"{len(errors)} poll errors")
+        if poll_errors:
+            notes.append(f"{len(poll_errors)} poll errors")
     first_tick = producer.started_at + FIRST_ROUTE_REFRESH_SECONDS if producer.started_at else tick
     until = (first_ack or kill_at + WRITE_TIMEOUT_SECONDS) + 1.0
     ticks = [
@@ -917,7 +917,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arms = [*args.arms, *([KILLED_ARM] if args.killed_runs else [])]
     summary = _summary(results, arms, [t for t, _ in ticks])
     per_run = _per_run(results)
-    ticks = _ticks(results)
+    ticks_table = _ticks(results)
     hazard_table = markdown_table(
         ["hazard", "moment", "the group and the topic's route on the nameservers"],
         [[HAZARDS[name], moment, view] for name, seen in hazards for moment, view in seen],
@@ -926,7 +926,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(per_run)
     print()
-    print(ticks)
+    print(ticks_table)
     print()
     print(hazard_table)
     notes = [
@@ -981,7 +981,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     publish(
         NAME,
         "Spare registration of the candidate while it restarts (issue 12, item 6)",
-        [summary, "Per run:\n\n" + per_run, "The producer's route timer:\n\n" + ticks,
+        [summary, "Per run:\n\n" + per_run, "The producer's route timer:\n\n" + ticks_table,
          "Hazards (a fresh sandbox each, no daemon, no producer):\n\n" + hazard_table],
         facts,
         notes,

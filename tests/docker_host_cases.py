@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import pytest
 
 from watchdog.config import DockerHost
-from watchdog.hosts import DockerBackend, HostError
+from watchdog.hosts import CommandResult, DockerBackend, HostError
 
 _T = TypeVar("_T")
 
@@ -45,6 +45,10 @@ class DockerWorld:
                 await host.close()
 
         return asyncio.run(main())
+
+    def run(self, argv: list[str], *, timeout_seconds: float) -> CommandResult:
+        """`argv` run once on a fresh backend; a loop can call it without a lambda per turn."""
+        return self.on(lambda h: h.run(argv, timeout_seconds=timeout_seconds))
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -128,7 +132,7 @@ def test_docker_commands_for_another_container_are_refused(docker_world: DockerW
         ["docker", "stop", "some-other-container"],
         ["docker", "start", docker_world.container, "some-other-container"],
     ):
-        result = docker_world.on(lambda h, argv=argv: h.run(argv, timeout_seconds=30))
+        result = docker_world.run(argv, timeout_seconds=30)
         assert result.exit_code == 125
         assert result.stderr.startswith("box-1: refusing docker ")
         assert f"controls container {docker_world.container} only" in result.stderr

@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,11 @@ def wait_caught_up(master: str, slave: str, seconds: float = 60) -> int:
         return end if log_end(slave) == end else None
 
     return wait_until(done, seconds, f"{slave} catching up with {master}")
+
+
+def ha_master_of(addr: str) -> Callable[[], str]:
+    """A wait_until probe: the HA master the broker at `addr` replicates from ("" while none)."""
+    return lambda: info(addr).ha_master_address
 
 
 # --------------------------------------------------------------------------- the sandbox
@@ -498,7 +503,7 @@ def test_the_other_slave_is_re_pointed_in_place_and_replicates(
     before = send(top.namesrv, TOPIC, "before", 4 * QUEUES)
     assert len(before["acked"]) == 4 * QUEUES, before
     for key in slaves:
-        wait_until(lambda k=key: info(top.addrs[k]).ha_master_address, 60, f"{key}'s HA link")
+        wait_until(ha_master_of(top.addrs[key]), 60, f"{key}'s HA link")
         wait_caught_up(master, top.addrs[key])
     pids = {key: box.pid(key) for key in slaves}
     running = Daemon(top.config, tmp_path / "daemon.log")

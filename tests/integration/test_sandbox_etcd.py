@@ -81,7 +81,8 @@ def configs(box: Sandbox) -> list[WatchdogConfig]:
 
 
 def master_addr(box: Sandbox) -> str:
-    return next(b["addr"] for b in box.info()["brokers"] if b["broker_id"] == 0)
+    addr: str = next(b["addr"] for b in box.info()["brokers"] if b["broker_id"] == 0)
+    return addr
 
 
 def test_up_etcd_starts_etcd_and_writes_one_config_per_instance(etcd_box: Sandbox) -> None:

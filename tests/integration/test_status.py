@@ -35,7 +35,8 @@ def status(config: Path) -> dict[str, Any]:
 
 def broker(report: dict[str, Any], key: str) -> dict[str, Any]:
     name, broker_id = key.split(":")
-    for b in report["brokers"]:
+    brokers: list[dict[str, Any]] = report["brokers"]
+    for b in brokers:
         if b["broker_name"] == name and b["broker_id"] == int(broker_id):
             return b
     raise AssertionError(f"{key} not in status: {report}")

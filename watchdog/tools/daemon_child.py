@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from ..model import WatchdogError
 
@@ -104,7 +104,7 @@ class DaemonChild:
         self._events: list[dict[str, Any]] = []
         self._offset = 0
 
-    def __enter__(self) -> DaemonChild:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
