@@ -265,7 +265,10 @@ class SimulatedCrash(BaseException):
 
 
 class CrashingExecutor(Executor):
+    """Dies right after the `crash_after`-th step (1-based) of `crash_phase` is journaled."""
+
     crash_after: int = 0
+    crash_phase: Phase = "main"
 
     async def _run_logged(
         self,
@@ -277,6 +280,6 @@ class CrashingExecutor(Executor):
         restore_backup: bool = False,
     ) -> StepRecord:
         record = await super()._run_logged(step, index, phase, run, restore_backup=restore_backup)
-        if phase == "main" and index + 1 == self.crash_after:
+        if phase == self.crash_phase and index + 1 == self.crash_after:
             raise SimulatedCrash
         return record

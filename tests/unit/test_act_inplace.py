@@ -20,10 +20,9 @@ from typing import Any
 import pytest
 
 from tests.unit._act_world import A0, A1, CrashingExecutor, SimulatedCrash, World, backups
-from watchdog.act import FailoverResult, Journal, StateStore, StepRecord
+from watchdog.act import FailoverResult, Journal, StateStore
 from watchdog.act._inplace import set_ha_master_step
 from watchdog.act._prepare import ask_plugins
-from watchdog.act._progress import Phase
 from watchdog.act._run import FailoverRun, StepFailed
 from watchdog.config import WatchdogConfig
 from watchdog.decide import Plan, Promote, Step, StepKind, plan_promotion
@@ -394,25 +393,11 @@ def test_a_resumed_fallback_goes_on_where_it_stood(tmp_path: Path) -> None:
         plan = await inplace_plan(world, config)
         side.refusal = "busy"
 
-        class CrashInFallback(CrashingExecutor):
-            async def _run_logged(
-                self,
-                step: Step,
-                index: int,
-                phase: Phase,
-                run: FailoverRun,
-                *,
-                restore_backup: bool = False,
-            ) -> StepRecord:
-                record = await super()._run_logged(
-                    step, index, phase, run, restore_backup=restore_backup
-                )
-                if phase == "fallback" and index == 0:
-                    raise SimulatedCrash
-                return record
-
+        crashing = world.executor(config, cls=CrashingExecutor)
+        assert isinstance(crashing, CrashingExecutor)
+        crashing.crash_phase, crashing.crash_after = "fallback", 1  # after its first step
         with pytest.raises(SimulatedCrash):
-            await world.executor(config, cls=CrashInFallback).run(plan, "fo-1")
+            await crashing.run(plan, "fo-1")
         assert commands_on(world, A1) == ["stop"]
         progress = Journal(config.state_dir).progress("fo-1")
         assert progress.fallback_done == {0} and "(busy)" in (progress.fallback_reason or "")
