@@ -682,7 +682,7 @@ def test_a_failed_candidate_stop_lets_the_fence_step_end_and_starts_nothing(
     tmp_path: Path,
 ) -> None:
     async def body(world: World) -> None:
-        config = world.config(step_timeout="1s")
+        config = world.config(step_timeout="2s")
         await world.stop(A0)
         world.command_seconds[("stop", A0)] = 0.3
         world.failing_commands.add(("stop", A1))  # it keeps answering: the stop fails

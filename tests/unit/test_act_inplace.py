@@ -242,7 +242,7 @@ def test_a_failed_in_place_promotion_falls_back_to_a_restart(
     tmp_path: Path, fault: dict[str, Any], result: str, why: str, asked: int
 ) -> None:
     async def body(world: World, side: PluginSide) -> None:
-        config = inplace_config(world, step_timeout="1s")
+        config = inplace_config(world, step_timeout="2s")
         if fault.get("refusal"):
             side.refusal = fault["refusal"]
         side.is_hanging = bool(fault.get("is_hanging"))
@@ -251,7 +251,7 @@ def test_a_failed_in_place_promotion_falls_back_to_a_restart(
         plan = await inplace_plan(world, config)
         if result == "refused" and "mac" in why:
             wrong = secret_file(world, b"another-secret-of-32-bytes------", "wrong.secret")
-            config = inplace_config(world, step_timeout="1s", plugin_secret_file=wrong)
+            config = inplace_config(world, step_timeout="2s", plugin_secret_file=wrong)
         events = Events()
         done = await world.executor(config, emit=events).run(plan, "fo-1")
         assert done.outcome == "succeeded", done

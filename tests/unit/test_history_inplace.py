@@ -20,7 +20,9 @@ def journal(tmp_path: Path, *, refusal: str | None = None, is_hanging: bool = Fa
             await world.stop(A0)
             side = PluginSide(world, world.brokers[A1]).attach()
             side.refusal, side.is_hanging = refusal, is_hanging
-            config = inplace_config(world, step_timeout="1s")
+            # The fence's stop alone takes 0.5 s (a second look that the old master is gone):
+            # only a hanging promotion needs a short step budget, and 2 s leaves it slack.
+            config = inplace_config(world, step_timeout="2s" if is_hanging else "3s")
             plan = await inplace_plan(world, config)
             result = await world.executor(config).run(plan, "fo-1")
             assert result.outcome == "succeeded", result
