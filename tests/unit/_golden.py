@@ -1,9 +1,10 @@
-"""Real frames recorded from RocketMQ (tests/unit/golden) decoded, and a Requester replaying one."""
+"""Real frames recorded from RocketMQ (tests/unit/golden) decoded, and a Requester replaying one
+(or any reply a test makes up)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,21 @@ def golden(name: str, folder: Path = GOLDEN) -> RemotingCommand:
     return cmd
 
 
-class Replay:
-    """A Requester that answers with a recorded real reply and remembers what was asked."""
+Handler = Callable[[int, dict[str, str]], "RemotingCommand | Exception"]
 
-    def __init__(self, reply: RemotingCommand) -> None:
+
+class Replay:
+    """A Requester that answers with one reply (a recorded real one, or one a test made up) or
+    from a handler given the request code and fields (an exception it returns is raised), and
+    remembers what was asked."""
+
+    def __init__(self, reply: RemotingCommand | Handler) -> None:
         self.reply = reply
         self.asked: list[tuple[int, dict[str, str], bytes]] = []
+
+    @property
+    def asked_fields(self) -> list[tuple[int, dict[str, str]]]:
+        return [(code, fields) for code, fields, _ in self.asked]
 
     async def request(
         self,
@@ -36,7 +46,12 @@ class Replay:
         timeout_seconds: float,
     ) -> RemotingCommand:
         self.asked.append((code, dict(ext_fields or {}), body))
-        return self.reply
+        if isinstance(self.reply, RemotingCommand):
+            return self.reply
+        answer = self.reply(code, dict(ext_fields or {}))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.unit._golden import Replay
 from watchdog.act import run_canary
 from watchdog.decide import canary_topic
 from watchdog.native import (
@@ -236,9 +236,7 @@ def test_endless_output_is_capped_and_does_not_hang() -> None:
 
 def test_missing_command_is_not_ok() -> None:
     outcome = asyncio.run(
-        run_canary_client(
-            [NS1], TOPIC, timeout_seconds=1.0, command=["/nonexistent/canary-client"]
-        )
+        run_canary_client([NS1], TOPIC, timeout_seconds=1.0, command=["/nonexistent/canary-client"])
     )
     assert not outcome.is_ok
     assert outcome.error is not None and "cannot start the canary client" in outcome.error
@@ -299,39 +297,16 @@ def test_real_child_rejects_bad_arguments_with_one_json_line() -> None:
 # --------------------------------------------------------------------------- create_topic
 
 
-class FakeServer:
-    """A Requester answering from a handler; records every request."""
-
-    def __init__(self, handler: Any) -> None:
-        self.handler = handler
-        self.requests: list[tuple[int, dict[str, str]]] = []
-
-    async def request(
-        self,
-        code: int,
-        ext_fields: Mapping[str, str] | None = None,
-        body: bytes = b"",
-        *,
-        timeout_seconds: float,
-    ) -> RemotingCommand:
-        self.requests.append((code, dict(ext_fields or {})))
-        reply = self.handler(code, dict(ext_fields or {}))
-        if isinstance(reply, Exception):
-            raise reply
-        assert isinstance(reply, RemotingCommand)
-        return reply
-
-
 def ok(**ext: str) -> RemotingCommand:
     return RemotingCommand(code=0, flag=1, ext_fields=ext)
 
 
 def test_create_topic_sends_the_4_9_7_header() -> None:
-    broker = FakeServer(lambda code, ext: ok())
+    broker = Replay(lambda code, ext: ok())
     asyncio.run(
         create_topic(broker, TOPIC, read_queue_nums=2, write_queue_nums=3, timeout_seconds=1)
     )
-    assert broker.requests == [
+    assert broker.asked_fields == [
         (
             17,
             {
@@ -350,7 +325,7 @@ def test_create_topic_sends_the_4_9_7_header() -> None:
 
 def test_create_topic_refused_raises_remote_error() -> None:
     remark = "Can't modify topic or subscription group from slave broker"
-    broker = FakeServer(lambda code, ext: RemotingCommand(code=1, flag=1, remark=remark))
+    broker = Replay(lambda code, ext: RemotingCommand(code=1, flag=1, remark=remark))
     with pytest.raises(RemoteError, match="from slave broker") as info:
         asyncio.run(create_topic(broker, TOPIC, timeout_seconds=1))
     assert info.value.code == 1 and info.value.request_code == 17
@@ -367,14 +342,12 @@ def test_create_topic_refused_raises_remote_error() -> None:
         ({"perm": 16}, "perm"),
     ],
 )
-def test_create_topic_checks_arguments_before_sending(
-    kwargs: dict[str, Any], problem: str
-) -> None:
-    broker = FakeServer(lambda code, ext: ok())
+def test_create_topic_checks_arguments_before_sending(kwargs: dict[str, Any], problem: str) -> None:
+    broker = Replay(lambda code, ext: ok())
     args: dict[str, Any] = {"topic": TOPIC, **kwargs}
     with pytest.raises(ValueError, match=problem):
         asyncio.run(create_topic(broker, timeout_seconds=1, **args))
-    assert broker.requests == []
+    assert broker.asked_fields == []
 
 
 def test_topic_names_follow_the_broker_rule() -> None:
@@ -406,11 +379,11 @@ class FakeCluster:
         self.max_offset = 8
         self.routes: dict[str, Any] = {NS1: route_body(), NS2: route_body()}
         self.create: Any = ok()
-        self.servers: dict[str, FakeServer] = {}
+        self.servers: dict[str, Replay] = {}
 
-    def get(self, addr: str) -> FakeServer:
+    def get(self, addr: str) -> Replay:
         if addr not in self.servers:
-            self.servers[addr] = FakeServer(lambda code, ext: self.answer(addr, code))
+            self.servers[addr] = Replay(lambda code, ext: self.answer(addr, code))
         return self.servers[addr]
 
     def answer(self, addr: str, code: int) -> Any:
@@ -448,9 +421,9 @@ def test_happy_path_creates_waits_runs_and_confirms() -> None:
     assert "written to broker-a at 127.0.0.1:10911 (queue 0, offset 7) and read back" in (
         result.detail
     )
-    assert [code for code, _ in cluster.servers[MASTER].requests] == [17, 30]
-    assert cluster.servers[MASTER].requests[1][1] == {"topic": TOPIC, "queueId": "0"}
-    assert [code for code, _ in cluster.servers[NS1].requests] == [105]
+    assert [code for code, _ in cluster.servers[MASTER].asked_fields] == [17, 30]
+    assert cluster.servers[MASTER].asked_fields[1][1] == {"topic": TOPIC, "queueId": "0"}
+    assert [code for code, _ in cluster.servers[NS1].asked_fields] == [105]
 
 
 def test_slave_refusing_the_topic_fails_before_the_client() -> None:

@@ -3,17 +3,16 @@ every garbled reply turned into one clear error."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.unit._golden import Replay, run
 from watchdog.model import AclCredentials, Secret
 from watchdog.remoting import (
     PLUGIN_INFO,
@@ -76,29 +75,6 @@ REAL_REFUSAL = RemotingCommand(
 
 def reply(code: int = 0, remark: str | None = None, **ext: str) -> RemotingCommand:
     return RemotingCommand(code=code, flag=1, language="JAVA", remark=remark, ext_fields=ext)
-
-
-class Replay:
-    """A Requester that answers every request with one reply and keeps what was asked."""
-
-    def __init__(self, answer: RemotingCommand) -> None:
-        self.answer = answer
-        self.asked: list[tuple[int, dict[str, str]]] = []
-
-    async def request(
-        self,
-        code: int,
-        ext_fields: Mapping[str, str] | None = None,
-        body: bytes = b"",
-        *,
-        timeout_seconds: float,
-    ) -> RemotingCommand:
-        self.asked.append((code, dict(ext_fields or {})))
-        return self.answer
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
 
 
 # --- signing ----------------------------------------------------------------------------------
@@ -221,7 +197,7 @@ def test_each_call_signs_with_a_fresh_nonce_and_the_current_time() -> None:
     client = Replay(reply(0, brokerRole="SYNC_MASTER"))
     for _ in range(2):
         run(set_master_role(client, secret=SECRET, role="SYNC_MASTER", epoch=3, timeout_seconds=1))
-    (code1, first), (_, second) = client.asked
+    (code1, first), (_, second) = client.asked_fields
     assert code1 == SET_MASTER_ROLE
     assert first["nonce"] != second["nonce"] and len(first["nonce"]) == 32
     assert first["role"] == "SYNC_MASTER" and first["epoch"] == "3"
@@ -265,7 +241,7 @@ def test_a_promotion_reply_is_a_promotion() -> None:
         )
     )
     assert promotion == Promotion(promotion_point=15260, epoch=1, broker_role="ASYNC_MASTER")
-    code, asked = client.asked[0]
+    code, asked = client.asked_fields[0]
     assert code == PROMOTE_IN_PLACE
     assert asked["expectMaxPhyOffset"] == "15260" and asked["role"] == "ASYNC_MASTER"
 
@@ -321,7 +297,7 @@ def test_set_ha_master_sends_both_addresses() -> None:
             timeout_seconds=1,
         )
     )
-    code, asked = client.asked[0]
+    code, asked = client.asked_fields[0]
     assert code == SET_HA_MASTER
     assert asked["haMasterAddress"] == "10.0.0.2:10912"
     assert asked["masterAddress"] == "10.0.0.2:10911"
