@@ -190,8 +190,8 @@ def test_promotion_defaults_to_restart_and_inplace_takes_a_private_secret_file(
     [
         ("none", 'promotion = "inplace" needs plugin_secret_file'),
         ("missing", "cannot read: No such file or directory"),
-        ("group", "readable by group or others (mode 0640); chmod 600 it"),
-        ("world", "readable by group or others (mode 0604); chmod 600 it"),
+        ("group", "mode 0640 lets group or others at the secret; chmod 600 it (0600 or 0400)"),
+        ("world", "mode 0604 lets group or others at the secret; chmod 600 it (0600 or 0400)"),
         ("short", "holds 15 bytes; the plug-in needs at least 16"),
         ("folder", "not a regular file"),
     ],
@@ -223,7 +223,7 @@ def test_an_unusable_secret_file_is_one_error_at_load(
 def test_a_secret_file_is_checked_whenever_it_is_given(tmp_path: Path) -> None:
     secret = secret_file(tmp_path, mode=0o644)
     text = GOOD + f'\n[failover]\nplugin_secret_file = "{secret}"\n'
-    with pytest.raises(ConfigError, match="readable by group or others"):
+    with pytest.raises(ConfigError, match="lets group or others at the secret"):
         load_config(write(tmp_path, text))
     with pytest.raises(ConfigError, match="failover.promotion"):
         load_config(write(tmp_path, GOOD + '\n[failover]\npromotion = "hot"\n'))

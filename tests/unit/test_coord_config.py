@@ -119,7 +119,7 @@ def test_password_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mode", "content", "message"),
     [
-        (0o644, "pw\n", "readable by group or others (mode 0644); chmod 600 it"),
+        (0o644, "pw\n", "mode 0644 lets group or others at the password; chmod 600 it (0600 or 0400)"),  # noqa: E501
         (0o600, "\n", "empty"),
         (0o600, None, "cannot read: No such file or directory"),
     ],

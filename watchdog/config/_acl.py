@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from ..model import AclCredentials, Secret
-from ._base import ConfigError, Strict
+from ._base import ConfigError, Strict, read_private_file
 
 __all__ = ["AclSettings", "read_acl_secret", "ACL_KEY_MIN_CHARS"]
 
@@ -84,24 +82,12 @@ def read_acl_secret(path: str | Path) -> str:
     ConfigError when the file is missing, not a regular file, open to group or others (its
     mode must be 0600 or 0400), larger than 4 KiB, not UTF-8, or shorter than 7 characters."""
     p = Path(path)
+    raw = read_private_file(
+        p, "secret_key_file", "the secret key", max_bytes=_SECRET_FILE_MAX_BYTES,
+        forbidden_bits=0o077,
+    )  # fmt: skip
     try:
-        info = os.stat(p)
-    except OSError as exc:
-        raise ConfigError(f"secret_key_file {p}: cannot read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"secret_key_file {p}: not a regular file")
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o077:
-        raise ConfigError(
-            f"secret_key_file {p}: mode {mode:04o} lets group or others at the secret key; "
-            "chmod 600 it (0600 or 0400)"
-        )
-    if info.st_size > _SECRET_FILE_MAX_BYTES:
-        raise ConfigError(f"secret_key_file {p}: larger than {_SECRET_FILE_MAX_BYTES} bytes")
-    try:
-        text = p.read_bytes().decode("utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"secret_key_file {p}: cannot read: {exc.strerror or exc}") from None
+        text = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise ConfigError(f"secret_key_file {p}: not UTF-8 text") from None
     if len(text) < ACL_KEY_MIN_CHARS:

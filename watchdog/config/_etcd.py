@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from ._base import Addr, ConfigError, PositiveSeconds, Strict
+from ._base import Addr, ConfigError, PositiveSeconds, Strict, read_private_file
 
 __all__ = ["EtcdSettings", "read_etcd_password"]
 
 
 _ETCD_PREFIX = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
+# A password file larger than this is not a password (a wrong path, a log).
+_PASSWORD_MAX_BYTES = 4096
 
 
 class EtcdSettings(Strict):
@@ -125,23 +126,12 @@ class EtcdSettings(Strict):
 
 def read_etcd_password(path: str | Path) -> str:
     """The etcd password in `path` without its trailing line break; ConfigError when the
-    file is missing, not a file, readable by group or others, empty, or not UTF-8."""
+    file is missing, not a file, readable by group or others, larger than 4 KiB, empty, or not
+    UTF-8."""
     p = Path(path)
+    raw = read_private_file(p, "password_file", "the password", max_bytes=_PASSWORD_MAX_BYTES)
     try:
-        info = os.stat(p)
-    except OSError as exc:
-        raise ConfigError(f"password_file {p}: cannot read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"password_file {p}: not a regular file")
-    if info.st_mode & 0o044:
-        raise ConfigError(
-            f"password_file {p}: readable by group or others (mode "
-            f"{stat.S_IMODE(info.st_mode):04o}); chmod 600 it"
-        )
-    try:
-        text = p.read_bytes().decode("utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError(f"password_file {p}: cannot read: {exc.strerror or exc}") from None
+        text = raw.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:
         raise ConfigError(f"password_file {p}: not UTF-8 text") from None
     if not text:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ._base import ConfigError, Seconds, Strict
+from ._base import ConfigError, Seconds, Strict, read_private_file
 
 __all__ = ["FailoverSettings", "read_plugin_secret", "PLUGIN_SECRET_MIN_BYTES"]
 
@@ -78,23 +76,9 @@ def read_plugin_secret(path: str | Path) -> bytes:
     file is missing, readable by group or others, not a file, or holds no usable secret. Read
     at each use, so a rotated secret applies without a restart (as in the plug-in)."""
     p = Path(path)
-    try:
-        info = os.stat(p)
-    except OSError as exc:
-        raise ConfigError(f"plugin_secret_file {p}: cannot read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"plugin_secret_file {p}: not a regular file")
-    if info.st_mode & 0o044:
-        raise ConfigError(
-            f"plugin_secret_file {p}: readable by group or others (mode "
-            f"{stat.S_IMODE(info.st_mode):04o}); chmod 600 it"
-        )
-    if info.st_size > _PLUGIN_SECRET_MAX_BYTES:
-        raise ConfigError(f"plugin_secret_file {p}: larger than {_PLUGIN_SECRET_MAX_BYTES} bytes")
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"plugin_secret_file {p}: cannot read: {exc.strerror or exc}") from None
+    raw = read_private_file(
+        p, "plugin_secret_file", "the secret", max_bytes=_PLUGIN_SECRET_MAX_BYTES
+    )
     secret = raw.strip(bytes(range(0x21)))
     if len(secret) < PLUGIN_SECRET_MIN_BYTES:
         raise ConfigError(
