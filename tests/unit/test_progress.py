@@ -585,6 +585,19 @@ def check_interrupted_lanes(
                 assert started - done <= again_started, (cut, seen)
 
 
+def ran(plan: Plan, count: int | None = None) -> list[str]:
+    """The lines of the plan's first `count` main steps (all of them: None), as play says them."""
+    return [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(plan.steps[:count])]
+
+
+# A promotion undone: the candidate back to a slave, the old master's file put back.
+UNDONE = [
+    f"rollback 0 stop {A1}",
+    f"rollback 1 rewrite {A1} restore",
+    f"rollback 2 start {A1}",
+    f"rollback 3 rewrite {A0} restore",
+]
+
 ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
     (
         "every step done",
@@ -607,8 +620,7 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
         "a best-effort fence step that fails is skipped and the plan goes on",
         PROMOTION,
         {("main", 1): "skipped"},
-        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(PROMOTION.steps)]
-        + ["succeeded: master died"],
+        ran(PROMOTION) + ["succeeded: master died"],
     ),
     (
         "no fence: the old master's rewrite is restored, nothing else is touched",
@@ -692,13 +704,10 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
         "the new master never registers: rolled back, both files restored",
         PROMOTION,
         {("main", 6): "failed"},
-        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(PROMOTION.steps[:7])]
+        ran(PROMOTION, 7)
         + [
             "rollback_started: step 7 (wait_master) failed: boom",
-            f"rollback 0 stop {A1}",
-            f"rollback 1 rewrite {A1} restore",
-            f"rollback 2 start {A1}",
-            f"rollback 3 rewrite {A0} restore",
+            *UNDONE,
             "rolled_back: step 7 (wait_master) failed: boom; rolled back",
         ],
     ),
@@ -706,13 +715,10 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
         "a failed rollback step: the rest of the rollback still runs, the outcome is failed",
         PROMOTION,
         {("main", 6): "failed", ("rollback", 2): "failed"},
-        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(PROMOTION.steps[:7])]
+        ran(PROMOTION, 7)
         + [
             "rollback_started: step 7 (wait_master) failed: boom",
-            f"rollback 0 stop {A1}",
-            f"rollback 1 rewrite {A1} restore",
-            f"rollback 2 start {A1}",
-            f"rollback 3 rewrite {A0} restore",
+            *UNDONE,
             "failed: step 7 (wait_master) failed: boom; rolled back (rollback incomplete)",
         ],
     ),
@@ -720,20 +726,16 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
         "a failed canary: the group has a registered master, undoing it would leave none",
         PROMOTION,
         {("main", 7): "failed"},
-        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(PROMOTION.steps[:8])]
-        + ["failed: step 8 (canary) failed: boom"],
+        ran(PROMOTION, 8) + ["failed: step 8 (canary) failed: boom"],
     ),
     (
         "record_epoch fails: rolled back",
         PROMOTION,
         {("main", 8): "failed"},
-        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(PROMOTION.steps)]
+        ran(PROMOTION)
         + [
             "rollback_started: step 9 (record_epoch) failed: boom",
-            f"rollback 0 stop {A1}",
-            f"rollback 1 rewrite {A1} restore",
-            f"rollback 2 start {A1}",
-            f"rollback 3 rewrite {A0} restore",
+            *UNDONE,
             "rolled_back: step 9 (record_epoch) failed: boom; rolled back",
         ],
     ),
@@ -741,13 +743,10 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
         "a pinned slave's re-point fails after the canary: rolled back",
         WITH_SLAVE,
         {("main", 9): "failed"},
-        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(WITH_SLAVE.steps[:10])]
+        ran(WITH_SLAVE, 10)
         + [
             "rollback_started: step 10 (rewrite) failed: boom",
-            f"rollback 0 stop {A1}",
-            f"rollback 1 rewrite {A1} restore",
-            f"rollback 2 start {A1}",
-            f"rollback 3 rewrite {A0} restore",
+            *UNDONE,
             "rolled_back: step 10 (rewrite) failed: boom; rolled back",
         ],
     ),
@@ -757,7 +756,7 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
         "a forced switch whose old master does not rejoin: failed, the promotion stands",
         SWITCH,
         {("main", 9): "failed"},
-        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(SWITCH.steps)]
+        ran(SWITCH)
         + [
             "failed: step 10 (start) failed: boom; the promotion stands (its epoch is recorded)",
         ],
@@ -767,8 +766,7 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
         "in place: every step done, the candidate never stopped",
         IN_PLACE,
         {},
-        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE.steps)]
-        + ["succeeded: master died; promoted in place"],
+        ran(IN_PLACE) + ["succeeded: master died; promoted in place"],
     ),
     (
         "in place refused: the fallback restarts it, then the plan goes on",
@@ -808,7 +806,7 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
         IN_PLACE,
         {("main", 3): "failed", ("fallback", 0): "failed"},
         [
-            *[f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE.steps[:4])],
+            *ran(IN_PLACE, 4),
             "fallback_started: the in-place promotion (step 4) failed: boom",
             f"fallback 0 stop {A1}",
             "failed: the in-place promotion (step 4) failed: boom; then fallback step 1 (stop) "
@@ -820,17 +818,14 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
         IN_PLACE,
         {("main", 3): "failed", ("fallback", 2): "failed"},
         [
-            *[f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE.steps[:4])],
+            *ran(IN_PLACE, 4),
             "fallback_started: the in-place promotion (step 4) failed: boom",
             f"fallback 0 stop {A1}",
             f"fallback 1 rewrite {A1}",
             f"fallback 2 start {A1}",
             "rollback_started: the in-place promotion (step 4) failed: boom; then fallback "
             "step 3 (start) failed: boom",
-            f"rollback 0 stop {A1}",
-            f"rollback 1 rewrite {A1} restore",
-            f"rollback 2 start {A1}",
-            f"rollback 3 rewrite {A0} restore",
+            *UNDONE,
             "rolled_back: the in-place promotion (step 4) failed: boom; then fallback step 3 "
             "(start) failed: boom; rolled back",
         ],
@@ -840,7 +835,7 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
         IN_PLACE,
         {("main", 4): "failed"},
         [
-            *[f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE.steps[:5])],
+            *ran(IN_PLACE, 5),
             "rollback_started: step 5 (rewrite) failed: boom",
             f"rollback 0 stop {A1}",
             f"rollback 1 rewrite {A1}",
@@ -854,12 +849,9 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
         IN_PLACE,
         {("main", 5): "failed"},
         [
-            *[f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE.steps[:6])],
+            *ran(IN_PLACE, 6),
             "rollback_started: step 6 (wait_master) failed: boom",
-            f"rollback 0 stop {A1}",
-            f"rollback 1 rewrite {A1} restore",
-            f"rollback 2 start {A1}",
-            f"rollback 3 rewrite {A0} restore",
+            *UNDONE,
             "rolled_back: step 6 (wait_master) failed: boom; rolled back",
         ],
     ),
@@ -868,7 +860,7 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
         IN_PLACE,
         {("main", 3): "failed", ("main", 5): "failed"},
         [
-            *[f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE.steps[:4])],
+            *ran(IN_PLACE, 4),
             "fallback_started: the in-place promotion (step 4) failed: boom",
             f"fallback 0 stop {A1}",
             f"fallback 1 rewrite {A1}",
@@ -876,10 +868,7 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
             f"main 4 rewrite {A1}",
             f"main 5 wait_master {A1}",
             "rollback_started: step 6 (wait_master) failed: boom",
-            f"rollback 0 stop {A1}",
-            f"rollback 1 rewrite {A1} restore",
-            f"rollback 2 start {A1}",
-            f"rollback 3 rewrite {A0} restore",
+            *UNDONE,
             "rolled_back: step 6 (wait_master) failed: boom; rolled back",
         ],
     ),
@@ -887,27 +876,22 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
         "promoted in place, a failed canary: the group has a master, nothing undone",
         IN_PLACE,
         {("main", 6): "failed"},
-        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE.steps[:7])]
-        + ["failed: step 7 (canary) failed: boom"],
+        ran(IN_PLACE, 7) + ["failed: step 7 (canary) failed: boom"],
     ),
     (
         "a slave not re-pointed in place (best effort) holds nothing up",
         IN_PLACE_SLAVE,
         {("main", 8): "skipped"},
-        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE_SLAVE.steps)]
-        + ["succeeded: master died; promoted in place"],
+        ran(IN_PLACE_SLAVE) + ["succeeded: master died; promoted in place"],
     ),
     (
         "the pinned slave's file cannot be rewritten: rolled back, as on the restart path",
         IN_PLACE_SLAVE,
         {("main", 7): "failed"},
-        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(IN_PLACE_SLAVE.steps[:8])]
+        ran(IN_PLACE_SLAVE, 8)
         + [
             "rollback_started: step 8 (rewrite) failed: boom",
-            f"rollback 0 stop {A1}",
-            f"rollback 1 rewrite {A1} restore",
-            f"rollback 2 start {A1}",
-            f"rollback 3 rewrite {A0} restore",
+            *UNDONE,
             "rolled_back: step 8 (rewrite) failed: boom; rolled back",
         ],
     ),
@@ -915,15 +899,13 @@ ROWS: list[tuple[str, Plan, dict[tuple[str, int], StepStatus], list[str]]] = [
         "a fence plan runs to its end",
         FENCE,
         {},
-        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(FENCE.steps)]
-        + ["succeeded: second master"],
+        ran(FENCE) + ["succeeded: second master"],
     ),
     (
         "a fence plan is never rolled back",
         FENCE,
         {("main", 2): "failed"},
-        [f"main {i} {s.kind} {s.broker_key}" for i, s in enumerate(FENCE.steps[:3])]
-        + ["failed: step 3 (move_store_aside) failed: boom"],
+        ran(FENCE, 3) + ["failed: step 3 (move_store_aside) failed: boom"],
     ),
 ]
 
