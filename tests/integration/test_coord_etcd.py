@@ -22,10 +22,12 @@ import pytest
 from tests.etcd_cluster import EtcdCluster, EtcdMember, start_etcd_cluster
 from watchdog.config import EtcdSettings
 from watchdog.coord import (
+    CoordError,
     Coordinator,
     CoordView,
     FenceRefused,
     GroupView,
+    ask_leader,
     instance_observations,
 )
 
@@ -160,6 +162,76 @@ def test_published_views_are_seen_by_the_others(etcd: EtcdCluster) -> None:
             await b.close()
             seen = await c.cycle(views())
             assert [v.name for v in seen.instances] == ["wd-a", "wd-c"]
+
+    run(body)
+
+
+# --- operators' requests through etcd --------------------------------------------------------
+
+
+def test_a_request_put_in_etcd_is_taken_once_by_the_leader_and_answered_in_order(
+    etcd: EtcdCluster,
+) -> None:
+    async def body() -> None:
+        async with AsyncExitStack() as stack:
+            leader, follower = await started(
+                stack, coordinator(etcd.endpoints, "wd-1"), coordinator(etcd.endpoints, "wd-2")
+            )
+            seen = await one_round([leader, follower])
+            assert leaders(seen) == ["wd-1"]
+            settings = leader._settings
+            got: list[dict[str, Any]] = []
+
+            async def ask() -> None:
+                async for answer in ask_leader(
+                    settings, leader.prefix, {"op": "ack", "broker_name": "broker-a"},
+                    asked_by="wd-3", take_timeout_seconds=10,
+                ):  # fmt: skip
+                    got.append(answer)
+
+            asker = asyncio.create_task(ask())
+            taken: list[Any] = []
+            for _ in range(50):
+                assert await follower.take_requests() == []  # only the leader takes
+                taken = await leader.take_requests()
+                if taken:
+                    break
+                await asyncio.sleep(0.1)
+            (request,) = taken
+            assert request.body == {"op": "ack", "broker_name": "broker-a", "from": "wd-3"}
+            assert await leader.take_requests() == []  # taken once
+            await leader.reply(request, 1, {"ok": True, "message": "done"})
+            await leader.reply(request, 2, {"end": True})
+            await asyncio.wait_for(asker, 10)
+            assert got == [
+                {"event": "taken", "leader": "wd-1", "term": seen[0].fencing_token},
+                {"ok": True, "message": "done"},
+            ]
+            # The asking command revoked its lease: the answers are gone with it.
+            assert not (await leader._session.get(leader.prefix + "/replies/", prefix=True))[0]
+
+            # Nobody takes it: withdrawn after the timeout, one clear error.
+            with pytest.raises(CoordError, match="no leader took the request within 1 s"):
+                async for _ in ask_leader(
+                    settings, leader.prefix, {"op": "ack"}, asked_by="wd-3",
+                    take_timeout_seconds=1,
+                ):  # fmt: skip
+                    pass
+            assert not (await leader._session.get(leader.prefix + "/requests/", prefix=True))[0]
+
+            # The leader that took it dies before its last answer: the asker is told.
+            got.clear()
+            asker = asyncio.create_task(ask())
+            for _ in range(50):
+                if taken := await leader.take_requests():
+                    break
+                await asyncio.sleep(0.1)
+            assert taken
+            await leader.close(resign=False)
+            await until([follower], lambda s: bool(leaders(s)))
+            with pytest.raises(CoordError, match="lost the lead before its last answer"):
+                await asyncio.wait_for(asker, 10)
+            assert [a["event"] for a in got] == ["taken"]
 
     run(body)
 

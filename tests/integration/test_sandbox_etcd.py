@@ -248,36 +248,72 @@ def wait_group(config: WatchdogConfig, done: Any, what: str, timeout: float = 60
         time.sleep(0.2)
 
 
-def test_failover_and_ack_away_from_the_leader_are_refused_naming_it(
+def namesrv_masters(box: Sandbox) -> set[str | None]:
+    """broker-a's id 0 address as each of the sandbox's nameservers lists it."""
+    from watchdog.remoting import ClientPool, get_cluster_info
+
+    async def ask() -> set[str | None]:
+        pool = ClientPool(connect_timeout_seconds=1.0)
+        try:
+            infos = [
+                await get_cluster_info(pool.get(n["addr"]), timeout_seconds=3.0)
+                for n in box.info()["nameservers"]
+            ]
+        finally:
+            await pool.close_all()
+        return {info.broker_addrs.get("broker-a", {}).get(0) for info in infos}
+
+    return asyncio.run(ask())
+
+
+def test_failover_switchover_and_ack_away_from_the_leader_go_to_it_through_etcd(
     etcd_box: Sandbox, tmp_path: Path
 ) -> None:
-    wd1, wd2, _ = configs(etcd_box)
+    wd1, wd2, wd3 = configs(etcd_box)
     paths = [str(etcd_box.dir / name) for name in CONFIGS]
+    old, new = (
+        next(b["addr"] for b in etcd_box.info()["brokers"] if b["broker_id"] == i) for i in (0, 1)
+    )
     with DaemonChild(paths[0], tmp_path / "wd-1.log"):
         wait_group(wd1, lambda g: g.leader_name == "wd-1", "wd-1 leads")
         with DaemonChild(paths[1], tmp_path / "wd-2.log"):
             wait_group(wd2, lambda g: "wd-2" in {v.name for v in g.instances}, "wd-2 publishes")
-            # wd-2's daemon refuses (it does not lead); the CLI names the leader from etcd.
-            ack = cli("ack", "-c", paths[1], "--broker-name", "broker-a", check=False)
-            assert ack.returncode == 1, ack.stdout
-            assert "the leader is instance wd-1 (etcd /rmq-watchdog/XdclassCluster/leader)" in (
-                ack.stdout
-            )
+            # On wd-2's host the daemon follows: the CLI asks wd-1 through etcd.
+            ack = cli("ack", "-c", paths[1], "--broker-name", "broker-a")
+            assert ack.stdout.splitlines() == [
+                "wd-1 leads; asking it through etcd to run the ack",
+                "wd-1 took the request",
+                "automatic failover of broker-a re-enabled",
+            ], ack.stdout
             failover = cli(
                 "failover", "-c", paths[1], "--broker-name", "broker-a", "--json", check=False
             )
             assert failover.returncode == 1, failover.stdout
             lines = [json.loads(line) for line in failover.stdout.splitlines()]
-            assert any("error" in line for line in lines), lines
-            assert lines[-1]["etcd_leader"] == "wd-1"
-            # wd-3 runs no daemon: neither acts alone beside the leader.
-            for args in (("ack",), ("failover", "--yes")):
-                alone = cli(*args, "-c", paths[2], "--broker-name", "broker-a", check=False)
-                assert alone.returncode == 1, alone.stdout
-                assert "none runs here" in alone.stdout and "instance wd-1" in alone.stdout
-                assert not (Path(configs(etcd_box)[2].state_dir) / "state.json").exists()
-    # Nothing failed over: the master is the one `up` started.
-    assert etcd_box.pid("broker-a:0") is not None
+            assert lines[0]["event"] == "taken" and lines[0]["leader"] == "wd-1", lines
+            # wd-1 refuses as it would on its own host: the master answers.
+            assert len(lines) == 2 and "error" in lines[1], lines
+        # wd-3's host runs no daemon: the switchover asked there is wd-1's to run.
+        switch = cli(
+            "switchover", "-c", paths[2], "--broker-name", "broker-a", "--yes", "--json",
+            check=False,
+        )  # fmt: skip
+        assert switch.returncode == 0, (switch.stdout, switch.stderr)
+        lines = [json.loads(line) for line in switch.stdout.splitlines()]
+        assert lines[0]["event"] == "taken" and lines[0]["leader"] == "wd-1", lines
+        accepted = next(m for m in lines if m.get("event") == "accepted")
+        assert lines[-1]["event"] == "result" and lines[-1]["outcome"] == "succeeded", lines
+        assert namesrv_masters(etcd_box) == {new} and new != old
+    log = (tmp_path / "wd-1.log").read_text()
+    assert "request from wd-2" in log and "request from wd-3" in log
+    # wd-1 journaled it in its own state dir and in etcd; wd-3's state dir holds no run.
+    assert (Path(wd1.state_dir) / "failovers" / f"{accepted['failover_id']}.jsonl").exists()
+    assert not (Path(wd3.state_dir) / "failovers" / f"{accepted['failover_id']}.jsonl").exists()
+    assert not (Path(wd3.state_dir) / "state.json").exists()
+    # With no daemon left, nobody leads within lease_ttl: a request is refused, naming why.
+    wait_group(wd3, lambda g: g.leader_name is None, "nobody leads")
+    alone = cli("ack", "-c", paths[2], "--broker-name", "broker-a", check=False)
+    assert alone.returncode == 1 and "etcd names no leader now" in alone.stdout, alone.stdout
 
 
 def test_down_stops_etcd_too_and_status_then_says_etcd_cannot_be_reached(

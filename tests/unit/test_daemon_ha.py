@@ -33,6 +33,7 @@ from watchdog.coord import (
     CoordView,
     EtcdUnavailable,
     FenceRefused,
+    ForwardedRequest,
     GroupView,
     InstanceView,
     LeaderRecord,
@@ -53,6 +54,8 @@ class FakeEtcd:
         self.state: dict[str, bytes] = {}
         self.views: dict[str, InstanceView] = {}
         self.writes: list[tuple[str, dict[str, bytes]]] = []
+        self.requests: list[ForwardedRequest] = []  # waiting for the leader
+        self.replies: dict[str, list[Mapping[str, Any]]] = {}  # request id -> answers
 
     def elect(self, name: str | None) -> None:
         self.leader = name
@@ -109,6 +112,18 @@ class FakeCoordinator:
         if self.instance_name in self.etcd.unreachable:
             raise EtcdUnavailable("cut off")
         return dict(self.etcd.state)
+
+    async def take_requests(self) -> list[ForwardedRequest]:
+        e, me = self.etcd, self.instance_name
+        if me in e.unreachable or e.leader != me:
+            return []
+        taken, e.requests = e.requests, []
+        return taken
+
+    async def reply(self, request: ForwardedRequest, seq: int, message: Mapping[str, Any]) -> None:
+        answers = self.etcd.replies.setdefault(request.request_id, [])
+        assert seq == len(answers) + 1, (seq, answers)
+        answers.append(message)
 
 
 # -- an executor that journals like the real one and passes each step through the gate -------
@@ -480,6 +495,53 @@ def test_a_follower_refuses_failover_and_ack_naming_the_leader(tmp_path: Path) -
     assert sent == [{"error": "wd-2 is not the leader: wd-1 leads; ask wd-1"}]
     assert ack == {"error": "wd-2 is not the leader: wd-1 leads; ask wd-1"}
     assert wd2.executor.runs == []
+
+
+def test_the_leader_runs_requests_other_hosts_put_in_etcd_and_answers_each_in_order(
+    tmp_path: Path,
+) -> None:
+    clock, etcd, world = FakeClock(), FakeEtcd(), crash(at=30.0)
+    etcd.elect("wd-1")
+    wd1, wd2 = (Instance(tmp_path, n, etcd, world, clock) for n in ("wd-1", "wd-2"))
+
+    async def body() -> None:
+        await cycles([wd1, wd2], clock, until=1.0, logs=[])
+        etcd.requests = [
+            ForwardedRequest("r-ack", {"op": "ack", "broker_name": "broker-a", "from": "h3"}, 7),
+            ForwardedRequest("r-live", {"op": "failover", "broker_name": "broker-a"}, 7),
+            ForwardedRequest("r-forced", {"op": "failover", "broker_name": "broker-a",
+                                          "force": True, "from": "h3"}, 7),  # fmt: skip
+            ForwardedRequest("r-bad", None, 7, "bad request: not a JSON object"),
+            ForwardedRequest("r-odd", {"op": "switchover", "catch_up_timeout_seconds": []}, 7),
+        ]
+        await cycles([wd1, wd2], clock, until=2.0, logs=[])
+        for _ in range(50):
+            await settle()
+
+    asyncio.run(body())
+    r = etcd.replies
+    assert r["r-ack"] == [
+        {"ok": True, "message": "automatic failover of broker-a re-enabled"},
+        {"end": True},
+    ]
+    # Refused as the leader refuses its own control socket: the master answers.
+    assert len(r["r-live"]) == 2 and "error" in r["r-live"][0] and r["r-live"][1] == {"end": True}
+    forced = r["r-forced"]
+    assert forced[0]["event"] == "accepted" and forced[-2]["event"] == "result", forced
+    assert forced[-2]["outcome"] == "succeeded" and forced[-1] == {"end": True}
+    assert wd1.executor.runs == [(forced[0]["failover_id"], None)]
+    assert r["r-bad"] == [{"error": "bad request: not a JSON object"}, {"end": True}]
+    assert r["r-odd"][0]["error"].startswith("bad request: ") and r["r-odd"][1] == {"end": True}
+    assert wd2.executor.runs == []  # the follower takes nothing
+
+
+def test_a_follower_takes_no_request(tmp_path: Path) -> None:
+    clock, etcd, world = FakeClock(), FakeEtcd(), crash(at=30.0)
+    etcd.elect("wd-1")
+    wd2 = Instance(tmp_path, "wd-2", etcd, world, clock)
+    etcd.requests = [ForwardedRequest("r-ack", {"op": "ack", "broker_name": "broker-a"}, 7)]
+    asyncio.run(cycles([wd2], clock, until=2.0, logs=[]))
+    assert etcd.replies == {} and len(etcd.requests) == 1
 
 
 # -- pure parts -------------------------------------------------------------------------------

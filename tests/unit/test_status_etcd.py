@@ -179,8 +179,7 @@ def test_etcd_journals_merge_with_the_local_ones_the_further_row_wins(tmp_path: 
 def test_the_leader_is_named_for_a_refused_command() -> None:
     assert leader_hint(EtcdRead(), "wd-2") is None  # no [etcd]
     assert leader_hint(EtcdRead(group=group_read()), "wd-2") == (
-        "the leader is instance wd-1 (etcd /rmq-watchdog/c/leader): run the command on its "
-        "host, with its config"
+        "the leader is instance wd-1 (etcd /rmq-watchdog/c/leader)"
     )
     assert "names no leader now" in str(leader_hint(EtcdRead(group=group_read(None)), "wd-2"))
     assert "cannot be reached" in str(leader_hint(EtcdRead(error="timeout"), "wd-2"))

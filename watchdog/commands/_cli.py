@@ -304,14 +304,13 @@ def failover(
     reasons, the candidate, the expected loss, every command with its host and the unified
     diff of every properties file. It also works on a healthy cluster ("what would happen if
     the master died now"). A real run asks a running daemon to act (one actor); without a
-    daemon it takes the state-dir lock and acts itself.
+    daemon it takes the state-dir lock and acts itself. With [etcd] the leader acts: this
+    host's daemon when it leads, else the leader on its host, asked through etcd.
     """
     from ._failover import run_failover
 
     config = load_or_exit(config_path)
     to_key = _candidate_key(config, config_path, broker_name, to_id)
-    if not dry_run:
-        _refuse_without_daemon(config, "failover", as_json)
     code = run_async(
         lambda: run_failover(
             config,
@@ -336,8 +335,6 @@ def failover(
             f"{config_path}` resumes it or rolls it back"
         ),
     )
-    if code != 0 and not dry_run:
-        _say_leader(config, as_json)
     sys.exit(code)
 
 
@@ -395,14 +392,13 @@ def switchover(
     checked to replicate from it. A candidate that does not catch up within
     --catch-up-timeout: refused, the master's writes given back, nothing else changed. A
     real run asks a running daemon to act (one actor); without one it takes the state-dir
-    lock and acts itself.
+    lock and acts itself. With [etcd] the leader acts: this host's daemon when it leads, else
+    the leader on its host, asked through etcd.
     """
     from ._switchover import run_switchover
 
     config = load_or_exit(config_path)
     to_key = _candidate_key(config, config_path, broker_name, to_id)
-    if not dry_run:
-        _refuse_without_daemon(config, "switchover", as_json)
     code = run_async(
         lambda: run_switchover(
             config,
@@ -425,8 +421,6 @@ def switchover(
             f"and the next `rmq-watchdog run -c {config_path}` resumes it or gives them back"
         ),
     )
-    if code != 0 and not dry_run:
-        _say_leader(config, as_json)
     sys.exit(code)
 
 
@@ -448,44 +442,6 @@ def _candidate_key(
     if config.broker(broker_name, to_id) is None:
         raise BadInput(f"--to: {broker_name} has no broker with id {to_id} in {config_path}")
     return f"{broker_name}:{to_id}"
-
-
-def _refuse_without_daemon(config: WatchdogConfig, command: str, as_json: bool) -> None:
-    """With [etcd], `failover` and `ack` act only through this host's running daemon, which
-    refuses unless it leads: run alone under the state-dir lock, as without [etcd], the
-    command would act beside the leader (two actors) or on a state dir the leader ignores.
-    Exit 1 with the leader's name when no daemon runs here."""
-    from ..daemon import is_lock_held
-    from ._status import leader_hint, read_etcd
-
-    if config.etcd is None or is_lock_held(config.state_dir):
-        return
-    read = run_async(lambda: read_etcd(config, with_state=False))
-    reason = (
-        f"with [etcd], {command} goes through this instance's running daemon "
-        f"({config.instance_name}), and none runs here (nothing holds {config.state_dir}/lock); "
-        f"{leader_hint(read, config.instance_name)}"
-    )
-    click.echo(json.dumps({"refused": reason}) if as_json else f"refused: {reason}")
-    sys.exit(1)
-
-
-def _say_leader(config: WatchdogConfig, as_json: bool) -> None:
-    """After a refused or failed `failover` or `ack` with [etcd]: when this instance is not
-    the leader (another is, nobody is, or etcd cannot say), name the leader read from etcd.
-    Only the leader acts, so a refusal from this instance's daemon is that one's to take."""
-    from ._status import leader_hint, read_etcd
-
-    if config.etcd is None:
-        return
-    read = run_async(lambda: read_etcd(config, with_state=False))
-    if read.leader_name == config.instance_name:
-        return
-    hint = leader_hint(read, config.instance_name)
-    if as_json:
-        click.echo(json.dumps({"etcd_leader": read.leader_name, "message": hint}))
-    else:
-        click.echo(hint)
 
 
 @cli.command()
@@ -529,16 +485,14 @@ def history(config_path: str, broker_name: str | None, as_json: bool) -> None:
 @config_option
 @click.option("--broker-name", required=True, help="The broker group whose block to lift.")
 def ack(config_path: str, broker_name: str) -> None:
-    """Acknowledge a failover: lift the anti-flap block on automatic failovers of a group."""
+    """Acknowledge a failover: lift the anti-flap block on automatic failovers of a group
+    (with [etcd], the leader's block: asked through etcd when it runs on another host)."""
     from ._failover import run_ack
 
     config = load_or_exit(config_path)
     if broker_name not in config.group_names():
         raise BadInput(f"--broker-name: unknown broker group {broker_name!r}")
-    _refuse_without_daemon(config, "ack", as_json=False)
     code = run_async(lambda: run_ack(config, broker_name, echo=click.echo))
-    if code != 0:
-        _say_leader(config, as_json=False)
     sys.exit(code)
 
 

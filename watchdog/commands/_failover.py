@@ -1,4 +1,5 @@
-"""Operator-driven failover and ack: dry runs, asking a running daemon, or acting under the lock."""
+"""Operator-driven failover and ack: dry runs, asking a running daemon (or the leader through
+etcd), or acting under the lock."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ from ..model import ClusterSnapshot, format_utc
 from ..observe import HookRunner, WebhookNotifier
 from ..probe import Prober, client_pool
 from ..remoting import ClientPool
+from ._forward import forward, route, show_answers
 
 __all__ = ["run_failover", "run_ack", "render_plan"]
 
@@ -221,11 +223,17 @@ async def run_failover(
             "have two masters and acknowledged messages will be lost. Recorded in the journal."
         )
     if not dry_run:
+        request = FailoverRequest(broker_name, to_key, force, fenced_by_operator)
+        to = await route(config)
+        if to.refusal is not None:
+            return _refused(to.refusal, as_json, echo)
+        if to.leader is not None:  # its state dir, not ours, has the block it leaves
+            asked = request.to_json()
+            return await forward(config, to.leader, asked, as_json, echo, noun="failover")
         lock = DaemonLock(config.state_dir)
         try:
             lock.acquire()
         except LockHeld:
-            request = FailoverRequest(broker_name, to_key, force, fenced_by_operator)
             code = await _ask_daemon(config, request, as_json, echo)
         else:
             try:
@@ -467,38 +475,23 @@ async def _ask_daemon(
         return 2
     try:
         await daemon.send(request.to_json())
-        code = 1
         if not as_json:
             verb = "fail over" if noun == "failover" else f"run the {noun}"
             echo(f"a running daemon holds the lock; asking it to {verb}")
-        async for message in daemon.answers():
-            if seen is not None:
-                seen.append(message)
-            if message.get("event") == "result":
-                code = 0 if message["outcome"] == "succeeded" else 1
-            if as_json:
-                echo(json.dumps(message))
-            elif "error" in message:
-                echo(f"refused by the daemon: {message['error']}")
-            elif message.get("event") == "accepted":
-                echo(f"{noun} {message['failover_id']} accepted: {message['plan']['reason']}")
-            elif message.get("event") in ("step_done", "step_skipped", "step_failed"):
-                rec = message["record"]
-                echo(
-                    f"  step {rec['index'] + 1} {rec['status']}: {message['step']['purpose']} — "
-                    f"{rec['detail']}"
-                )
-            elif message.get("event") == "fallback_started":
-                echo(f"falling back to a restart: {message['reason']}")
-            elif message.get("event") == "result":
-                echo(f"{noun} {message['outcome']}: {message['detail']}")
-        return code
+        return await show_answers(daemon.answers(), as_json, echo, noun=noun, seen=seen)
     finally:
         daemon.close()
 
 
 async def run_ack(config: WatchdogConfig, broker_name: str, *, echo: Echo) -> int:
-    """Lift a group's block: through the running daemon, or under the lock when none runs."""
+    """Lift a group's block: through the running daemon, or under the lock when none runs;
+    with [etcd], the leader's (through etcd when it runs elsewhere)."""
+    to = await route(config)
+    if to.refusal is not None:
+        return _refused(to.refusal, False, echo)
+    if to.leader is not None:
+        request = {"op": "ack", "broker_name": broker_name}
+        return await forward(config, to.leader, request, False, echo, noun="ack")
     lock = DaemonLock(config.state_dir)
     try:
         lock.acquire()

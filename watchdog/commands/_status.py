@@ -234,8 +234,8 @@ def _running(journal: Journal, failover_id: str) -> dict[str, Any]:
 
 
 def leader_hint(read: EtcdRead, own_name: str) -> str | None:
-    """One sentence naming the leader for a refused `failover` or `ack` (None without
-    [etcd]): who leads, or that nobody does, or that etcd cannot be reached."""
+    """One sentence naming the leader (None without [etcd]): who leads, or that nobody does,
+    or that etcd cannot be reached; why a `failover` or `ack` finds no leader to ask."""
     if read.group is None and read.error is None:
         return None
     if read.group is None:
@@ -245,7 +245,4 @@ def leader_hint(read: EtcdRead, own_name: str) -> str | None:
         return "etcd names no leader now: no instance can act (a new one leads within lease_ttl)"
     if leader == own_name:
         return f"etcd names this instance ({own_name}) the leader"
-    return (
-        f"the leader is instance {leader} (etcd {read.group.prefix}/leader): run the command "
-        f"on its host, with its config"
-    )
+    return f"the leader is instance {leader} (etcd {read.group.prefix}/leader)"

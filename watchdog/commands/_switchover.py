@@ -17,6 +17,7 @@ from ..hosts import Host, make_host
 from ..observe import write_pause_seconds
 from ..probe import client_pool
 from ._failover import _ask_daemon, _execute_locally, _observe, _refused, render_plan
+from ._forward import forward, route
 
 __all__ = ["run_switchover", "write_pause_seconds"]
 
@@ -101,6 +102,17 @@ async def run_switchover(
         return await _plan_here(
             config, broker_name, to_key, catch_up_timeout_seconds, as_json, echo
         )
+    to = await route(config)
+    if to.refusal is not None:
+        return _refused(to.refusal, as_json, echo)
+    if to.leader is not None:
+        _, decision = await _look(config, broker_name, to_key)
+        if isinstance(decision, Refusal):
+            return _refused(decision.reason, as_json, echo)
+        if not _is_confirmed(decision, catch_up_timeout_seconds, assume_yes, confirm, echo):
+            return 1
+        request = SwitchoverRequest(broker_name, to_key, catch_up_timeout_seconds)
+        return await forward(config, to.leader, request.to_json(), as_json, echo, noun="switchover")
     lock = DaemonLock(config.state_dir)
     try:
         lock.acquire()

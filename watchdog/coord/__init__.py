@@ -43,6 +43,7 @@ from __future__ import annotations
 from ._coordinator import Coordinator
 from ._errors import CoordError, EtcdUnavailable, FenceRefused, LeaseGone
 from ._read import GroupRead, read_group, read_group_of
+from ._requests import ForwardedRequest, ask_leader
 from ._values import CoordView, GroupView, InstanceView, LeaderRecord
 from ._views import INSTANCE_CHECK_PREFIX, instance_observations
 
@@ -52,12 +53,14 @@ __all__ = [
     "Coordinator",
     "EtcdUnavailable",
     "FenceRefused",
+    "ForwardedRequest",
     "GroupRead",
     "GroupView",
     "INSTANCE_CHECK_PREFIX",
     "InstanceView",
     "LeaderRecord",
     "LeaseGone",
+    "ask_leader",
     "instance_observations",
     "read_group",
     "read_group_of",

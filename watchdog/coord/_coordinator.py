@@ -6,6 +6,8 @@ Keys under the prefix (default /rmq-watchdog/<cluster_name>):
     <prefix>/leader                 {"instance", "started_at", "since"}; the leader's lease
     <prefix>/instances/<name>       {"instance", "started_at", "at", "groups": {...}}; its lease
     <prefix>/state/<key>            records only the leader writes (fenced), no lease
+    <prefix>/requests/, replies/    operators' requests to the leader and its answers
+                                    (_requests.py)
 
 Leadership is Patroni's and etcd's election recipe: the leader key is created only where it is
 absent (create_revision == 0) and attached to the instance's lease, so it vanishes when the
@@ -24,15 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ..config import EtcdSettings, WatchdogConfig
 from ..model import format_seconds
 from ._errors import EtcdUnavailable, FenceRefused, LeaseGone
 from ._etcd import Delete, EtcdSession, Get, KeyCreated, KeyLease, KeyValue, Op, Put
+from ._requests import ForwardedRequest, decode_request, reply_key, requests_prefix
 from ._values import (
     CoordView,
     GroupView,
@@ -390,3 +395,47 @@ class Coordinator:
         full = self.state_prefix + prefix
         kvs, _ = await self._session.get(full, prefix=True)
         return {kv.key[len(self.state_prefix) :]: kv.value for kv in kvs}
+
+    # --- operators' requests through etcd (_requests.py) ------------------------------------
+
+    async def take_requests(self) -> list[ForwardedRequest]:
+        """The requests waiting in etcd, each taken in a fenced transaction that deletes it
+        and writes its first answer (this leader and its fencing token); none when not
+        leading. A request whose asking command has gone is left to vanish with its lease.
+        Raises EtcdUnavailable."""
+        lease, token = self._lease, self._token
+        if not self.is_leader or lease is None or token is None:
+            return []
+        kvs, _ = await self._session.get(requests_prefix(self.prefix), prefix=True)
+        taken: list[ForwardedRequest] = []
+        for kv in kvs:
+            request = decode_request(kv, self.prefix)
+            first = {"event": "taken", "leader": self.instance_name, "term": token}
+            try:
+                result = await self._session.txn(
+                    [
+                        KeyLease(self.leader_key, lease.id),
+                        KeyCreated(self.leader_key, token),
+                        KeyLease(kv.key, kv.lease),
+                    ],
+                    [
+                        Delete(kv.key),
+                        Put(
+                            reply_key(self.prefix, request.request_id, 0),
+                            json.dumps(first).encode(),
+                            lease=kv.lease,
+                        ),
+                    ],
+                )
+            except LeaseGone:
+                continue
+            if result.succeeded:
+                taken.append(request)
+        return taken
+
+    async def reply(self, request: ForwardedRequest, seq: int, message: Mapping[str, Any]) -> None:
+        """Answer number `seq` (from 1) to a taken request, under the asking command's lease.
+        Raises LeaseGone when that command has gone, EtcdUnavailable."""
+        key = reply_key(self.prefix, request.request_id, seq)
+        value = json.dumps(message, default=str).encode()
+        await self._session.txn([], [Put(key, value, lease=request.lease)])

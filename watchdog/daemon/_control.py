@@ -1,4 +1,5 @@
 """The control socket: how `rmq-watchdog failover` and `ack` ask a running daemon (one actor).
+With [etcd] the leader also answers the same requests taken from etcd (coord/_requests.py).
 
 The wire format, which a newer CLI must keep speaking to an older daemon: a client writes one
 JSON object on one line and reads JSON lines until the daemon closes the connection.
@@ -36,6 +37,7 @@ __all__ = [
     "Send",
     "SwitchoverRequest",
     "acknowledge",
+    "answer_request",
     "ask_status",
     "control_socket_path",
     "event_message",
@@ -158,19 +160,11 @@ async def start_control_server(
         try:
             line = await asyncio.wait_for(reader.readline(), _REQUEST_TIMEOUT_SECONDS)
             request = json.loads(line or b"{}")
-            op = request.get("op")
-            if op == "failover":
-                await failover(FailoverRequest.from_json(request), send)
-            elif op == "switchover" and switchover is not None:
-                await switchover(SwitchoverRequest.from_json(request), send)
-            elif op == "ack":
-                send(ack(str(request.get("broker_name", ""))))
-            elif op == "status":
-                send(status())
-            else:
-                send({"error": f"unknown op {op!r}"})
+            if not isinstance(request, dict):
+                raise ValueError("not a JSON object")
+            await answer_request(request, send, failover, ack, status, switchover)
             await writer.drain()
-        except (ValueError, TimeoutError, ConnectionError) as exc:
+        except (ValueError, TypeError, TimeoutError, ConnectionError) as exc:
             with contextlib.suppress(ConnectionError):
                 send({"error": f"bad request: {exc}"})
         finally:
@@ -181,6 +175,28 @@ async def start_control_server(
     server = await asyncio.start_unix_server(serve, path=str(path))
     os.chmod(path, 0o600)
     return server
+
+
+async def answer_request(
+    request: Mapping[str, Any],
+    send: Send,
+    failover: FailoverHandler,
+    ack: AckHandler,
+    status: StatusHandler,
+    switchover: SwitchoverHandler | None = None,
+) -> None:
+    """Run one request (from the socket, or from etcd on the leader) and send its answers."""
+    op = request.get("op")
+    if op == "failover":
+        await failover(FailoverRequest.from_json(request), send)
+    elif op == "switchover" and switchover is not None:
+        await switchover(SwitchoverRequest.from_json(request), send)
+    elif op == "ack":
+        send(ack(str(request.get("broker_name", ""))))
+    elif op == "status":
+        send(status())
+    else:
+        send({"error": f"unknown op {op!r}"})
 
 
 async def relay_failover(

@@ -30,7 +30,7 @@ from ..act import (
     role_restores,
 )
 from ..config import ConfigError, WatchdogConfig, load_config
-from ..coord import Coordinator
+from ..coord import Coordinator, ForwardedRequest
 from ..decide import (
     RESTORE_RETRY_SECONDS,
     Decision,
@@ -69,6 +69,7 @@ from ._control import (
     Send,
     SwitchoverRequest,
     acknowledge,
+    answer_request,
     control_socket_path,
     event_message,
     relay_failover,
@@ -180,6 +181,7 @@ class Daemon:
         self._restore_retry_at: dict[str, float] = {}  # group -> wall time (role restores)
         # failover id -> where its events go: the control-socket client that asked for it
         self._listeners: dict[str, Send] = {}
+        self._forwarded: set[asyncio.Task[None]] = set()  # requests taken from etcd, answering
         # failover ids of the planned switchovers running: counted apart from failovers
         self._switchovers: set[str] = set()
         self._stop = asyncio.Event()
@@ -288,6 +290,10 @@ class Daemon:
                 if not task.done():
                     log.warning("waiting for a running failover to finish before exit")
             await asyncio.gather(*self.failovers.values(), return_exceptions=True)
+            if self._forwarded:  # their last answers, the failovers they asked for ended
+                _, late = await asyncio.wait(self._forwarded, timeout=2.0)
+                for answering in late:
+                    answering.cancel()
             if self.ha is not None:
                 await self.ha.close()  # hands the lead over at once
             await self.secondary.close()
@@ -440,6 +446,8 @@ class Daemon:
         self.cycle = _Cycle(number, snapshot, verdict, decisions)
         if self.ha is not None:
             await self.ha.sync_state()
+            for request in await self.ha.take_requests():
+                self._answer_forwarded(request)
         summary = ", ".join(f"{n} {s}" for n, s in group_states.items())
         if not self._is_ready:
             self._is_ready = True
@@ -738,6 +746,40 @@ class Daemon:
             await relay_failover(events, task, send)
         finally:
             self._listeners.pop(failover_id, None)
+
+    def _answer_forwarded(self, request: ForwardedRequest) -> None:
+        """Run a request an operator put in etcd from another host, as one from the control
+        socket, its answers written back to etcd by the coordination."""
+        assert self.ha is not None
+        ha = self.ha
+        body = request.body or {}
+        log.info(
+            f"request from {request.asked_by} through etcd: {body.get('op')} "
+            f"{body.get('broker_name') or ''}".rstrip(),
+            request=request.request_id,
+        )
+        answers: asyncio.Queue[Mapping[str, Any] | None] = asyncio.Queue()
+
+        async def run() -> None:
+            writer = asyncio.get_running_loop().create_task(ha.answer(request, answers))
+            try:
+                if request.error is not None:
+                    answers.put_nowait({"error": request.error})
+                else:
+                    try:
+                        await answer_request(
+                            body, answers.put_nowait, self._control_failover,
+                            self._control_ack, self._control_status, self._control_switchover,
+                        )  # fmt: skip
+                    except (ValueError, TypeError) as exc:
+                        answers.put_nowait({"error": f"bad request: {exc}"})
+            finally:
+                answers.put_nowait(None)
+                await writer
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._forwarded.add(task)
+        task.add_done_callback(self._forwarded.discard)
 
     def _control_ack(self, broker_name: str) -> Mapping[str, Any]:
         if self.ha is not None and (refusal := self.ha.refusal()) is not None:

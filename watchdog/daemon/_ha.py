@@ -47,8 +47,10 @@ from ..coord import (
     CoordView,
     EtcdUnavailable,
     FenceRefused,
+    ForwardedRequest,
     GroupView,
     InstanceView,
+    LeaseGone,
     instance_observations,
 )
 from ..decide import Decision, Fence, Plan, Promote
@@ -108,6 +110,12 @@ class CoordinatorLike(Protocol):
     ) -> int: ...
 
     async def read_state(self, prefix: str = "") -> dict[str, bytes]: ...
+
+    async def take_requests(self) -> list[ForwardedRequest]: ...
+
+    async def reply(
+        self, request: ForwardedRequest, seq: int, message: Mapping[str, Any]
+    ) -> None: ...
 
 
 # -- pure: this instance's views, and the other instances' disagreement ---------------------
@@ -445,6 +453,54 @@ class HaCoordination:
             log.info(f"state not committed to etcd: {exc}")
 
     # -- running a failover ------------------------------------------------------------------
+
+    async def take_requests(self) -> list[ForwardedRequest]:
+        """Operators' requests other hosts put in etcd for the leader, taken now (none unless
+        this instance may act)."""
+        if not self.may_act:
+            return []
+        try:
+            return await self.coordinator.take_requests()
+        except EtcdUnavailable as exc:
+            log.warning("could not read operators' requests from etcd", reason=str(exc))
+            return []
+
+    async def answer(
+        self, request: ForwardedRequest, answers: asyncio.Queue[Mapping[str, Any] | None]
+    ) -> None:
+        """Write a taken request's answers to etcd in order until None; the last one says
+        the end. An asking command that has gone (its lease with it) gets no more, and what
+        it asked for goes on."""
+        seq, is_asker_gone = 1, False
+        while True:
+            message = await answers.get()
+            if message is None:
+                message = {"end": True}
+            for attempt in range(5):
+                if is_asker_gone:
+                    break
+                try:
+                    await self.coordinator.reply(request, seq, message)
+                    break
+                except LeaseGone:
+                    is_asker_gone = True
+                    log.info(
+                        "the command that asked through etcd has gone; not answering it",
+                        request=request.request_id,
+                        asked_by=request.asked_by,
+                    )
+                except EtcdUnavailable as exc:
+                    if attempt == 4:
+                        is_asker_gone = True
+                        log.warning(
+                            "cannot answer a request through etcd", reason=str(exc),
+                            request=request.request_id,
+                        )  # fmt: skip
+                    else:
+                        await asyncio.sleep(0.5)
+            seq += 1
+            if message.get("end"):
+                return
 
     async def guard(
         self, plan: Plan, failover_id: str, run: Coroutine[Any, Any, FailoverResult]
