@@ -332,91 +332,92 @@ def queue_max_offsets(addr: str, topic: str, queues: int) -> list[int]:
 # --------------------------------------------------------------------------- real clients
 
 
-def _client(args: Sequence[str], timeout_seconds: float) -> dict[str, Any]:
-    """Run one client command in a child; its last stdout line is its JSON result."""
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "tests.integration.daemon_harness", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout_seconds,
-            check=False,
-            stdin=subprocess.DEVNULL,
-            env=watchdog_env(),
-            cwd=REPO,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"client {args[0]} hung for {timeout_seconds} s") from exc
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        raise AssertionError(f"client {args[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
-
-
-def send_keyed(
-    namesrv: str, topic: str, prefix: str, count: int, *, timeout_seconds: float = 120
-) -> dict[str, Any]:
-    """Send `count` messages keyed prefix-0.. synchronously; {"acked": [...], "failed": n}."""
-    return _client(
-        ["send", "--namesrv", namesrv, "--topic", topic, "--prefix", prefix, "--count", str(count)],
-        timeout_seconds,
-    )
-
-
-def write_until_ok(namesrv: str, topic: str, deadline_seconds: float) -> subprocess.Popen[str]:
-    """Start a writer that retries a send until the first SEND_OK; read it with writer_result."""
+def start_child(
+    module: str, args: Sequence[str], *, is_reading_stdout: bool = True
+) -> subprocess.Popen[str]:
+    """`python -m module args` with the watchdog's environment; read it with child_result."""
     return subprocess.Popen(
-        [
-            sys.executable, "-m", "tests.integration.daemon_harness", "write-until-ok",
-            "--namesrv", namesrv, "--topic", topic, "--seconds", str(deadline_seconds),
-        ],
-        stdout=subprocess.PIPE,
+        [sys.executable, "-m", module, *args],
+        stdout=subprocess.PIPE if is_reading_stdout else subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
         env=watchdog_env(),
         cwd=REPO,
-    )  # fmt: skip
+    )
 
 
-def writer_result(proc: subprocess.Popen[str], timeout_seconds: float) -> dict[str, Any]:
+def child_result(proc: subprocess.Popen[str], timeout_seconds: float) -> dict[str, Any]:
+    """A client child's JSON result, its last stdout line; it is killed when it hangs."""
+    # [python, -m, module, command, ...]: the command names the child in a failure.
+    name = proc.args[3] if isinstance(proc.args, list) and len(proc.args) > 3 else "child"
     try:
         out, err = proc.communicate(timeout=timeout_seconds)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        raise AssertionError("the writer did not finish") from None
+        raise AssertionError(f"client {name} hung for {timeout_seconds} s") from None
     lines = out.strip().splitlines()
-    if not lines:
-        raise AssertionError(f"the writer printed nothing: {err[-2000:]}")
+    if proc.returncode != 0 or not lines:
+        raise AssertionError(f"client {name} failed ({proc.returncode}): {err[-2000:]}")
     result: dict[str, Any] = json.loads(lines[-1])
     return result
 
 
+def run_child(module: str, args: Sequence[str], timeout_seconds: float) -> dict[str, Any]:
+    """Run one client command in a child to its end; its JSON result."""
+    return child_result(start_child(module, args), timeout_seconds)
+
+
+def _client(args: Sequence[str], timeout_seconds: float) -> dict[str, Any]:
+    return run_child("tests.integration.daemon_harness", args, timeout_seconds)
+
+
+def send_keyed(
+    namesrv: str,
+    topic: str,
+    prefix: str,
+    count: int,
+    *,
+    delay_level: int = 0,
+    timeout_seconds: float = 120,
+) -> dict[str, Any]:
+    """Send `count` messages keyed prefix-0.. synchronously: {"acked": [keys], "failed": n,
+    "statuses": {status: n}, "errors": [first exceptions], "no_route_retries": n, "sent_at":
+    unix time}."""
+    args = ["send", "--namesrv", namesrv, "--topic", topic, "--prefix", prefix,
+            "--count", str(count), "--delay-level", str(delay_level)]  # fmt: skip
+    return _client(args, timeout_seconds)
+
+
+def write_until_ok(namesrv: str, topic: str, deadline_seconds: float) -> subprocess.Popen[str]:
+    """Start a writer that retries a send until the first SEND_OK; read it with writer_result."""
+    args = ["write-until-ok", "--namesrv", namesrv, "--topic", topic,
+            "--seconds", str(deadline_seconds)]  # fmt: skip
+    return start_child("tests.integration.daemon_harness", args)
+
+
+def writer_result(proc: subprocess.Popen[str], timeout_seconds: float) -> dict[str, Any]:
+    return child_result(proc, timeout_seconds)
+
+
+def pull_messages(namesrv: str, topic: str, *, timeout_seconds: float = 90) -> dict[str, Any]:
+    """Every message in every queue of `topic`, read from offset 0 by a PullConsumer:
+    {"keys": [...], "messages": [{"key", "queue_id", "queue_offset"}], "complete": bool}."""
+    args = ["pull-all", "--namesrv", namesrv, "--topic", topic, "--seconds", str(timeout_seconds)]
+    return _client(args, timeout_seconds + 30)
+
+
 def pull_all(namesrv: str, topic: str, *, timeout_seconds: float = 90) -> list[str]:
     """Every message key in every queue of `topic`, read from offset 0 by a PullConsumer."""
-    keys: list[str] = _client(
-        ["pull-all", "--namesrv", namesrv, "--topic", topic, "--seconds", str(timeout_seconds)],
-        timeout_seconds + 30,
-    )["keys"]
+    keys: list[str] = pull_messages(namesrv, topic, timeout_seconds=timeout_seconds)["keys"]
     return keys
 
 
 def start_consumer(namesrv: str, topic: str, group: str, out: Path) -> subprocess.Popen[str]:
     """A PushConsumer child appending each received key to `out`; stop it with stop_consumer."""
-    return subprocess.Popen(
-        [
-            sys.executable, "-m", "tests.integration.daemon_harness", "consume",
-            "--namesrv", namesrv, "--topic", topic, "--group", group, "--out", str(out),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=watchdog_env(),
-        cwd=REPO,
-    )  # fmt: skip
+    args = ["consume", "--namesrv", namesrv, "--topic", topic, "--group", group, "--out", str(out)]
+    return start_child("tests.integration.daemon_harness", args, is_reading_stdout=False)
 
 
 def stop_consumer(proc: subprocess.Popen[str], timeout_seconds: float = 60) -> None:
@@ -446,17 +447,21 @@ def _cmd_send(args: argparse.Namespace) -> dict[str, Any]:
     producer.set_namesrv_addr(args.namesrv)
     producer.start()
     acked: list[str] = []
+    statuses: dict[str, int] = {}
     errors: list[str] = []
     no_route = 0
     # librocketmq answers "No route info" when its route lookup failed (a nameserver request
     # timed out on a loaded machine): nothing was sent, so the same key is tried again.
     no_route_until = time.monotonic() + 30
+    sent_at = time.time()
     try:
         for i in range(args.count):
             key = f"{args.prefix}-{i}"
             msg = Message(args.topic)
             msg.set_keys(key)
             msg.set_body(f"{key} " + "x" * 200)
+            if args.delay_level:
+                msg.set_delay_time_level(args.delay_level)
             while True:
                 try:
                     result = producer.send_sync(msg)
@@ -469,19 +474,19 @@ def _cmd_send(args: argparse.Namespace) -> dict[str, Any]:
                     errors.append(f"{type(exc).__name__}: {text[:200]}")
                     result = None
                 break
-            if result is None:
-                continue
-            if int(result.status) == 0:
+            status = "exception" if result is None else str(int(result.status))
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == "0":
                 acked.append(key)
-            else:
-                errors.append(f"status {result.status}")
     finally:
         producer.shutdown()
     return {
         "acked": acked,
         "failed": args.count - len(acked),
+        "statuses": statuses,
         "errors": errors[:5],
         "no_route_retries": no_route,
+        "sent_at": sent_at,
     }
 
 
@@ -522,7 +527,15 @@ def _cmd_pull_all(args: argparse.Namespace) -> dict[str, Any]:
     result = pull_every_queue(
         args.namesrv, args.topic, f"FailoverTestPull_{os.getpid()}", args.seconds
     )
-    return {"keys": [m.keys for m in result.messages]}
+    messages = [
+        {"key": m.keys, "queue_id": m.queue_id, "queue_offset": m.queue_offset}
+        for m in result.messages
+    ]
+    return {
+        "keys": [m.keys for m in result.messages],
+        "messages": messages,
+        "complete": result.is_complete,
+    }
 
 
 def _cmd_consume(args: argparse.Namespace) -> dict[str, Any]:
@@ -559,6 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     send = sub.add_parser("send")
     send.add_argument("--prefix", required=True)
     send.add_argument("--count", type=int, required=True)
+    send.add_argument("--delay-level", type=int, default=0)
     writer = sub.add_parser("write-until-ok")
     writer.add_argument("--seconds", type=float, required=True)
     pull = sub.add_parser("pull-all")

@@ -1,12 +1,10 @@
 """The plug-in tests' shared helpers: one remoting call with a fresh client (`call`, `info`,
 `make_topic`, `has_topic_config`), and real librocketmq clients, each in a child process a test
-can kill:
-`python -m tests.integration.plugin_clients send|pull|consume ...`, the last stdout line JSON.
-
-- send: keyed messages (optionally delayed), statuses counted;
-- pull: every stored message of a topic with its queue id and queue offset;
-- consume: a PushConsumer until it has seen the keys it expects; with --retry-once it answers
-  RECONSUME_LATER to each first delivery, so the broker sends it back through its retry topic.
+can kill. `send` (keyed messages, optionally delayed, statuses counted) and `pull` (every stored
+message of a topic with its queue id and queue offset) are daemon_harness's children; this
+module's own is `python -m tests.integration.plugin_clients consume ...` (the last stdout line
+JSON): a PushConsumer until it has seen the keys it expects; with --retry-once it answers
+RECONSUME_LATER to each first delivery, so the broker sends it back through its retry topic.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -22,7 +19,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from tests.integration.daemon_harness import REPO, watchdog_env
+from tests.integration.daemon_harness import (
+    child_result,
+    pull_messages,
+    send_keyed,
+    start_child,
+)
 from watchdog.remoting import (
     PluginInfo,
     RemotingClient,
@@ -69,41 +71,18 @@ def has_topic_config(addr: str, topic: str) -> bool:
     return reply.code == 0 and f'"{topic}"'.encode() in reply.body
 
 
-def run_client(args: Sequence[str], timeout_seconds: float) -> dict[str, Any]:
-    """One client command in a child; its last stdout line is its JSON result."""
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "tests.integration.plugin_clients", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout_seconds,
-            check=False,
-            stdin=subprocess.DEVNULL,
-            env=watchdog_env(),
-            cwd=REPO,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"client {args[0]} hung for {timeout_seconds} s") from exc
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        raise AssertionError(f"client {args[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
-
-
 def send(
     namesrv: str, topic: str, prefix: str, count: int, *, delay_level: int = 0
 ) -> dict[str, Any]:
     """{"acked": [keys], "statuses": {status: n}, "errors": [...], "sent_at": unix time}."""
-    args = ["send", "--namesrv", namesrv, "--topic", topic, "--prefix", prefix,
-            "--count", str(count), "--delay-level", str(delay_level)]  # fmt: skip
-    return run_client(args, 180)
+    return send_keyed(namesrv, topic, prefix, count, delay_level=delay_level, timeout_seconds=180)
 
 
 def pull(namesrv: str, topic: str, *, seconds: float = 60) -> list[dict[str, Any]]:
     """[{"key", "queue_id", "queue_offset"}] of every message stored in `topic`."""
-    args = ["pull", "--namesrv", namesrv, "--topic", topic, "--seconds", str(seconds)]
-    messages: list[dict[str, Any]] = run_client(args, seconds + 60)["messages"]
+    messages: list[dict[str, Any]] = pull_messages(namesrv, topic, timeout_seconds=seconds)[
+        "messages"
+    ]
     return messages
 
 
@@ -117,89 +96,18 @@ def start_consumer(
             "--seconds", str(seconds), "--expect", ",".join(expect)]  # fmt: skip
     if retry_once:
         args.append("--retry-once")
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.plugin_clients", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=watchdog_env(),
-        cwd=REPO,
-    )
+    return start_child("tests.integration.plugin_clients", args)
 
 
 def consumer_deliveries(
     proc: subprocess.Popen[str], timeout_seconds: float
 ) -> list[dict[str, Any]]:
     """[{"key", "reconsume_times", "at"}] of every delivery the consumer child saw."""
-    try:
-        out, err = proc.communicate(timeout=timeout_seconds)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise AssertionError("the consumer did not finish") from None
-    lines = out.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        raise AssertionError(f"consumer failed ({proc.returncode}): {err[-2000:]}")
-    deliveries: list[dict[str, Any]] = json.loads(lines[-1])["deliveries"]
+    deliveries: list[dict[str, Any]] = child_result(proc, timeout_seconds)["deliveries"]
     return deliveries
 
 
 # --------------------------------------------------------------------------- the children
-
-
-def _send(args: argparse.Namespace) -> dict[str, Any]:
-    from rocketmq.client import Message, Producer
-
-    producer = Producer(f"PluginTestPG_{os.getpid()}")
-    producer.set_namesrv_addr(args.namesrv)
-    producer.start()
-    acked: list[str] = []
-    statuses: dict[str, int] = {}
-    errors: list[str] = []
-    no_route_until = time.monotonic() + 30
-    sent_at = time.time()
-    try:
-        for i in range(args.count):
-            key = f"{args.prefix}-{i}"
-            msg = Message(args.topic)
-            msg.set_keys(key)
-            msg.set_body(f"{key} " + "x" * 200)
-            if args.delay_level:
-                msg.set_delay_time_level(args.delay_level)
-            while True:
-                try:
-                    result = producer.send_sync(msg)
-                except Exception as exc:  # the ctypes client raises its own exception types
-                    # "No route info": the route lookup failed, nothing was sent; try again.
-                    if "No route info" in str(exc) and time.monotonic() < no_route_until:
-                        time.sleep(1.0)
-                        continue
-                    errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
-                    result = None
-                break
-            if result is None:
-                statuses["exception"] = statuses.get("exception", 0) + 1
-                continue
-            status = int(result.status)
-            statuses[str(status)] = statuses.get(str(status), 0) + 1
-            if status == 0:
-                acked.append(key)
-    finally:
-        producer.shutdown()
-    return {"acked": acked, "statuses": statuses, "errors": errors[:5], "sent_at": sent_at}
-
-
-def _pull(args: argparse.Namespace) -> dict[str, Any]:
-    from watchdog.native import pull_every_queue
-
-    result = pull_every_queue(args.namesrv, args.topic, f"PluginTestPull_{os.getpid()}",
-                              args.seconds)  # fmt: skip
-    messages = [
-        {"key": m.keys, "queue_id": m.queue_id, "queue_offset": m.queue_offset}
-        for m in result.messages
-    ]
-    return {"messages": messages, "complete": result.is_complete}
 
 
 def _consume(args: argparse.Namespace) -> dict[str, Any]:
@@ -247,23 +155,15 @@ def _consume(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plugin_clients")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    send_p = sub.add_parser("send")
-    send_p.add_argument("--prefix", required=True)
-    send_p.add_argument("--count", type=int, required=True)
-    send_p.add_argument("--delay-level", type=int, default=0)
-    pull_p = sub.add_parser("pull")
-    pull_p.add_argument("--seconds", type=float, required=True)
     consume_p = sub.add_parser("consume")
     consume_p.add_argument("--group", required=True)
     consume_p.add_argument("--seconds", type=float, required=True)
     consume_p.add_argument("--expect", required=True)
     consume_p.add_argument("--retry-once", action="store_true")
-    for p in (send_p, pull_p, consume_p):
-        p.add_argument("--namesrv", required=True)
-        p.add_argument("--topic", required=True)
+    consume_p.add_argument("--namesrv", required=True)
+    consume_p.add_argument("--topic", required=True)
     args = parser.parse_args(argv)
-    commands = {"send": _send, "pull": _pull, "consume": _consume}
-    print(json.dumps(commands[args.cmd](args)), flush=True)
+    print(json.dumps(_consume(args)), flush=True)
     return 0
 
 
