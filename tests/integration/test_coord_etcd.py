@@ -265,8 +265,14 @@ def test_a_killed_leader_is_replaced(etcd: EtcdCluster) -> None:
 
 @pytest.mark.parametrize("cut", ["freeze", "stop"])
 def test_a_leader_cut_off_from_etcd_stops_within_lease_ttl(etcd: EtcdCluster, cut: str) -> None:
-    """The leader talks to one member only; that member hangs (SIGSTOP) or goes (SIGTERM)."""
-    its_member, others = etcd.members[0], etcd.members[1:]
+    """The leader talks to one member only; that member hangs (SIGSTOP) or goes (SIGTERM).
+
+    That member is a raft follower: a raft leader frozen and thawed revokes the leases it
+    thinks expired, live ones included, in the etcd Debian ships (etcd-io/etcd#15247, see the
+    README), which made the new leader lose its key after the thaw now and then."""
+    raft_leader = etcd.raft_leader()
+    its_member = next(m for m in etcd.members if m is not raft_leader)
+    others = [m for m in etcd.members if m is not its_member]
 
     async def body() -> None:
         async with AsyncExitStack() as stack:
