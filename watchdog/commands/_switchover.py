@@ -97,7 +97,8 @@ async def run_switchover(
     confirm: Callable[[str], bool] | None = None,
 ) -> int:
     """The switchover of `broker_name`'s master: printed (`dry_run`), asked of the running
-    daemon (one actor), or run here under the state-dir lock when no daemon runs."""
+    daemon (one actor; with [etcd] the leader, through etcd when it runs elsewhere), or run
+    here under the state-dir lock when no daemon runs."""
     if dry_run:
         return await _plan_here(
             config, broker_name, to_key, catch_up_timeout_seconds, as_json, echo
@@ -105,42 +106,40 @@ async def run_switchover(
     to = await route(config)
     if to.refusal is not None:
         return _refused(to.refusal, as_json, echo)
-    if to.leader is not None:
-        _, decision = await _look(config, broker_name, to_key)
-        if isinstance(decision, Refusal):
-            return _refused(decision.reason, as_json, echo)
-        if not _is_confirmed(decision, catch_up_timeout_seconds, assume_yes, confirm, echo):
-            return 1
-        request = SwitchoverRequest(broker_name, to_key, catch_up_timeout_seconds)
-        return await forward(config, to.leader, request.to_json(), as_json, echo, noun="switchover")
     lock = DaemonLock(config.state_dir)
-    try:
-        lock.acquire()
-    except LockHeld:
-        _, decision = await _look(config, broker_name, to_key)
-        if isinstance(decision, Refusal):
-            return _refused(decision.reason, as_json, echo)
-        if not _is_confirmed(decision, catch_up_timeout_seconds, assume_yes, confirm, echo):
-            return 1
-        request = SwitchoverRequest(broker_name, to_key, catch_up_timeout_seconds)
-        seen: list[dict[str, Any]] = []
-        code = await _ask_daemon(config, request, as_json, echo, noun="switchover", seen=seen)
-        accepted = next((m for m in seen if m.get("event") == "accepted"), None)
-        if not as_json and accepted is not None:
-            echo(_pause_line(config, str(accepted.get("failover_id"))))
-        return code
-    try:
-        return await _plan_here(
-            config,
-            broker_name,
-            to_key,
-            catch_up_timeout_seconds,
-            as_json,
-            echo,
-            run=(assume_yes, confirm),
-        )
-    finally:
-        lock.release()
+    if to.leader is None:
+        try:
+            lock.acquire()
+        except LockHeld:
+            pass
+        else:
+            try:
+                return await _plan_here(
+                    config,
+                    broker_name,
+                    to_key,
+                    catch_up_timeout_seconds,
+                    as_json,
+                    echo,
+                    run=(assume_yes, confirm),
+                )
+            finally:
+                lock.release()
+    # A daemon runs the switchover: this host's (it holds the lock), or the leader elsewhere.
+    _, decision = await _look(config, broker_name, to_key)
+    if isinstance(decision, Refusal):
+        return _refused(decision.reason, as_json, echo)
+    if not _is_confirmed(decision, catch_up_timeout_seconds, assume_yes, confirm, echo):
+        return 1
+    request = SwitchoverRequest(broker_name, to_key, catch_up_timeout_seconds)
+    if to.leader is not None:  # its state dir, not ours, has the journal the pause is read from
+        return await forward(config, to.leader, request.to_json(), as_json, echo, noun="switchover")
+    seen: list[dict[str, Any]] = []
+    code = await _ask_daemon(config, request, as_json, echo, noun="switchover", seen=seen)
+    accepted = next((m for m in seen if m.get("event") == "accepted"), None)
+    if not as_json and accepted is not None:
+        echo(_pause_line(config, str(accepted.get("failover_id"))))
+    return code
 
 
 async def _plan_here(
