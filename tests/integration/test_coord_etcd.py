@@ -192,6 +192,7 @@ def test_a_request_put_in_etcd_is_taken_once_by_the_leader_and_answered_in_order
             asker = asyncio.create_task(ask())
             taken: list[Any] = []
             for _ in range(50):
+                await one_round([leader, follower])  # each cycle reads the waiting requests
                 assert await follower.take_requests() == []  # only the leader takes
                 taken = await leader.take_requests()
                 if taken:
@@ -199,7 +200,8 @@ def test_a_request_put_in_etcd_is_taken_once_by_the_leader_and_answered_in_order
                 await asyncio.sleep(0.1)
             (request,) = taken
             assert request.body == {"op": "ack", "broker_name": "broker-a", "from": "wd-3"}
-            assert await leader.take_requests() == []  # taken once
+            await one_round([leader, follower])
+            assert await leader.take_requests() == []  # taken once: gone from etcd
             await leader.reply(request, 1, {"ok": True, "message": "done"})
             await leader.reply(request, 2, {"end": True})
             await asyncio.wait_for(asker, 10)
@@ -223,6 +225,7 @@ def test_a_request_put_in_etcd_is_taken_once_by_the_leader_and_answered_in_order
             got.clear()
             asker = asyncio.create_task(ask())
             for _ in range(50):
+                await one_round([leader])
                 if taken := await leader.take_requests():
                     break
                 await asyncio.sleep(0.1)

@@ -87,6 +87,8 @@ class Coordinator:
         self._token: int | None = None  # the leader key's create revision while we hold it
         self._published: dict[str, GroupView] | None = None  # as etcd has it; None: republish
         self._published_at = -math.inf  # wall clock
+        # Operators' requests waiting in etcd, as the last cycle read them (take_requests).
+        self._waiting: tuple[KeyValue, ...] = ()
         self._keeper: asyncio.Task[None] | None = None
         self._lease_changed = asyncio.Event()
 
@@ -256,7 +258,11 @@ class Coordinator:
         if publish:
             view = InstanceView(self.instance_name, self._started_at, now_wall, stamped)
             common.append(Put(self.instance_key, encode_instance(view), lease=lease.id))
-        common += [Get(self.instances_prefix, prefix=True), Get(self.leader_key)]
+        common += [
+            Get(self.instances_prefix, prefix=True),
+            Get(self.leader_key),
+            Get(requests_prefix(self.prefix), prefix=True),
+        ]
         if can_campaign:
             record = LeaderRecord(self.instance_name, self._started_at, now_wall)
             take = Put(self.leader_key, encode_leader(record), lease=lease.id)
@@ -268,7 +274,7 @@ class Coordinator:
         if publish:
             self._published = stamped
             self._published_at = now_wall
-        instances_kvs, leader_kvs = result.reads[-2], result.reads[-1]
+        instances_kvs, leader_kvs, self._waiting = result.reads[-3:]
         leader_kv = leader_kvs[0] if leader_kvs else None
         self._confirm(lease, leader_kv)
         return self._view(result.revision, lease, leader_kv, instances_kvs)
@@ -399,16 +405,16 @@ class Coordinator:
     # --- operators' requests through etcd (_requests.py) ------------------------------------
 
     async def take_requests(self) -> list[ForwardedRequest]:
-        """The requests waiting in etcd, each taken in a fenced transaction that deletes it
-        and writes its first answer (this leader and its fencing token); none when not
-        leading. A request whose asking command has gone is left to vanish with its lease.
-        Raises EtcdUnavailable."""
+        """The requests the last cycle read (in its one transaction, no extra read), each taken
+        in a fenced transaction that deletes it and writes its first answer (this leader and
+        its fencing token); none when not leading. A request gone since (withdrawn, or its
+        asking command with its lease) is left alone. Raises EtcdUnavailable."""
         lease, token = self._lease, self._token
+        waiting, self._waiting = self._waiting, ()
         if not self.is_leader or lease is None or token is None:
             return []
-        kvs, _ = await self._session.get(requests_prefix(self.prefix), prefix=True)
         taken: list[ForwardedRequest] = []
-        for kv in kvs:
+        for kv in waiting:
             request = decode_request(kv, self.prefix)
             first = {"event": "taken", "leader": self.instance_name, "term": token}
             try:
