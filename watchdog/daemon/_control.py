@@ -164,7 +164,7 @@ async def start_control_server(
                 raise ValueError("not a JSON object")
             await answer_request(request, send, failover, ack, status, switchover)
             await writer.drain()
-        except (ValueError, TypeError, TimeoutError, ConnectionError) as exc:
+        except (ValueError, TimeoutError, ConnectionError) as exc:
             with contextlib.suppress(ConnectionError):
                 send({"error": f"bad request: {exc}"})
         finally:
@@ -185,18 +185,22 @@ async def answer_request(
     status: StatusHandler,
     switchover: SwitchoverHandler | None = None,
 ) -> None:
-    """Run one request (from the socket, or from etcd on the leader) and send its answers."""
+    """Run one request (from the socket, or from etcd on the leader) and send its answers;
+    a field of the wrong type or value is one "bad request" answer."""
     op = request.get("op")
-    if op == "failover":
-        await failover(FailoverRequest.from_json(request), send)
-    elif op == "switchover" and switchover is not None:
-        await switchover(SwitchoverRequest.from_json(request), send)
-    elif op == "ack":
-        send(ack(str(request.get("broker_name", ""))))
-    elif op == "status":
-        send(status())
-    else:
-        send({"error": f"unknown op {op!r}"})
+    try:
+        if op == "failover":
+            await failover(FailoverRequest.from_json(request), send)
+        elif op == "switchover" and switchover is not None:
+            await switchover(SwitchoverRequest.from_json(request), send)
+        elif op == "ack":
+            send(ack(str(request.get("broker_name", ""))))
+        elif op == "status":
+            send(status())
+        else:
+            send({"error": f"unknown op {op!r}"})
+    except (ValueError, TypeError) as exc:
+        send({"error": f"bad request: {exc}"})
 
 
 async def relay_failover(

@@ -766,13 +766,10 @@ class Daemon:
                 if request.error is not None:
                     answers.put_nowait({"error": request.error})
                 else:
-                    try:
-                        await answer_request(
-                            body, answers.put_nowait, self._control_failover,
-                            self._control_ack, self._control_status, self._control_switchover,
-                        )  # fmt: skip
-                    except (ValueError, TypeError) as exc:
-                        answers.put_nowait({"error": f"bad request: {exc}"})
+                    await answer_request(
+                        body, answers.put_nowait, self._control_failover,
+                        self._control_ack, self._control_status, self._control_switchover,
+                    )  # fmt: skip
             finally:
                 answers.put_nowait(None)
                 await writer
