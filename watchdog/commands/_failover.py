@@ -47,7 +47,7 @@ from ..model import ClusterSnapshot, format_utc
 from ..observe import HookRunner, WebhookNotifier
 from ..probe import Prober, client_pool
 from ..remoting import ClientPool
-from ._forward import forward, route, show_answers
+from ._forward import asking_verb, forward, route, show_answers
 
 __all__ = ["run_failover", "run_ack", "render_plan"]
 
@@ -476,8 +476,7 @@ async def _ask_daemon(
     try:
         await daemon.send(request.to_json())
         if not as_json:
-            verb = "fail over" if noun == "failover" else f"run the {noun}"
-            echo(f"a running daemon holds the lock; asking it to {verb}")
+            echo(f"a running daemon holds the lock; asking it to {asking_verb(noun)}")
         return await show_answers(daemon.answers(), as_json, echo, noun=noun, seen=seen)
     finally:
         daemon.close()

@@ -13,7 +13,7 @@ from ..config import WatchdogConfig
 from ..coord import CoordError, ask_leader
 from ..daemon import is_lock_held
 
-__all__ = ["Route", "forward", "route", "show_answers"]
+__all__ = ["Route", "asking_verb", "forward", "route", "show_answers"]
 
 Echo = Callable[[str], None]
 
@@ -25,6 +25,11 @@ class Route:
 
     leader: str | None = None
     refusal: str | None = None
+
+
+def asking_verb(noun: str) -> str:
+    """What a daemon is asked to do, for "asking it to ...": fail over, run the switchover."""
+    return "fail over" if noun == "failover" else f"run the {noun}"
 
 
 async def route(config: WatchdogConfig) -> Route:
@@ -64,8 +69,7 @@ async def forward(
     prefix = config.etcd_prefix()
     assert prefix is not None
     if not as_json:
-        verb = "fail over" if noun == "failover" else f"run the {noun}"
-        echo(f"{leader} leads; asking it through etcd to {verb}")
+        echo(f"{leader} leads; asking it through etcd to {asking_verb(noun)}")
     answers = ask_leader(
         config.etcd,
         prefix,
