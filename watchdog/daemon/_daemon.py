@@ -30,7 +30,7 @@ from ..act import (
     role_restores,
 )
 from ..config import ConfigError, WatchdogConfig, load_config
-from ..coord import Coordinator, ForwardedRequest
+from ..coord import Coordinator
 from ..decide import (
     RESTORE_RETRY_SECONDS,
     Decision,
@@ -181,7 +181,6 @@ class Daemon:
         self._restore_retry_at: dict[str, float] = {}  # group -> wall time (role restores)
         # failover id -> where its events go: the control-socket client that asked for it
         self._listeners: dict[str, Send] = {}
-        self._forwarded: set[asyncio.Task[None]] = set()  # requests taken from etcd, answering
         # failover ids of the planned switchovers running: counted apart from failovers
         self._switchovers: set[str] = set()
         self._stop = asyncio.Event()
@@ -290,10 +289,6 @@ class Daemon:
                 if not task.done():
                     log.warning("waiting for a running failover to finish before exit")
             await asyncio.gather(*self.failovers.values(), return_exceptions=True)
-            if self._forwarded:  # their last answers, the failovers they asked for ended
-                _, late = await asyncio.wait(self._forwarded, timeout=2.0)
-                for answering in late:
-                    answering.cancel()
             if self.ha is not None:
                 await self.ha.close()  # hands the lead over at once
             await self.secondary.close()
@@ -447,7 +442,7 @@ class Daemon:
         if self.ha is not None:
             await self.ha.sync_state()
             for request in await self.ha.take_requests():
-                self._answer_forwarded(request)
+                self.ha.serve_soon(request, self._control_request)
         summary = ", ".join(f"{n} {s}" for n, s in group_states.items())
         if not self._is_ready:
             self._is_ready = True
@@ -747,36 +742,12 @@ class Daemon:
         finally:
             self._listeners.pop(failover_id, None)
 
-    def _answer_forwarded(self, request: ForwardedRequest) -> None:
-        """Run a request an operator put in etcd from another host, as one from the control
-        socket, its answers written back to etcd by the coordination."""
-        assert self.ha is not None
-        ha = self.ha
-        body = request.body or {}
-        log.info(
-            f"request from {request.asked_by} through etcd: {body.get('op')} "
-            f"{body.get('broker_name') or ''}".rstrip(),
-            request=request.request_id,
-        )
-        answers: asyncio.Queue[Mapping[str, Any] | None] = asyncio.Queue()
-
-        async def run() -> None:
-            writer = asyncio.get_running_loop().create_task(ha.answer(request, answers))
-            try:
-                if request.error is not None:
-                    answers.put_nowait({"error": request.error})
-                else:
-                    await answer_request(
-                        body, answers.put_nowait, self._control_failover,
-                        self._control_ack, self._control_status, self._control_switchover,
-                    )  # fmt: skip
-            finally:
-                answers.put_nowait(None)
-                await writer
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._forwarded.add(task)
-        task.add_done_callback(self._forwarded.discard)
+    async def _control_request(self, body: Mapping[str, Any], send: Send) -> None:
+        """A request an operator put in etcd from another host, run as a control-socket one."""
+        await answer_request(
+            body, send, self._control_failover, self._control_ack,
+            self._control_status, self._control_switchover,
+        )  # fmt: skip
 
     def _control_ack(self, broker_name: str) -> Mapping[str, Any]:
         if self.ha is not None and (refusal := self.ha.refusal()) is not None:

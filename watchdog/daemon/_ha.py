@@ -34,7 +34,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -69,6 +69,9 @@ __all__ = [
 ]
 
 log = structlog.get_logger("rmq_watchdog")
+
+# Runs an operator's request (the control socket's dispatch) and sends its answers.
+RequestHandler = Callable[[Mapping[str, Any], Callable[[Mapping[str, Any]], None]], Awaitable[None]]
 
 STATE_KEY = "state.json"
 _JOURNAL_KEY = re.compile(r"failovers/([A-Za-z0-9][A-Za-z0-9._:-]{0,200})\.jsonl")
@@ -227,6 +230,7 @@ class HaCoordination:
         self._commit_lock = asyncio.Lock()
         self._was_reachable = True
         self._was_leader = False
+        self._serving: set[asyncio.Task[None]] = set()  # requests taken from etcd, answering
         self._leader_seen: str | None = None
 
     # -- who acts ----------------------------------------------------------------------------
@@ -294,6 +298,10 @@ class HaCoordination:
         await self.coordinator.start()
 
     async def close(self) -> None:
+        if self._serving:  # their last answers (the daemon has waited for its failovers)
+            _, late = await asyncio.wait(self._serving, timeout=2.0)
+            for task in late:
+                task.cancel()
         await self.coordinator.close(resign=True)
 
     def extra_observations(self, now_wall: float) -> tuple[SecondaryObservation, ...]:
@@ -465,7 +473,33 @@ class HaCoordination:
             log.warning("could not read operators' requests from etcd", reason=str(exc))
             return []
 
-    async def answer(
+    def serve_soon(self, request: ForwardedRequest, handle: RequestHandler) -> None:
+        """Run a taken request in the background (`serve`); `close` waits for its last answers."""
+        task = asyncio.get_running_loop().create_task(self.serve(request, handle))
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
+
+    async def serve(self, request: ForwardedRequest, handle: RequestHandler) -> None:
+        """Run a taken request through `handle` (the control socket's dispatch), its answers
+        written to etcd in order as they come, then the end."""
+        body = request.body or {}
+        log.info(
+            f"request from {request.asked_by} through etcd: {body.get('op')} "
+            f"{body.get('broker_name') or ''}".rstrip(),
+            request=request.request_id,
+        )
+        answers: asyncio.Queue[Mapping[str, Any] | None] = asyncio.Queue()
+        writer = asyncio.get_running_loop().create_task(self._answer(request, answers))
+        try:
+            if request.error is not None:
+                answers.put_nowait({"error": request.error})
+            else:
+                await handle(body, answers.put_nowait)
+        finally:
+            answers.put_nowait(None)
+            await writer
+
+    async def _answer(
         self, request: ForwardedRequest, answers: asyncio.Queue[Mapping[str, Any] | None]
     ) -> None:
         """Write a taken request's answers to etcd in order until None; the last one says
